@@ -1,0 +1,60 @@
+"""clearclass: turn folders of photos into an image classifier you understand and can ship.
+
+    import clearclass
+    run = clearclass.train("photos/", model="efficientnet_lite0", epochs=3)
+    run.evaluate()
+    clearclass.load(run.model_dir).predict("new_photo.jpg")
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING
+
+# Operators MPS lacks must fall back to the CPU; PyTorch reads this once, at import.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+__version__ = "0.1.0"
+
+# Imported on first use, so that `clearclass --help` does not wait for torch.
+_PUBLIC = {
+    "ClearclassError": "clearclass.errors",
+    "Classifier": "clearclass.predict",
+    "Prediction": "clearclass.predict",
+    "load": "clearclass.predict",
+    "TrainConfig": "clearclass.training",
+    "TrainingRun": "clearclass.training",
+    "train": "clearclass.training",
+    "lr_find": "clearclass.training",
+    "evaluate": "clearclass.evaluation",
+    "explore": "clearclass.data.explore",
+}
+
+__all__ = [
+    "Classifier",
+    "ClearclassError",
+    "Prediction",
+    "TrainConfig",
+    "TrainingRun",
+    "evaluate",
+    "explore",
+    "load",
+    "lr_find",
+    "train",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from clearclass.data.explore import explore
+    from clearclass.errors import ClearclassError
+    from clearclass.evaluation import evaluate
+    from clearclass.predict import Classifier, Prediction, load
+    from clearclass.training import TrainConfig, TrainingRun, lr_find, train
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        module = importlib.import_module(_PUBLIC[name])
+        return getattr(module, name)
+    raise AttributeError(f"module 'clearclass' has no attribute {name!r}")

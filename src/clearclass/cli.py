@@ -1,0 +1,320 @@
+"""The `clearclass` command. It parses options, calls the library and formats results.
+
+The library raises `ClearclassError` with a message that says what to do; here it becomes
+one red line and exit status 1 (`--debug` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clearclass import __version__
+from clearclass.errors import ClearclassError
+
+app = typer.Typer(
+    name="clearclass",
+    help="Turn folders of photos into an image classifier you understand and can ship.\n\n"
+         "Typical use: clearclass explore DATA, clearclass train DATA --out RUN, "
+         "clearclass evaluate RUN, clearclass predict RUN/model PHOTO.jpg.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+DataArg = Annotated[str, typer.Argument(
+    help="The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, Stanford "
+         "Dogs' Images/ too), a folder with train/ and valid/ (or val/, test/) class folders, "
+         "or a CSV file with columns path,label[,is_valid] (paths relative to the CSV).",
+    show_default=False)]
+ValidPct = Annotated[float, typer.Option(
+    help="Share of each class held out for validation when DATA has no split of its own.")]
+Seed = Annotated[int, typer.Option(
+    help="Random seed for the split, the new head, batch order and augmentation.")]
+ItemResize = Annotated[int, typer.Option(
+    help="Side, in pixels, of the square photos the model sees.")]
+ResizeMethod = Annotated[str, typer.Option(
+    help="How a photo becomes square: crop (random crop in training, centre crop otherwise), "
+         "squish (stretch), or pad (fit inside, black bars).")]
+BatchAugment = Annotated[str, typer.Option(
+    help="Augmentation of each training batch: standard (fastai's aug_transforms defaults: "
+         "flips, rotation, zoom, perspective warp, brightness, contrast) or none.")]
+Strength = Annotated[float, typer.Option(
+    help="Multiplies the rotation, warp and lighting of the augmentation (fastai's mult).")]
+Workers = Annotated[int | None, typer.Option(
+    help="Processes that decode photos; default one per CPU core.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clearclass {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback when something goes wrong.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def train(
+    data: DataArg,
+    out: Annotated[Path | None, typer.Option(
+        help="Run folder for the model, metrics and report; default runs/<data>-<model>.")] = None,
+    model: Annotated[str, typer.Option(
+        help="Any timm architecture, e.g. resnet34, efficientnet_lite0, convnext_tiny.")] =
+        "resnet34",
+    weights: Annotated[Path | None, typer.Option(
+        help="Pretrained weights file (.safetensors or .pth of tensors) instead of timm's "
+             "download.")] = None,
+    pretrained: Annotated[bool, typer.Option(
+        help="Start from ImageNet weights; --no-pretrained starts from random weights.")] = True,
+    epochs: Annotated[int, typer.Option(
+        help="Epochs with the whole model trainable, after the frozen ones.")] = 1,
+    freeze_epochs: Annotated[int, typer.Option(
+        help="Epochs first with the pretrained body frozen (only the new head and the "
+             "normalisation layers learn).")] = 1,
+    base_lr: Annotated[float, typer.Option(
+        help="Peak learning rate of the head while frozen; halved once unfrozen, with "
+             "earlier layers lower (see --lr-mult). `clearclass lr-find` suggests one.")] = 2e-3,
+    lr_mult: Annotated[float, typer.Option(
+        help="Ratio of the head's learning rate to the first layer's, once unfrozen.")] = 100.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Photos per training step.")] = 64,
+    item_resize: ItemResize = 224,
+    resize_method: ResizeMethod = "crop",
+    batch_augment: BatchAugment = "standard",
+    augment_strength: Strength = 1.0,
+    valid_pct: ValidPct = 0.2,
+    seed: Seed = 42,
+    device: Annotated[str, typer.Option(
+        help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16/fp16 mixed precision where the hardware does it natively), fp32, "
+             "bf16 or fp16.")] = "auto",
+    workers: Workers = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace a model already in the run folder.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fine-tune a pretrained model on labelled photos, as fastai's fine_tune does.
+
+    Example: clearclass train photos/ --model efficientnet_lite0 --epochs 3 --out runs/dogs
+
+    Prints a row per epoch (epoch, train_loss, valid_loss, accuracy, time), also saved to
+    RUN/metrics.csv. The model is saved as RUN/model (model.safetensors + model.json) after
+    every epoch. Unreadable photos are skipped and listed in RUN/skipped.csv.
+    """
+    from clearclass.training import TrainConfig
+    from clearclass.training import train as run_training
+
+    config = TrainConfig(
+        data=data, out=str(out) if out else None, model=model,
+        weights=str(weights) if weights else None, pretrained=pretrained, epochs=epochs,
+        freeze_epochs=freeze_epochs, base_lr=base_lr, lr_mult=lr_mult,
+        weight_decay=weight_decay, batch_size=batch_size, item_resize=item_resize,
+        resize_method=resize_method, batch_augment=batch_augment,
+        augment_strength=augment_strength, valid_pct=valid_pct, seed=seed, device=device,
+        precision=precision, workers=workers, overwrite=overwrite,
+    )
+    run_training(config, quiet=quiet)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
+                                        show_default=False)],
+    top_losses: Annotated[int, typer.Option(
+        help="How many of the worst-predicted photos to show.")] = 16,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate a trained run on its validation photos and write RUN/report/.
+
+    Example: clearclass evaluate runs/dogs
+
+    Prints accuracy, top-5 accuracy and the most confused pairs, and writes
+    confusion.png, most_confused.csv/.png, top_losses.png, per_class.csv and a
+    self-contained index.html into RUN/report/.
+    """
+    from clearclass.evaluation import evaluate as run_evaluation
+
+    run_evaluation(run, quiet=quiet, top_losses=top_losses)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(
+        help="A model folder (RUN/model, with model.safetensors and model.json) or a run "
+             "folder.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(
+        help="Photos, or folders searched for photos.", show_default=False)],
+    top_k: Annotated[int, typer.Option(help="How many most likely classes to list.")] = 3,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON list, one object per photo: image, label, probability, "
+                       "top_k.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Predict the class of photos with a trained model.
+
+    Example: clearclass predict runs/dogs/model rex.jpg photos/new/ --top-k 3 --json
+    """
+    from clearclass.predict import image_files, load
+
+    classifier = load(model, device=device)
+    files = image_files(images)
+    results = classifier.predict_many(files, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        return
+    for r in results:
+        others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r.top_k[1:])
+        typer.echo(f"{r.image}: {r.label} ({r.probability:.1%})"
+                   + (f"; then {others}" if others else ""))
+
+
+@app.command()
+def explore(
+    data: DataArg,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the figures; default runs/explore-<data>.")] = None,
+    item_resize: ItemResize = 224,
+    resize_method: ResizeMethod = "crop",
+    batch_augment: BatchAugment = "standard",
+    augment_strength: Strength = 1.0,
+    valid_pct: ValidPct = 0.2,
+    seed: Seed = 42,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Look at a dataset before training: counts, sizes, unreadable files, samples.
+
+    Example: clearclass explore photos/
+
+    Prints photos per class (train and validation), photo size statistics and unreadable
+    files; writes samples.png (photos of each class) and augmented.png (what batch
+    augmentation does) into OUT.
+    """
+    from clearclass.data.explore import explore as run_explore
+
+    run_explore(data, out=out, valid_pct=valid_pct, seed=seed, item_resize=item_resize,
+                resize_method=resize_method, batch_augment_preset=batch_augment,
+                augment_strength=augment_strength, workers=workers, quiet=quiet)
+
+
+@app.command("lr-find")
+def lr_find(
+    data: DataArg,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for lr_find.png; default runs/<data>-<model>-lr-find.")] = None,
+    model: Annotated[str, typer.Option(help="Any timm architecture.")] = "resnet34",
+    weights: Annotated[Path | None, typer.Option(
+        help="Pretrained weights file instead of timm's download.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Photos per step.")] = 64,
+    item_resize: ItemResize = 224,
+    resize_method: ResizeMethod = "crop",
+    batch_augment: BatchAugment = "standard",
+    valid_pct: ValidPct = 0.2,
+    seed: Seed = 42,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Suggest a learning rate: train briefly while raising it, and plot the loss.
+
+    Example: clearclass lr-find photos/ --model resnet34
+
+    As fastai's lr_find: 100 steps from 1e-7 to 10 with the body frozen; the suggestion is
+    the middle of the longest fall of the loss ("valley"). Use it as --base-lr.
+    """
+    from clearclass.training import TrainConfig
+    from clearclass.training import lr_find as run_lr_find
+
+    default_out = f"runs/{Path(data).stem or 'data'}-{model.replace('/', '_')}-lr-find"
+    config = TrainConfig(
+        data=data, out=str(out or default_out), model=model,
+        weights=str(weights) if weights else None, batch_size=batch_size,
+        item_resize=item_resize, resize_method=resize_method, batch_augment=batch_augment,
+        valid_pct=valid_pct, seed=seed, device=device, workers=workers, overwrite=True,
+    )
+    result = run_lr_find(config, quiet=quiet)
+    if quiet:
+        typer.echo(f"{result.suggestion:.2e}")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(
+        help="A model folder (RUN/model) or a run folder.", show_default=False)],
+    check: Annotated[bool, typer.Option(
+        help="Run the ONNX file once and compare it with PyTorch.")] = True,
+) -> None:
+    """Export a model to ONNX (model.onnx, beside model.safetensors) for ONNX Runtime.
+
+    Example: clearclass export runs/dogs/model
+
+    The ONNX model takes normalised images (N x 3 x size x size; size, mean and std are in
+    model.json) and returns logits, so prediction needs no PyTorch.
+    """
+    from clearclass.export import export_onnx
+
+    path = export_onnx(model, check=check)
+    typer.echo(f"Wrote {path}" + (" (checked against PyTorch)" if check else ""))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's run.")] =
+        Path("clearclass-demo"),
+    quiet: Quiet = False,
+) -> None:
+    """Run the whole workflow offline on the bundled sample of dog photos.
+
+    Example: clearclass demo
+
+    Explores the sample, fine-tunes efficientnet_lite0 (one frozen and one unfrozen
+    epoch), evaluates it, exports it to ONNX and predicts a few photos. A few minutes on
+    two CPU cores.
+    """
+    from clearclass.demo import run_demo
+
+    run_demo(out, quiet=quiet)
+
+
+def main() -> None:
+    """Entry point of the `clearclass` command."""
+    try:
+        app()
+    except ClearclassError as e:
+        if _state["debug"]:
+            raise
+        from clearclass.progress import err_console
+
+        err_console.print(f"[bold red]error:[/bold red] {_escape(str(e))}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            raise
+        sys.exit(130)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    main()

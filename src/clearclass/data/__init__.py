@@ -1,0 +1,1 @@
+"""From files to tensors: finding labelled photos, decoding them, batching, augmenting."""

