@@ -35,18 +35,18 @@ SIZE, BATCH, SEED = 224, 64, 42
 
 
 def run_fastai(data: Path) -> dict:
+    import pandas as pd
     import timm
     import torch
     from fastai.callback.core import Callback
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import ColReader, ColSplitter
+    from fastai.data.transforms import Normalize as FaNormalize
     from fastai.metrics import accuracy
     from fastai.vision.augment import Resize, aug_transforms
     from fastai.vision.core import PILImage
     from fastai.vision.data import ImageBlock
     from fastai.vision.learner import vision_learner
-    import pandas as pd
-    from fastai.data.transforms import Normalize as FaNormalize
 
     from clearclass.model import _lite0_package_file, _remap_by_order, read_state_dict
 

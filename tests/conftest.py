@@ -54,3 +54,16 @@ def tiny_train_settings() -> dict:
     """Settings that train timm's 0.4M-parameter test_resnet in seconds."""
     return dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8,
                 epochs=1, freeze_epochs=1, base_lr=1e-2, workers=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished run of test_resnet on the colour photos (trained once per test session)."""
+    from clearclass.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(root / "colours", per_class=20)
+    run = train(data=str(data), out=str(root / "run"), model="test_resnet", pretrained=False,
+                item_resize=32, batch_size=8, epochs=3, freeze_epochs=1, base_lr=2e-2,
+                workers=0, device="cpu", quiet=True)
+    return run.run_dir

@@ -33,7 +33,7 @@ DataArg = Annotated[str, typer.Argument(
     help="The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, Stanford "
          "Dogs' Images/ too), a folder with train/ and valid/ (or val/, test/) class folders, "
          "or a CSV file with columns path,label[,is_valid] (paths relative to the CSV).",
-    show_default=False)]
+    show_default=False, metavar="DATA")]
 ValidPct = Annotated[float, typer.Option(
     help="Share of each class held out for validation when DATA has no split of its own.")]
 Seed = Annotated[int, typer.Option(
@@ -136,7 +136,7 @@ def train(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
-                                        show_default=False)],
+                                        show_default=False, metavar="RUN")],
     top_losses: Annotated[int, typer.Option(
         help="How many of the worst-predicted photos to show.")] = 16,
     quiet: Quiet = False,
@@ -158,9 +158,10 @@ def evaluate(
 def predict(
     model: Annotated[Path, typer.Argument(
         help="A model folder (RUN/model, with model.safetensors and model.json) or a run "
-             "folder.", show_default=False)],
+             "folder.", show_default=False, metavar="MODEL")],
     images: Annotated[list[Path], typer.Argument(
-        help="Photos, or folders searched for photos.", show_default=False)],
+        help="Photos, or folders searched for photos.", show_default=False,
+        metavar="IMAGE_OR_FOLDER...")],
     top_k: Annotated[int, typer.Option(help="How many most likely classes to list.")] = 3,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a JSON list, one object per photo: image, label, probability, "
@@ -222,6 +223,8 @@ def lr_find(
     model: Annotated[str, typer.Option(help="Any timm architecture.")] = "resnet34",
     weights: Annotated[Path | None, typer.Option(
         help="Pretrained weights file instead of timm's download.")] = None,
+    pretrained: Annotated[bool, typer.Option(
+        help="Start from ImageNet weights; --no-pretrained starts from random weights.")] = True,
     batch_size: Annotated[int, typer.Option(help="Photos per step.")] = 64,
     item_resize: ItemResize = 224,
     resize_method: ResizeMethod = "crop",
@@ -245,8 +248,8 @@ def lr_find(
     default_out = f"runs/{Path(data).stem or 'data'}-{model.replace('/', '_')}-lr-find"
     config = TrainConfig(
         data=data, out=str(out or default_out), model=model,
-        weights=str(weights) if weights else None, batch_size=batch_size,
-        item_resize=item_resize, resize_method=resize_method, batch_augment=batch_augment,
+        weights=str(weights) if weights else None, pretrained=pretrained,
+        batch_size=batch_size, item_resize=item_resize, resize_method=resize_method, batch_augment=batch_augment,
         valid_pct=valid_pct, seed=seed, device=device, workers=workers, overwrite=True,
     )
     result = run_lr_find(config, quiet=quiet)
@@ -257,7 +260,8 @@ def lr_find(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(
-        help="A model folder (RUN/model) or a run folder.", show_default=False)],
+        help="A model folder (RUN/model) or a run folder.", show_default=False,
+        metavar="MODEL")],
     check: Annotated[bool, typer.Option(
         help="Run the ONNX file once and compare it with PyTorch.")] = True,
 ) -> None:

@@ -20,27 +20,38 @@ ANNOTATE_UP_TO = 30  # classes; beyond this, numbers in cells would be unreadabl
 
 
 def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path:
-    """Full confusion matrix: rows actual, columns predicted, colour = share of the row."""
+    """Full confusion matrix: rows actual, columns predicted.
+
+    The diagonal (share of each class recognised) is drawn in blue and the mistakes (share of
+    the actual class sent to each wrong class) in red, on a scale of their own: with many
+    classes a single scale leaves the mistakes too faint to see.
+    """
     n = len(names)
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    side = max(5.0, 0.6 + 0.16 * n) if n > ANNOTATE_UP_TO else max(5.0, 1.5 + 0.45 * n)
-    font = 9 if n <= ANNOTATE_UP_TO else max(4.0, 9 - n / 25)
-    fig, ax = plt.subplots(figsize=(side + 2, side + 1))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    eye = np.eye(n, dtype=bool)
+    many = n > ANNOTATE_UP_TO
+    side = 0.6 + 0.16 * n if many else max(5.0, 1.5 + 0.45 * n)
+    font = 5 if many else 9
+    fig, ax = plt.subplots(figsize=(side + 2.5, side + 1.5))
+    mistakes = np.ma.masked_where(eye | (rates == 0), rates)
+    worst = float(mistakes.max()) if mistakes.count() else 1.0
+    ax.imshow(np.ma.masked_where(~eye, rates), cmap="Blues", vmin=0, vmax=1)
+    red = ax.imshow(mistakes, cmap="Reds", vmin=0, vmax=worst)
     labels = [_short(s) for s in names]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
     ax.set_yticks(range(n), labels, fontsize=font)
-    if n <= ANNOTATE_UP_TO:
+    if not many:
         for a in range(n):
             for p in range(n):
                 if matrix[a, p]:
+                    dark = rates[a, p] > 0.5 if a == p else rates[a, p] > worst / 2
                     ax.text(p, a, str(matrix[a, p]), ha="center", va="center", fontsize=font,
-                            color="white" if rates[a, p] > 0.5 else "black")
+                            color="white" if dark else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title("Confusion matrix (colour: share of the actual class)")
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
-    return _save(fig, path)
+    ax.set_title("Confusion matrix (blue: share recognised; red: share sent to a wrong class)")
+    fig.colorbar(red, ax=ax, fraction=0.03, pad=0.02, label="share of the actual class")
+    return _save(fig, path, dpi=150 if many else 100)
 
 
 def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Sequence,
@@ -130,11 +141,11 @@ def _short(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 100) -> Path:
     from clearclass import fileio
 
     fig.tight_layout()
     path = Path(path)
-    fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return path

@@ -91,12 +91,12 @@ class Classifier:
         """A photo as the model's square uint8 input (size x size x 3)."""
         size, method = self.info.size, self.info.resize_method
         if isinstance(image, (str, Path)):
+            if not Path(image).is_file():
+                raise DataError(f"{image} does not exist or is not a file.")
             try:
                 return _load_item(image, size, method)
             except UnreadableImage as e:
                 raise DataError(f"Cannot read {image} as an image ({e}).") from None
-            except FileNotFoundError:
-                raise DataError(f"{image} does not exist.") from None
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DataError("An array image must be height x width x 3, dtype uint8 (RGB).")

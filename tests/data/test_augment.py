@@ -90,7 +90,7 @@ def test_each_photo_gets_its_own_draw_and_seeds_repeat():
     assert torch.equal(a, b)
     distinct = {tuple(x.flatten()[:50].tolist()) for x in a}
     assert len(distinct) > 1
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= 0.0 and a.max() <= 1.0
 
 
 def test_rotation_keeps_the_centre_pixel():

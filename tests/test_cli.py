@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from clearclass import __version__
+from clearclass.cli import app, main
+from tests.conftest import COLOURS, make_dataset, make_photo
+
+runner = CliRunner()
+TINY = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size",
+        "8", "--workers", "0", "--device", "cpu", "--base-lr", "2e-2"]
+
+
+def _commands():
+    group = typer.main.get_command(app)
+    return group, sorted(group.commands.items())
+
+
+def test_every_command_has_help_with_an_example_and_every_option_is_explained():
+    group, commands = _commands()
+    assert {name for name, _ in commands} >= {"train", "evaluate", "predict", "explore",
+                                               "lr-find", "export", "demo"}
+    for name, command in commands:
+        assert command.help and "Example: clearclass" in command.help, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help and len(param.help) > 15, f"{name} {param.name}"
+            else:
+                assert getattr(param, "help", None), f"{name} {param.name}"
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_version_and_top_level_help():
+    assert runner.invoke(app, ["--version"]).output.strip() == f"clearclass {__version__}"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("train", "evaluate", "predict", "explore", "demo"):
+        assert name in result.output
+
+
+def test_train_evaluate_predict_export_through_the_cli(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=20)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(data), "--out", str(run), "--epochs", "3",
+                                 *TINY])
+    assert result.exit_code == 0, result.output
+    header = "epoch   train_loss   valid_loss   accuracy   time    stage"
+    assert header in result.output
+    assert (run / "model" / "model.json").is_file()
+
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "Accuracy" in result.output and (run / "report" / "index.html").is_file()
+
+    photo = make_photo(tmp_path / "new red.jpg", COLOURS["red"], size=(50, 40), seed=77)
+    result = runner.invoke(app, ["predict", str(run / "model"), str(photo), "--json",
+                                 "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert len(answer) == 1
+    assert set(answer[0]) >= {"image", "label", "probability", "top_k"}
+    assert answer[0]["image"] == str(photo)
+    assert answer[0]["label"] == "red"
+    assert [set(t) >= {"label", "probability"} for t in answer[0]["top_k"]] == [True, True]
+
+    result = runner.invoke(app, ["predict", str(run / "model"), str(tmp_path / "d" / "blue")])
+    assert result.exit_code == 0 and result.output.count("\n") == 20
+
+    result = runner.invoke(app, ["export", str(run / "model")])
+    assert result.exit_code == 0 and (run / "model" / "model.onnx").is_file()
+
+
+def test_explore_writes_figures_and_counts_unreadable(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=5)
+    (data / "red" / "broken.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["explore", str(data), "--out", str(tmp_path / "x"),
+                                 "--item-resize", "32", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x" / "samples.png").is_file()
+    assert (tmp_path / "x" / "augmented.png").is_file()
+    assert "broken.jpg" in result.output and "unreadable" in result.output
+    assert "short side 40 / 40 / 40" in result.output
+
+
+def test_lr_find_suggests_a_rate_and_plots(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=6)
+    result = runner.invoke(app, ["lr-find", str(data), "--out", str(tmp_path / "lr"), "-q",
+                                 *[a for a in TINY if a != "--base-lr" and a != "2e-2"]])
+    assert result.exit_code == 0, result.output
+    assert 1e-7 <= float(result.output.strip()) <= 10
+    assert (tmp_path / "lr" / "lr_find.png").is_file()
+
+
+def _run_main(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["clearclass", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr()
+
+
+def test_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
+    make_dataset(tmp_path / "one", per_class=3, classes=("pug",))
+    code, out = _run_main(["train", str(tmp_path / "one"), *TINY], monkeypatch, capsys)
+    assert code == 1
+    assert "Traceback" not in out.err
+    assert out.err.strip().startswith("error:") and "at least 2" in out.err
+    code, out = _run_main(["predict", str(tmp_path / "export.pkl"), "x.jpg"], monkeypatch,
+                          capsys)
+    assert code == 1 and "not a clearclass model" in out.err
+
+
+def test_the_installed_command_runs():
+    command = Path(sys.executable).parent / "clearclass"
+    result = subprocess.run([str(command), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clearclass
+from clearclass.errors import RunError
+from clearclass.evaluation import Evaluation
+
+
+def _evaluation(targets, predictions, n_classes=4) -> Evaluation:
+    probs = np.full((len(targets), n_classes), 0.1 / (n_classes - 1))
+    probs[np.arange(len(targets)), predictions] = 0.9
+    names = [f"class {i}" for i in range(n_classes)]
+    return Evaluation([f"c{i}" for i in range(n_classes)], names,
+                      [Path(f"{i}.jpg") for i in range(len(targets))], np.array(targets), probs)
+
+
+def test_confusion_and_most_confused_from_known_predictions():
+    ev = _evaluation(targets=[0, 0, 0, 1, 1, 2, 2, 2, 3],
+                     predictions=[0, 1, 1, 1, 0, 2, 1, 3, 3])
+    assert ev.accuracy == pytest.approx(4 / 9)
+    matrix = ev.confusion()
+    assert matrix[0].tolist() == [1, 2, 0, 0]
+    assert matrix.sum() == 9
+    pairs = [(p.actual, p.predicted, p.count) for p in ev.most_confused()]
+    assert pairs[0] == ("class 0", "class 1", 2)
+    assert sorted(pairs[1:]) == [("class 1", "class 0", 1), ("class 2", "class 1", 1),
+                                 ("class 2", "class 3", 1)]
+
+
+def test_per_class_precision_recall_f1():
+    ev = _evaluation(targets=[0, 0, 1, 1], predictions=[0, 1, 1, 1], n_classes=2)
+    rows = {r["class_id"]: r for r in ev.per_class()}
+    assert rows["c0"]["precision"] == 1.0 and rows["c0"]["recall"] == 0.5
+    assert rows["c1"]["precision"] == pytest.approx(2 / 3) and rows["c1"]["recall"] == 1.0
+    assert rows["c1"]["f1"] == pytest.approx(0.8)
+    assert rows["c0"]["support"] == 2
+
+
+def test_top_k_accuracy_and_top_losses():
+    ev = _evaluation(targets=[0, 1, 2], predictions=[0, 2, 2])
+    assert ev.top_k_accuracy(1) == pytest.approx(2 / 3)
+    assert ev.top_k_accuracy(4) == 1.0
+    assert ev.top_losses(1) == [1]
+
+
+def test_evaluate_writes_the_whole_report(trained_run):
+    ev = clearclass.evaluate(trained_run, quiet=True)
+    report = trained_run / "report"
+    for name in ("confusion.png", "most_confused.csv", "most_confused.png", "top_losses.png",
+                 "per_class.csv", "index.html"):
+        assert (report / name).is_file(), name
+    with open(report / "per_class.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class_id"] for r in rows] == ["blue", "green", "red"]
+    assert sum(int(r["support"]) for r in rows) == len(ev.targets) == 12
+    html = (report / "index.html").read_text()
+    assert "data:image/png;base64," in html and "src=\"confusion.png\"" not in html
+    with open(report / "most_confused.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["actual", "predicted", "count"]
+
+
+def test_many_classes_still_make_readable_figures(tmp_path):
+    from clearclass import figures
+
+    rng = np.random.default_rng(0)
+    n = 120
+    targets = rng.integers(0, n, 2000)
+    predictions = np.where(rng.random(2000) < 0.8, targets, rng.integers(0, n, 2000))
+    ev = _evaluation(targets.tolist(), predictions.tolist(), n_classes=n)
+    figures.confusion_matrix(ev.confusion(), ev.class_names, tmp_path / "c.png")
+    figures.most_confused_heatmap(ev.confusion(), ev.class_names, ev.most_confused()[:10],
+                                  tmp_path / "m.png")
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "c.png").size
+    assert width >= 1800 and height >= 1800  # room for 120 labels
+    assert Image.open(tmp_path / "m.png").size[0] < width
+
+
+def test_evaluate_needs_a_run_folder(tmp_path):
+    with pytest.raises(RunError, match="not a training run"):
+        clearclass.evaluate(tmp_path)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from clearclass.errors import ModelFileError
+from clearclass.export import export_onnx, load_bundle, read_info, save_bundle
+from clearclass.fileio import atomic_write
+
+
+def test_bundle_is_safetensors_and_json_and_round_trips(trained_run, tmp_path):
+    model, info = load_bundle(trained_run / "model")
+    assert sorted(p.name for p in (trained_run / "model").iterdir()
+                  if not p.name.endswith(".onnx")) == ["model.json", "model.safetensors"]
+    data = json.loads((trained_run / "model" / "model.json").read_text())
+    assert data["format"] == "clearclass-model" and data["format_version"] == 1
+    assert data["architecture"] == "test_resnet"
+    assert set(data["preprocessing"]) >= {"size", "resize_method", "mean", "std"}
+    copy = save_bundle(model, info, tmp_path / "copy")
+    again, again_info = load_bundle(copy)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    assert again_info == info
+
+
+def test_a_half_written_bundle_is_detected(trained_run, tmp_path):
+    folder = shutil.copytree(trained_run / "model", tmp_path / "model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_bundle(folder)
+
+
+def test_pickles_are_refused_with_the_reason(tmp_path):
+    pkl = tmp_path / "export.pkl"
+    pkl.write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelFileError, match="pickle.*runs whatever code"):
+        load_bundle(pkl)
+    with pytest.raises(ModelFileError, match="not a clearclass model"):
+        load_bundle(tmp_path)
+
+
+def test_newer_format_versions_are_refused(trained_run, tmp_path):
+    folder = shutil.copytree(trained_run / "model", tmp_path / "model")
+    data = json.loads((folder / "model.json").read_text())
+    data["format_version"] = 99
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="newer clearclass"):
+        read_info(folder)
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "model.json"
+    target.write_text("old")
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
+
+
+def test_onnx_export_matches_pytorch(trained_run, tmp_path):
+    import onnxruntime as ort
+
+    folder = shutil.copytree(trained_run / "model", tmp_path / "model")
+    path = export_onnx(folder)
+    model, info = load_bundle(folder)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(5, 3, info.size, info.size)).astype(np.float32)
+    got = session.run(None, {"image": x})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert got.shape == (5, len(info.class_ids))
+    assert np.abs(got - expected).max() < 1e-4
+    # Saving new weights removes the ONNX file that described the old ones.
+    save_bundle(model, info, folder)
+    assert not path.exists()

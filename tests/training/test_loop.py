@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from clearclass.errors import ClearclassError, DataError, RunError
+from clearclass.training import TrainConfig, train
+from clearclass.training import loop as loop_module
+from clearclass.training.loop import _discriminative_lrs
+from tests.conftest import make_dataset, make_photo
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_writes_metrics_split_config_and_model(trained_run):
+    rows = _rows(trained_run / "metrics.csv")
+    assert [r["stage"] for r in rows] == ["frozen", "unfrozen", "unfrozen", "unfrozen"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "accuracy", "time", "stage"]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[-1]["accuracy"]) >= 0.8  # colours are easy, even from random weights
+    assert (trained_run / "model" / "model.safetensors").is_file()
+    info = json.loads((trained_run / "model" / "model.json").read_text())
+    assert info["classes"][0] == {"id": "blue", "name": "blue"}
+    assert info["preprocessing"]["size"] == 32
+    split = _rows(trained_run / "split.csv")
+    assert sum(r["is_valid"] == "True" for r in split) == 12  # 20% of 20, per class
+    assert json.loads((trained_run / "config.json").read_text())["config"]["model"] == "test_resnet"
+    assert _rows(trained_run / "skipped.csv") == []
+
+
+def test_same_seed_same_numbers_on_the_cpu(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=6)
+    runs = [train(data=str(data), out=str(tmp_path / f"run{i}"), quiet=True,
+                  **tiny_train_settings) for i in range(2)]
+    first, second = ([(r.train_loss, r.valid_loss, r.accuracy) for r in run.history]
+                     for run in runs)
+    assert first == second
+    third = train(data=str(data), out=str(tmp_path / "run3"), quiet=True,
+                  **{**tiny_train_settings, "seed": 7})
+    assert [(r.train_loss, r.valid_loss) for r in third.history] != \
+        [(a, b) for a, b, _ in first]
+
+
+def test_bad_files_are_skipped_and_listed_never_a_crash(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=6)
+    (data / "red" / "empty.jpg").write_bytes(b"")
+    (data / "green" / "notes.jpg").write_text("not a photo")
+    good = make_photo(tmp_path / "good.jpg", size=(64, 64)).read_bytes()
+    (data / "blue" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    make_photo(data / "blue" / "cmyk.jpg", (40, 60, 200), mode="CMYK")
+    make_photo(data / "red" / "gray ünïcødé.png", (90, 90, 90), mode="L")
+    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+    skipped = _rows(run.run_dir / "skipped.csv")
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in skipped) == \
+        ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert all(r["reason"] for r in skipped)
+    kept = [r["path"] for r in _rows(run.run_dir / "split.csv")]
+    assert any(p.endswith("cmyk.jpg") for p in kept)
+    assert any(p.endswith("gray ünïcødé.png") for p in kept)
+
+
+def test_a_class_whose_files_are_all_unreadable_is_named(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=4, classes=("red", "blue"))
+    for i in range(2):
+        (data / "broken" / f"{i}.jpg").parent.mkdir(exist_ok=True)
+        (data / "broken" / f"{i}.jpg").write_bytes(b"\xff\xd8 nope")
+    with pytest.raises(DataError, match="Class 'broken' has no readable image"):
+        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+
+
+def test_an_existing_model_is_not_overwritten_silently(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    settings = {**tiny_train_settings, "epochs": 0}
+    train(data=str(data), out=str(tmp_path / "run"), quiet=True, **settings)
+    with pytest.raises(RunError, match="--overwrite"):
+        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **settings)
+    train(data=str(data), out=str(tmp_path / "run"), quiet=True, overwrite=True, **settings)
+
+
+def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train_settings,
+                                                            monkeypatch):
+    data = make_dataset(tmp_path / "d", per_class=6)
+    real_step = loop_module.train_one_epoch
+
+    def interrupt_in_second_epoch(session, optimizer, scheduler, epoch, stage):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_step(session, optimizer, scheduler, epoch, stage)
+
+    monkeypatch.setattr(loop_module, "train_one_epoch", interrupt_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+    info = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert info["training"]["epochs_done"] == 1
+    assert len(_rows(tmp_path / "run" / "metrics.csv")) == 1
+
+
+def test_frozen_epoch_changes_only_the_head_and_norm_layers(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=6)
+    torch.manual_seed(0)
+    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True,
+                **{**tiny_train_settings, "epochs": 0, "pretrained": False})
+    from clearclass.model import create_model
+
+    torch.manual_seed(tiny_train_settings.get("seed", 42))
+    initial, _ = create_model("test_resnet", 3, pretrained=False)
+    trained = run.load().model
+    assert torch.equal(trained.state_dict()["conv1.0.weight"],
+                       initial.state_dict()["conv1.0.weight"])
+    assert not torch.equal(trained.state_dict()["fc.weight"], initial.state_dict()["fc.weight"])
+
+
+def test_discriminative_learning_rates_rise_to_the_head():
+    lrs = _discriminative_lrs(5, 1e-3, 100)
+    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e-3)
+    assert lrs == sorted(lrs)
+
+
+def test_config_rejects_bad_settings_with_the_reason():
+    with pytest.raises(ClearclassError, match="resize_method must be one of crop"):
+        TrainConfig(data="x", resize_method="stretch")
+    with pytest.raises(ClearclassError, match="valid_pct"):
+        TrainConfig(data="x", valid_pct=1.5)
+    with pytest.raises(ClearclassError, match="Unknown training setting"):
+        TrainConfig.from_dict({"data": "x", "tfms": 1})
