@@ -249,7 +249,8 @@ def lr_find(
     config = TrainConfig(
         data=data, out=str(out or default_out), model=model,
         weights=str(weights) if weights else None, pretrained=pretrained,
-        batch_size=batch_size, item_resize=item_resize, resize_method=resize_method, batch_augment=batch_augment,
+        batch_size=batch_size, item_resize=item_resize, resize_method=resize_method,
+        batch_augment=batch_augment,
         valid_pct=valid_pct, seed=seed, device=device, workers=workers, overwrite=True,
     )
     result = run_lr_find(config, quiet=quiet)
