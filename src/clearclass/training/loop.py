@@ -35,6 +35,7 @@ from clearclass.progress import bar, say, warn
 from clearclass.training.config import TrainConfig
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
+MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
 
 
 @dataclass
@@ -108,13 +109,18 @@ def train(config: TrainConfig | None = None, *, quiet: bool = False, **settings)
     run = TrainingRun(_prepare_run_dir(config), config)
     session = prepare(config, run, quiet)
     model = session.model
+    steps = len(session.train_batches)
+    if steps < MIN_STEPS_PER_EPOCH:
+        warn(f"Only {steps} training step(s) per epoch (batches of {config.batch_size}): a "
+             "one-cycle schedule that short barely moves the weights. Use a smaller "
+             "--batch-size or more --epochs.")
 
     # fine_tune: frozen body first, then everything with discriminative learning rates.
     try:
         if config.freeze_epochs:
             set_body_trainable(model, False)
-            fit_one_cycle(session, config.freeze_epochs, _frozen_lrs(model, config.base_lr),
-                          "frozen", pct_start=0.99, div=25.0)
+            lrs = _frozen_lrs(len(layer_groups(model)), config.base_lr, config.head_lr_mult)
+            fit_one_cycle(session, config.freeze_epochs, lrs, "frozen", pct_start=0.99, div=25.0)
         if config.epochs:
             set_body_trainable(model, True)
             lrs = _discriminative_lrs(len(layer_groups(model)), config.base_lr / 2,
@@ -277,10 +283,16 @@ def _record(session: _Session, row: EpochRow) -> None:
     save_bundle(session.model, session.info, run.model_dir)
 
 
-def _frozen_lrs(model: nn.Module, base_lr: float) -> list[float]:
-    # As fastai's `slice(base_lr)`: the head at base_lr, the body's norm layers a tenth.
-    n = len(layer_groups(model))
-    return [base_lr / 10] * (n - 1) + [base_lr]
+def _frozen_lrs(n_groups: int, base_lr: float, head_lr_mult: float) -> list[float]:
+    """The body's norm layers at base_lr / 10, as fastai's `slice(base_lr)`; the head higher.
+
+    fastai's head normalises its inputs (BatchNorm, then a hidden layer) and learns at
+    base_lr. Ours is one zero-initialised linear layer on the raw pooled features, which
+    learns more slowly at the same rate. On imagewoof-2k (efficientnet_lite0, 224 px, seed
+    42) the head at 1x / 5x / 10x base_lr reached 81.0% / 83.8% / 82.8% after the frozen
+    epoch and 85.0% / 85.5% / 84.0% after fine_tune(1); fastai's own head, 83.0% / 84.5%.
+    """
+    return [base_lr / 10] * (n_groups - 1) + [base_lr * head_lr_mult]
 
 
 def _discriminative_lrs(n_groups: int, top_lr: float, lr_mult: float) -> list[float]:
