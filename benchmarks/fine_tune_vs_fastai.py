@@ -35,6 +35,8 @@ SIZE, BATCH, SEED = 224, 64, 42
 
 
 def run_fastai(data: Path) -> dict:
+    import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fine_tune)
     import pandas as pd
     import timm
     import torch

@@ -23,11 +23,11 @@ def run_demo(out: str | Path = "clearclass-demo", quiet: bool = False) -> Path:
 
     out = Path(out)
     say(f"1/5 Exploring the sample ({SAMPLE})", quiet)
-    explore(SAMPLE, out=out / "explore", item_resize=160, quiet=quiet)
+    explore(SAMPLE, out=out / "explore", item_resize=224, quiet=quiet)
 
     say("\n2/5 Fine-tuning efficientnet_lite0: one epoch frozen, one unfrozen", quiet)
     config = TrainConfig(data=str(SAMPLE), out=str(out / "run"), model="efficientnet_lite0",
-                         epochs=1, freeze_epochs=1, item_resize=160, batch_size=32,
+                         epochs=1, freeze_epochs=1, item_resize=224, batch_size=16,
                          overwrite=True)
     run = train(config, quiet=quiet)
 
