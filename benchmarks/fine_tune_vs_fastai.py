@@ -6,8 +6,9 @@ same split (`labels.csv`'s is_valid column: 1,600 train / 400 valid photos), at 
 batch 64, with fastai's `aug_transforms()` and clearclass's `standard` preset (the same
 augmentation), one frozen epoch then one unfrozen.
 
-Each run is a separate process, so that peak memory (resident set of the process and its
-workers, sampled every 0.1 s) belongs to one tool; the runs alternate between the tools, and
+Each run is a separate process, so that peak memory (proportional set size of the process
+and its workers, which counts pages they share once, sampled every 0.2 s) belongs to one
+tool. Repeat r uses seed 42 + r for both tools; the runs alternate between the tools, and
 the table reports medians over the repeats.
 
     pip install -e '.[benchmark]'
@@ -19,6 +20,7 @@ Needs the photos in ../shared/datasets/imagewoof-2k (or pass --data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,17 +36,17 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagewoof-2k" / "labels.cs
 SIZE, BATCH, SEED = 224, 64, 42
 
 
-def run_fastai(data: Path) -> dict:
+def run_fastai(data: Path, seed: int) -> dict:
     import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fine_tune)
     import pandas as pd
     import timm
-    import torch
     from fastai.callback.core import Callback
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import ColReader, ColSplitter
     from fastai.data.transforms import Normalize as FaNormalize
     from fastai.metrics import accuracy
+    from fastai.torch_core import set_seed
     from fastai.vision.augment import Resize, aug_transforms
     from fastai.vision.core import PILImage
     from fastai.vision.data import ImageBlock
@@ -52,6 +54,7 @@ def run_fastai(data: Path) -> dict:
 
     from clearclass.model import _lite0_package_file, _remap_by_order, read_state_dict
 
+    set_seed(seed)
     t0 = time.perf_counter()
     df = pd.read_csv(data)
     df["is_valid"] = df["is_valid"].astype(str).str.lower() == "true"
@@ -81,7 +84,6 @@ def run_fastai(data: Path) -> dict:
             epoch_times.append(time.perf_counter() - self.start)
 
     learn.add_cb(EpochTimer())
-    torch.manual_seed(SEED)
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(1)
     accuracy_value = float(learn.recorder.values[-1][2])
@@ -89,12 +91,12 @@ def run_fastai(data: Path) -> dict:
             "unfrozen_epoch_seconds": epoch_times[1], "valid_accuracy": accuracy_value}
 
 
-def run_clearclass(data: Path) -> dict:
+def run_clearclass(data: Path, seed: int) -> dict:
     import clearclass
 
     with tempfile.TemporaryDirectory() as out:
         run = clearclass.train(data=str(data), out=out, model="efficientnet_lite0", epochs=1,
-                               freeze_epochs=1, item_resize=SIZE, batch_size=BATCH, seed=SEED,
+                               freeze_epochs=1, item_resize=SIZE, batch_size=BATCH, seed=seed,
                                quiet=True)
     return {"setup_seconds": run.timings["decode_seconds"],
             "frozen_epoch_seconds": run.history[0].seconds,
@@ -102,7 +104,7 @@ def run_clearclass(data: Path) -> dict:
             "valid_accuracy": run.accuracy}
 
 
-def measure(tool: str, data: Path) -> dict:
+def measure(tool: str, data: Path, seed: int) -> dict:
     """Run one tool in a child process; wall time and peak memory of its process tree."""
     import psutil
 
@@ -110,7 +112,7 @@ def measure(tool: str, data: Path) -> dict:
         result_file = Path(f.name)
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--worker", tool, "--data", str(data),
-                              "--result", str(result_file)])
+                              "--seed", str(seed), "--result", str(result_file)])
     peak = 0
     done = threading.Event()
 
@@ -119,11 +121,14 @@ def measure(tool: str, data: Path) -> dict:
         proc = psutil.Process(child.pid)
         while not done.is_set():
             try:
-                procs = [proc, *proc.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                total = 0
+                for p in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a worker that just exited
+                        total += p.memory_full_info().pss
+                peak = max(peak, total)
             except psutil.Error:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -135,7 +140,7 @@ def measure(tool: str, data: Path) -> dict:
         raise SystemExit(f"{tool} run failed with exit code {code}")
     result = json.loads(result_file.read_text())
     result_file.unlink()
-    result.update(process_seconds=wall, peak_rss_gb=peak / 1e9)
+    result.update(process_seconds=wall, peak_memory_gb=peak / 1e9, seed=seed)
     return result
 
 
@@ -145,12 +150,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tools", default="fastai,clearclass")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="Also write all runs to this JSON file.")
     args = parser.parse_args()
 
     if args.worker:
-        result = {"fastai": run_fastai, "clearclass": run_clearclass}[args.worker](args.data)
+        run = {"fastai": run_fastai, "clearclass": run_clearclass}[args.worker]
+        result = run(args.data, args.seed)
         args.result.write_text(json.dumps(result))
         return
 
@@ -158,7 +165,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     for r in range(args.repeats):
         for tool in tools:
-            result = measure(tool, args.data)
+            result = measure(tool, args.data, SEED + r)
             runs[tool].append(result)
             print(f"run {r + 1}/{args.repeats} {tool}: " + json.dumps(
                 {k: round(v, 4) for k, v in result.items()}), flush=True)
@@ -172,7 +179,7 @@ def report(runs: dict[str, list[dict]]) -> None:
             ("frozen epoch", "frozen_epoch_seconds", "s"),
             ("unfrozen epoch", "unfrozen_epoch_seconds", "s"),
             ("whole process", "process_seconds", "s"),
-            ("peak memory (process tree RSS)", "peak_rss_gb", "GB"),
+            ("peak memory (process tree PSS)", "peak_memory_gb", "GB"),
             ("valid accuracy", "valid_accuracy", "")]
     tools = list(runs)
     n = min(len(v) for v in runs.values())
