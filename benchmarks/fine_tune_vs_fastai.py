@@ -7,9 +7,9 @@ batch 64, with fastai's `aug_transforms()` and clearclass's `standard` preset (t
 augmentation), one frozen epoch then one unfrozen.
 
 Each run is a separate process, so that peak memory (proportional set size of the process
-and its workers, which counts pages they share once, sampled every 0.2 s) belongs to one
-tool. Repeat r uses seed 42 + r for both tools; the runs alternate between the tools, and
-the table reports medians over the repeats.
+and its workers, which counts pages they share once, sampled every second: reading it costs
+CPU time) belongs to one tool. Repeat r uses seed 42 + r for both tools; the runs alternate
+between the tools, and the table reports medians over the repeats.
 
     pip install -e '.[benchmark]'
     python benchmarks/fine_tune_vs_fastai.py --repeats 3
@@ -128,7 +128,7 @@ def measure(tool: str, data: Path, seed: int) -> dict:
                 peak = max(peak, total)
             except psutil.Error:
                 pass
-            time.sleep(0.2)
+            time.sleep(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

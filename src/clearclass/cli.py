@@ -51,6 +51,16 @@ Strength = Annotated[float, typer.Option(
 Workers = Annotated[int | None, typer.Option(
     help="Processes that decode photos; default one per CPU core.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+Model = Annotated[str, typer.Option(
+    help="Any timm architecture, e.g. resnet34, efficientnet_lite0, convnext_tiny.")]
+Weights = Annotated[Path | None, typer.Option(
+    help="Pretrained weights file (.safetensors or .pth of tensors) instead of timm's "
+         "download.")]
+Pretrained = Annotated[bool, typer.Option(
+    help="Start from ImageNet weights; --no-pretrained starts from random weights.")]
+BatchSize = Annotated[int, typer.Option(help="Photos per training step.")]
+Device = Annotated[str, typer.Option(
+    help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")]
 
 
 def _version(value: bool) -> None:
@@ -74,14 +84,9 @@ def train(
     data: DataArg,
     out: Annotated[Path | None, typer.Option(
         help="Run folder for the model, metrics and report; default runs/<data>-<model>.")] = None,
-    model: Annotated[str, typer.Option(
-        help="Any timm architecture, e.g. resnet34, efficientnet_lite0, convnext_tiny.")] =
-        "resnet34",
-    weights: Annotated[Path | None, typer.Option(
-        help="Pretrained weights file (.safetensors or .pth of tensors) instead of timm's "
-             "download.")] = None,
-    pretrained: Annotated[bool, typer.Option(
-        help="Start from ImageNet weights; --no-pretrained starts from random weights.")] = True,
+    model: Model = "resnet34",
+    weights: Weights = None,
+    pretrained: Pretrained = True,
     epochs: Annotated[int, typer.Option(
         help="Epochs with the whole model trainable, after the frozen ones.")] = 1,
     freeze_epochs: Annotated[int, typer.Option(
@@ -95,15 +100,14 @@ def train(
     head_lr_mult: Annotated[float, typer.Option(
         help="While the body is frozen, the new head learns at --base-lr times this.")] = 5.0,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Photos per training step.")] = 64,
+    batch_size: BatchSize = 64,
     item_resize: ItemResize = 224,
     resize_method: ResizeMethod = "crop",
     batch_augment: BatchAugment = "standard",
     augment_strength: Strength = 1.0,
     valid_pct: ValidPct = 0.2,
     seed: Seed = 42,
-    device: Annotated[str, typer.Option(
-        help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     precision: Annotated[str, typer.Option(
         help="auto (bf16/fp16 mixed precision where the hardware does it natively), fp32, "
              "bf16 or fp16.")] = "auto",
@@ -222,18 +226,16 @@ def lr_find(
     data: DataArg,
     out: Annotated[Path | None, typer.Option(
         help="Folder for lr_find.png; default runs/<data>-<model>-lr-find.")] = None,
-    model: Annotated[str, typer.Option(help="Any timm architecture.")] = "resnet34",
-    weights: Annotated[Path | None, typer.Option(
-        help="Pretrained weights file instead of timm's download.")] = None,
-    pretrained: Annotated[bool, typer.Option(
-        help="Start from ImageNet weights; --no-pretrained starts from random weights.")] = True,
-    batch_size: Annotated[int, typer.Option(help="Photos per step.")] = 64,
+    model: Model = "resnet34",
+    weights: Weights = None,
+    pretrained: Pretrained = True,
+    batch_size: BatchSize = 64,
     item_resize: ItemResize = 224,
     resize_method: ResizeMethod = "crop",
     batch_augment: BatchAugment = "standard",
     valid_pct: ValidPct = 0.2,
     seed: Seed = 42,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,8 +335,10 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
             run_dir = Path("runs") / f"{stem}-{n}"
             n += 1
     run_dir.mkdir(parents=True, exist_ok=True)
+    # What describes a previous run in this folder must not pass for this one's.
     for stale in ("metrics.csv", "summary.json"):
         (run_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
     return run_dir
 
 
