@@ -163,7 +163,7 @@ def _print(result: Exploration, names: dict[str, str], item_resize: int) -> None
     table = Table(title=f"{len(photo_set.class_ids)} classes ({photo_set.layout})")
     for column in ("class", "folder / id", "train", "valid", "unreadable"):
         table.add_column(column, justify="left" if column in ("class", "folder / id")
-                         else "right")
+                         else "right", overflow="fold")
     bad = {c: 0 for c in photo_set.class_ids}
     for p in photo_set.photos:
         if p.path in unreadable:
