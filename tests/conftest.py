@@ -38,6 +38,21 @@ def make_dataset(root: Path, per_class: int = 10, classes=("red", "green", "blue
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests keep decoded photos in their own folder, never in the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("pixel-cache")
+    previous = os.environ.get("CLEARCLASS_CACHE_DIR")
+    os.environ["CLEARCLASS_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CLEARCLASS_CACHE_DIR", None)
+    else:
+        os.environ["CLEARCLASS_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def colour_photos(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "colours")
@@ -54,7 +69,7 @@ def tiny_train_settings() -> dict:
     """Settings that train timm's 0.4M-parameter test_resnet in seconds."""
     return dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8,
                 epochs=1, freeze_epochs=1, base_lr=1e-2, head_lr_mult=1.0, workers=0,
-                device="cpu")
+                device="cpu", onnx=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,13 @@ from safetensors.torch import save_file
 from clearclass import model as model_module
 from clearclass.errors import WeightsError
 from clearclass.model import (
+    body_and_head,
     classifier_keys,
     create_model,
-    layer_groups,
+    forward_fixed_body,
     read_state_dict,
     set_body_trainable,
+    set_train_mode,
 )
 
 
@@ -121,21 +123,43 @@ def test_unknown_architecture_suggests_names():
         create_model("resnet43", 2, pretrained=False)
 
 
-def test_frozen_body_keeps_head_and_norm_layers_trainable():
+def test_frozen_body_trains_only_the_head_unless_norm_layers_are_asked_for():
     model, _ = create_model("test_resnet", 3, pretrained=False)
     set_body_trainable(model, False)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        set(classifier_keys(model))
+    set_body_trainable(model, False, train_norm=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert set(classifier_keys(model)) <= trainable
-    assert "conv1.1.weight" in trainable  # a BatchNorm weight
+    assert "conv1.1.weight" in trainable  # a BatchNorm weight, as fastai's train_bn
     assert "conv1.0.weight" not in trainable  # a convolution
     set_body_trainable(model, True)
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_layer_groups_cover_every_parameter_once_with_the_head_last():
+def test_train_modes_fix_the_body_or_only_its_statistics():
     model, _ = create_model("test_resnet", 3, pretrained=False)
-    groups = layer_groups(model)
-    ids = [id(p) for g in groups for p in g]
+    set_train_mode(model, body_fixed=True)
+    assert not model.layer1.training and not model.conv1[1].training
+    assert model.training and model.fc.training  # the head's dropout still works
+    set_train_mode(model, keep_norm_statistics=True)
+    assert model.layer1.training and not model.conv1[1].training
+    set_train_mode(model)
+    assert all(m.training for m in model.modules())
+
+
+def test_fixed_body_forward_matches_the_model_and_keeps_no_graph():
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits = forward_fixed_body(model, x)
+    assert torch.allclose(logits, model(x), atol=1e-6)
+    logits.sum().backward()
+    assert model.fc.weight.grad is not None and model.conv1[0].weight.grad is None
+
+
+def test_body_and_head_cover_every_parameter_once():
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    body, head = body_and_head(model)
+    ids = [id(p) for p in body + head]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    assert {id(p) for p in groups[-1]} == {id(model.fc.weight), id(model.fc.bias)}
-    assert len(groups) >= 3
+    assert {id(p) for p in head} == {id(model.fc.weight), id(model.fc.bias)}

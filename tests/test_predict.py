@@ -60,3 +60,44 @@ def test_image_files_expands_folders(tmp_path):
         image_files([tmp_path / "empty"])
     with pytest.raises(DataError, match="does not exist"):
         image_files([tmp_path / "missing.jpg"])
+
+
+def test_onnx_backend_agrees_with_torch_and_needs_no_torch(trained_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from clearclass.export import export_onnx
+
+    folder = shutil.copytree(trained_run / "model", tmp_path / "model")
+    if not (folder / "model.onnx").exists():
+        export_onnx(folder)
+    photos = [make_photo(tmp_path / f"{c}.png", rgb, seed=11) for c, rgb in COLOURS.items()]
+    onnx = clearclass.load(folder)
+    torch_backend = clearclass.load(folder, backend="torch")
+    assert (onnx.backend, torch_backend.backend) == ("onnx", "torch")
+    assert np.abs(onnx.predict_proba(photos) - torch_backend.predict_proba(photos)).max() < 1e-4
+
+    script = (
+        "import sys, clearclass\n"
+        f"c = clearclass.load({str(folder)!r})\n"
+        f"print(c.backend, c.predict({str(photos[0])!r}).label)\n"
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["onnx", "red"]
+
+
+def test_unknown_backend_and_missing_onnx_are_clear_errors(trained_run, tmp_path):
+    import shutil
+
+    from clearclass.errors import ClearclassError
+
+    folder = shutil.copytree(trained_run / "model", tmp_path / "model")
+    (folder / "model.onnx").unlink(missing_ok=True)
+    with pytest.raises(ClearclassError, match="backend must be one of"):
+        clearclass.load(folder, backend="tensorrt")
+    with pytest.raises(ClearclassError, match="clearclass export"):
+        clearclass.load(folder, backend="onnx")
+    assert clearclass.load(folder).backend == "torch"

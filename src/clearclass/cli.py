@@ -50,6 +50,9 @@ Strength = Annotated[float, typer.Option(
     help="Multiplies the rotation, warp and lighting of the augmentation (fastai's mult).")]
 Workers = Annotated[int | None, typer.Option(
     help="Processes that decode photos; default one per CPU core.")]
+Cache = Annotated[bool, typer.Option(
+    help="Keep decoded photos on disk ($CLEARCLASS_CACHE_DIR, else ~/.cache/clearclass) so "
+         "the next run skips decoding; --no-cache keeps them in memory only.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
 Model = Annotated[str, typer.Option(
     help="Any timm architecture, e.g. resnet34, efficientnet_lite0, convnext_tiny.")]
@@ -90,15 +93,20 @@ def train(
     epochs: Annotated[int, typer.Option(
         help="Epochs with the whole model trainable, after the frozen ones.")] = 1,
     freeze_epochs: Annotated[int, typer.Option(
-        help="Epochs first with the pretrained body frozen (only the new head and the "
-             "normalisation layers learn).")] = 1,
+        help="Epochs first with the pretrained body frozen: only the new head learns.")] = 1,
     base_lr: Annotated[float, typer.Option(
-        help="Peak learning rate of the head while frozen; halved once unfrozen, with "
-             "earlier layers lower (see --lr-mult). `clearclass lr-find` suggests one.")] = 2e-3,
+        help="Peak learning rate, as fastai's; halved once unfrozen, the body lower still "
+             "(see --lr-mult). `clearclass lr-find` suggests one.")] = 2e-3,
     lr_mult: Annotated[float, typer.Option(
-        help="Ratio of the head's learning rate to the first layer's, once unfrozen.")] = 100.0,
+        help="Once unfrozen, the body learns this many times slower than the head.")] = 100.0,
     head_lr_mult: Annotated[float, typer.Option(
         help="While the body is frozen, the new head learns at --base-lr times this.")] = 5.0,
+    train_bn: Annotated[bool | None, typer.Option(
+        "--train-bn/--no-train-bn",
+        help="Let BatchNorm statistics adapt to your photos, as fastai does (the frozen "
+             "epoch then back-propagates through the whole body). By default the pretrained "
+             "statistics are kept (on imagewoof-2k faster and more accurate), and adapted "
+             "only with --no-pretrained.", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     batch_size: BatchSize = 64,
     item_resize: ItemResize = 224,
@@ -112,6 +120,10 @@ def train(
         help="auto (bf16/fp16 mixed precision where the hardware does it natively), fp32, "
              "bf16 or fp16.")] = "auto",
     workers: Workers = None,
+    cache: Cache = True,
+    onnx: Annotated[bool, typer.Option(
+        help="Also export the model to RUN/model/model.onnx at the end, checked against "
+             "PyTorch, so that prediction runs in ONNX Runtime.")] = True,
     overwrite: Annotated[bool, typer.Option(
         help="Replace a model already in the run folder.")] = False,
     quiet: Quiet = False,
@@ -130,11 +142,12 @@ def train(
     config = TrainConfig(
         data=data, out=str(out) if out else None, model=model,
         weights=str(weights) if weights else None, pretrained=pretrained, epochs=epochs,
-        freeze_epochs=freeze_epochs, base_lr=base_lr, lr_mult=lr_mult, head_lr_mult=head_lr_mult,
+        freeze_epochs=freeze_epochs, train_bn=train_bn, base_lr=base_lr, lr_mult=lr_mult,
+        head_lr_mult=head_lr_mult,
         weight_decay=weight_decay, batch_size=batch_size, item_resize=item_resize,
         resize_method=resize_method, batch_augment=batch_augment,
         augment_strength=augment_strength, valid_pct=valid_pct, seed=seed, device=device,
-        precision=precision, workers=workers, overwrite=overwrite,
+        precision=precision, workers=workers, cache=cache, onnx=onnx, overwrite=overwrite,
     )
     run_training(config, quiet=quiet)
 
@@ -237,6 +250,7 @@ def lr_find(
     seed: Seed = 42,
     device: Device = "auto",
     workers: Workers = None,
+    cache: Cache = True,
     quiet: Quiet = False,
 ) -> None:
     """Suggest a learning rate: train briefly while raising it, and plot the loss.
@@ -255,7 +269,8 @@ def lr_find(
         weights=str(weights) if weights else None, pretrained=pretrained,
         batch_size=batch_size, item_resize=item_resize, resize_method=resize_method,
         batch_augment=batch_augment,
-        valid_pct=valid_pct, seed=seed, device=device, workers=workers, overwrite=True,
+        valid_pct=valid_pct, seed=seed, device=device, workers=workers, cache=cache,
+        overwrite=True,
     )
     result = run_lr_find(config, quiet=quiet)
     if quiet:

@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 import timm
 import torch
-from timm.models import group_parameters
 from torch import nn
 
 from clearclass.errors import WeightsError
@@ -285,42 +284,66 @@ def _default_norm(model: nn.Module) -> tuple[tuple, tuple]:
     return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
-def classifier_keys(model: nn.Module) -> list[str]:
-    """state_dict keys of the model's final classifier (the part that is replaced)."""
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """Module names of the model's final classifier (the part that is replaced)."""
     names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
-    if isinstance(names, str):
-        names = (names,)
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def classifier_keys(model: nn.Module) -> list[str]:
+    """state_dict keys of the model's final classifier."""
+    names = classifier_names(model)
     return [k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)]
 
 
-def set_body_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the head and the normalisation layers.
+def set_body_trainable(model: nn.Module, trainable: bool, train_norm: bool = False) -> None:
+    """Freeze or unfreeze everything but the head.
 
-    As fastai: a frozen body keeps its BatchNorm (and other norm) layers trainable, since
-    their statistics must adapt to the new photos.
+    `train_norm`: as fastai (`train_bn`), a frozen body keeps its BatchNorm (and other norm)
+    layers trainable. Without it the body is fixed, and training runs it forward only.
     """
     head = set(classifier_keys(model))
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS)
-                   for p in m.parameters(recurse=False)}
+                   for p in m.parameters(recurse=False)} if train_norm else set()
     for name, param in model.named_parameters():
         param.requires_grad = trainable or name in head or id(param) in norm_params
 
 
-def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The model's parameters from input to output in timm's coarse layer groups.
+def set_train_mode(model: nn.Module, body_fixed: bool = False,
+                   keep_norm_statistics: bool = False) -> None:
+    """Training mode, with the body (or only its BatchNorm statistics) as in evaluation.
 
-    The last group is the classifier; earlier groups get lower learning rates.
+    `body_fixed`: the body uses its pretrained BatchNorm statistics and no dropout, so its
+    features are those it gives at prediction time, and nothing in it needs gradients.
+    `keep_norm_statistics`: BatchNorm layers normalise with their running statistics and do
+    not update them; their scale and shift still learn. A layer's output then depends on
+    its own photo only, not on the rest of the batch.
     """
-    named = dict(model.named_parameters())
+    model.train()
+    heads = classifier_names(model)
+    if body_fixed:
+        for name, module in model.named_children():
+            if not any(h == name or h.startswith(name + ".") for h in heads):
+                module.eval()
+        for h in heads:
+            model.get_submodule(h).train()
+    if keep_norm_statistics:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def forward_fixed_body(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits with the body run forward only: no activations kept for back-propagation."""
+    with torch.no_grad():
+        features = model.forward_features(x)
+    return model.forward_head(features)
+
+
+def body_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The model's parameters split in two: the pretrained body and the new classifier."""
     head = set(classifier_keys(model))
-    groups = []
-    if hasattr(model, "group_matcher"):
-        for names in group_parameters(model, model.group_matcher(coarse=True)).values():
-            body = [named[n] for n in names if n in named and n not in head]
-            if body:
-                groups.append(body)
-    else:
-        groups.append([p for n, p in named.items() if n not in head])
-    covered = {id(p) for g in groups for p in g}
-    head_params = [p for n, p in named.items() if n in head or id(p) not in covered]
-    return [*groups, head_params]
+    body, new = [], []
+    for name, param in model.named_parameters():
+        (new if name in head else body).append(param)
+    return body, new

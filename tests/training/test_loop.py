@@ -9,7 +9,6 @@ import torch
 from clearclass.errors import ClearclassError, DataError, RunError
 from clearclass.training import TrainConfig, train
 from clearclass.training import loop as loop_module
-from clearclass.training.loop import _discriminative_lrs
 from tests.conftest import make_dataset, make_photo
 
 
@@ -101,25 +100,42 @@ def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train
     assert len(_rows(tmp_path / "run" / "metrics.csv")) == 1
 
 
-def test_frozen_epoch_changes_only_the_head_and_norm_layers(tmp_path, tiny_train_settings):
-    data = make_dataset(tmp_path / "d", per_class=6)
-    torch.manual_seed(0)
-    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True,
-                **{**tiny_train_settings, "epochs": 0, "pretrained": False})
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_frozen_epoch_changes_only_the_head_unless_train_bn(tmp_path, tiny_train_settings,
+                                                            train_bn):
+    from clearclass.export import load_bundle
     from clearclass.model import create_model
 
-    torch.manual_seed(tiny_train_settings.get("seed", 42))
-    initial, _ = create_model("test_resnet", 3, pretrained=False)
-    trained = run.load().model
-    assert torch.equal(trained.state_dict()["conv1.0.weight"],
-                       initial.state_dict()["conv1.0.weight"])
-    assert not torch.equal(trained.state_dict()["fc.weight"], initial.state_dict()["fc.weight"])
+    data = make_dataset(tmp_path / "d", per_class=12)  # a few steps: the head starts at zero
+    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True, train_bn=train_bn,
+                **{**tiny_train_settings, "epochs": 0})
+    torch.manual_seed(42)
+    initial = create_model("test_resnet", 3, pretrained=False)[0].state_dict()
+    trained = load_bundle(run.model_dir)[0].state_dict()
+    assert torch.equal(trained["conv1.0.weight"], initial["conv1.0.weight"])
+    assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
+    for key in ("conv1.1.weight", "conv1.1.running_mean"):  # a BatchNorm layer
+        assert torch.equal(trained[key], initial[key]) != train_bn, key
 
 
-def test_discriminative_learning_rates_rise_to_the_head():
-    lrs = _discriminative_lrs(5, 1e-3, 100)
-    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e-3)
-    assert lrs == sorted(lrs)
+def test_micro_batches_give_the_whole_batch_gradient_with_fixed_statistics():
+    import torch.nn.functional as F
+
+    from clearclass.model import create_model, set_train_mode
+
+    torch.manual_seed(0)
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    torch.nn.init.normal_(model.fc.weight, std=0.1)
+    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    set_train_mode(model, keep_norm_statistics=True)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for xs, ys in zip(x.split(3), y.split(3)):
+        (F.cross_entropy(model(xs), ys) * len(ys) / len(y)).backward()
+    for a, b in zip(whole, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_config_rejects_bad_settings_with_the_reason():

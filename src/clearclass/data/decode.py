@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,7 +23,7 @@ class UnreadableImage(Exception):
     """A file that is not a decodable image; the message is the reason, for skipped.csv."""
 
 
-def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+def open_rgb(path: str | Path | IO[bytes], min_size: int | None = None) -> Image.Image:
     """Decode an image file to 8-bit RGB, upright as its EXIF orientation says.
 
     `min_size`: the smallest short side the caller needs. Large JPEGs are then decoded at a
@@ -38,7 +39,8 @@ def inspect_image(path: str | Path, thumbnail: int) -> tuple[int, int, np.ndarra
     return width, height, np.asarray(img, dtype=np.uint8)
 
 
-def _decode(path: str | Path, min_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def _decode(path: str | Path | IO[bytes],
+            min_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             # Pillow warns on odd metadata (e.g. "Corrupt EXIF data") that does not hurt pixels.

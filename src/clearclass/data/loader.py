@@ -1,7 +1,8 @@
 """Where photos become tensors: decode each photo once, then serve uint8 batches.
 
 `decode_photos` reads every photo once, in parallel worker processes, and keeps the pixels
-`resize_to_fit` produced (uint8, short side at `item_resize` for the `crop` method). Files
+`resize_to_fit` produced (uint8, short side at `item_resize` for the `crop` method), in the
+on-disk cache of `data.cache` (so the next run skips the decoding too) or in memory. Files
 that cannot be decoded are found there, before training starts, so a bad file never stops
 an epoch. `PhotoBatches` then cuts each photo's square (random in training, centred in
 validation) and stacks uint8 batches in channels_last order, ready for `batch_augment`.
@@ -9,6 +10,7 @@ validation) and stacks uint8 batches in channels_last order, ready for `batch_au
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from clearclass.data.cache import CachedPixels, entry_path, write_entry
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
 
 
@@ -27,24 +30,50 @@ from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resiz
 class Decoded:
     """Pixels of every readable photo, in the order given, and the files that failed."""
 
-    pixels: list[np.ndarray]
+    pixels: Sequence[np.ndarray]  # a list, or CachedPixels read from disk on demand
     kept: list[int]  # index in the input of each entry of `pixels`
     skipped: list[tuple[Path, str]]  # (file, reason)
+    from_cache: int = 0  # photos whose pixels were already in the cache
 
 
 class _DecodeDataset(Dataset):
-    def __init__(self, paths: Sequence[Path], size: int, method: str):
+    """Item i: (i, pixels or cache entry or None, reason it failed, whether it was cached)."""
+
+    def __init__(self, paths: Sequence[Path], size: int, method: str, cache_dir: Path | None):
         self.paths, self.size, self.method = list(paths), size, method
+        self.cache_dir = cache_dir
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, i: int):
         try:
-            img = open_rgb(self.paths[i], min_size=self.size)
-            return i, resize_to_fit(img, self.size, self.method), ""
+            data = Path(self.paths[i]).read_bytes()
+        except OSError as e:
+            return i, None, f"{type(e).__name__}: {e.strerror or e}", False
+        entry = None
+        if self.cache_dir is not None:
+            entry = entry_path(self.cache_dir, data, self.size, self.method)
+            if _entry_ok(entry):
+                return i, entry, "", True
+        try:
+            img = open_rgb(io.BytesIO(data), min_size=self.size)
         except UnreadableImage as e:
-            return i, None, str(e)
+            return i, None, str(e), False
+        pixels = resize_to_fit(img, self.size, self.method)
+        if entry is None:
+            return i, pixels, "", False
+        write_entry(entry, pixels)
+        return i, entry, "", False
+
+
+def _entry_ok(entry: Path) -> bool:
+    """Is there a sound entry? Reads only the array header, not the pixels."""
+    try:
+        pixels = np.load(entry, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return False
+    return pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
 
 
 def keep_as_is(sample):
@@ -67,29 +96,45 @@ def decode_photos(
     method: str,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> Decoded:
-    """Decode and resize every photo once; unreadable files are listed, not raised."""
+    """Decode and resize every photo once; unreadable files are listed, not raised.
+
+    With `cache_dir`, pixels go to (or come from) the on-disk cache and `pixels` reads
+    them back on demand; without, they are kept in memory.
+    """
     workers = default_workers() if workers is None else workers
     if len(paths) < 64:
         workers = 0  # starting processes costs more than a few photos
     loader = DataLoader(
-        _DecodeDataset(paths, size, method),
+        _DecodeDataset(paths, size, method, cache_dir),
         batch_size=None,
         num_workers=workers,
         collate_fn=keep_as_is,
         prefetch_factor=16 if workers else None,
     )
-    results: list[np.ndarray | None] = [None] * len(paths)
-    skipped = []
-    for i, pixels, reason in loader:
+    results: list = [None] * len(paths)
+    skipped, from_cache = [], 0
+    for i, pixels, reason, cached in loader:
         if pixels is None:
             skipped.append((Path(paths[i]), reason))
         else:
             results[i] = pixels
+            from_cache += cached
         if on_progress:
             on_progress(1)
     kept = [i for i, p in enumerate(results) if p is not None]
-    return Decoded([results[i] for i in kept], kept, skipped)
+    pixels = [results[i] for i in kept]
+    if cache_dir is not None:
+        pixels = CachedPixels(pixels)
+    return Decoded(pixels, kept, skipped, from_cache)
+
+
+def take(pixels: Sequence[np.ndarray], indices: Sequence[int]) -> Sequence[np.ndarray]:
+    """The pixels at `indices`, without reading cached ones from disk yet."""
+    if isinstance(pixels, CachedPixels):
+        return pixels.take(indices)
+    return [pixels[i] for i in indices]
 
 
 class PhotoBatches:

@@ -23,9 +23,11 @@ class TrainConfig:
     pretrained: bool = True  # False: random initial weights
     epochs: int = 1  # epochs with the whole model trainable
     freeze_epochs: int = 1  # epochs before that with the pretrained body frozen
+    train_bn: bool | None = None  # BatchNorm statistics adapt (as fastai); None: only when
+    #                               training from random weights (no pretrained statistics)
     base_lr: float = 2e-3  # peak learning rate (fastai's); halved once unfrozen
     head_lr_mult: float = 5.0  # while frozen, the new head learns at base_lr x this
-    lr_mult: float = 100.0  # head LR / first layer's LR once unfrozen
+    lr_mult: float = 100.0  # once unfrozen, the body learns lr_mult times slower than the head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     batch_size: int = 64  # photos per step
     item_resize: int = 224  # side of the square photos the model sees, in pixels
@@ -37,6 +39,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     workers: int | None = None  # decoding processes; default one per core
+    cache: bool = True  # keep decoded photos on disk for the next run (data/cache.py)
+    onnx: bool = True  # also write model.onnx at the end, for prediction without PyTorch
     overwrite: bool = False  # replace a model already in the run folder
 
     def __post_init__(self) -> None:
@@ -70,6 +74,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ClearclassError(message + ".")
+
+    @property
+    def adapt_norm_statistics(self) -> bool:
+        """train_bn, resolved: pretrained statistics are kept unless asked otherwise."""
+        if self.train_bn is None:
+            return not (self.pretrained or self.weights)
+        return self.train_bn
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
