@@ -123,3 +123,16 @@ def test_the_installed_command_runs():
     command = Path(sys.executable).parent / "clearclass"
     result = subprocess.run([str(command), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_cache_command_reports_and_clears(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLEARCLASS_CACHE_DIR", str(tmp_path / "cache"))
+    data = make_dataset(tmp_path / "d", per_class=3)
+    from clearclass.data.loader import decode_photos
+
+    decode_photos(sorted(data.rglob("*.jpg")), 32, "crop", workers=0,
+                  cache_dir=tmp_path / "cache")
+    result = runner.invoke(app, ["cache"])
+    assert result.exit_code == 0 and "9 decoded photo(s)" in result.output
+    result = runner.invoke(app, ["cache", "--clear"])
+    assert result.exit_code == 0 and "Deleted 9" in result.output

@@ -299,6 +299,29 @@ def export(
 
 
 @app.command()
+def cache(
+    clear: Annotated[bool, typer.Option(
+        "--clear", help="Delete every decoded photo in the cache.")] = False,
+) -> None:
+    """Show where decoded photos are cached and how much room they take, or clear it.
+
+    Example: clearclass cache --clear
+
+    Training keeps each photo decoded and resized in this folder, named by the file's
+    bytes, so the next run skips decoding. Deleting it is always safe. Set
+    CLEARCLASS_CACHE_DIR to move it.
+    """
+    from clearclass.data import cache as pixel_cache
+
+    folder = pixel_cache.default_cache_dir()
+    if clear:
+        typer.echo(f"Deleted {pixel_cache.clear(folder)} decoded photo(s) from {folder}")
+        return
+    entries, size = pixel_cache.usage(folder)
+    typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's run.")] =
         Path("clearclass-demo"),

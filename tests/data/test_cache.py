@@ -59,3 +59,16 @@ def test_a_damaged_entry_is_decoded_again(tmp_path):
     assert read_entry(entry) is None
     again = decode_photos([photo], 32, "crop", workers=0, cache_dir=cache)
     assert again.from_cache == 0 and again.pixels[0].shape == (32, 43, 3)
+
+
+def test_cache_usage_and_clear(tmp_path):
+    from clearclass.data.cache import clear, usage
+
+    photos = [make_photo(tmp_path / f"{i}.jpg", size=(40, 30), seed=i) for i in range(3)]
+    cache = tmp_path / "cache"
+    decode_photos(photos, 24, "crop", workers=0, cache_dir=cache)
+    entries, size = usage(cache)
+    assert entries == 3 and size > 3 * 24 * 24 * 3
+    assert clear(cache) == 3
+    assert usage(cache) == (0, 0)
+    assert usage(tmp_path / "never made") == (0, 0)

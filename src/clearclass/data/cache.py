@@ -61,6 +61,25 @@ def write_entry(path: Path, pixels: np.ndarray) -> None:
         raise
 
 
+def usage(cache_dir: Path) -> tuple[int, int]:
+    """(entries, bytes) in the cache folder."""
+    entries = [p for p in cache_dir.glob("*/*.npy")] if cache_dir.is_dir() else []
+    return len(entries), sum(p.stat().st_size for p in entries)
+
+
+def clear(cache_dir: Path) -> int:
+    """Delete every entry (and the folders they were in); returns how many were deleted."""
+    count = 0
+    if cache_dir.is_dir():
+        for entry in cache_dir.glob("*/*.npy"):
+            entry.unlink(missing_ok=True)
+            count += 1
+        for folder in cache_dir.iterdir():
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return count
+
+
 class CachedPixels(Sequence):
     """A list-like view of cache entries: item i is read from disk when asked for."""
 

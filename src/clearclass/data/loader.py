@@ -154,6 +154,7 @@ class PhotoBatches:
         batch_size: int,
         training: bool,
         seed: int = 0,
+        pin_memory: bool = False,
     ):
         if len(pixels) != len(labels):
             raise ValueError("pixels and labels differ in length")
@@ -161,6 +162,7 @@ class PhotoBatches:
         self.size, self.method, self.batch_size = size, method, batch_size
         self.training, self.seed, self.epoch = training, seed, 0
         self.drop_last = training and len(pixels) > batch_size
+        self.pin_memory = pin_memory  # page-locked, for asynchronous copies to a GPU
 
     def __len__(self) -> int:
         n = len(self.pixels)
@@ -184,9 +186,12 @@ class PhotoBatches:
                 crop_or_pad(self.pixels[i], self.size, self.method, positions[k])
                 for k, i in zip(range(start, start + len(idx)), idx)
             ]
+            images = torch.from_numpy(np.stack(squares))
+            labels = self.labels[idx]
+            if self.pin_memory:
+                images, labels = images.pin_memory(), labels.pin_memory()
             # N x H x W x C viewed as N x C x H x W is channels_last, with no copy.
-            images = torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2)
-            yield images, self.labels[idx]
+            yield images.permute(0, 3, 1, 2), labels
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # Cutting and stacking a batch takes milliseconds; a thread keeps two ready so a

@@ -47,6 +47,7 @@ from clearclass.training.config import TrainConfig
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
+SYNC_EVERY = 10  # steps between reading the loss back from the device
 
 
 @dataclass
@@ -195,7 +196,8 @@ def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
         return PhotoBatches(take(pixels, indices),
                             [class_index[photo_set.photos[i].label] for i in indices],
                             config.item_resize, config.resize_method, config.batch_size,
-                            training=training, seed=config.seed)
+                            training=training, seed=config.seed,
+                            pin_memory=compute.device.type == "cuda")
 
     return _Session(
         model=model, compute=compute,
@@ -209,7 +211,7 @@ def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
 
 def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
                   optimizer: torch.optim.Optimizer) -> float:
-    """Augment, forward, backward and step on one batch; returns the loss."""
+    """Augment, forward, backward and step on one batch; returns the loss (on the device)."""
     compute, info = session.compute, session.info
     images = images.to(compute.device, non_blocking=True)
     labels = labels.to(compute.device, non_blocking=True)
@@ -219,7 +221,7 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
     forward = forward_fixed_body if session.body_fixed else _forward
     chunk = session.micro_batch or len(labels)
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total = torch.zeros((), device=compute.device)
     # In chunks, activations for back-propagation are held for one chunk at a time. With
     # BatchNorm statistics fixed, a photo's output does not depend on its batch, so the
     # summed gradient is the whole batch's.
@@ -230,7 +232,7 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
             session.scaler.scale(loss).backward()
         else:
             loss.backward()
-        total += loss.item()
+        total += loss.detach()
     if session.scaler is not None:
         session.scaler.step(optimizer)
         session.scaler.update()
@@ -272,26 +274,43 @@ def fit_one_cycle(session: _Session, epochs: int, lrs: tuple[float, float], stag
 def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int,
                     stage: str) -> float:
-    """One pass over the training photos; returns the mean training loss."""
+    """One pass over the training photos; returns the mean training loss.
+
+    The loss is summed on the device and read back only every few steps, so that a GPU
+    is not made to wait for the CPU after every batch.
+    """
     set_train_mode(session.model, body_fixed=session.body_fixed,
                    keep_norm_statistics=session.keep_norm_statistics)
     session.train_batches.set_epoch(epoch)
-    total, count = 0.0, 0
-    with bar(f"epoch {epoch} ({stage})", len(session.train_batches), session.quiet) as progress:
-        for images, labels in session.train_batches:
-            loss_value = training_step(session, images, labels, optimizer)
+    total = torch.zeros((), device=session.compute.device)
+    count, waited, steps = 0, 0.0, len(session.train_batches)
+    started = time.perf_counter()
+    with bar(f"epoch {epoch} ({stage})", steps, session.quiet) as progress:
+        t0 = time.perf_counter()
+        for step, (images, labels) in enumerate(session.train_batches):
+            waited += time.perf_counter() - t0  # the device had nothing to do meanwhile
+            loss = training_step(session, images, labels, optimizer)
             scheduler.step()
-            if not math.isfinite(loss_value):
-                raise RunError(
-                    f"The training loss became {loss_value} at epoch {epoch}: the learning "
-                    "rate is too high for this model and data. Lower --base-lr (see "
-                    "`clearclass lr-find`)."
-                )
-            total += loss_value * len(labels)
+            total += loss * len(labels)
             count += len(labels)
             progress.advance()
-            progress.set_info(f"loss {total / count:.4f}")
-    return total / max(count, 1)
+            if step % SYNC_EVERY == SYNC_EVERY - 1 or step == steps - 1:
+                mean = total.item() / count
+                _check_finite(mean, epoch)
+                progress.set_info(f"loss {mean:.4f}")
+            t0 = time.perf_counter()
+    mean = total.item() / max(count, 1)
+    session.run.timings[f"epoch_{epoch}_train_seconds"] = time.perf_counter() - started
+    session.run.timings[f"epoch_{epoch}_data_wait_seconds"] = waited
+    return mean
+
+
+def _check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise RunError(
+            f"The training loss became {loss} at epoch {epoch}: the learning rate is too "
+            "high for this model and data. Lower --base-lr (see `clearclass lr-find`)."
+        )
 
 
 @torch.no_grad()
@@ -299,16 +318,18 @@ def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
              mean: tuple, std: tuple) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over the validation photos."""
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss = torch.zeros((), device=compute.device)
+    correct = torch.zeros((), device=compute.device, dtype=torch.long)
+    count = 0
     for images, labels in batches:
-        x = normalize(images.to(compute.device), mean, std)
-        labels = labels.to(compute.device)
+        x = normalize(images.to(compute.device, non_blocking=True), mean, std)
+        labels = labels.to(compute.device, non_blocking=True)
         with compute.autocast:
             logits = model(x)
-        total_loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
+        total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
-    return total_loss / max(count, 1), correct / max(count, 1)
+    return total_loss.item() / max(count, 1), correct.item() / max(count, 1)
 
 
 def _record(session: _Session, row: EpochRow) -> None:
@@ -350,10 +371,14 @@ def _micro_batch(config: TrainConfig, compute: devices.Compute) -> int | None:
 def _decode(photo_set: PhotoSet, config: TrainConfig, run_dir: Path,
             quiet: bool) -> tuple[PhotoSet, Sequence[np.ndarray]]:
     paths = [p.path for p in photo_set.photos]
+    cache = default_cache_dir() if config.cache else None
+    t0 = time.perf_counter()
     with bar("reading photos", len(paths), quiet) as progress:
         decoded = decode_photos(paths, config.item_resize, config.resize_method,
                                 workers=config.workers, on_progress=progress.advance,
-                                cache_dir=default_cache_dir() if config.cache else None)
+                                cache_dir=cache)
+    cached = f", {decoded.from_cache} of them already decoded in {cache}" if cache else ""
+    say(f"Read {len(paths)} photos in {time.perf_counter() - t0:.1f} s{cached}.", quiet)
     fileio.write_csv(run_dir / "skipped.csv", ("path", "reason"),
                      [(str(p), reason) for p, reason in decoded.skipped])
     if decoded.skipped:

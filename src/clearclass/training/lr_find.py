@@ -86,7 +86,7 @@ def lr_find(
                 lr = start_lr * growth**step
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = training_step(session, images, labels, optimizer)
+                loss = training_step(session, images, labels, optimizer).item()
                 # Exponential moving average with bias correction, as fastai smooths.
                 smoothed = 0.98 * smoothed + 0.02 * loss
                 value = smoothed / (1 - 0.98 ** (step + 1))

@@ -1,0 +1,208 @@
+"""What each speed technique buys, measured one at a time on this machine.
+
+Each line runs in a fresh process (allocator and thread settings cannot be undone), times
+a number of steps after a warm-up, and reports the median and the peak resident memory:
+
+- a training step of efficientnet_lite0 (batch 64, 224 px): NCHW fp32; channels_last;
+  glibc keeping freed memory; chunks of 16 photos; bf16 autocast; torch.compile; one thread;
+- a frozen-stage step: the body run forward only, against back-propagating to train the
+  BatchNorm layers (fastai's train_bn);
+- decoding a JPEG with and without Pillow's draft mode, at 4000 x 3000 and 500 x 375, and
+  reading the decoded photo back from the cache;
+- predicting one photo in ONNX Runtime and in PyTorch.
+
+    python benchmarks/techniques.py            # writes benchmarks/TECHNIQUES.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "src" / "clearclass" / "demo_photos" / "n02088364-beagle"
+
+STEP_CASES = {
+    "NCHW, fp32": {},
+    "channels_last": {"channels_last": True},
+    "channels_last, keep freed memory": {"channels_last": True, "malloc": True},
+    "... + chunks of 16 (BatchNorm statistics fixed)": {"channels_last": True, "malloc": True,
+                                                        "micro": 16},
+    "... + bf16 autocast": {"channels_last": True, "malloc": True, "micro": 16,
+                            "bf16": True},
+    "... + torch.compile": {"channels_last": True, "malloc": True, "micro": 16,
+                            "compile": True},
+    "... with 1 thread instead of 2": {"channels_last": True, "malloc": True, "micro": 16,
+                                       "threads": 1},
+    "frozen: BatchNorm trained (fastai train_bn), back-propagation": {
+        "channels_last": True, "malloc": True, "frozen": "train_bn"},
+    "frozen: body forward only": {"channels_last": True, "malloc": True, "frozen": "fixed"},
+}
+
+
+def step_case(options: dict, steps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from clearclass.device import keep_freed_memory
+    from clearclass.model import (
+        create_model,
+        forward_fixed_body,
+        set_body_trainable,
+        set_train_mode,
+    )
+
+    if options.get("malloc"):
+        keep_freed_memory()
+    if options.get("threads"):
+        torch.set_num_threads(options["threads"])
+    fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+    model, _ = create_model("efficientnet_lite0", 10, pretrained=False)
+    model = model.to(memory_format=fmt)
+    frozen = options.get("frozen")
+    set_body_trainable(model, not frozen, train_norm=frozen == "train_bn")
+    set_train_mode(model, body_fixed=frozen == "fixed",
+                   keep_norm_statistics=bool(options.get("micro")))
+    x = torch.randn(64, 3, 224, 224).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (64,))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    forward = model
+    compile_seconds = 0.0
+    if options.get("compile"):
+        t0 = time.perf_counter()
+        forward = torch.compile(model)
+        chunk = x[: options.get("micro", 64)]
+        F.cross_entropy(forward(chunk), y[: len(chunk)]).backward()
+        compile_seconds = time.perf_counter() - t0
+    if frozen == "fixed":
+        def forward(batch):
+            return forward_fixed_body(model, batch)
+    chunk = options.get("micro", 64)
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if options.get("bf16") else \
+                torch.autocast("cpu", enabled=False)
+            with ctx:
+                loss = F.cross_entropy(forward(xs), ys) * len(ys) / len(y)
+            loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times[2:]), "compile_seconds": compile_seconds}
+
+
+def decode_case(steps: int) -> dict:
+    from PIL import Image
+
+    from clearclass.data.cache import entry_path, read_entry, write_entry
+    from clearclass.data.decode import open_rgb, resize_to_fit
+
+    source = Image.open(sorted(PHOTO.iterdir())[0]).convert("RGB")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for w, h in ((4000, 3000), (500, 375)):
+            path = Path(tmp) / f"{w}x{h}.jpg"
+            source.resize((w, h), Image.Resampling.BICUBIC).save(path, quality=90)
+            for draft in (False, True):
+                times = []
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    img = open_rgb(path, min_size=224 if draft else None)
+                    resize_to_fit(img, 224, "crop")
+                    times.append(time.perf_counter() - t0)
+                results[f"{w}x{h} {'draft' if draft else 'full'}"] = statistics.median(times)
+            pixels = resize_to_fit(open_rgb(path), 224, "crop")
+            entry = entry_path(Path(tmp) / "cache", path.read_bytes(), 224, "crop")
+            write_entry(entry, pixels)
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                read_entry(entry)
+                times.append(time.perf_counter() - t0)
+            results[f"{w}x{h} cache"] = statistics.median(times)
+    return results
+
+
+def predict_case(steps: int) -> dict:
+    import clearclass
+    from clearclass.training import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = train(data=str(PHOTO.parent), out=str(Path(tmp) / "run"),
+                    model="efficientnet_lite0", freeze_epochs=1, epochs=0, batch_size=32,
+                    quiet=True)
+        photos = sorted(PHOTO.iterdir())
+        results = {}
+        for backend in ("onnx", "torch"):
+            classifier = clearclass.load(run.model_dir, backend=backend)
+            for p in photos[:3]:
+                classifier.predict(p)
+            times = []
+            for i in range(steps):
+                t0 = time.perf_counter()
+                classifier.predict(photos[i % len(photos)])
+                times.append(time.perf_counter() - t0)
+            results[backend] = statistics.median(times)
+    return results
+
+
+def run_isolated(kind: str, options: dict, steps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--case", json.dumps([kind, options]),
+                          "--steps", str(steps)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "TECHNIQUES.md")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        kind, options = json.loads(args.case)
+        result = {"step": lambda: step_case(options, args.steps),
+                  "decode": lambda: decode_case(args.steps * 5),
+                  "predict": lambda: predict_case(args.steps * 10)}[kind]()
+        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(json.dumps(result))
+        return
+
+    lines = ["# What each speed technique buys", "",
+             f"Written by `python benchmarks/techniques.py` on {time.strftime('%Y-%m-%d')}; "
+             "each row in a fresh process, median of the timed repeats.", "",
+             "## Training step, efficientnet_lite0, batch 64, 224 px", "",
+             "| technique | seconds per step | photos/s | peak memory |",
+             "| --- | ---: | ---: | ---: |"]
+    for label, options in STEP_CASES.items():
+        r = run_isolated("step", options, args.steps)
+        extra = f" (compiling took {r['compile_seconds']:.0f} s)" if r["compile_seconds"] else ""
+        lines.append(f"| {label}{extra} | {r['seconds']:.2f} | {64 / r['seconds']:.0f} | "
+                     f"{r['peak_gb']:.1f} GB |")
+        print(lines[-1], flush=True)
+    r = run_isolated("decode", {}, args.steps)
+    lines += ["", "## Decoding one JPEG and resizing it for 224 px (crop)", "",
+              "| photo | full decode | draft mode | read back from the cache |",
+              "| --- | ---: | ---: | ---: |"]
+    for size in ("4000x3000", "500x375"):
+        lines.append(f"| {size} | {1000 * r[size + ' full']:.1f} ms | "
+                     f"{1000 * r[size + ' draft']:.1f} ms | {1000 * r[size + ' cache']:.2f} ms |")
+    r = run_isolated("predict", {}, args.steps)
+    lines += ["", "## Predicting one photo (decoding included), efficientnet_lite0", "",
+              f"ONNX Runtime {1000 * r['onnx']:.1f} ms; PyTorch {1000 * r['torch']:.1f} ms "
+              "(median).", ""]
+    text = "\n".join(lines)
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

