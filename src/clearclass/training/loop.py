@@ -2,9 +2,11 @@
 
 1. find the photos and decode each once (unreadable files are listed in skipped.csv);
 2. build the model with a new head and move it to the device, channels_last;
-3. with the pretrained body frozen (its norm layers trainable), train one-cycle for
-   `freeze_epochs`; then unfreeze and train one-cycle for `epochs` with learning rates
-   rising from the first layers to the head;
+3. with the pretrained body frozen, train the head one-cycle for `freeze_epochs`; then
+   unfreeze and train everything one-cycle for `epochs`, the body `lr_mult` times slower.
+   Unless `train_bn`, the body keeps its pretrained BatchNorm statistics: the frozen body
+   then runs forward only, and unfrozen batches can be split into chunks that give the
+   same gradient with a fraction of the memory;
 4. after every epoch, print and save the metrics row and write the model bundle, so an
    interrupted run keeps its last finished epoch.
 """
@@ -210,7 +212,7 @@ def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
 
 
 def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
-                  optimizer: torch.optim.Optimizer) -> float:
+                  optimizer: torch.optim.Optimizer) -> torch.Tensor:
     """Augment, forward, backward and step on one batch; returns the loss (on the device)."""
     compute, info = session.compute, session.info
     images = images.to(compute.device, non_blocking=True)
