@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -21,30 +20,40 @@ TINY = [*SMALL, "--base-lr", "2e-2", "--head-lr-mult", "1"]
 
 
 def _commands():
-    group = typer.main.get_command(app)
-    return group, sorted(group.commands.items())
+    """(name, click command) for every command, subcommands of groups included."""
+    def walk(group, prefix):
+        for name, command in sorted(group.commands.items()):
+            if hasattr(command, "commands"):  # a group of subcommands
+                yield from walk(command, prefix + [name])
+            else:
+                yield " ".join(prefix + [name]), command
+
+    return list(walk(typer.main.get_command(app), []))
 
 
 def test_every_command_has_help_with_an_example_and_every_option_is_explained():
-    group, commands = _commands()
-    assert {name for name, _ in commands} >= {"train", "evaluate", "predict", "explore",
-                                               "lr-find", "export", "demo"}
+    commands = _commands()
+    assert {name for name, _ in commands} >= {
+        "train", "evaluate", "predict", "explore", "lr-find", "export", "demo", "cache",
+        "search", "verify", "download kaggle", "download imagewoof", "download imagenette",
+        "download stanford-dogs"}
     for name, command in commands:
         assert command.help and "Example: clearclass" in command.help, name
         for param in command.params:
-            if isinstance(param, click.Option):
+            if param.param_type_name == "option":
                 assert param.help and len(param.help) > 15, f"{name} {param.name}"
             else:
                 assert getattr(param, "help", None), f"{name} {param.name}"
-        result = runner.invoke(app, [name, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output
+        result = runner.invoke(app, [*name.split(), "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, name
 
 
 def test_version_and_top_level_help():
     assert runner.invoke(app, ["--version"]).output.strip() == f"clearclass {__version__}"
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("train", "evaluate", "predict", "explore", "demo"):
+    for name in ("train", "evaluate", "predict", "explore", "demo", "download", "search",
+                 "verify"):
         assert name in result.output
 
 

@@ -321,6 +321,169 @@ def cache(
     typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB")
 
 
+download_app = typer.Typer(
+    name="download",
+    help="Download a dataset: from Kaggle, or a well-known public one (Imagewoof, "
+         "Imagenette, Stanford Dogs), unpacked and ready for `clearclass train`.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+app.add_typer(download_app)
+
+DownloadOut = Annotated[Path, typer.Option(help="Folder to put the dataset in.")]
+KeepArchives = Annotated[bool, typer.Option(
+    help="Keep the downloaded archives after unpacking them.")]
+Timeout = Annotated[float, typer.Option(
+    help="Seconds a server may take to answer, or to send the next bytes.")]
+Retries = Annotated[int, typer.Option(
+    help="Retries of a failed request (connection error, timeout, 5xx, 429).")]
+
+
+@download_app.command("kaggle")
+def download_kaggle(
+    dataset: Annotated[str, typer.Argument(
+        help="The Kaggle dataset, OWNER/DATASET as in its URL (the URL itself works too).",
+        show_default=False, metavar="OWNER/DATASET")],
+    out: DownloadOut = Path("data"),
+    keep_archives: KeepArchives = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download a Kaggle dataset with the kaggle package, unzip it, and say what to train on.
+
+    Example: clearclass download kaggle jessicali9530/stanford-dogs-dataset --out data
+
+    Credentials come from ~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY (create
+    a token at https://www.kaggle.com/settings). The Stanford Dogs layout is recognised.
+    """
+    from clearclass.acquire import download_kaggle as run
+
+    run(dataset, out=out, keep_archives=keep_archives, quiet=quiet)
+
+
+def _public_dataset(name: str, size: str, out: Path, keep_archives: bool, timeout: float,
+                    retries: int, quiet: bool) -> None:
+    from clearclass.acquire import download_dataset
+
+    download_dataset(name, size=size, out=out, keep_archives=keep_archives, timeout=timeout,
+                     retries=retries, quiet=quiet)
+
+
+Size = Annotated[str, typer.Option(
+    help="fastai's release: full (originals), 320 or 160 (short side in pixels).")]
+
+
+@download_app.command("imagewoof")
+def download_imagewoof(out: DownloadOut = Path("data"), size: Size = "320",
+                       keep_archives: KeepArchives = False, timeout: Timeout = 30.0,
+                       retries: Retries = 3, quiet: Quiet = False) -> None:
+    """Download Imagewoof (10 dog breeds from ImageNet) with its official train/val split.
+
+    Example: clearclass download imagewoof --size 320 --out data
+
+    Resumes a partial download, checks the published MD5, and writes labels.csv
+    (path,label,is_valid) for `clearclass train`.
+    """
+    _public_dataset("imagewoof", size, out, keep_archives, timeout, retries, quiet)
+
+
+@download_app.command("imagenette")
+def download_imagenette(out: DownloadOut = Path("data"), size: Size = "320",
+                        keep_archives: KeepArchives = False, timeout: Timeout = 30.0,
+                        retries: Retries = 3, quiet: Quiet = False) -> None:
+    """Download Imagenette (10 easy ImageNet classes) with its official train/val split.
+
+    Example: clearclass download imagenette --size 160 --out data
+
+    Resumes a partial download, checks the published MD5, and writes labels.csv
+    (path,label,is_valid) for `clearclass train`.
+    """
+    _public_dataset("imagenette", size, out, keep_archives, timeout, retries, quiet)
+
+
+@download_app.command("stanford-dogs")
+def download_stanford_dogs(out: DownloadOut = Path("data"),
+                           keep_archives: KeepArchives = False, timeout: Timeout = 30.0,
+                           retries: Retries = 3, quiet: Quiet = False) -> None:
+    """Download Stanford Dogs (120 breeds, 20,580 photos) with its official train/test split.
+
+    Example: clearclass download stanford-dogs --out data
+
+    Resumes a partial download, checks the published sizes, and writes labels.csv
+    (path,label,is_valid: 12,000 training and 8,580 test photos) for `clearclass train`.
+    """
+    _public_dataset("stanford-dogs", "full", out, keep_archives, timeout, retries, quiet)
+
+
+@app.command()
+def search(
+    queries: Annotated[list[str] | None, typer.Argument(
+        help="What to search for, one class each (its folder is a slug of it).",
+        show_default=False, metavar="QUERY...")] = None,
+    provider: Annotated[str, typer.Option(
+        help="duckduckgo (no key), pexels, unsplash, pixabay, flickr or serpapi (keys in "
+             "PEXELS_API_KEY, UNSPLASH_ACCESS_KEY, PIXABAY_API_KEY, FLICKR_API_KEY, "
+             "SERPAPI_API_KEY).")] = "duckduckgo",
+    per_class: Annotated[int, typer.Option(help="Good, distinct photos wanted per class.")] =
+        100,
+    out: Annotated[Path, typer.Option(help="Folder for the dataset (one folder per class).")] =
+        Path("photos"),
+    classes: Annotated[Path | None, typer.Option(
+        help="A text file with one class (search query) per line, instead of or besides "
+             "QUERY.")] = None,
+    max_side: Annotated[int | None, typer.Option(
+        help="Resize photos whose long side is larger than this many pixels on save.")] =
+        None,
+    min_side: Annotated[int, typer.Option(
+        help="Keep only photos whose short side is at least this many pixels.")] = 64,
+    workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 8,
+    timeout: Timeout = 30.0,
+    retries: Retries = 3,
+    quiet: Quiet = False,
+) -> None:
+    """Search the web for photos of each class and save the good, distinct ones.
+
+    Example: clearclass search "beagle" "pug" --provider pexels --per-class 50 --out dogs
+
+    Keeps photos that decode and are big enough, drops exact and near duplicates, reports
+    a photo found under two classes, and writes DIR/manifest.csv (file, class, source
+    URL, provider, author, licence) so attribution can be honoured. Run it again to top up.
+    """
+    from clearclass.acquire import search as run
+
+    run(queries or [], provider=provider, per_class=per_class, out=out, classes_file=classes,
+        max_side=max_side, min_side=min_side, workers=workers, timeout=timeout,
+        retries=retries, quiet=quiet)
+
+
+@app.command()
+def verify(
+    folder: Annotated[Path, typer.Argument(help="A folder of class folders.",
+                                           show_default=False, metavar="DIR")],
+    delete: Annotated[bool, typer.Option(help="Delete the files found bad.")] = False,
+    move_to: Annotated[Path | None, typer.Option(
+        help="Move the files found bad into this folder, keeping their class folder.")] =
+        None,
+    fix_extensions: Annotated[bool, typer.Option(
+        help="Rename files whose extension does not match their content (a PNG named "
+             ".jpg).")] = False,
+    min_side: Annotated[int, typer.Option(
+        help="Photos with a shorter short side, in pixels, are reported as too small.")] = 64,
+    quiet: Quiet = False,
+) -> None:
+    """Check a dataset: unreadable or truncated files, wrong extensions, tiny photos, duplicates.
+
+    Example: clearclass verify photos/ --move-to rejected/
+
+    fastai's verify_images, but it says what it found: a table of every problem, with
+    duplicates within and across classes. Nothing changes unless --delete or --move-to.
+    """
+    from clearclass.acquire import verify as run
+
+    run(folder, delete=delete, move_to=move_to, fix_extensions=fix_extensions,
+        min_side=min_side, quiet=quiet)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's run.")] =

@@ -25,3 +25,11 @@ class ModelFileError(ClearclassError, ValueError):
 
 class RunError(ClearclassError):
     """A run folder is missing what a command needs, or would be overwritten."""
+
+
+class AcquireError(ClearclassError):
+    """Photos or a dataset could not be fetched, or what arrived is not what was expected."""
+
+
+class CredentialsError(AcquireError):
+    """An API key or Kaggle credentials are missing or were refused."""
