@@ -23,7 +23,7 @@ measured here.
 
     pip install -e '.[benchmark]'
     python benchmarks/vs_fastai.py --repeats 3            # writes benchmarks/RESULTS.md
-    python benchmarks/vs_fastai.py --breeds 5 --models efficientnet_lite0 --repeats 3
+    python benchmarks/vs_fastai.py --breeds 5 --models efficientnet_lite0 --repeats 3 --append
 """
 
 from __future__ import annotations
@@ -454,6 +454,8 @@ def main() -> None:
     parser.add_argument("--breeds", type=int, help="only the first N breeds of the CSV")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--json", type=Path, help="also write every run to this file")
+    parser.add_argument("--append", action="store_true",
+                        help="add this run's tables to --results instead of replacing it")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     parser.add_argument("--arch", help=argparse.SUPPRESS)
@@ -485,9 +487,20 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "matmul_peak": peak,
                                          "runs": runs}, indent=2))
-    header = (f"# Benchmark results\n\nWritten by `python benchmarks/vs_fastai.py` on "
-              f"{time.strftime('%Y-%m-%d')}.\n\nMachine: {machine()}.\n\n")
-    args.results.write_text(header + text + "\n")
+    command = "python benchmarks/vs_fastai.py " + " ".join(sys.argv[1:])
+    section = (f"## {len(runs)} model(s), {_classes(data)} classes\n\n"
+               f"`{command.strip()}`, run on {time.strftime('%Y-%m-%d')}.\n\n{text}\n")
+    if args.append and args.results.exists():
+        with open(args.results, "a") as f:
+            f.write("\n" + section)
+    else:
+        args.results.write_text(f"# Benchmark results\n\nMachine: {machine()}.\n\n"
+                                + section)
+
+
+def _classes(data: Path) -> int:
+    with open(data, newline="") as f:
+        return len({r["label"] for r in csv.DictReader(f)})
 
 
 if __name__ == "__main__":
