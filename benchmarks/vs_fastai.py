@@ -386,8 +386,8 @@ def report(runs: dict, data: Path, peak: dict, flops: dict, repeats: int) -> str
              "run(s) each; ratio = clearclass / fastai.", ""]
     for arch, by_tool in runs.items():
         weights = "offline ImageNet weights" if arch == "efficientnet_lite0" else \
-            "random weights (speed only; accuracy meaningless)"
-        lines += [f"### {arch} ({weights}), {flops[arch]:.2f} GFLOP per forward pass", "",
+            "random weights, for speed only"
+        lines += [f"### {arch}, {weights}, {flops[arch]:.2f} GFLOP per forward pass", "",
                   "| stage | fastai | clearclass | ratio |", "| --- | ---: | ---: | ---: |"]
         for label, key, unit, _ in ROWS:
             cells = []
