@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "clearclass-demo", quiet: bool = False) -> Path:
     names = dict(zip(classifier.info.class_ids, classifier.info.class_names))
     for prediction in classifier.predict_many(photos, top_k=3):
         actual = names[Path(prediction.image).parent.name]
-        say(f"  {Path(prediction.image).name} (a {actual}): predicted {prediction.label} "
+        say(f"  {Path(prediction.image).name} (true class {actual}): predicted {prediction.label} "
             f"{prediction.probability:.0%}", quiet)
 
     report = evaluation.report_dir / "index.html"
