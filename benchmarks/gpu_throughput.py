@@ -11,7 +11,8 @@ Reports:
   from the validation files (decoding included).
 
     python benchmarks/gpu_throughput.py                 # about 3 minutes on an H100/H200
-    python benchmarks/gpu_throughput.py --device cpu --limit 256 --epochs 1   # a dry run
+    # a dry run of the code on the CPU:
+    python benchmarks/gpu_throughput.py --device cpu --limit 256 --epochs 1 --batch-size 32
 
 Designed to finish in well under 10 minutes on one recent GPU.
 """
@@ -74,14 +75,16 @@ def inference(run_dir: Path, device: str, batch: int) -> dict:
     from clearclass.data.augment import normalize
 
     info = classifier.info
+    on_gpu = device.startswith("cuda")
+    # bf16 as in training on the GPU; a dry run on a CPU without native bf16 would crawl.
     with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type,
-                                                dtype=torch.bfloat16):
+                                                dtype=torch.bfloat16, enabled=on_gpu):
         for _ in range(3):
             model(normalize(x, info.mean, info.std))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        rounds = 20
+        rounds = 20 if on_gpu else 2
         for _ in range(rounds):
             model(normalize(x, info.mean, info.std))
         if device.startswith("cuda"):
@@ -145,10 +148,11 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     steady = epochs[1:] or epochs  # the first epoch includes cuDNN autotuning
     busy = 1 - statistics.median(e["data_wait_share"] for e in steady)
+    utilisation = result["gpu_utilisation_median_percent"]
     print(f"\nTraining: {statistics.median(e['train_photos_per_second'] for e in steady):.0f} "
           f"photos/s; the loop waited for data {100 * (1 - busy):.1f}% of the time "
           f"(GPU fed {100 * busy:.1f}%, target >= 90%); nvidia-smi utilisation median "
-          f"{result['gpu_utilisation_median_percent']}%.")
+          + (f"{utilisation:.0f}%." if utilisation is not None else "not available."))
     print(f"Inference: {result['inference_model_only_per_second']:.0f} photos/s (model "
           f"alone), {result['inference_from_files_per_second']:.0f} photos/s from files.")
     if args.json:
