@@ -128,6 +128,18 @@ def test_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
     assert code == 1 and "not a clearclass model" in out.err
 
 
+def test_acquire_commands_without_their_extra_say_how_to_install_it(tmp_path):
+    # A fresh process in which imagehash (of the `acquire` extra) cannot be imported.
+    code = ("import sys; sys.modules['imagehash'] = None; "
+            f"sys.argv = ['clearclass', 'verify', {str(tmp_path)!r}]; "
+            "from clearclass.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "'imagehash'" in result.stderr and "pip install 'clearclass[acquire]'" in \
+        result.stderr
+
+
 def test_the_installed_command_runs():
     command = Path(sys.executable).parent / "clearclass"
     result = subprocess.run([str(command), "--version"], capture_output=True, text=True)

@@ -476,7 +476,8 @@ def verify(
     Example: clearclass verify photos/ --move-to rejected/
 
     fastai's verify_images, but it says what it found: a table of every problem, with
-    duplicates within and across classes. Nothing changes unless --delete or --move-to.
+    duplicates within and across classes. Nothing changes unless --delete, --move-to
+    or --fix-extensions.
     """
     from clearclass.acquire import verify as run
 

@@ -28,11 +28,21 @@ enough, duplicates), `search`, `manifest` (DIR/manifest.csv), `verify`, `dataset
 
 from __future__ import annotations
 
-from clearclass.acquire.datasets import DATASETS, SIZES, DatasetDownload, download_dataset
-from clearclass.acquire.kaggle import download_kaggle
-from clearclass.acquire.providers import PROVIDERS as _PROVIDER_CLASSES
-from clearclass.acquire.search import SearchReport, search
-from clearclass.acquire.verify import VerifyReport, verify
+from clearclass.errors import AcquireError
+
+try:
+    from clearclass.acquire.datasets import DATASETS, SIZES, DatasetDownload, download_dataset
+    from clearclass.acquire.kaggle import download_kaggle
+    from clearclass.acquire.providers import PROVIDERS as _PROVIDER_CLASSES
+    from clearclass.acquire.search import SearchReport, search
+    from clearclass.acquire.verify import VerifyReport, verify
+except ModuleNotFoundError as e:
+    # These commands need packages training does not (requests, imagehash, ...): an extra.
+    if (e.name or "").startswith("clearclass"):
+        raise
+    raise AcquireError(f"Getting and checking photos needs the {e.name!r} package, which is "
+                       "not installed. Install it with: pip install 'clearclass[acquire]'"
+                       ) from None
 
 PROVIDERS = tuple(_PROVIDER_CLASSES)
 
