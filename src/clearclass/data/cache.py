@@ -37,10 +37,13 @@ def entry_path(cache_dir: Path, photo_bytes: bytes, size: int, method: str) -> P
     return cache_dir / digest[:2] / f"{digest}-{size}-{method}-v{CACHE_VERSION}.npy"
 
 
-def read_entry(path: Path) -> np.ndarray | None:
-    """The cached pixels, or None when the entry is missing or damaged."""
+def read_entry(path: Path, header_only: bool = False) -> np.ndarray | None:
+    """The cached pixels, or None when the entry is missing or damaged.
+
+    `header_only`: check the entry without reading its pixels (they are memory-mapped).
+    """
     try:
-        pixels = np.load(path, allow_pickle=False)
+        pixels = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:

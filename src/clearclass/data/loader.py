@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clearclass.data.cache import CachedPixels, entry_path, write_entry
+from clearclass.data.cache import CachedPixels, entry_path, read_entry, write_entry
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
 
 
@@ -54,7 +54,7 @@ class _DecodeDataset(Dataset):
         entry = None
         if self.cache_dir is not None:
             entry = entry_path(self.cache_dir, data, self.size, self.method)
-            if _entry_ok(entry):
+            if read_entry(entry, header_only=True) is not None:
                 return i, entry, "", True
         try:
             img = open_rgb(io.BytesIO(data), min_size=self.size)
@@ -65,15 +65,6 @@ class _DecodeDataset(Dataset):
             return i, pixels, "", False
         write_entry(entry, pixels)
         return i, entry, "", False
-
-
-def _entry_ok(entry: Path) -> bool:
-    """Is there a sound entry? Reads only the array header, not the pixels."""
-    try:
-        pixels = np.load(entry, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return False
-    return pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
 
 
 def keep_as_is(sample):
