@@ -48,3 +48,12 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     writer.writerow(header)
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())
+
+
+def free_path(path: Path) -> Path:
+    """`path`, or the same name with -2, -3, ... before the extension when it is taken."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate

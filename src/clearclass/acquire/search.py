@@ -235,7 +235,7 @@ def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: 
                     result.skip(OTHER_CLASS, candidate.image_url)
                     cross.append(CrossClass(kept.file, kept.label, label, candidate.image_url))
                 continue
-            path = _free_path(folder, _file_stem(candidate, info), fetched.extension)
+            path = fileio.free_path(folder / f"{_file_stem(candidate, info)}{fetched.extension}")
             fileio.write_bytes(path, fetched.payload)
             entry = Entry(path.relative_to(out).as_posix(), label, candidate.image_url,
                           candidate.provider, candidate.author, candidate.licence,
@@ -392,12 +392,3 @@ def _classes(queries: Sequence[str], classes_file: str | Path | None) -> list[tu
 def _file_stem(candidate: Candidate, info: Examined) -> str:
     photo_id = re.sub(r"[^A-Za-z0-9_-]+", "_", candidate.photo_id).strip("_")[:40]
     return f"{candidate.provider}-{photo_id or info.sha256[:16]}"
-
-
-def _free_path(folder: Path, stem: str, extension: str) -> Path:
-    path = folder / f"{stem}{extension}"
-    n = 2
-    while path.exists():
-        path = folder / f"{stem}-{n}{extension}"
-        n += 1
-    return path

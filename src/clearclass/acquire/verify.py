@@ -38,6 +38,7 @@ from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
 from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
+from clearclass.fileio import free_path
 from clearclass.progress import bar, console, say
 
 UNREADABLE, TRUNCATED, TOO_SMALL = "unreadable", "truncated", "too small"
@@ -192,7 +193,7 @@ def _act(report: VerifyReport, delete: bool, target: Path | None, fix_extensions
             path.unlink(missing_ok=True)
             report.actions[path] = "deleted"
         elif target is not None:
-            dest = _free(target / rel)
+            dest = free_path(target / rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
             report.actions[path] = f"moved to {dest}"
@@ -203,7 +204,7 @@ def _act(report: VerifyReport, delete: bool, target: Path | None, fix_extensions
         for p in report.problems:
             if p.kind != WRONG_EXTENSION or p.path in report.actions:
                 continue
-            dest = _free(p.path.with_suffix(p.extension))
+            dest = free_path(p.path.with_suffix(p.extension))
             p.path.rename(dest)
             report.actions[p.path] = f"renamed to {dest.name}"
             moved[p.path.relative_to(root).as_posix()] = dest.relative_to(root).as_posix()
@@ -216,15 +217,6 @@ def _act(report: VerifyReport, delete: bool, target: Path | None, fix_extensions
                 entry.file = moved[entry.file]
             kept.append(entry)
         write_manifest(root, kept)
-
-
-def _free(path: Path) -> Path:
-    """`path`, or the same name with -2, -3, ... when it is taken."""
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        n += 1
-    return candidate
 
 
 def _print(report: VerifyReport, removing: bool, fix_extensions: bool) -> None:
