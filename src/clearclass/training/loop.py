@@ -135,8 +135,7 @@ def train(config: TrainConfig | None = None, *, quiet: bool = False, **settings)
     # fine_tune: frozen body first, then everything, the body learning lr_mult times slower.
     try:
         if config.freeze_epochs:
-            set_body_trainable(model, False, train_norm=config.adapt_norm_statistics)
-            session.body_fixed = not config.adapt_norm_statistics
+            freeze_body(session, config)
             # fastai's `slice(base_lr)`: norm layers at a tenth. The head learns faster than
             # fastai's because it is one zero-initialised linear layer on raw features where
             # fastai's normalises them first (measured: benchmarks/README.md).
@@ -241,6 +240,12 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
     else:
         optimizer.step()
     return total
+
+
+def freeze_body(session: _Session, config: TrainConfig) -> None:
+    """Only the head learns; unless BatchNorm statistics adapt, the body runs forward only."""
+    set_body_trainable(session.model, False, train_norm=config.adapt_norm_statistics)
+    session.body_fixed = not config.adapt_norm_statistics
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clearclass.model import set_body_trainable, set_train_mode
+from clearclass.model import set_train_mode
 from clearclass.progress import bar, say
 from clearclass.training.config import TrainConfig
-from clearclass.training.loop import TrainingRun, _prepare_run_dir, prepare, training_step
+from clearclass.training.loop import (
+    TrainingRun,
+    _prepare_run_dir,
+    freeze_body,
+    prepare,
+    training_step,
+)
 
 
 @dataclass
@@ -70,8 +76,7 @@ def lr_find(
     session = prepare(config, run, quiet)
     model = session.model
     saved = copy.deepcopy(model.state_dict())
-    set_body_trainable(model, False, train_norm=config.adapt_norm_statistics)
-    session.body_fixed = not config.adapt_norm_statistics
+    freeze_body(session, config)
     set_train_mode(model, body_fixed=session.body_fixed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=start_lr, betas=(0.9, 0.99), eps=1e-5,
