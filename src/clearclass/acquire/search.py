@@ -272,11 +272,12 @@ def _fetch(client: HttpClient, candidate: Candidate, max_bytes: int, min_side: i
     if info.short_side < min_side:
         return TOO_SMALL, f"{url}: {info.width}x{info.height} px"
     extension = canonical_extension(info.format)
-    if max_side and max(info.width, info.height) > max_side:
+    shrink = bool(max_side) and max(info.width, info.height) > max_side
+    if shrink:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        return _Fetched(info, _jpeg(rgb), ".jpg", rgb.width, rgb.height)
-    if extension is None:
-        # A format Pillow reads but training does not look for (AVIF, ICO, ...).
+    # Re-encoded when resized, or in a format Pillow reads but training does not look for
+    # (AVIF, ICO, ...).
+    if shrink or extension is None:
         return _Fetched(info, _jpeg(rgb), ".jpg", rgb.width, rgb.height)
     return _Fetched(info, data, extension, info.width, info.height)
 
