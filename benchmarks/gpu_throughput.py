@@ -67,13 +67,12 @@ def inference(run_dir: Path, device: str, batch: int) -> dict:
     import torch
 
     import clearclass
+    from clearclass.data.augment import normalize
     from clearclass.evaluation import _valid_photos
 
     classifier = clearclass.load(run_dir / "model", device=device, backend="torch")
     model = classifier.network.model
     x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8, device=device)
-    from clearclass.data.augment import normalize
-
     info = classifier.info
     on_gpu = device.startswith("cuda")
     # bf16 as in training on the GPU; a dry run on a CPU without native bf16 would crawl.
@@ -81,13 +80,13 @@ def inference(run_dir: Path, device: str, batch: int) -> dict:
                                                 dtype=torch.bfloat16, enabled=on_gpu):
         for _ in range(3):
             model(normalize(x, info.mean, info.std))
-        if device.startswith("cuda"):
+        if on_gpu:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         rounds = 20 if on_gpu else 2
         for _ in range(rounds):
             model(normalize(x, info.mean, info.std))
-        if device.startswith("cuda"):
+        if on_gpu:
             torch.cuda.synchronize()
         model_only = rounds * batch / (time.perf_counter() - t0)
     photos = [p for p, _ in _valid_photos(run_dir / "split.csv", classifier)]

@@ -125,17 +125,9 @@ def fastai_predict(learn, data: Path) -> dict:
         t0 = time.perf_counter()
         learn.validate()
         result = {"valid_pass_seconds": time.perf_counter() - t0}
-        for f in files[:3]:
-            learn.predict(f)
-        latencies = []
-        for f in files[:LATENCY_CALLS]:
-            t0 = time.perf_counter()
-            learn.predict(f)
-            latencies.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        learn.get_preds(dl=learn.dls.test_dl(files, bs=BATCH))
-        result["batch_predict_per_second"] = len(files) / (time.perf_counter() - t0)
-    result.update(_percentiles(latencies))
+        result.update(_time_predictions(
+            learn.predict, lambda: learn.get_preds(dl=learn.dls.test_dl(files, bs=BATCH)),
+            files))
     return result
 
 
@@ -179,17 +171,8 @@ def clearclass_predict(data: Path, run_dir: Path) -> dict:
                                 quiet=True)
     result = {"valid_pass_seconds": time.perf_counter() - t0,
               "valid_pass_accuracy": evaluation.accuracy, "backend": classifier.backend}
-    for f in files[:3]:
-        classifier.predict(f)
-    latencies = []
-    for f in files[:LATENCY_CALLS]:
-        t0 = time.perf_counter()
-        classifier.predict(f)
-        latencies.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    classifier.predict_many(files, batch_size=BATCH)
-    result["batch_predict_per_second"] = len(files) / (time.perf_counter() - t0)
-    result.update(_percentiles(latencies))
+    result.update(_time_predictions(
+        classifier.predict, lambda: classifier.predict_many(files, batch_size=BATCH), files))
     return result
 
 
@@ -226,9 +209,22 @@ def _valid_files(data: Path) -> list[Path]:
     return [data.parent / r["path"] for r in rows]
 
 
-def _percentiles(latencies: list[float]) -> dict:
+def _time_predictions(predict_one, predict_all, files: list[Path]) -> dict:
+    """Single-photo latency (p50, p99) over LATENCY_CALLS calls after 3 warm-up calls, and
+    the photos per second of `predict_all()` on `files`."""
+    for f in files[:3]:
+        predict_one(f)
+    latencies = []
+    for f in files[:LATENCY_CALLS]:
+        t0 = time.perf_counter()
+        predict_one(f)
+        latencies.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    predict_all()
+    per_second = len(files) / (time.perf_counter() - t0)
     ordered = sorted(latencies)
-    return {"predict_p50_ms": 1000 * statistics.median(ordered),
+    return {"batch_predict_per_second": per_second,
+            "predict_p50_ms": 1000 * statistics.median(ordered),
             "predict_p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
