@@ -371,12 +371,18 @@ ROWS = [
 ]
 
 
-def report(runs: dict, data: Path, peak: dict, flops: dict, repeats: int) -> str:
+def dataset_name(data: Path) -> str:
+    """The dataset's name for the results page (`imagewoof-2k, labels.csv`), not a machine path."""
+    data = Path(data)
+    return f"{data.parent.name}, {data.name}" if data.is_file() else data.name
+
+
+def report(runs: dict, data: Path, name: str, peak: dict, flops: dict, repeats: int) -> str:
     with open(data, newline="") as f:
         rows = list(csv.DictReader(f))
     valid = sum(r["is_valid"].lower() == "true" for r in rows)
     train_photos = len(rows) - valid
-    lines = [f"Data: `{data}` ({train_photos} training and {valid} validation photos, "
+    lines = [f"Data: {name} ({train_photos} training and {valid} validation photos, "
              f"{len({r['label'] for r in rows})} classes); seeds "
              f"{', '.join(str(SEED + r) for r in range(repeats))}; medians of {repeats} "
              "run(s) each; ratio = clearclass / fastai.", ""]
@@ -464,6 +470,7 @@ def main() -> None:
         return
 
     data = args.data.resolve()
+    name = dataset_name(data) + (f", its first {args.breeds} breeds" if args.breeds else "")
     if args.breeds:
         data = subset_csv(data, args.breeds, Path(tempfile.mkdtemp(prefix="clearclass-bench-")))
     peak = matmul_peak()
@@ -478,7 +485,7 @@ def main() -> None:
                     {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}),
                     flush=True)
     flops = {arch: forward_gflops(arch) for arch in runs}
-    text = report(runs, data, peak, flops, args.repeats)
+    text = report(runs, data, name, peak, flops, args.repeats)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "matmul_peak": peak,
