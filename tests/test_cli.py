@@ -85,8 +85,16 @@ def test_train_evaluate_predict_export_through_the_cli(tmp_path):
     result = runner.invoke(app, ["predict", str(run / "model"), str(tmp_path / "d" / "blue")])
     assert result.exit_code == 0 and result.output.count("\n") == 20
 
+    # Training wrote model.onnx; remove it so that this checks what `export` writes.
+    onnx_file = run / "model" / "model.onnx"
+    onnx_file.unlink()
     result = runner.invoke(app, ["export", str(run / "model")])
-    assert result.exit_code == 0 and (run / "model" / "model.onnx").is_file()
+    assert result.exit_code == 0, result.output
+    assert onnx_file.is_file() and "checked against PyTorch" in result.output
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file))
+    assert session.get_inputs()[0].shape[1:] == [3, 32, 32]
 
 
 def test_explore_writes_figures_and_counts_unreadable(tmp_path):
