@@ -85,3 +85,20 @@ def test_many_classes_still_make_readable_figures(tmp_path):
 def test_evaluate_needs_a_run_folder(tmp_path):
     with pytest.raises(RunError, match="not a training run"):
         clearclass.evaluate(tmp_path)
+
+
+def test_an_edited_split_is_read_with_the_same_is_valid_words_as_a_csv(trained_run, tmp_path):
+    """split.csv edited in a spreadsheet (1/0, yes/no) means what it means in DATA's CSV."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with open(run / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    words = {"True": "1", "False": "no"}
+    with open(run / "split.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "is_valid"])
+        writer.writeheader()
+        writer.writerows({**r, "is_valid": words[r["is_valid"]]} for r in rows)
+    ev = clearclass.evaluate(run, quiet=True)
+    assert len(ev.targets) == sum(r["is_valid"] == "True" for r in rows) == 12

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clearclass import fileio
+from clearclass.data.sources import parse_is_valid
 from clearclass.errors import DataError, RunError
 from clearclass.predict import Classifier, load
 from clearclass.progress import bar, say, warn
@@ -144,7 +145,8 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]],
 def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]:
     known = set(classifier.info.class_ids)
     with open(split, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["is_valid"] == "True" and r["label"] in known]
+        rows = [r for line, r in enumerate(csv.DictReader(f), start=2)
+                if parse_is_valid(r["is_valid"], f"{split}, line {line}") and r["label"] in known]
     if not rows:
         raise RunError(f"{split} lists no validation photos.")
     return [(Path(r["path"]), r["label"]) for r in rows]

@@ -208,7 +208,8 @@ def _from_csv(csv_path: Path, valid_pct: float, seed: int) -> PhotoSet:
             if not path.is_file():
                 missing.append(rel)
                 continue
-            is_valid = _parse_bool(row.get("is_valid", ""), csv_path, line) if has_split else False
+            is_valid = (parse_is_valid(row.get("is_valid", ""), f"{csv_path}, line {line}")
+                        if has_split else False)
             photos.append(Photo(path, label, is_valid))
     if missing:
         raise DataError(
@@ -232,13 +233,14 @@ def _from_csv(csv_path: Path, valid_pct: float, seed: int) -> PhotoSet:
     return PhotoSet(photos, class_ids, layout, base, notes)
 
 
-def _parse_bool(value: str | None, csv_path: Path, line: int) -> bool:
+def parse_is_valid(value: str | None, where: str) -> bool:
+    """An `is_valid` cell as written by people and spreadsheets: True/False, 1/0, yes/no."""
     word = (value or "").strip().lower()
     if word in _TRUE_WORDS:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise DataError(f"{csv_path}, line {line}: is_valid must be True/False or 1/0; got {value!r}.")
+    raise DataError(f"{where}: is_valid must be True/False or 1/0; got {value!r}.")
 
 
 def _stratified_split(
