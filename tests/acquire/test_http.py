@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pytest
 
 from clearclass.acquire import http
-from clearclass.acquire.http import FetchError, HttpClient, map_in_order, redact
+from clearclass.acquire.http import FetchError, HttpClient, redact
 from clearclass.errors import AcquireError
 from tests.acquire.conftest import Reply
 
@@ -96,33 +95,6 @@ def test_urllib3_log_lines_are_redacted(web, caplog):
     assert "/api/?key=***&q=dog" in caplog.text
     assert "topsecretkey99" not in caplog.text
     assert web.hits("/api/")[0].query["key"] == "topsecretkey99"
-
-
-def test_map_in_order_keeps_order_and_stays_close_to_the_consumer():
-    drawn = []
-
-    def items():
-        for i in range(100):
-            drawn.append(i)
-            yield i
-
-    def slow_for_small(i):
-        time.sleep(0.02 if i < 3 else 0)
-        return i * i
-
-    results = []
-    for item, result in map_in_order(slow_for_small, items(), workers=4):
-        results.append((item, result))
-        if len(results) == 6:
-            break
-    assert results == [(i, i * i) for i in range(6)]
-    assert len(drawn) <= 6 + 4  # never more than `workers` ahead
-
-
-def test_map_in_order_runs_in_parallel():
-    barrier = threading.Barrier(3, timeout=2)  # fails unless three run at once
-    out = list(map_in_order(lambda i: barrier.wait() is not None, range(3), workers=3))
-    assert [item for item, _ in out] == [0, 1, 2]
 
 
 def test_download_resumes_after_the_connection_breaks_off(web, tmp_path):

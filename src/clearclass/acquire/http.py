@@ -1,4 +1,4 @@
-"""HTTP for the acquire commands: one session with timeouts and retries, parallel downloads.
+"""HTTP for the acquire commands: one session with timeouts and retries.
 
 Connection errors, read timeouts and 5xx answers are retried with exponential backoff by
 urllib3's `Retry`. A 429 (too many requests) is handled here instead, because its
@@ -10,16 +10,12 @@ every urllib3 log line goes through `redact`.
 from __future__ import annotations
 
 import email.utils
-import itertools
 import logging
 import os
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -48,8 +44,6 @@ _SECRET_PARAMS = re.compile(
 _MIN_LITERAL_SECRET = 8
 _secrets: set[str] = set()
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def register_secret(value: str) -> None:
@@ -290,42 +284,6 @@ class HttpClient:
                         progress.advance(int(done_mb) - int(before))
                 except requests.RequestException as e:
                     raise FetchError(f"{_describe(e, self.timeout)} (GET {url})") from None
-
-
-def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:
-    """`(item, fn(item))` for each item, computed on `workers` threads, in the items' order.
-
-    Example: `for url, data in map_in_order(client.fetch_bytes, urls, 8): ...`.
-    Items are drawn lazily and at most `workers` ahead of the consumer, so one that stops
-    early (it has enough photos) leaves little fetched for nothing. When drawing an item
-    fails (a page of results that will not come), the items already drawn are still
-    yielded, then the error is raised.
-    """
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    source = iter(items)
-    pending: deque = deque()
-    failure: list[BaseException] = []
-
-    def draw(n: int) -> None:
-        if failure:
-            return
-        try:
-            for item in itertools.islice(source, n):
-                pending.append((item, pool.submit(fn, item)))
-        except Exception as e:
-            failure.append(e)
-
-    try:
-        draw(max(1, workers))
-        while pending:
-            item, future = pending.popleft()
-            result = future.result()
-            draw(1)
-            yield item, result
-        if failure:
-            raise failure[0]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _retry_after(response: requests.Response) -> float | None:

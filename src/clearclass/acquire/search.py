@@ -38,12 +38,13 @@ from clearclass.acquire.checks import (
     canonical_extension,
     examine,
 )
-from clearclass.acquire.http import FetchError, HttpClient, map_in_order
+from clearclass.acquire.http import FetchError, HttpClient
 from clearclass.acquire.manifest import MANIFEST, Entry, read_manifest, write_manifest
 from clearclass.acquire.providers import Candidate, Provider, get_provider
 from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
+from clearclass.parallel import map_in_order
 from clearclass.progress import bar, console, say, warn
 
 DOWNLOADS_PER_WANTED = 5  # give up on a class after this many downloads per photo wanted

@@ -33,12 +33,12 @@ from clearclass.acquire.checks import (
     examine,
     extension_fits,
 )
-from clearclass.acquire.http import map_in_order
 from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
 from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path
+from clearclass.parallel import map_in_order
 from clearclass.progress import bar, console, say
 
 UNREADABLE, TRUNCATED, TOO_SMALL = "unreadable", "truncated", "too small"

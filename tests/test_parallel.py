@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from clearclass.parallel import map_in_order
+
+
+def test_map_in_order_keeps_order_and_stays_close_to_the_consumer():
+    drawn = []
+
+    def items():
+        for i in range(100):
+            drawn.append(i)
+            yield i
+
+    def slow_for_small(i):
+        time.sleep(0.02 if i < 3 else 0)
+        return i * i
+
+    results = []
+    for item, result in map_in_order(slow_for_small, items(), workers=4):
+        results.append((item, result))
+        if len(results) == 6:
+            break
+    assert results == [(i, i * i) for i in range(6)]
+    assert len(drawn) <= 6 + 4  # never more than `workers` ahead
+
+
+def test_map_in_order_runs_in_parallel():
+    barrier = threading.Barrier(3, timeout=2)  # fails unless three run at once
+    out = list(map_in_order(lambda i: barrier.wait() is not None, range(3), workers=3))
+    assert [item for item, _ in out] == [0, 1, 2]
