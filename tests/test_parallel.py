@@ -31,3 +31,14 @@ def test_map_in_order_runs_in_parallel():
     barrier = threading.Barrier(3, timeout=2)  # fails unless three run at once
     out = list(map_in_order(lambda i: barrier.wait() is not None, range(3), workers=3))
     assert [item for item, _ in out] == [0, 1, 2]
+
+
+def test_cores_follow_the_affinity_and_workers_stop_at_eight(monkeypatch):
+    import os
+
+    from clearclass import parallel
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)), raising=False)
+    assert parallel.available_cores() == 3 and parallel.default_workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert parallel.available_cores() == 64 and parallel.default_workers() == 8

@@ -1,8 +1,13 @@
-"""Work spread over threads, in order (downloads, checks of local files)."""
+"""How much work can run at once, and work spread over threads in order.
+
+`available_cores` is the one place that counts cores: decoding workers, ONNX Runtime
+threads and `verify` all follow it.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +15,20 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+MAX_WORKERS = 8  # past this, decoding photos is limited by the disk, not the cores
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or Slurm)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Workers that decode or check photos: one per available core, at most 8."""
+    return min(available_cores(), MAX_WORKERS)
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:

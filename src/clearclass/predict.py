@@ -9,7 +9,6 @@ and is the faster one on a CPU. Otherwise it runs in PyTorch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from clearclass.data.decode import UnreadableImage, crop_or_pad, resize_to_fit, 
 from clearclass.data.decode import load_item as _load_item
 from clearclass.data.sources import is_image_file
 from clearclass.errors import ClearclassError, DataError
+from clearclass.parallel import available_cores
 
 ImageInput = str | Path | Image.Image | np.ndarray
 BACKENDS = ("auto", "onnx", "torch")
@@ -128,7 +128,7 @@ class _OnnxNetwork(_Network):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cores()
+        options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options,
@@ -218,13 +218,6 @@ def _has_onnxruntime() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _describe(image: ImageInput) -> str:

@@ -16,7 +16,6 @@ their class folder; DIR/manifest.csv, when `search` wrote one, is updated to mat
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path
-from clearclass.parallel import map_in_order
+from clearclass.parallel import default_workers, map_in_order
 from clearclass.progress import bar, console, say
 
 UNREADABLE, TRUNCATED, TOO_SMALL = "unreadable", "truncated", "too small"
@@ -126,7 +125,7 @@ def verify(
 
     report = VerifyReport(root, len(files))
     index = DuplicateIndex(near_bits)
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or default_workers()
     with bar("verifying photos", len(files), quiet) as progress:
         for path, outcome in map_in_order(_examine_file, files, workers):
             progress.advance()

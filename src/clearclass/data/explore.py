@@ -25,8 +25,9 @@ from clearclass.data.decode import (
     open_rgb,
     resize_to_fit,
 )
-from clearclass.data.loader import default_workers, keep_as_is
+from clearclass.data.loader import keep_as_is
 from clearclass.data.sources import PhotoSet, find_photos
+from clearclass.parallel import default_workers
 from clearclass.progress import bar, console, say
 
 SAMPLES_PER_CLASS = 6

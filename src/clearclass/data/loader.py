@@ -11,7 +11,6 @@ validation) and stacks uint8 batches in channels_last order, ready for `batch_au
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clearclass.data.cache import CachedPixels, entry_path, read_entry, write_entry
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
+from clearclass.parallel import default_workers
 
 
 @dataclass
@@ -70,15 +70,6 @@ class _DecodeDataset(Dataset):
 def keep_as_is(sample):
     """DataLoader collate function that leaves samples as they are."""
     return sample
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core the process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(0, min(cores, 8))
 
 
 def decode_photos(
