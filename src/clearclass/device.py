@@ -50,16 +50,21 @@ class Compute:
 
 
 def select(device: str = "auto", precision: str = "auto") -> Compute:
-    """The device to use (`auto`, `cpu`, `cuda`, `cuda:1`, `mps`) and its number format."""
+    """The device to use (`auto`, `cpu`, `cuda`, `cuda:1`, `mps`) and its number format.
+
+    It changes nothing in the process: training on the CPU calls `keep_freed_memory`
+    itself, where the change to the allocator is worth its cost.
+    """
     dev = _device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
     return Compute(dev, _dtype(dev, precision))
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the system.
+
+    This changes the allocator of the whole process, for as long as it runs; training on
+    the CPU asks for it explicitly.
 
     By default glibc serves every allocation over 32 MB with a fresh mmap and unmaps it on
     free, so each training step page-faults its activations in anew: measured here, a step
