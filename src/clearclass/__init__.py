@@ -28,7 +28,7 @@ _PUBLIC = {
     "train": "clearclass.training",
     "lr_find": "clearclass.training",
     "evaluate": "clearclass.evaluation",
-    "explore": "clearclass.data.explore",
+    "explore": "clearclass.explore",
 }
 
 __all__ = [
@@ -46,9 +46,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from clearclass.data.explore import explore
     from clearclass.errors import ClearclassError
     from clearclass.evaluation import evaluate
+    from clearclass.explore import explore
     from clearclass.predict import Classifier, Prediction, load
     from clearclass.training import TrainConfig, TrainingRun, lr_find, train
 

@@ -227,7 +227,7 @@ def explore(
     files; writes samples.png (photos of each class) and augmented.png (what batch
     augmentation does) into OUT.
     """
-    from clearclass.data.explore import explore as run_explore
+    from clearclass.explore import explore as run_explore
 
     run_explore(data, out=out, valid_pct=valid_pct, seed=seed, item_resize=item_resize,
                 resize_method=resize_method, batch_augment_preset=batch_augment,

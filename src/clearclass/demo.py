@@ -15,8 +15,8 @@ def run_demo(out: str | Path = "clearclass-demo", quiet: bool = False) -> Path:
 
     Example: `clearclass.demo.run_demo("clearclass-demo")`.
     """
-    from clearclass.data.explore import explore
     from clearclass.evaluation import evaluate
+    from clearclass.explore import explore
     from clearclass.export import export_onnx
     from clearclass.predict import load
     from clearclass.training import TrainConfig, train
