@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from clearclass.bundle import read_info
+from clearclass.bundle import load_bundle, read_info, save_bundle
 from clearclass.errors import ModelFileError
-from clearclass.export import export_onnx, load_bundle, save_bundle
+from clearclass.export import export_onnx
 from clearclass.fileio import atomic_write
 
 

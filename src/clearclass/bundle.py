@@ -1,9 +1,14 @@
-"""The model bundle format: a folder with model.safetensors, model.json, maybe model.onnx.
+"""The model bundle: a folder with model.safetensors, model.json, and maybe model.onnx.
 
-`model.json` says what the weights mean: architecture, classes (id and display name) and
-preprocessing (size, resize method, mean, std). Reading it needs neither PyTorch nor timm,
-so prediction with ONNX Runtime can run without the training stack. Writing and loading
-the weights is in `export.py`.
+`model.safetensors` holds the weights as plain tensors and `model.json` says what they
+mean: architecture, classes (id and display name) and preprocessing (size, resize method,
+mean, std). Nothing is pickled, so loading a bundle cannot run code. Reading `model.json`
+needs neither PyTorch nor timm, so prediction with ONNX Runtime runs without the training
+stack; `save_bundle` and `load_bundle` import PyTorch only when called.
+
+Each file is written to a temp file and renamed; `model.json` is written last and records
+the weights' SHA-256, so a crash between the two renames is detected on load instead of
+pairing new weights with old labels.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clearclass import __version__
+from clearclass import __version__, fileio
 from clearclass.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "clearclass-model"
 FORMAT_VERSION = 1
@@ -119,3 +127,56 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def save_bundle(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
+    """Write a model and what it means as a bundle folder; returns the folder.
+
+    Example:
+        model, info = load_bundle("runs/dogs/model")
+        save_bundle(model, info, "runs/dogs-copy/model")
+    """
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = folder / WEIGHTS_FILE
+    fileio.atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    versions = {"timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
+    fileio.write_json(folder / INFO_FILE, info.to_json(sha256(weights), versions))
+    onnx_file = folder / ONNX_FILE
+    if onnx_file.exists():
+        onnx_file.unlink()  # it would describe the previous weights
+    return folder
+
+
+def load_bundle(path: str | Path) -> tuple[nn.Module, ModelInfo]:
+    """Read a bundle folder (or its model.json) into an eval-mode PyTorch model on the CPU.
+
+    Example:
+        model, info = load_bundle("runs/dogs/model")
+        print(info.architecture, len(info.class_ids))
+    """
+    from safetensors.torch import load_file
+
+    from clearclass.model import create_model
+
+    folder = bundle_folder(path)
+    info = read_info(folder)
+    weights = folder / WEIGHTS_FILE
+    expected = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))["weights"]["sha256"]
+    if sha256(weights) != expected:
+        raise ModelFileError(
+            f"{weights} does not match {folder / INFO_FILE} (checksum differs): the bundle was "
+            "only partly written or was edited. Re-export the model."
+        )
+    model, _ = create_model(info.architecture, len(info.class_ids), pretrained=False)
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except RuntimeError as e:
+        raise ModelFileError(f"{weights} does not fit {info.architecture}: {e}") from None
+    return model.eval(), info

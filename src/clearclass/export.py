@@ -1,70 +1,22 @@
-"""Where a model becomes files: a bundle folder (see `bundle.py`), and an ONNX file.
+"""Export a model bundle to ONNX, so that prediction can run in ONNX Runtime alone.
 
-A bundle is `model.safetensors` (the weights, plain tensors) and `model.json` (what the
-weights mean: architecture, classes, preprocessing). Nothing is pickled, so loading a
-bundle cannot run code. Each file is written to a temp file and renamed; `model.json` is
-written last and records the weights' SHA-256, so a crash between the two renames is
-detected on load instead of pairing new weights with old labels.
+`model.onnx` is written beside the bundle's weights (`bundle.py`) and checked against
+PyTorch on random inputs before it is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from pathlib import Path
 
-import timm
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from clearclass import fileio
-from clearclass.bundle import (
-    INFO_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    ModelInfo,
-    bundle_folder,
-    read_info,
-    sha256,
-)
+from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle
 from clearclass.errors import ModelFileError
-
-
-def save_bundle(model: nn.Module, info: ModelInfo, folder: Path) -> Path:
-    """Write the model as a bundle folder; returns the folder."""
-    folder = Path(folder)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
-    weights = folder / WEIGHTS_FILE
-    fileio.atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    versions = {"timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
-    fileio.write_json(folder / INFO_FILE, info.to_json(sha256(weights), versions))
-    onnx_file = folder / ONNX_FILE
-    if onnx_file.exists():
-        onnx_file.unlink()  # it would describe the previous weights
-    return folder
-
-
-def load_bundle(path: str | Path) -> tuple[nn.Module, ModelInfo]:
-    """Read a bundle folder (or its model.json) into an eval-mode model on the CPU."""
-    folder = bundle_folder(path)
-    info = read_info(folder)
-    weights = folder / WEIGHTS_FILE
-    expected = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))["weights"]["sha256"]
-    if sha256(weights) != expected:
-        raise ModelFileError(
-            f"{weights} does not match {folder / INFO_FILE} (checksum differs): the bundle was "
-            "only partly written or was edited. Re-export the model."
-        )
-    model = timm.create_model(info.architecture, pretrained=False,
-                              num_classes=len(info.class_ids))
-    try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
-    except RuntimeError as e:
-        raise ModelFileError(f"{weights} does not fit {info.architecture}: {e}") from None
-    return model.eval(), info
 
 
 def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
@@ -121,10 +73,3 @@ def check_onnx(onnx_path: Path, model: nn.Module, size: int) -> float:
         expected = model(x).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     return float(abs(got - expected).max())
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clearclass.bundle import ONNX_FILE, ModelInfo, bundle_folder, read_info
+from clearclass.bundle import ONNX_FILE, ModelInfo, bundle_folder, load_bundle, read_info
 from clearclass.data.decode import UnreadableImage, crop_or_pad, resize_to_fit, to_rgb
 from clearclass.data.decode import load_item as _load_item
 from clearclass.data.sources import is_image_file
@@ -149,8 +149,6 @@ class _TorchNetwork(_Network):
 
     def __init__(self, folder: Path, info: ModelInfo, device: str):
         import torch
-
-        from clearclass.export import load_bundle
 
         self.torch = torch
         self.device = torch.device(device)

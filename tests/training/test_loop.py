@@ -103,7 +103,7 @@ def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_frozen_epoch_changes_only_the_head_unless_train_bn(tmp_path, tiny_train_settings,
                                                             train_bn):
-    from clearclass.export import load_bundle
+    from clearclass.bundle import load_bundle
     from clearclass.model import create_model
 
     data = make_dataset(tmp_path / "d", per_class=12)  # a few steps: the head starts at zero

@@ -29,13 +29,13 @@ from torch import nn
 
 from clearclass import device as devices
 from clearclass import fileio
-from clearclass.bundle import ModelInfo
+from clearclass.bundle import ModelInfo, save_bundle
 from clearclass.data.augment import AugmentSettings, augment_settings, batch_augment, normalize
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
 from clearclass.data.sources import PhotoSet, find_photos
 from clearclass.errors import RunError
-from clearclass.export import export_onnx, save_bundle
+from clearclass.export import export_onnx
 from clearclass.model import (
     Pretrained,
     body_and_head,
