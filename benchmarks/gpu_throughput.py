@@ -110,6 +110,7 @@ def main() -> None:
     import torch
 
     import clearclass
+    from clearclass import progress
 
     with tempfile.TemporaryDirectory() as tmp:
         data = limited_copy(args.data, args.limit, Path(tmp)) if args.limit else args.data
@@ -119,11 +120,12 @@ def main() -> None:
         sampler = threading.Thread(target=gpu_utilisation, args=(samples, stop), daemon=True)
         sampler.start()
         t0 = time.perf_counter()
-        run = clearclass.train(
-            data=str(data), out=str(run_dir), model="resnet34", pretrained=False,
-            train_bn=False, freeze_epochs=0, epochs=args.epochs, item_resize=224,
-            batch_size=args.batch_size, device=args.device, onnx=False, quiet=True,
-        )
+        with progress.quiet():
+            run = clearclass.train(
+                data, out=run_dir, model="resnet34", pretrained=False,
+                adapt_batchnorm=False, freeze_epochs=0, epochs=args.epochs, item_resize=224,
+                batch_size=args.batch_size, device=args.device, onnx=False,
+            )
         wall = time.perf_counter() - t0
         stop.set()
         with open(run_dir / "split.csv", newline="") as f:

@@ -67,9 +67,9 @@ def step_case(options: dict, steps: int) -> dict:
     model, _ = create_model("efficientnet_lite0", 10, pretrained=False)
     model = model.to(memory_format=fmt)
     frozen = options.get("frozen")
-    set_body_trainable(model, not frozen, train_norm=frozen == "train_bn")
+    set_body_trainable(model, not frozen, adapt_batchnorm=frozen == "train_bn")
     set_train_mode(model, body_fixed=frozen == "fixed",
-                   keep_norm_statistics=bool(options.get("micro")))
+                   adapt_batchnorm=not options.get("micro"))
     x = torch.randn(64, 3, 224, 224).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (64,))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -134,12 +134,13 @@ def decode_case(steps: int) -> dict:
 
 def predict_case(steps: int) -> dict:
     import clearclass
+    from clearclass import progress
     from clearclass.training import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = train(data=str(PHOTO.parent), out=str(Path(tmp) / "run"),
-                    model="efficientnet_lite0", freeze_epochs=1, epochs=0, batch_size=32,
-                    quiet=True)
+        with progress.quiet():
+            run = train(PHOTO.parent, out=Path(tmp) / "run", model="efficientnet_lite0",
+                        freeze_epochs=1, epochs=0, batch_size=32)
         photos = sorted(PHOTO.iterdir())
         results = {}
         for backend in ("onnx", "torch"):

@@ -147,7 +147,7 @@ def clearclass_train(data: Path, arch: str, seed: int, run_dir: Path) -> dict:
                str(BATCH), "--seed", str(seed), "--out", str(run_dir), "--quiet"]
     if arch != "efficientnet_lite0":
         # Random weights, but the pretrained code path: speed does not depend on the weights.
-        command += ["--no-pretrained", "--no-train-bn"]
+        command += ["--no-pretrained", "--no-adapt-batchnorm"]
     subprocess.run(command, check=True)
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -162,13 +162,15 @@ def clearclass_train(data: Path, arch: str, seed: int, run_dir: Path) -> dict:
 
 def clearclass_predict(data: Path, run_dir: Path) -> dict:
     import clearclass
+    from clearclass import progress
     from clearclass.evaluation import _valid_photos, predict_photos
 
     classifier = clearclass.load(run_dir / "model")
     files = _valid_files(data)
     t0 = time.perf_counter()
-    evaluation = predict_photos(classifier, _valid_photos(run_dir / "split.csv", classifier),
-                                quiet=True)
+    with progress.quiet():
+        evaluation = predict_photos(classifier,
+                                    _valid_photos(run_dir / "split.csv", classifier))
     result = {"valid_pass_seconds": time.perf_counter() - t0,
               "valid_pass_accuracy": evaluation.accuracy, "backend": classifier.backend}
     result.update(_time_predictions(

@@ -68,7 +68,7 @@ def real_photo_root() -> Path:
 def tiny_train_settings() -> dict:
     """Settings that train timm's 0.4M-parameter test_resnet in seconds."""
     return dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8,
-                epochs=1, freeze_epochs=1, base_lr=1e-2, head_lr_mult=1.0, workers=0,
+                epochs=1, freeze_epochs=1, learning_rate=1e-2, head_speedup=1.0, workers=0,
                 device="cpu", onnx=False)
 
 
@@ -80,7 +80,7 @@ def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     data = make_dataset(root / "colours", per_class=20)
     run = train(data=str(data), out=str(root / "run"), model="test_resnet", pretrained=False,
-                item_resize=32, batch_size=8, epochs=3, freeze_epochs=1, base_lr=2e-2,
-                head_lr_mult=1.0,
-                workers=0, device="cpu", quiet=True)
+                item_resize=32, batch_size=8, epochs=3, freeze_epochs=1, learning_rate=2e-2,
+                head_speedup=1.0,
+                workers=0, device="cpu")
     return run.run_dir

@@ -16,7 +16,7 @@ from tests.conftest import COLOURS, make_dataset, make_photo
 runner = CliRunner()
 SMALL = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size",
          "8", "--workers", "0", "--device", "cpu"]
-TINY = [*SMALL, "--base-lr", "2e-2", "--head-lr-mult", "1"]
+TINY = [*SMALL, "--learning-rate", "2e-2", "--head-speedup", "1"]
 
 
 def _commands():

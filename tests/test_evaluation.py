@@ -49,7 +49,7 @@ def test_top_k_accuracy_and_top_losses():
 
 
 def test_evaluate_writes_the_whole_report(trained_run):
-    ev = clearclass.evaluate(trained_run, quiet=True)
+    ev = clearclass.evaluate(trained_run)
     report = trained_run / "report"
     for name in ("confusion.png", "most_confused.csv", "most_confused.png", "top_losses.png",
                  "per_class.csv", "index.html"):
@@ -72,9 +72,8 @@ def test_many_classes_still_make_readable_figures(tmp_path):
     targets = rng.integers(0, n, 2000)
     predictions = np.where(rng.random(2000) < 0.8, targets, rng.integers(0, n, 2000))
     ev = _evaluation(targets.tolist(), predictions.tolist(), n_classes=n)
-    figures.confusion_matrix(ev.confusion(), ev.class_names, tmp_path / "c.png")
-    figures.most_confused_heatmap(ev.confusion(), ev.class_names, ev.most_confused()[:10],
-                                  tmp_path / "m.png")
+    figures.save(ev.plot_confusion_matrix(), tmp_path / "c.png")
+    figures.save(ev.plot_most_confused(pairs=10), tmp_path / "m.png")
     from PIL import Image
 
     width, height = Image.open(tmp_path / "c.png").size
@@ -100,5 +99,5 @@ def test_an_edited_split_is_read_with_the_same_is_valid_words_as_a_csv(trained_r
         writer = csv.DictWriter(f, fieldnames=["path", "label", "is_valid"])
         writer.writeheader()
         writer.writerows({**r, "is_valid": words[r["is_valid"]]} for r in rows)
-    ev = clearclass.evaluate(run, quiet=True)
+    ev = clearclass.evaluate(run)
     assert len(ev.targets) == sum(r["is_valid"] == "True" for r in rows) == 12

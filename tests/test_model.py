@@ -128,7 +128,7 @@ def test_frozen_body_trains_only_the_head_unless_norm_layers_are_asked_for():
     set_body_trainable(model, False)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == \
         set(classifier_keys(model))
-    set_body_trainable(model, False, train_norm=True)
+    set_body_trainable(model, False, adapt_batchnorm=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert "conv1.1.weight" in trainable  # a BatchNorm weight, as fastai's train_bn
     assert "conv1.0.weight" not in trainable  # a convolution
@@ -141,7 +141,7 @@ def test_train_modes_fix_the_body_or_only_its_statistics():
     set_train_mode(model, body_fixed=True)
     assert not model.layer1.training and not model.conv1[1].training
     assert model.training and model.fc.training  # the head's dropout still works
-    set_train_mode(model, keep_norm_statistics=True)
+    set_train_mode(model, adapt_batchnorm=False)
     assert model.layer1.training and not model.conv1[1].training
     set_train_mode(model)
     assert all(m.training for m in model.modules())

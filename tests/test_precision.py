@@ -22,7 +22,7 @@ def dog_classifier_and_photos(tmp_path_factory):
 
     run = train(data=str(DEMO_PHOTOS), out=str(tmp_path_factory.mktemp("lite0") / "run"),
                 model="efficientnet_lite0", freeze_epochs=1, epochs=0, batch_size=16,
-                onnx=False, quiet=True)
+                onnx=False)
     model, info = load_bundle(run.model_dir)
     root = real_photo_root()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))

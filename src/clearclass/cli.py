@@ -1,20 +1,36 @@
 """The `clearclass` command. It parses options, calls the library and formats results.
 
-The library raises `ClearclassError` with a message that says what to do; here it becomes
-one red line and exit status 1 (`--debug` shows the traceback instead).
+The options of `train`, `lr-find` and `explore` are built from `TrainConfig`'s fields
+(`with_settings`), so their names, types, defaults and help are written once, in
+`training/config.py`. The library raises `ClearclassError` with a message that says what to
+do; here it becomes one red line and exit status 1 (`--debug` shows the traceback instead).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import inspect
 import json
+import shlex
 import sys
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from clearclass import __version__
-from clearclass.errors import ClearclassError
+from clearclass import __version__, progress
+from clearclass.errors import ClearclassError, SettingError
+from clearclass.training.config import (
+    EXPLORE_SETTINGS,
+    LR_FIND_SETTINGS,
+    NAMES,
+    RENAMED,
+    TrainConfig,
+)
 
 app = typer.Typer(
     name="clearclass",
@@ -28,42 +44,74 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 _state = {"debug": False}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
-DataArg = Annotated[str, typer.Argument(
-    help="The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, Stanford "
-         "Dogs' Images/ too), a folder with train/ and valid/ (or val/, test/) class folders, "
-         "or a CSV file with columns path,label[,is_valid] (paths relative to the CSV).",
-    show_default=False, metavar="DATA")]
-ValidPct = Annotated[float, typer.Option(
-    help="Share of each class held out for validation when DATA has no split of its own.")]
-Seed = Annotated[int, typer.Option(
-    help="Random seed for the split, the new head, batch order and augmentation.")]
-ItemResize = Annotated[int, typer.Option(
-    help="Side, in pixels, of the square photos the model sees.")]
-ResizeMethod = Annotated[str, typer.Option(
-    help="How a photo becomes square: crop (random crop in training, centre crop otherwise), "
-         "squish (stretch), or pad (fit inside, black bars).")]
-BatchAugment = Annotated[str, typer.Option(
-    help="Augmentation of each training batch: standard (fastai's aug_transforms defaults: "
-         "flips, rotation, zoom, perspective warp, brightness, contrast) or none.")]
-Strength = Annotated[float, typer.Option(
-    help="Multiplies the rotation, warp and lighting of the augmentation (fastai's mult).")]
-Workers = Annotated[int | None, typer.Option(
-    help="Processes that decode photos; default one per CPU core.")]
-Cache = Annotated[bool, typer.Option(
-    help="Keep decoded photos on disk ($CLEARCLASS_CACHE_DIR, else ~/.cache/clearclass) so "
-         "the next run skips decoding; --no-cache keeps them in memory only.")]
+DataArg = Annotated[str, typer.Argument(help=_FIELDS["data"].metadata["help"],
+                                        show_default=False, metavar="DATA")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
-Model = Annotated[str, typer.Option(
-    help="Any timm architecture, e.g. resnet34, efficientnet_lite0, convnext_tiny.")]
-Weights = Annotated[Path | None, typer.Option(
-    help="Pretrained weights file (.safetensors or .pth of tensors) instead of timm's "
-         "download.")]
-Pretrained = Annotated[bool, typer.Option(
-    help="Start from ImageNet weights; --no-pretrained starts from random weights.")]
-BatchSize = Annotated[int, typer.Option(help="Photos per training step.")]
-Device = Annotated[str, typer.Option(
-    help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) -> Any:
+    """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
+    meta, kind = _FIELDS[name].metadata, typing.get_type_hints(TrainConfig)[name]
+    flag = _flag(flag_name or name)
+    # Booleans are switches with a --no- form: --cache/--no-cache.
+    decls = (f"{flag}/--no-{flag[2:]}",) if kind in (bool, bool | None) else (flag,)
+    if hidden:
+        kind = kind | None
+        return Annotated[kind, typer.Option(*decls, hidden=True,
+                                            help=f"Old name of {_flag(name)}.")]
+    return Annotated[kind, typer.Option(*decls, help=meta["help"],
+                                        rich_help_panel=meta["group"] + " options",
+                                        show_default=meta["default_text"] or True)]
+
+
+def with_settings(names: Sequence[str]) -> Callable:
+    """Give a command one option per TrainConfig field in `names`, plus the hidden old names.
+
+    The command receives them as `settings`, a dict of field name to value (an old name
+    given on the command line is passed under its new name).
+    """
+    aliases = {old: new for old, new in RENAMED.items() if new in names}
+
+    def decorate(command: Callable) -> Callable:
+        own = inspect.signature(command, eval_str=True).parameters.values()
+        params = [p for p in own if p.name != "settings"]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=_FIELDS[name].default, annotation=_option(name))
+                   for name in names]
+        params += [inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                     annotation=_option(new, flag_name=old, hidden=True))
+                   for old, new in aliases.items()]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            settings = {name: values.pop(name) for name in names}
+            for old, new in aliases.items():
+                given = values.pop(old)
+                if given is not None:
+                    settings[new] = given
+            return command(**values, settings=settings)
+
+        run.__signature__ = inspect.Signature(params)  # what typer reads the options from
+        run.__annotations__ = {}
+        return run
+
+    return decorate
+
+
+TRAIN_SETTINGS = tuple(n for n in NAMES if n != "data")  # DATA is the argument
+
+
+@contextlib.contextmanager
+def _output(quiet: bool) -> Iterator[None]:
+    """Messages and progress bars unless --quiet (then only results and errors)."""
+    with progress.quiet() if quiet else contextlib.nullcontext():
+        yield
 
 
 def _version(value: bool) -> None:
@@ -83,82 +131,33 @@ def main_options(
 
 
 @app.command()
-def train(
-    data: DataArg,
-    out: Annotated[Path | None, typer.Option(
-        help="Run folder for the model, metrics and report; default runs/<data>-<model>.")] = None,
-    model: Model = "resnet34",
-    weights: Weights = None,
-    pretrained: Pretrained = True,
-    epochs: Annotated[int, typer.Option(
-        help="Epochs with the whole model trainable, after the frozen ones.")] = 1,
-    freeze_epochs: Annotated[int, typer.Option(
-        help="Epochs first with the pretrained body frozen: only the new head learns.")] = 1,
-    base_lr: Annotated[float, typer.Option(
-        help="Peak learning rate, as fastai's; halved once unfrozen, the body lower still "
-             "(see --lr-mult). `clearclass lr-find` suggests one.")] = 2e-3,
-    lr_mult: Annotated[float, typer.Option(
-        help="Once unfrozen, the body learns this many times slower than the head.")] = 100.0,
-    head_lr_mult: Annotated[float, typer.Option(
-        help="While the body is frozen, the new head learns at --base-lr times this.")] = 5.0,
-    train_bn: Annotated[bool | None, typer.Option(
-        "--train-bn/--no-train-bn",
-        help="Let BatchNorm statistics adapt to your photos, as fastai does (the frozen "
-             "epoch then back-propagates through the whole body). By default the pretrained "
-             "statistics are kept (on imagewoof-2k faster and more accurate), and adapted "
-             "only with --no-pretrained.", show_default=False)] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    batch_size: BatchSize = 64,
-    item_resize: ItemResize = 224,
-    resize_method: ResizeMethod = "crop",
-    batch_augment: BatchAugment = "standard",
-    augment_strength: Strength = 1.0,
-    valid_pct: ValidPct = 0.2,
-    seed: Seed = 42,
-    device: Device = "auto",
-    precision: Annotated[str, typer.Option(
-        help="auto (bf16/fp16 mixed precision where the hardware does it natively), fp32, "
-             "bf16 or fp16.")] = "auto",
-    workers: Workers = None,
-    cache: Cache = True,
-    onnx: Annotated[bool, typer.Option(
-        help="Also export the model to RUN/model/model.onnx at the end, checked against "
-             "PyTorch, so that prediction runs in ONNX Runtime.")] = True,
-    overwrite: Annotated[bool, typer.Option(
-        help="Replace a model already in the run folder.")] = False,
-    quiet: Quiet = False,
-) -> None:
+@with_settings(TRAIN_SETTINGS)
+def train(data: DataArg, quiet: Quiet = False, *, settings: dict) -> None:
     """Fine-tune a pretrained model on labelled photos, as fastai's fine_tune does.
 
     Example: clearclass train photos/ --model efficientnet_lite0 --epochs 3 --out runs/dogs
 
-    Prints a row per epoch (epoch, train_loss, valid_loss, accuracy, time), also saved to
+    Shows a row per epoch (epoch, train_loss, valid_loss, accuracy, time), also saved to
     RUN/metrics.csv. The model is saved as RUN/model (model.safetensors + model.json) after
     every epoch. Unreadable photos are skipped and listed in RUN/skipped.csv.
     """
-    from clearclass.training import TrainConfig
     from clearclass.training import train as run_training
 
-    config = TrainConfig(
-        data=data, out=str(out) if out else None, model=model,
-        weights=str(weights) if weights else None, pretrained=pretrained, epochs=epochs,
-        freeze_epochs=freeze_epochs, train_bn=train_bn, base_lr=base_lr, lr_mult=lr_mult,
-        head_lr_mult=head_lr_mult,
-        weight_decay=weight_decay, batch_size=batch_size, item_resize=item_resize,
-        resize_method=resize_method, batch_augment=batch_augment,
-        augment_strength=augment_strength, valid_pct=valid_pct, seed=seed, device=device,
-        precision=precision, workers=workers, cache=cache, onnx=onnx, overwrite=overwrite,
-    )
-    run_training(config, quiet=quiet)
+    with _output(quiet):
+        run = run_training(data, **settings)
+    typer.echo(f"Next: clearclass evaluate {shlex.quote(str(run.run_dir))}")
 
 
 @app.command()
+@with_settings(("device",))
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
                                         show_default=False, metavar="RUN")],
     top_losses: Annotated[int, typer.Option(
         help="How many of the worst-predicted photos to show.")] = 16,
     quiet: Quiet = False,
+    *,
+    settings: dict,
 ) -> None:
     """Evaluate a trained run on its validation photos and write RUN/report/.
 
@@ -170,10 +169,13 @@ def evaluate(
     """
     from clearclass.evaluation import evaluate as run_evaluation
 
-    run_evaluation(run, quiet=quiet, top_losses=top_losses)
+    with _output(quiet):
+        evaluation = run_evaluation(run, top_losses=top_losses, **settings)
+    typer.echo(evaluation.summary())
 
 
 @app.command()
+@with_settings(("device",))
 def predict(
     model: Annotated[Path, typer.Argument(
         help="A model folder (RUN/model, with model.safetensors and model.json) or a run "
@@ -185,15 +187,16 @@ def predict(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a JSON list, one object per photo: image, label, probability, "
                        "top_k.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    *,
+    settings: dict,
 ) -> None:
     """Predict the class of photos with a trained model.
 
-    Example: clearclass predict runs/dogs/model rex.jpg photos/new/ --top-k 3 --json
+    Example: clearclass predict runs/dogs/model new.jpg photos/ --top-k 3 --json
     """
     from clearclass.predict import image_files, load
 
-    classifier = load(model, device=device)
+    classifier = load(model, device=settings["device"])
     files = image_files(images)
     results = classifier.predict_many(files, top_k=top_k)
     if as_json:
@@ -206,75 +209,60 @@ def predict(
 
 
 @app.command()
+@with_settings(EXPLORE_SETTINGS)
 def explore(
     data: DataArg,
     out: Annotated[Path | None, typer.Option(
-        help="Folder for the figures; default runs/explore-<data>.")] = None,
-    item_resize: ItemResize = 224,
-    resize_method: ResizeMethod = "crop",
-    batch_augment: BatchAugment = "standard",
-    augment_strength: Strength = 1.0,
-    valid_pct: ValidPct = 0.2,
-    seed: Seed = 42,
-    workers: Workers = None,
+        help="Folder for the figures and unreadable.csv.",
+        show_default="runs/explore-<data>")] = None,
     quiet: Quiet = False,
+    *,
+    settings: dict,
 ) -> None:
     """Look at a dataset before training: counts, sizes, unreadable files, samples.
 
     Example: clearclass explore photos/
 
     Prints photos per class (train and validation), photo size statistics and unreadable
-    files; writes samples.png (photos of each class) and augmented.png (what batch
-    augmentation does) into OUT.
+    files; writes samples.png (photos of each class), augmented.png (what batch
+    augmentation does to a few photos) and batch.png (a batch as training sees it, as
+    fastai's show_batch) into OUT.
     """
     from clearclass.explore import explore as run_explore
+    from clearclass.explore import print_report
 
-    run_explore(data, out=out, valid_pct=valid_pct, seed=seed, item_resize=item_resize,
-                resize_method=resize_method, batch_augment_preset=batch_augment,
-                augment_strength=augment_strength, workers=workers, quiet=quiet)
+    out = out or Path("runs") / f"explore-{Path(data).stem or 'data'}"
+    with _output(quiet):
+        print_report(run_explore(data, out=out, **settings))
 
 
 @app.command("lr-find")
+@with_settings(tuple(n for n in LR_FIND_SETTINGS if n not in ("data", "out")))
 def lr_find(
     data: DataArg,
     out: Annotated[Path | None, typer.Option(
-        help="Folder for lr_find.png; default runs/<data>-<model>-lr-find.")] = None,
-    model: Model = "resnet34",
-    weights: Weights = None,
-    pretrained: Pretrained = True,
-    batch_size: BatchSize = 64,
-    item_resize: ItemResize = 224,
-    resize_method: ResizeMethod = "crop",
-    batch_augment: BatchAugment = "standard",
-    valid_pct: ValidPct = 0.2,
-    seed: Seed = 42,
-    device: Device = "auto",
-    workers: Workers = None,
-    cache: Cache = True,
+        help="Folder for lr_find.png.", show_default="runs/<data>-<model>-lr-find")] = None,
     quiet: Quiet = False,
+    *,
+    settings: dict,
 ) -> None:
     """Suggest a learning rate: train briefly while raising it, and plot the loss.
 
-    Example: clearclass lr-find photos/ --model resnet34
+    Example: clearclass lr-find photos/ --model efficientnet_lite0
 
     As fastai's lr_find: 100 steps from 1e-7 to 10 with the body frozen; the suggestion is
-    the middle of the longest fall of the loss ("valley"). Use it as --base-lr.
+    the middle of the longest fall of the loss ("valley"). Use it as --learning-rate.
+    With --quiet, prints only the suggested rate.
     """
-    from clearclass.training import TrainConfig
     from clearclass.training import lr_find as run_lr_find
 
-    default_out = f"runs/{Path(data).stem or 'data'}-{model.replace('/', '_')}-lr-find"
-    config = TrainConfig(
-        data=data, out=str(out or default_out), model=model,
-        weights=str(weights) if weights else None, pretrained=pretrained,
-        batch_size=batch_size, item_resize=item_resize, resize_method=resize_method,
-        batch_augment=batch_augment,
-        valid_pct=valid_pct, seed=seed, device=device, workers=workers, cache=cache,
-        overwrite=True,
-    )
-    result = run_lr_find(config, quiet=quiet)
+    with _output(quiet):
+        found = run_lr_find(data, out=out, **settings)
     if quiet:
-        typer.echo(f"{result.suggestion:.2e}")
+        typer.echo(f"{found.suggestion:.2e}")
+    else:
+        typer.echo(f"Use it with: clearclass train {shlex.quote(data)} --learning-rate "
+                   f"{found.suggestion:.1e}")
 
 
 @app.command()
@@ -358,15 +346,17 @@ def download_kaggle(
     """
     from clearclass.acquire import download_kaggle as run
 
-    run(dataset, out=out, keep_archives=keep_archives, quiet=quiet)
+    with _output(quiet):
+        run(dataset, out=out, keep_archives=keep_archives)
 
 
 def _public_dataset(name: str, size: str, out: Path, keep_archives: bool, timeout: float,
                     retries: int, quiet: bool) -> None:
     from clearclass.acquire import download_dataset
 
-    download_dataset(name, size=size, out=out, keep_archives=keep_archives, timeout=timeout,
-                     retries=retries, quiet=quiet)
+    with _output(quiet):
+        download_dataset(name, size=size, out=out, keep_archives=keep_archives,
+                         timeout=timeout, retries=retries)
 
 
 Size = Annotated[str, typer.Option(
@@ -451,9 +441,10 @@ def search(
     """
     from clearclass.acquire import search as run
 
-    run(queries or [], provider=provider, per_class=per_class, out=out, classes_file=classes,
-        max_side=max_side, min_side=min_side, workers=workers, timeout=timeout,
-        retries=retries, quiet=quiet)
+    with _output(quiet):
+        run(queries or [], provider=provider, per_class=per_class, out=out,
+            classes_file=classes, max_side=max_side, min_side=min_side, workers=workers,
+            timeout=timeout, retries=retries)
 
 
 @app.command()
@@ -481,8 +472,9 @@ def verify(
     """
     from clearclass.acquire import verify as run
 
-    run(folder, delete=delete, move_to=move_to, fix_extensions=fix_extensions,
-        min_side=min_side, quiet=quiet)
+    with _output(quiet):
+        run(folder, delete=delete, move_to=move_to, fix_extensions=fix_extensions,
+            min_side=min_side)
 
 
 @app.command()
@@ -501,7 +493,10 @@ def demo(
     """
     from clearclass.demo import run_demo
 
-    run_demo(out, quiet=quiet)
+    with _output(quiet):
+        run_demo(out)
+
+
 
 
 def main() -> None:
@@ -511,9 +506,9 @@ def main() -> None:
     except ClearclassError as e:
         if _state["debug"]:
             raise
-        from clearclass.progress import err_console
-
-        err_console.print(f"[bold red]error:[/bold red] {_escape(str(e))}")
+        # A bad setting is named as the user typed it on the command line.
+        message = e.as_option() if isinstance(e, SettingError) else str(e)
+        progress.err_console.print(f"[bold red]error:[/bold red] {_escape(message)}")
         sys.exit(1)
     except KeyboardInterrupt:
         if _state["debug"]:

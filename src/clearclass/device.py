@@ -1,8 +1,13 @@
 """Which device and number format training and prediction run in.
 
-`auto` picks CUDA, else Apple MPS, else the CPU. Mixed precision is used where the
-hardware does it natively: bf16 on CUDA (fp16 with loss scaling on GPUs without bf16),
-bf16 on CPUs with AVX512-BF16 or AMX; elsewhere fp32, since emulated bf16 is slower.
+`--device` means the same in every command: `auto` picks CUDA, else Apple MPS, else the
+CPU; `cpu`, `cuda`, `cuda:N` and `mps` ask for one, and one that is not there is an error
+that names what is. Mixed precision is used where the hardware does it natively: bf16 on
+CUDA (fp16 with loss scaling on GPUs without bf16), bf16 on CPUs with AVX512-BF16 or AMX;
+elsewhere fp32, since emulated bf16 is slower.
+
+PyTorch is imported only when a device has to be looked at, so that prediction with ONNX
+Runtime on the CPU (`device_name("cpu")`) runs without it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import contextlib
 import functools
 import os
 import platform
+import sys
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from clearclass.errors import ClearclassError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -30,15 +38,21 @@ class Compute:
 
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     @property
     def needs_grad_scaler(self) -> bool:
+        import torch
+
         return self.dtype == torch.float16
 
     def describe(self) -> str:
+        import torch
+
         name = self.device.type.upper()
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device)
@@ -55,8 +69,69 @@ def select(device: str = "auto", precision: str = "auto") -> Compute:
     It changes nothing in the process: training on the CPU calls `keep_freed_memory`
     itself, where the change to the allocator is worth its cost.
     """
-    dev = _device(device)
+    import torch
+
+    dev = torch.device(device_name(device))
     return Compute(dev, _dtype(dev, precision))
+
+
+def device_name(name: str) -> str:
+    """`name` checked and resolved (`auto` becomes `cuda`, `mps` or `cpu`).
+
+    Example:
+        print(device_name("auto"))  # "cpu" on a machine without a GPU
+
+    PyTorch is not imported for `cpu`, nor for `auto` where no GPU can be there (no NVIDIA
+    driver, not an Apple silicon Mac, or PyTorch not installed).
+    """
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ClearclassError(f"Unknown device '{name}'; use one of auto, cpu, cuda, cuda:N "
+                              "or mps.")
+    if kind == "cpu" or (kind == "auto" and not _gpu_possible()):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        if kind == "auto":
+            return "cpu"
+        raise ClearclassError(f"--device {name} needs PyTorch, which is not installed here; "
+                              "available: cpu (ONNX Runtime).") from None
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if kind == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if kind == "cuda" and (not cuda or (index and int(index) >= torch.cuda.device_count())):
+        what = f"GPU number {index}" if cuda else "a CUDA GPU"
+        raise ClearclassError(f"--device {name}: PyTorch sees no {what} on this machine; "
+                              f"available: {', '.join(available_devices())}.")
+    if kind == "mps" and not mps:
+        raise ClearclassError(f"--device {name}: Apple MPS is not available on this machine; "
+                              f"available: {', '.join(available_devices())}.")
+    return name
+
+
+def available_devices() -> list[str]:
+    """The devices PyTorch can use here, e.g. ['cpu', 'cuda:0 (NVIDIA H200)']."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                  for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _gpu_possible() -> bool:
+    """False where no GPU PyTorch could use can be present, judged without importing it."""
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    if "torch" in sys.modules:  # already imported: asking costs nothing
+        return True
+    # An NVIDIA driver, AMD ROCm, or WSL2's GPU.
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/kfd",
+                                           "/dev/dxg"))
 
 
 @functools.cache
@@ -85,26 +160,9 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind = name.split(":")[0]
-    if kind not in DEVICES[1:]:
-        raise ClearclassError(f"Unknown device '{name}'; use one of {', '.join(DEVICES)}.")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ClearclassError("--device cuda was asked for, but PyTorch sees no CUDA GPU. "
-                              "Use --device auto to fall back to what is available.")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ClearclassError("--device mps was asked for, but Apple MPS is not available. "
-                              "Use --device auto to fall back to what is available.")
-    return torch.device(name)
-
-
 def _dtype(device: torch.device, precision: str) -> torch.dtype:
+    import torch
+
     if precision not in PRECISIONS:
         raise ClearclassError(
             f"Unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}."

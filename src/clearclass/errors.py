@@ -11,6 +11,22 @@ class ClearclassError(Exception):
     """Base class of every error clearclass reports to the user."""
 
 
+class SettingError(ClearclassError, ValueError):
+    """A setting (a keyword of the API, an option of the command line) has a bad value.
+
+    The message names the setting as Python spells it (`item_resize`); the command line
+    shows it as the user typed it (`--item-resize`).
+    """
+
+    def __init__(self, setting: str, problem: str):
+        self.setting, self.problem = setting, problem
+        super().__init__(f"{setting} {problem}")
+
+    def as_option(self) -> str:
+        """The message with the setting written as a command-line option."""
+        return f"--{self.setting.replace('_', '-')} {self.problem}"
+
+
 class DataError(ClearclassError, ValueError):
     """The photos or their labels cannot be used as given."""
 

@@ -4,7 +4,8 @@
 probabilities: accuracy, top-5 accuracy, the confusion matrix, the most confused pairs
 (with a heatmap of just the classes in them, readable at 120 classes), precision, recall
 and F1 per class, and the photos with the highest loss. It writes them to `RUN/report/`,
-with a self-contained `index.html` that shows them all.
+with a self-contained `index.html` that shows them all, and returns an `Evaluation` whose
+`plot_*` methods draw the same figures (under the cell, in a notebook).
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clearclass import fileio
+from clearclass.bundle import ModelInfo
+from clearclass.data.decode import UnreadableImage, load_item
 from clearclass.data.sources import parse_is_valid
-from clearclass.errors import DataError, RunError
+from clearclass.errors import ClearclassError, DataError, RunError
 from clearclass.predict import Classifier, load
-from clearclass.progress import bar, say, warn
+from clearclass.progress import bar, warn
 
-TOP_LOSSES = 16
-MOST_CONFUSED_PAIRS = 10
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+TOP_LOSSES = 16  # photos in the report's top-losses grid
+MOST_CONFUSED_PAIRS = 10  # pairs in the report's most-confused heatmap
 
 
 @dataclass
@@ -35,33 +42,41 @@ class ConfusedPair:
     count: int
 
 
-@dataclass
+@dataclass(repr=False)
 class Evaluation:
-    """Validation predictions of a model, and what follows from them."""
+    """Validation predictions of a model, and what follows from them.
+
+    Example:
+        report = clearclass.evaluate("runs/dogs")
+        print(f"{report.accuracy:.1%}", report.most_confused()[:3])
+        report.plot_most_confused(pairs=5)  # a matplotlib figure; shown under a notebook cell
+    """
 
     class_ids: list[str]
     class_names: list[str]
     paths: list[Path]
     targets: np.ndarray  # true class index per photo
-    probs: np.ndarray  # N x classes
+    probabilities: np.ndarray  # photos x classes
+    model: ModelInfo | None = None  # the model's preprocessing, to show its photos
     report_dir: Path | None = None
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.probs.argmax(1)
+        return self.probabilities.argmax(1)
 
     @property
     def accuracy(self) -> float:
         return float((self.predictions == self.targets).mean()) if len(self.targets) else math.nan
 
     def top_k_accuracy(self, k: int = 5) -> float:
-        k = min(k, self.probs.shape[1])
-        top = np.argsort(-self.probs, axis=1)[:, :k]
+        """Share of photos whose class is among the k most likely."""
+        k = min(k, self.probabilities.shape[1])
+        top = np.argsort(-self.probabilities, axis=1)[:, :k]
         return float((top == self.targets[:, None]).any(1).mean())
 
     @property
     def losses(self) -> np.ndarray:
-        p = self.probs[np.arange(len(self.targets)), self.targets]
+        p = self.probabilities[np.arange(len(self.targets)), self.targets]
         return -np.log(np.clip(p, 1e-12, 1.0))
 
     def confusion(self) -> np.ndarray:
@@ -98,31 +113,113 @@ class Evaluation:
         """Indices of the k photos with the highest loss, highest first."""
         return [int(i) for i in np.argsort(-self.losses)[:k]]
 
+    def photo(self, i: int) -> np.ndarray:
+        """Photo number `i` as the model saw it (a square uint8 array)."""
+        if self.model is None:
+            raise ClearclassError("This evaluation does not know the model's preprocessing; "
+                                  "use clearclass.evaluate(RUN) to get one that does.")
+        try:
+            return load_item(self.paths[i], self.model.size, self.model.resize_method)
+        except (UnreadableImage, OSError) as e:
+            raise DataError(f"Cannot read {self.paths[i]} any more ({e}).") from None
 
-def evaluate(run: str | Path, quiet: bool = False, top_losses: int = TOP_LOSSES) -> Evaluation:
+    def plot_confusion_matrix(self) -> Figure:
+        """The whole confusion matrix (rows: actual class; columns: predicted)."""
+        from clearclass import figures
+
+        return figures.confusion_matrix(self.confusion(), self.class_names)
+
+    def plot_most_confused(self, pairs: int = 5) -> Figure:
+        """The confusion sub-matrix of only the classes in the `pairs` most frequent mistakes.
+
+        Readable at 120 classes, where the whole matrix is not.
+        """
+        from clearclass import figures
+
+        return figures.most_confused_heatmap(self.confusion(), self.class_names,
+                                             self.most_confused()[:pairs])
+
+    def plot_top_losses(self, k: int = 9) -> Figure:
+        """The k photos the model got most wrong: predicted / actual / loss / probability."""
+        from clearclass import figures
+
+        worst = self.top_losses(k)
+        if not worst:
+            return figures.message("No validation photos.")
+        return figures.top_losses(
+            [self.photo(i) for i in worst],
+            [(self.class_names[self.predictions[i]], self.class_names[self.targets[i]],
+              float(self.losses[i]), float(self.probabilities[i, self.predictions[i]]))
+             for i in worst])
+
+    def summary(self, pairs: int = MOST_CONFUSED_PAIRS) -> str:
+        """Accuracy and the most confused pairs, as lines of text."""
+        lines = [f"Accuracy {self.accuracy:.2%} on {len(self.targets)} validation photos"
+                 + (f"; top-5 {self.top_k_accuracy(5):.2%}" if len(self.class_ids) > 5 else "")
+                 + "."]
+        mistakes = self.most_confused()[:pairs]
+        if mistakes:
+            lines.append("Most confused (actual -> predicted: count):")
+            lines += [f"  {p.actual} -> {p.predicted}: {p.count}" for p in mistakes]
+        else:
+            lines.append("No mistakes on the validation photos.")
+        if self.report_dir:
+            lines.append(f"Report: {self.report_dir / 'index.html'}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary(pairs=5)
+
+    def _repr_html_(self) -> str:
+        from clearclass import figures
+
+        e = html.escape
+        facts = _facts(self)
+        pairs = self.most_confused()[:5]
+        rows = "".join(f"<tr><td>{e(p.actual)}</td><td>{e(p.predicted)}</td>"
+                       f"<td>{p.count}</td></tr>" for p in pairs)
+        heatmap = ""
+        if pairs:
+            png = base64.b64encode(figures.png_bytes(self.plot_most_confused(5)))
+            heatmap = (f'<img style="max-width:520px" alt="most confused classes" '
+                       f'src="data:image/png;base64,{png.decode("ascii")}">')
+        report = (f"<p>Report: <code>{e(str(self.report_dir / 'index.html'))}</code></p>"
+                  if self.report_dir else "")
+        return (
+            "<div><table>" + "".join(f"<tr><th style='text-align:left'>{e(k)}</th>"
+                                     f"<td style='text-align:left'>{e(v)}</td></tr>"
+                                     for k, v in facts) + "</table>"
+            + ("<p>Most confused (actual, predicted, count):</p><table>" + rows + "</table>"
+               + heatmap if pairs else "<p>No mistakes on the validation photos.</p>")
+            + report + "<p>More: <code>plot_confusion_matrix()</code>, <code>plot_most_confused"
+            "(pairs=5)</code>, <code>plot_top_losses(9)</code>, <code>per_class()</code>.</p>"
+            "</div>")
+
+
+def evaluate(run: str | Path, top_losses: int = TOP_LOSSES, device: str = "auto") -> Evaluation:
     """Evaluate a training run on its validation photos and write RUN/report/.
 
-    Example: `clearclass.evaluate("runs/dogs").accuracy`.
+    Example:
+        report = clearclass.evaluate("runs/dogs")
+        print(report.summary())
     """
     run_dir = Path(run).expanduser()
     split = run_dir / "split.csv"
     if not split.is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
                        "`clearclass train --out` wrote.")
-    classifier = load(run_dir / "model")
+    classifier = load(run_dir / "model", device=device)
     photos = _valid_photos(split, classifier)
-    evaluation = predict_photos(classifier, photos, quiet)
-    evaluation.report_dir = write_report(evaluation, classifier, run_dir / "report", top_losses)
-    _print_summary(evaluation, quiet)
+    evaluation = predict_photos(classifier, photos)
+    evaluation.report_dir = write_report(evaluation, run_dir / "report", top_losses)
     return evaluation
 
 
-def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]],
-                   quiet: bool = False) -> Evaluation:
+def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]]) -> Evaluation:
     """Predict each photo once; photos that cannot be read are skipped with a warning."""
     index = {c: i for i, c in enumerate(classifier.info.class_ids)}
-    kept, targets, probs, batch, skipped = [], [], [], [], []
-    with bar("predicting validation photos", len(photos), quiet) as progress:
+    kept, targets, probabilities, batch, skipped = [], [], [], [], []
+    with bar("predicting validation photos", len(photos)) as progress:
         for n, (path, label) in enumerate(photos):
             try:
                 batch.append(classifier.preprocess(path))
@@ -131,7 +228,7 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]],
             except DataError as e:
                 skipped.append(f"{path}: {e}")
             if len(batch) == 32 or (n == len(photos) - 1 and batch):
-                probs.append(classifier.proba_of_pixels(np.stack(batch)))
+                probabilities.append(classifier.predict_proba_pixels(np.stack(batch)))
                 progress.advance(len(batch))
                 batch = []
     if skipped:
@@ -139,7 +236,7 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]],
     if not kept:
         raise DataError("No validation photo could be read; nothing to evaluate.")
     return Evaluation(list(classifier.info.class_ids), list(classifier.info.class_names), kept,
-                      np.array(targets), np.concatenate(probs))
+                      np.array(targets), np.concatenate(probabilities), model=classifier.info)
 
 
 def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]:
@@ -152,8 +249,7 @@ def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]
     return [(Path(r["path"]), r["label"]) for r in rows]
 
 
-def write_report(ev: Evaluation, classifier: Classifier, folder: Path,
-                 top_losses: int = TOP_LOSSES) -> Path:
+def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> Path:
     """Write the figures, CSV files and index.html of an evaluation into `folder`."""
     from clearclass import figures
 
@@ -166,53 +262,34 @@ def write_report(ev: Evaluation, classifier: Classifier, folder: Path,
                      ("class_id", "name", "precision", "recall", "f1", "support"),
                      [(r["class_id"], r["name"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
                        f"{r['f1']:.4f}", r["support"]) for r in per_class])
-    figures.confusion_matrix(ev.confusion(), ev.class_names, folder / "confusion.png")
-    figures.most_confused_heatmap(ev.confusion(), ev.class_names, pairs[:MOST_CONFUSED_PAIRS],
-                                  folder / "most_confused.png")
-    worst = ev.top_losses(top_losses)
-    figures.top_losses(
-        [classifier.preprocess(ev.paths[i]) for i in worst],
-        [(ev.class_names[ev.predictions[i]], ev.class_names[ev.targets[i]],
-          float(ev.losses[i]), float(ev.probs[i, ev.predictions[i]])) for i in worst],
-        folder / "top_losses.png",
-    )
-    fileio.write_text(folder / "index.html", _html(ev, classifier, folder, pairs, per_class,
-                                                   worst))
+    figures.save(ev.plot_confusion_matrix(), folder / "confusion.png")
+    figures.save(ev.plot_most_confused(MOST_CONFUSED_PAIRS), folder / "most_confused.png")
+    figures.save(ev.plot_top_losses(top_losses), folder / "top_losses.png")
+    fileio.write_text(folder / "index.html", _html(ev, folder, pairs, per_class,
+                                                   ev.top_losses(top_losses)))
     return folder
 
 
-def _print_summary(ev: Evaluation, quiet: bool) -> None:
-    if quiet:
-        return
-    say(f"Accuracy {ev.accuracy:.2%} on {len(ev.targets)} validation photos"
-        + (f"; top-5 {ev.top_k_accuracy(5):.2%}" if len(ev.class_ids) > 5 else "") + ".")
-    pairs = ev.most_confused()[:MOST_CONFUSED_PAIRS]
-    if pairs:
-        say("Most confused (actual -> predicted: count):")
-        for p in pairs:
-            say(f"  {p.actual} -> {p.predicted}: {p.count}")
-    else:
-        say("No mistakes on the validation photos.")
-    if ev.report_dir:
-        say(f"Report: {ev.report_dir / 'index.html'}")
+def _facts(ev: Evaluation) -> list[tuple[str, str]]:
+    facts = []
+    if ev.model is not None:
+        facts.append(("Model", f"{ev.model.architecture}, {len(ev.class_ids)} classes, "
+                               f"{ev.model.size} px ({ev.model.resize_method})"))
+    facts += [("Validation photos", str(len(ev.targets))), ("Accuracy", f"{ev.accuracy:.2%}")]
+    if len(ev.class_ids) > 5:
+        facts.append(("Top-5 accuracy", f"{ev.top_k_accuracy(5):.2%}"))
+    return facts
 
 
-def _html(ev: Evaluation, classifier: Classifier, folder: Path, pairs: list[ConfusedPair],
-          per_class: list[dict], worst: list[int]) -> str:
+def _html(ev: Evaluation, folder: Path, pairs: list[ConfusedPair], per_class: list[dict],
+          worst: list[int]) -> str:
     def img(name: str, alt: str) -> str:
         data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
     e = html.escape
-    info = classifier.info
-    facts = [
-        ("Model", f"{info.architecture}, {len(ev.class_ids)} classes, "
-                  f"{info.size} px ({info.resize_method})"),
-        ("Validation photos", str(len(ev.targets))),
-        ("Accuracy", f"{ev.accuracy:.2%}"),
-    ]
-    if len(ev.class_ids) > 5:
-        facts.append(("Top-5 accuracy", f"{ev.top_k_accuracy(5):.2%}"))
+    facts = _facts(ev)
+    architecture = ev.model.architecture if ev.model else "model"
     facts_html = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     pairs_html = "".join(
         f"<tr><td>{e(p.actual)}</td><td>{e(p.predicted)}</td><td>{p.count}</td></tr>"
@@ -227,7 +304,7 @@ def _html(ev: Evaluation, classifier: Classifier, folder: Path, pairs: list[Conf
         for i in worst)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>clearclass report: {e(info.architecture)}</title>
+<title>clearclass report: {e(architecture)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}

@@ -1,25 +1,29 @@
-"""The PNG figures: confusion matrices, top losses, and grids of photos.
+"""The figures: confusion matrices, top losses, grids of photos, the learning-rate curve.
 
-All drawn with matplotlib's Agg backend (no screen needed). Sizes grow with the number of
+Each function returns a matplotlib `Figure` made without pyplot: nothing is drawn on a
+screen, the global backend is left alone (a notebook keeps its inline one), and a figure
+that is not kept is simply garbage. `save` writes one as a PNG; in a Jupyter notebook a
+figure that is a cell's last expression shows under the cell. Sizes grow with the number of
 classes so that labels stay legible; past 30 classes the full confusion matrix shows rates
 without numbers, and the most-confused heatmap carries the detail.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from clearclass import fileio
+from clearclass.progress import in_notebook
 
 ANNOTATE_UP_TO = 30  # classes; beyond this, numbers in cells would be unreadable
 
 
-def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path:
+def confusion_matrix(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     """Full confusion matrix: rows actual, columns predicted.
 
     The diagonal (share of each class recognised) is drawn in blue and the mistakes (share of
@@ -32,7 +36,8 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path) -> Pa
     many = n > ANNOTATE_UP_TO
     side = 0.6 + 0.16 * n if many else max(5.0, 1.5 + 0.45 * n)
     font = 5 if many else 9
-    fig, ax = plt.subplots(figsize=(side + 2.5, side + 1.5))
+    fig = new_figure(side + 2.5, side + 1.5, dpi=150 if many else 100)
+    ax = fig.subplots()
     mistakes = np.ma.masked_where(eye | (rates == 0), rates)
     worst = float(mistakes.max()) if mistakes.count() else 1.0
     ax.imshow(np.ma.masked_where(~eye, rates), cmap="Blues", vmin=0, vmax=1)
@@ -51,11 +56,10 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path) -> Pa
     ax.set_ylabel("actual")
     ax.set_title("Confusion matrix (blue: share recognised; red: share sent to a wrong class)")
     fig.colorbar(red, ax=ax, fraction=0.03, pad=0.02, label="share of the actual class")
-    return _save(fig, path, dpi=150 if many else 100)
+    return fig
 
 
-def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Sequence,
-                          path: Path) -> Path:
+def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Sequence) -> Figure:
     """The confusion sub-matrix of the classes in the most confused pairs, with counts."""
     index = {name: i for i, name in enumerate(names)}
     chosen: list[int] = []
@@ -64,16 +68,14 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Seque
             if index[name] not in chosen:
                 chosen.append(index[name])
     if not chosen:
-        fig, ax = plt.subplots(figsize=(5, 2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "No mistakes on the validation photos.", ha="center", va="center")
-        return _save(fig, path)
+        return message("No mistakes on the validation photos.")
     sub = matrix[np.ix_(chosen, chosen)]
     off = sub.copy()
     np.fill_diagonal(off, 0)
     k = len(chosen)
     side = max(4.5, 1.8 + 0.55 * k)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    fig = new_figure(side + 1.5, side)
+    ax = fig.subplots()
     im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(int(off.max()), 1))
     labels = [_short(names[i], 28) for i in chosen]
     ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=9)
@@ -91,23 +93,24 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Seque
     ax.set_ylabel("actual")
     ax.set_title("Most confused classes (grey: correct)")
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mistakes")
-    return _save(fig, path)
+    return fig
 
 
-def top_losses(images: Sequence[np.ndarray], captions: Sequence[tuple], path: Path) -> Path:
+def top_losses(images: Sequence[np.ndarray], captions: Sequence[tuple]) -> Figure:
     """Photos titled predicted / actual / loss / probability, as fastai's plot_top_losses."""
     titles = [f"{_short(p, 18)} / {_short(a, 18)}\n{loss:.2f} / {prob:.2f}"
               for p, a, loss, prob in captions]
-    return photo_grid(images, titles, path, "predicted / actual / loss / probability")
+    return photo_grid(images, titles, "predicted / actual / loss / probability")
 
 
-def photo_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path,
-               suptitle: str = "", columns: int = 4) -> Path:
-    """A grid of uint8 photos with a title under each."""
+def photo_grid(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str = "",
+               columns: int = 4) -> Figure:
+    """A grid of uint8 photos with a title over each."""
     n = max(len(images), 1)
     columns = min(columns, n)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns, 3.0 * rows), squeeze=False)
+    fig = new_figure(2.7 * columns, 3.0 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
@@ -115,15 +118,15 @@ def photo_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path,
         ax.set_title(title, fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
-    return _save(fig, path)
+    return fig
 
 
-def class_samples(samples: Sequence[tuple[str, Sequence[np.ndarray]]], path: Path) -> Path:
+def class_samples(samples: Sequence[tuple[str, Sequence[np.ndarray]]]) -> Figure:
     """One row per class: its name, then a few of its photos."""
     rows = max(len(samples), 1)
     columns = max((len(imgs) for _, imgs in samples), default=1)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns + 1.6, 1.6 * rows),
-                             squeeze=False)
+    fig = new_figure(1.6 * columns + 1.6, 1.6 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for r, (name, imgs) in enumerate(samples):
         for c in range(columns):
             ax = axes[r, c]
@@ -134,18 +137,88 @@ def class_samples(samples: Sequence[tuple[str, Sequence[np.ndarray]]], path: Pat
             if c < len(imgs):
                 ax.imshow(imgs[c])
         axes[r, 0].set_ylabel(_short(name, 22), rotation=0, ha="right", va="center", fontsize=9)
-    return _save(fig, path)
+    return fig
+
+
+def learning_rate_curve(rates: Sequence[float], losses: Sequence[float],
+                        suggestion: float) -> Figure:
+    """Smoothed training loss against the learning rate, the suggestion marked."""
+    fig = new_figure(6, 4)
+    ax = fig.subplots()
+    ax.plot(rates, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    if len(rates):
+        i = int(np.argmin(np.abs(np.log(rates) - np.log(suggestion))))
+        ax.plot(rates[i], losses[i], "o", color="tab:red", label=f"suggested: {suggestion:.1e}")
+        ax.legend()
+    return fig
+
+
+def prediction(image: np.ndarray, top_k: Sequence[dict], title: str = "") -> Figure:
+    """A photo beside bars of its most likely classes and their probabilities."""
+    fig = new_figure(8, 3.2)
+    photo, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    photo.imshow(image)
+    photo.axis("off")
+    if title:
+        photo.set_title(_short(title, 40), fontsize=9)
+    labels = [_short(t["label"], 28) for t in top_k][::-1]
+    values = [t["probability"] for t in top_k][::-1]
+    bars.barh(labels, values, color=["tab:blue"] * (len(values) - 1) + ["tab:green"])
+    bars.set_xlim(0, 1)
+    bars.set_xlabel("probability")
+    for y, v in enumerate(values):
+        bars.text(min(v + 0.02, 0.85), y, f"{v:.1%}", va="center", fontsize=9)
+    return fig
+
+
+def message(text: str) -> Figure:
+    """A small figure that only says something (where there is nothing to draw)."""
+    fig = new_figure(5, 2)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
+    """A figure of this size in inches, shown inline if it ends a notebook cell."""
+    _show_figures_inline()
+    return Figure(figsize=(width, height), dpi=dpi, layout="tight")
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write the figure as a PNG, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path
+
+
+def _show_figures_inline() -> None:
+    """In Jupyter, show a Figure that ends a cell as a PNG, as pyplot's inline backend does.
+
+    Figures made without pyplot have no display of their own until matplotlib's inline
+    backend is loaded, which happens only when pyplot is imported; registering the same
+    formatter here makes `evaluation.plot_confusion_matrix()` show without that import.
+    """
+    if not in_notebook():
+        return
+    from IPython import get_ipython
+
+    formatter = get_ipython().display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        formatter.for_type(Figure, png_bytes)
 
 
 def _short(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _save(fig, path: Path, dpi: int = 100) -> Path:
-    from clearclass import fileio
-
-    fig.tight_layout()
-    path = Path(path)
-    fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    plt.close(fig)
-    return path

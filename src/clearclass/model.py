@@ -296,27 +296,27 @@ def classifier_keys(model: nn.Module) -> list[str]:
     return [k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)]
 
 
-def set_body_trainable(model: nn.Module, trainable: bool, train_norm: bool = False) -> None:
+def set_body_trainable(model: nn.Module, trainable: bool, adapt_batchnorm: bool = False) -> None:
     """Freeze or unfreeze everything but the head.
 
-    `train_norm`: as fastai (`train_bn`), a frozen body keeps its BatchNorm (and other norm)
-    layers trainable. Without it the body is fixed, and training runs it forward only.
+    `adapt_batchnorm`: as fastai's `train_bn`, a frozen body keeps its BatchNorm (and other
+    norm) layers trainable. Without it the body is fixed, and training runs it forward only.
     """
     head = set(classifier_keys(model))
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS)
-                   for p in m.parameters(recurse=False)} if train_norm else set()
+                   for p in m.parameters(recurse=False)} if adapt_batchnorm else set()
     for name, param in model.named_parameters():
         param.requires_grad = trainable or name in head or id(param) in norm_params
 
 
 def set_train_mode(model: nn.Module, body_fixed: bool = False,
-                   keep_norm_statistics: bool = False) -> None:
+                   adapt_batchnorm: bool = True) -> None:
     """Training mode, with the body (or only its BatchNorm statistics) as in evaluation.
 
     `body_fixed`: the body uses its pretrained BatchNorm statistics and no dropout, so its
     features are those it gives at prediction time, and nothing in it needs gradients.
-    `keep_norm_statistics`: BatchNorm layers normalise with their running statistics and do
-    not update them; their scale and shift still learn. A layer's output then depends on
+    `adapt_batchnorm=False`: BatchNorm layers normalise with their running statistics and
+    do not update them; their scale and shift still learn. A layer's output then depends on
     its own photo only, not on the rest of the batch.
     """
     model.train()
@@ -327,7 +327,7 @@ def set_train_mode(model: nn.Module, body_fixed: bool = False,
                 module.eval()
         for h in heads:
             model.get_submodule(h).train()
-    if keep_norm_statistics:
+    if not adapt_batchnorm:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()

@@ -5,41 +5,92 @@ Photos go through the same decoding and resizing as validation photos in trainin
 ONNX Runtime when the bundle has a `model.onnx` (written at the end of training, or by
 `clearclass export`) and the device is the CPU: that path imports neither PyTorch nor timm,
 and is the faster one on a CPU. Otherwise it runs in PyTorch.
+
+In a notebook, a `Prediction` that ends a cell shows as the photo with its top-k table.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from clearclass.bundle import ONNX_FILE, ModelInfo, bundle_folder, load_bundle, read_info
-from clearclass.data.decode import UnreadableImage, crop_or_pad, resize_to_fit, to_rgb
+from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit, to_rgb
 from clearclass.data.decode import load_item as _load_item
 from clearclass.data.sources import is_image_file
+from clearclass.device import device_name
 from clearclass.errors import ClearclassError, DataError
 from clearclass.parallel import available_cores
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 ImageInput = str | Path | Image.Image | np.ndarray
 BACKENDS = ("auto", "onnx", "torch")
+SHOWN_SIDE = 320  # pixels: the longer side of a photo shown with its prediction
 
 
 @dataclass
 class Prediction:
-    """The most likely class of one photo, and the `top_k` most likely with probabilities."""
+    """The most likely class of one photo, and the `top_k` most likely with probabilities.
+
+    Example:
+        prediction = clearclass.load("runs/dogs/model").predict("new.jpg")
+        print(prediction.label, f"{prediction.probability:.0%}", prediction.top_k[:2])
+    """
 
     image: str
     label: str  # display name
     class_id: str
     probability: float
     top_k: list[dict] = field(default_factory=list)  # [{"label", "class_id", "probability"}]
+    source: Any = field(default=None, repr=False, compare=False)  # the photo, to show it
 
     def to_dict(self) -> dict:
         return {"image": self.image, "label": self.label, "class_id": self.class_id,
                 "probability": self.probability, "top_k": self.top_k}
+
+    def shown_photo(self) -> np.ndarray:
+        """The photo, at most SHOWN_SIDE pixels on its longer side (uint8, RGB)."""
+        source = self.source if self.source is not None else self.image
+        if isinstance(source, np.ndarray):
+            source = Image.fromarray(source)
+        img = to_rgb(source) if isinstance(source, Image.Image) else open_rgb(source)
+        img = img.copy()
+        img.thumbnail((SHOWN_SIDE, SHOWN_SIDE))
+        return np.asarray(img)
+
+    def plot(self) -> Figure:
+        """The photo beside bars of its most likely classes."""
+        from clearclass import figures
+
+        return figures.prediction(self.shown_photo(), self.top_k, title=self.image)
+
+    def _repr_png_(self) -> bytes:
+        from clearclass import figures
+
+        return figures.png_bytes(self.plot())
+
+    def _repr_html_(self) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(self.shown_photo()).save(buffer, format="JPEG", quality=85)
+        photo = base64.b64encode(buffer.getvalue()).decode("ascii")
+        rows = "".join(
+            f"<tr><td style='text-align:left'>{html.escape(t['label'])}</td>"
+            f"<td style='text-align:right'>{t['probability']:.1%}</td></tr>" for t in self.top_k)
+        return (f"<div style='display:flex;gap:1em;align-items:flex-start'>"
+                f"<img alt='{html.escape(self.image)}' src='data:image/jpeg;base64,{photo}'>"
+                f"<div><p><b>{html.escape(self.label)}</b> ({self.probability:.1%})</p>"
+                f"<table><tr><th>class</th><th>probability</th></tr>{rows}</table>"
+                f"<p><code>{html.escape(self.image)}</code></p></div></div>")
 
 
 class Classifier:
@@ -47,6 +98,10 @@ class Classifier:
 
     def __init__(self, info: ModelInfo, network: _Network, path: Path | None = None):
         self.info, self.network, self.path = info, network, path
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.info.architecture}, {len(self.info.class_ids)} classes, "
+                f"{self.info.size} px, {self.backend}, from {str(self.path)!r})")
 
     @property
     def classes(self) -> list[str]:
@@ -65,16 +120,17 @@ class Classifier:
     def predict_many(self, images: Sequence[ImageInput], top_k: int = 5,
                      batch_size: int = 32) -> list[Prediction]:
         """Predictions for several photos, computed in batches."""
-        probs = self.predict_proba(images, batch_size=batch_size)
+        probabilities = self.predict_proba(images, batch_size=batch_size)
         k = max(1, min(top_k, len(self.info.class_ids)))
         results = []
-        for image, p in zip(images, probs):
+        for image, p in zip(images, probabilities):
             order = np.argsort(-p)[:k]
             top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
                     "probability": float(p[i])} for i in order]
             best = order[0]
             results.append(Prediction(_describe(image), self.info.class_names[best],
-                                      self.info.class_ids[best], float(p[best]), top))
+                                      self.info.class_ids[best], float(p[best]), top,
+                                      source=image))
         return results
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
@@ -82,10 +138,10 @@ class Classifier:
         rows = []
         for start in range(0, len(images), batch_size):
             pixels = np.stack([self.preprocess(im) for im in images[start : start + batch_size]])
-            rows.append(self.proba_of_pixels(pixels))
+            rows.append(self.predict_proba_pixels(pixels))
         return np.concatenate(rows) if rows else np.zeros((0, len(self.info.class_ids)))
 
-    def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def predict_proba_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for preprocessed uint8 squares (N x size x size x 3)."""
         logits = self.network.logits(pixels)
         logits = logits - logits.max(axis=1, keepdims=True)
@@ -166,18 +222,22 @@ class _TorchNetwork(_Network):
         return out.float().cpu().numpy()
 
 
-def load(path: str | Path, device: str = "cpu", backend: str = "auto") -> Classifier:
+def load(path: str | Path, device: str = "auto", backend: str = "auto") -> Classifier:
     """Load a model bundle (a folder with model.safetensors and model.json, or a run folder).
 
+    `device`: auto (CUDA, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps.
     `backend`: "onnx" (ONNX Runtime, CPU), "torch", or "auto": ONNX Runtime when the bundle
     has model.onnx and the device is the CPU.
 
-    Example: `clearclass.load("runs/dogs/model").predict("rex.jpg").label`.
+    Example:
+        classifier = clearclass.load("runs/dogs/model")
+        print(classifier.predict("new.jpg").label, classifier.classes[:3])
     """
     if backend not in BACKENDS:
         raise ClearclassError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
     folder = bundle_folder(path)
     info = read_info(folder)
+    device = device_name(device)
     onnx_path = folder / ONNX_FILE
     use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu"
                                      and onnx_path.is_file() and _has_onnxruntime())

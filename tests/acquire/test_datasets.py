@@ -71,13 +71,13 @@ def test_imagewoof_is_unpacked_with_its_official_split(woof, tmp_path, capsys):
     assert f"Next: clearclass train {folder / 'labels.csv'}" in \
         " ".join(capsys.readouterr().out.split())
 
-    again = download_dataset("imagewoof", size="160", out=tmp_path, quiet=True)
+    again = download_dataset("imagewoof", size="160", out=tmp_path)
     assert again.train == 3 and len(woof.hits("/fastai/imagewoof2-160.tgz")) == 1
 
 
 def test_a_partial_download_is_resumed(woof, tmp_path):
     (tmp_path / "imagewoof2-160.tgz.part").write_bytes(woof.data[:1000])
-    download_dataset("imagewoof", size="160", out=tmp_path, quiet=True)
+    download_dataset("imagewoof", size="160", out=tmp_path)
     (request,) = woof.hits("/fastai/imagewoof2-160.tgz")
     assert request.headers["range"] == "bytes=1000-"
     assert (tmp_path / "imagewoof2-160" / "train" / "n02086240" / "a.JPEG").is_file()
@@ -87,7 +87,7 @@ def test_a_wrong_checksum_is_refused_and_the_file_removed(woof, tmp_path, monkey
     monkeypatch.setitem(datasets.FASTAI_ARCHIVES, ("imagewoof", "160"),
                         Archive("imagewoof2-160.tgz", len(woof.data), "0" * 32))
     with pytest.raises(AcquireError, match=r"has MD5 [0-9a-f]{32}, but 0{32} is published"):
-        download_dataset("imagewoof", size="160", out=tmp_path, quiet=True)
+        download_dataset("imagewoof", size="160", out=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,7 +120,7 @@ def test_stanford_dogs_keeps_the_official_train_test_split(web, tmp_path, monkey
     monkeypatch.setattr(datasets, "STANFORD_DOGS_ARCHIVES", tuple(archives))
     monkeypatch.setenv("CLEARCLASS_STANFORD_DOGS_URL", web.url + "/dogs")
 
-    result = download_dataset("stanford-dogs", out=tmp_path, quiet=True)
+    result = download_dataset("stanford-dogs", out=tmp_path)
     folder = tmp_path / "stanford-dogs"
     assert (folder / "Annotation").is_dir() and (folder / "train_list.mat").is_file()
     assert (result.classes, result.train, result.valid) == (2, 3, 2)
@@ -139,7 +139,7 @@ def test_an_archive_reaching_outside_its_folder_is_refused(web, tmp_path, monkey
                         Archive("imagewoof2-160.tgz", len(data), hashlib.md5(data).hexdigest()))
     out = tmp_path / "out"
     with pytest.raises(AcquireError, match="unsafe entry '../escaped.txt'"):
-        download_dataset("imagewoof", size="160", out=out, quiet=True)
+        download_dataset("imagewoof", size="160", out=out)
     assert not (tmp_path / "escaped.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["imagewoof2-160.tgz"]
 

@@ -111,8 +111,7 @@ def test_download_resumes_after_the_connection_breaks_off(web, tmp_path):
         return reply
 
     web.routes["/full.tgz"] = first_cut_then_ranges
-    dest = HttpClient(timeout=2).download_file(served, tmp_path / "full.tgz", size=len(data),
-                                               quiet=True)
+    dest = HttpClient(timeout=2).download_file(served, tmp_path / "full.tgz", size=len(data))
     assert dest.read_bytes() == data
     # The second request asks only for what the first did not bring (whole chunks kept).
     assert calls[0] is None and len(calls) == 2
@@ -124,7 +123,7 @@ def test_download_continues_an_earlier_part_file(web, tmp_path):
     data = b"0123456789" * 1000
     served = web.file("/a.tar", data)
     (tmp_path / "a.tar.part").write_bytes(data[:4000])
-    HttpClient().download_file(served, tmp_path / "a.tar", size=len(data), quiet=True)
+    HttpClient().download_file(served, tmp_path / "a.tar", size=len(data))
     assert (tmp_path / "a.tar").read_bytes() == data
     assert web.hits("/a.tar")[0].headers["range"] == "bytes=4000-"
 
@@ -133,13 +132,13 @@ def test_download_starts_over_when_the_server_ignores_range(web, tmp_path):
     data = b"abcdefghij" * 500
     url = web.sequence("/norange.tar", Reply(200, data, {"Content-Type": "application/x-tar"}))
     (tmp_path / "norange.tar.part").write_bytes(b"stale bytes from elsewhere")
-    HttpClient().download_file(url, tmp_path / "norange.tar", size=len(data), quiet=True)
+    HttpClient().download_file(url, tmp_path / "norange.tar", size=len(data))
     assert (tmp_path / "norange.tar").read_bytes() == data
 
 
 def test_download_of_the_wrong_size_is_refused_and_removed(web, tmp_path):
     served = web.file("/short.tar", b"only a few bytes")
     with pytest.raises(AcquireError, match="were expected"):
-        HttpClient().download_file(served, tmp_path / "short.tar", size=10_000, quiet=True)
+        HttpClient().download_file(served, tmp_path / "short.tar", size=10_000)
     assert not (tmp_path / "short.tar").exists()
     assert not (tmp_path / "short.tar.part").exists()

@@ -95,14 +95,14 @@ def test_stanford_dogs_from_kaggle_names_the_folder_to_train_on(kaggle_home, kag
 
     # Already there: no second download, the same answer.
     again = download_kaggle("https://www.kaggle.com/datasets/jessicali9530/stanford-dogs-dataset",
-                            out=tmp_path / "data", quiet=True)
+                            out=tmp_path / "data")
     assert again.train_on == result.train_on and len(kaggle_server.calls) == 1
 
 
 def test_a_key_readable_by_others_is_warned_about(kaggle_home, kaggle_server, tmp_path, capsys):
     path = _credentials(kaggle_home, mode=0o644)
     kaggle_server.serve(STANFORD)
-    download_kaggle("o/stanford", out=tmp_path / "d", quiet=True)
+    download_kaggle("o/stanford", out=tmp_path / "d")
     err = " ".join(capsys.readouterr().err.split())
     assert "readable by other users" in err and f"chmod 600 {path}" in err
 
@@ -112,7 +112,7 @@ def test_username_and_key_from_the_environment(kaggle_home, kaggle_server, tmp_p
     monkeypatch.setenv("KAGGLE_USERNAME", "envuser")
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     kaggle_server.serve(STANFORD)
-    download_kaggle("o/stanford", out=tmp_path / "d", quiet=True)
+    download_kaggle("o/stanford", out=tmp_path / "d")
     assert kaggle_server.calls[-1][3] == "envuser"
 
 
@@ -137,14 +137,14 @@ def test_kaggle_refusals_say_what_to_do(kaggle_home, kaggle_server, tmp_path, st
     response.status_code = status
     kaggle_server.serve(requests.HTTPError(f"{status} Client Error", response=response))
     with pytest.raises(AcquireError, match=expected):
-        download_kaggle("o/missing", out=tmp_path / "d", quiet=True)
+        download_kaggle("o/missing", out=tmp_path / "d")
 
 
 def test_a_zip_reaching_outside_its_folder_is_refused(kaggle_home, kaggle_server, tmp_path):
     _credentials(kaggle_home)
     kaggle_server.serve(zip_bytes({"ok/a.jpg": photo(1), "../../escaped.txt": b"gotcha"}))
     with pytest.raises(AcquireError, match="unsafe entry"):
-        download_kaggle("o/evil", out=tmp_path / "d", quiet=True)
+        download_kaggle("o/evil", out=tmp_path / "d")
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (tmp_path / "d" / "evil").exists()
 

@@ -134,19 +134,16 @@ def test_the_way_a_new_user_tries_it(dog_web, tmp_path, monkeypatch, capsys):
 def test_running_again_appends_and_never_duplicates(dog_web, tmp_path, monkeypatch):
     environ = {"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": dog_web.url}
     out = tmp_path / "dogs"
-    search(["beagle", "pug"], provider="pexels", per_class=5, out=out, environ=environ,
-           quiet=True, **FAST)
+    search(["beagle", "pug"], provider="pexels", per_class=5, out=out, environ=environ, **FAST)
     first = _manifest(out)
     beagle_hits = len([s for s in dog_web.seen if s.path.startswith("/img/b")])
 
-    again = search(["beagle"], provider="pexels", per_class=5, out=out, environ=environ,
-                   quiet=True, **FAST)
+    again = search(["beagle"], provider="pexels", per_class=5, out=out, environ=environ, **FAST)
     assert _manifest(out) == first
     assert again.saved == 0 and again.classes[0].before == 5
     assert len([s for s in dog_web.seen if s.path.startswith("/img/b")]) == beagle_hits
 
-    more = search(["beagle"], provider="pexels", per_class=6, out=out, environ=environ,
-                  quiet=True, **FAST)
+    more = search(["beagle"], provider="pexels", per_class=6, out=out, environ=environ, **FAST)
     rows = _manifest(out)
     assert rows[:7] == first and len(rows) == 8
     assert rows[7]["source_url"] == dog_web.urls["beagle"][10]
@@ -157,7 +154,7 @@ def test_running_again_appends_and_never_duplicates(dog_web, tmp_path, monkeypat
 
     # A photo deleted by hand leaves the manifest with the next run.
     (out / rows[0]["file"]).unlink()
-    search(["pug"], provider="pexels", per_class=2, out=out, environ=environ, quiet=True,
+    search(["pug"], provider="pexels", per_class=2, out=out, environ=environ,
            **FAST)
     assert [r["file"] for r in _manifest(out)] == [r["file"] for r in rows[1:]]
 
@@ -168,8 +165,7 @@ def test_photos_already_in_a_class_folder_count_and_are_not_fetched_twice(web, t
     (tmp_path / "dogs" / "beagle" / "mine.jpg").write_bytes(mine)
     fake_pexels(web, {"beagle": [web.file("/same.jpg", mine), web.file("/new.jpg", photo(22))]})
     report = search(["beagle"], provider="pexels", per_class=2, out=tmp_path / "dogs",
-                    environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url},
-                    quiet=True, **FAST)
+                    environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url}, **FAST)
     result = report.classes[0]
     assert (result.before, len(result.saved), result.skipped["duplicate"]) == (1, 1, 1)
     assert [r["source_url"] for r in _manifest(tmp_path / "dogs")] == [web.url + "/new.jpg"]
@@ -178,7 +174,7 @@ def test_photos_already_in_a_class_folder_count_and_are_not_fetched_twice(web, t
 def test_max_side_shrinks_large_photos_on_save(web, tmp_path):
     fake_pexels(web, {"sea": [web.file("/big.jpg", photo(31, size=(400, 300)))]})
     search(["sea"], provider="pexels", per_class=1, out=tmp_path / "o", max_side=100,
-           environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url}, quiet=True, **FAST)
+           environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url}, **FAST)
     row = _manifest(tmp_path / "o")[0]
     with Image.open(tmp_path / "o" / row["file"]) as img:
         assert img.size == (100, 75) and img.format == "JPEG"
@@ -191,8 +187,7 @@ def test_classes_from_a_file_become_slugged_folders(web, tmp_path):
     fake_pexels(web, {"Golden Retriever": [web.file("/g.jpg", photo(41))],
                       "shiba inu": [web.file("/s.jpg", photo(42))]})
     report = search(classes_file=classes, provider="pexels", per_class=1, out=tmp_path / "o",
-                    environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url},
-                    quiet=True, **FAST)
+                    environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url}, **FAST)
     assert [(c.label, c.query) for c in report.classes] == \
         [("golden_retriever", "Golden Retriever"), ("shiba_inu", "shiba inu")]
     assert (tmp_path / "o" / "golden_retriever").is_dir()

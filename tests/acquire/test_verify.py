@@ -58,21 +58,21 @@ def test_every_kind_of_problem_is_found_and_shown(tmp_path, capsys):
 
 def test_delete_removes_the_bad_files_and_keeps_first_copies(tmp_path):
     paths = _dataset(tmp_path / "d")
-    report = verify(tmp_path / "d", delete=True, quiet=True)
+    report = verify(tmp_path / "d", delete=True)
     gone = {"copy", "near", "across", "corrupt", "truncated", "tiny"}
     for name, path in paths.items():
         assert path.exists() == (name not in gone), name
     assert set(report.actions) == {paths[n] for n in gone}
-    assert verify(tmp_path / "d", quiet=True).counts() == {"wrong extension": 1}
+    assert verify(tmp_path / "d").counts() == {"wrong extension": 1}
 
 
 def test_move_to_keeps_class_folders_and_fix_extensions_renames(tmp_path):
     paths = _dataset(tmp_path / "d")
-    verify(tmp_path / "d", move_to=tmp_path / "rejected", fix_extensions=True, quiet=True)
+    verify(tmp_path / "d", move_to=tmp_path / "rejected", fix_extensions=True)
     assert (tmp_path / "rejected" / "pug" / "h_tiny.jpg").is_file()
     assert (tmp_path / "rejected" / "beagle" / "e_corrupt.jpg").is_file()
     assert not paths["png"].exists() and (tmp_path / "d" / "pug" / "g_png.png").is_file()
-    assert verify(tmp_path / "d", quiet=True).ok
+    assert verify(tmp_path / "d").ok
 
 
 def test_a_copy_in_train_and_valid_is_a_leak(tmp_path):
@@ -83,7 +83,7 @@ def test_a_copy_in_train_and_valid_is_a_leak(tmp_path):
         (tmp_path / split / "pug").mkdir(parents=True)
         (tmp_path / split / "pug" / f"{split}.jpg").write_bytes(photo(10 if split == "train"
                                                                        else 11))
-    (problem,) = verify(tmp_path, quiet=True).problems
+    (problem,) = verify(tmp_path).problems
     assert problem.kind == "duplicate across splits"
     assert problem.path == tmp_path / "valid" / "beagle" / "x.jpg"
 
@@ -97,7 +97,7 @@ def test_the_manifest_follows_deletions_and_renames(tmp_path):
             rel = path.relative_to(tmp_path / "d").as_posix()
             writer.writerow([rel, path.parent.name, f"https://x.example/{path.name}", "pexels",
                              "", "", "", "", 0, 0, "", ""])
-    verify(tmp_path / "d", delete=True, fix_extensions=True, quiet=True)
+    verify(tmp_path / "d", delete=True, fix_extensions=True)
     with open(tmp_path / "d" / "manifest.csv", newline="", encoding="utf-8") as f:
         files = [row["file"] for row in csv.DictReader(f)]
     assert files == ["beagle/a_good.jpg", "pug/g_png.png", "pug/i_fine.jpg"]

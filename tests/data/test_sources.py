@@ -20,19 +20,19 @@ def test_display_names_strip_wordnet_ids_and_underscores():
 
 def test_class_folders_split_stratified_and_repeatable(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=10)
-    first = find_photos(root, valid_pct=0.2, seed=42)
+    first = find_photos(root, validation_fraction=0.2, seed=42)
     assert first.class_ids == ["blue", "green", "red"]
     assert first.layout == "class folders"
     assert first.counts() == {"blue": (8, 2), "green": (8, 2), "red": (8, 2)}
-    again = find_photos(root, valid_pct=0.2, seed=42)
+    again = find_photos(root, validation_fraction=0.2, seed=42)
     assert [p.path for p in again.valid] == [p.path for p in first.valid]
-    other = find_photos(root, valid_pct=0.2, seed=7)
+    other = find_photos(root, validation_fraction=0.2, seed=7)
     assert {p.path for p in other.valid} != {p.path for p in first.valid}
 
 
 def test_every_class_gets_a_validation_photo_even_when_small(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=3)
-    photos = find_photos(root, valid_pct=0.1)
+    photos = find_photos(root, validation_fraction=0.1)
     assert all(valid == 1 for _, valid in photos.counts().values())
 
 
@@ -58,7 +58,7 @@ def test_csv_with_and_without_is_valid(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=5)
     rows = [f"{p.relative_to(root)},{p.parent.name}" for p in sorted(root.rglob("*.jpg"))]
     (root / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    photos = find_photos(root / "labels.csv", valid_pct=0.2)
+    photos = find_photos(root / "labels.csv", validation_fraction=0.2)
     assert photos.layout == "CSV"
     assert photos.counts() == {"blue": (4, 1), "green": (4, 1), "red": (4, 1)}
 

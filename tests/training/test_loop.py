@@ -35,12 +35,12 @@ def test_a_run_writes_metrics_split_config_and_model(trained_run):
 
 def test_same_seed_same_numbers_on_the_cpu(tmp_path, tiny_train_settings):
     data = make_dataset(tmp_path / "d", per_class=6)
-    runs = [train(data=str(data), out=str(tmp_path / f"run{i}"), quiet=True,
+    runs = [train(data=str(data), out=str(tmp_path / f"run{i}"),
                   **tiny_train_settings) for i in range(2)]
     first, second = ([(r.train_loss, r.valid_loss, r.accuracy) for r in run.history]
                      for run in runs)
     assert first == second
-    third = train(data=str(data), out=str(tmp_path / "run3"), quiet=True,
+    third = train(data=str(data), out=str(tmp_path / "run3"),
                   **{**tiny_train_settings, "seed": 7})
     assert [(r.train_loss, r.valid_loss) for r in third.history] != \
         [(a, b) for a, b, _ in first]
@@ -54,7 +54,7 @@ def test_bad_files_are_skipped_and_listed_never_a_crash(tmp_path, tiny_train_set
     (data / "blue" / "truncated.jpg").write_bytes(good[: len(good) // 3])
     make_photo(data / "blue" / "cmyk.jpg", (40, 60, 200), mode="CMYK")
     make_photo(data / "red" / "gray ünïcødé.png", (90, 90, 90), mode="L")
-    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+    run = train(data=str(data), out=str(tmp_path / "run"), **tiny_train_settings)
     skipped = _rows(run.run_dir / "skipped.csv")
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in skipped) == \
         ["empty.jpg", "notes.jpg", "truncated.jpg"]
@@ -70,16 +70,16 @@ def test_a_class_whose_files_are_all_unreadable_is_named(tmp_path, tiny_train_se
         (data / "broken" / f"{i}.jpg").parent.mkdir(exist_ok=True)
         (data / "broken" / f"{i}.jpg").write_bytes(b"\xff\xd8 nope")
     with pytest.raises(DataError, match="Class 'broken' has no readable image"):
-        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+        train(data=str(data), out=str(tmp_path / "run"), **tiny_train_settings)
 
 
 def test_an_existing_model_is_not_overwritten_silently(tmp_path, tiny_train_settings):
     data = make_dataset(tmp_path / "d", per_class=4)
     settings = {**tiny_train_settings, "epochs": 0}
-    train(data=str(data), out=str(tmp_path / "run"), quiet=True, **settings)
+    train(data=str(data), out=str(tmp_path / "run"), **settings)
     with pytest.raises(RunError, match="--overwrite"):
-        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **settings)
-    train(data=str(data), out=str(tmp_path / "run"), quiet=True, overwrite=True, **settings)
+        train(data=str(data), out=str(tmp_path / "run"), **settings)
+    train(data=str(data), out=str(tmp_path / "run"), overwrite=True, **settings)
 
 
 def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train_settings,
@@ -94,20 +94,20 @@ def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train
 
     monkeypatch.setattr(loop_module, "train_one_epoch", interrupt_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(data=str(data), out=str(tmp_path / "run"), quiet=True, **tiny_train_settings)
+        train(data=str(data), out=str(tmp_path / "run"), **tiny_train_settings)
     info = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert info["training"]["epochs_done"] == 1
     assert len(_rows(tmp_path / "run" / "metrics.csv")) == 1
 
 
-@pytest.mark.parametrize("train_bn", [False, True])
-def test_frozen_epoch_changes_only_the_head_unless_train_bn(tmp_path, tiny_train_settings,
-                                                            train_bn):
+@pytest.mark.parametrize("adapt_batchnorm", [False, True])
+def test_frozen_epoch_changes_only_the_head_unless_batchnorm_adapts(
+        tmp_path, tiny_train_settings, adapt_batchnorm):
     from clearclass.bundle import load_bundle
     from clearclass.model import create_model
 
     data = make_dataset(tmp_path / "d", per_class=12)  # a few steps: the head starts at zero
-    run = train(data=str(data), out=str(tmp_path / "run"), quiet=True, train_bn=train_bn,
+    run = train(data=str(data), out=str(tmp_path / "run"), adapt_batchnorm=adapt_batchnorm,
                 **{**tiny_train_settings, "epochs": 0})
     torch.manual_seed(42)
     initial = create_model("test_resnet", 3, pretrained=False)[0].state_dict()
@@ -115,7 +115,7 @@ def test_frozen_epoch_changes_only_the_head_unless_train_bn(tmp_path, tiny_train
     assert torch.equal(trained["conv1.0.weight"], initial["conv1.0.weight"])
     assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
     for key in ("conv1.1.weight", "conv1.1.running_mean"):  # a BatchNorm layer
-        assert torch.equal(trained[key], initial[key]) != train_bn, key
+        assert torch.equal(trained[key], initial[key]) != adapt_batchnorm, key
 
 
 def test_micro_batches_give_the_whole_batch_gradient_with_fixed_statistics():
@@ -127,7 +127,7 @@ def test_micro_batches_give_the_whole_batch_gradient_with_fixed_statistics():
     model, _ = create_model("test_resnet", 3, pretrained=False)
     torch.nn.init.normal_(model.fc.weight, std=0.1)
     x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    set_train_mode(model, keep_norm_statistics=True)
+    set_train_mode(model, adapt_batchnorm=False)
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
     whole = [p.grad.clone() for p in model.parameters()]
@@ -141,7 +141,7 @@ def test_micro_batches_give_the_whole_batch_gradient_with_fixed_statistics():
 def test_config_rejects_bad_settings_with_the_reason():
     with pytest.raises(ClearclassError, match="resize_method must be one of crop"):
         TrainConfig(data="x", resize_method="stretch")
-    with pytest.raises(ClearclassError, match="valid_pct"):
-        TrainConfig(data="x", valid_pct=1.5)
-    with pytest.raises(ClearclassError, match="Unknown training setting"):
+    with pytest.raises(ClearclassError, match="validation_fraction"):
+        TrainConfig(data="x", validation_fraction=1.5)
+    with pytest.raises(ClearclassError, match="tfms is not a setting"):
         TrainConfig.from_dict({"data": "x", "tfms": 1})

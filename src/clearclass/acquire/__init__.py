@@ -6,18 +6,18 @@
     acquire.search(["beagle", "pug"], provider="pexels", per_class=50, out="dogs")
     acquire.verify("dogs", move_to="rejected")
 
-What the CLI calls (each prints progress and a summary unless `quiet`, raises
+What the CLI calls (each prints progress and a summary through `clearclass.progress`, raises
 `clearclass.errors.AcquireError` or `CredentialsError` with a message saying what to do,
 and returns an object describing what it did):
 
-- `download_kaggle(dataset, out="data", keep_archives=False, quiet=False) -> DatasetDownload`
+- `download_kaggle(dataset, out="data", keep_archives=False) -> DatasetDownload`
 - `download_dataset(name, size="320", out="data", keep_archives=False, timeout=30.0,
-  retries=3, quiet=False) -> DatasetDownload`; `name` in DATASETS, `size` in SIZES
+  retries=3) -> DatasetDownload`; `name` in DATASETS, `size` in SIZES
 - `search(queries=(), provider="duckduckgo", per_class=100, out="photos",
   classes_file=None, max_side=None, min_side=64, workers=8, timeout=30.0, retries=3,
-  max_bytes=25 MiB, quiet=False, environ=None) -> SearchReport`; `provider` in PROVIDERS
+  max_bytes=25 MiB, environ=None) -> SearchReport`; `provider` in PROVIDERS
 - `verify(folder, delete=False, move_to=None, fix_extensions=False, min_side=64,
-  near_bits=6, workers=None, quiet=False) -> VerifyReport`
+  near_bits=6, workers=None) -> VerifyReport`
 
 Modules: `http` (session, retries, 429 waits, parallel and resumable downloads, key
 redaction), `providers` (one class per image search service), `checks` (decodable, big

@@ -20,8 +20,7 @@ from clearclass.errors import AcquireError
 from clearclass.progress import bar
 
 
-def unpack(archives: Sequence[Path], dest: Path, strip_single_folder: bool = False,
-           quiet: bool = False) -> Path:
+def unpack(archives: Sequence[Path], dest: Path, strip_single_folder: bool = False) -> Path:
     """Extract .tar/.tgz/.zip files into `dest`, which must not exist yet.
 
     Example: `unpack([Path("imagewoof2-320.tgz")], Path("data/imagewoof2-320"),
@@ -36,9 +35,9 @@ def unpack(archives: Sequence[Path], dest: Path, strip_single_folder: bool = Fal
     try:
         for archive in archives:
             if zipfile.is_zipfile(archive):
-                _unzip(archive, staging, quiet)
+                _unzip(archive, staging)
             else:
-                _untar(archive, staging, quiet)
+                _untar(archive, staging)
         content = staging
         entries = list(staging.iterdir())
         if strip_single_folder and len(entries) == 1 and entries[0].is_dir():
@@ -49,11 +48,11 @@ def unpack(archives: Sequence[Path], dest: Path, strip_single_folder: bool = Fal
     return dest
 
 
-def _untar(archive: Path, staging: Path, quiet: bool) -> None:
+def _untar(archive: Path, staging: Path) -> None:
     total = archive.stat().st_size
     try:
         with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar, \
-                bar(f"unpacking {archive.name} (MB)", round(total / 1e6), quiet) as progress:
+                bar(f"unpacking {archive.name} (MB)", round(total / 1e6)) as progress:
             done = 0
             for member in tar:
                 _extract_member(tar, member, staging, archive)
@@ -81,13 +80,13 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path
     tar.extract(member, staging)
 
 
-def _unzip(archive: Path, staging: Path, quiet: bool) -> None:
+def _unzip(archive: Path, staging: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             for info in members:
                 _check_name(archive, info.filename)
-            with bar(f"unpacking {archive.name}", len(members), quiet) as progress:
+            with bar(f"unpacking {archive.name}", len(members)) as progress:
                 for info in members:
                     zf.extract(info, staging)
                     progress.advance()

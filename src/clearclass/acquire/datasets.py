@@ -98,7 +98,6 @@ def download_dataset(
     keep_archives: bool = False,
     timeout: float = http.TIMEOUT,
     retries: int = http.RETRIES,
-    quiet: bool = False,
 ) -> DatasetDownload:
     """Download a public dataset into `out`, unpack it and write its official split.
 
@@ -119,27 +118,26 @@ def download_dataset(
     client = HttpClient(timeout=timeout, retries=retries)
     try:
         if key == "stanford-dogs":
-            result = _stanford_dogs(client, out, keep_archives, quiet)
+            result = _stanford_dogs(client, out, keep_archives)
         else:
-            result = _fastai(client, key, size, out, keep_archives, quiet)
+            result = _fastai(client, key, size, out, keep_archives)
     finally:
         client.close()
     say(f"{result.name}: {result.classes} classes, {result.train} training and {result.valid} "
-        f"validation photos ({result.layout}).", quiet)
-    say(f"Next: clearclass train {result.train_on}", quiet)
+        f"validation photos ({result.layout}).")
+    say(f"Next: clearclass train {result.train_on}")
     return result
 
 
-def _fastai(client: HttpClient, name: str, size: str, out: Path, keep: bool,
-            quiet: bool) -> DatasetDownload:
+def _fastai(client: HttpClient, name: str, size: str, out: Path, keep: bool) -> DatasetDownload:
     archive = FASTAI_ARCHIVES[(name, size)]
     folder = out / archive.file.removesuffix(".tgz")
     if folder.is_dir():
-        say(f"{folder} is already there; not downloading it again.", quiet)
+        say(f"{folder} is already there; not downloading it again.")
     else:
         base = os.environ.get("CLEARCLASS_FASTAI_URL", FASTAI_URL).rstrip("/")
-        path = _fetch(client, f"{base}/{archive.file}", out / archive.file, archive, quiet)
-        unpack([path], folder, strip_single_folder=True, quiet=quiet)
+        path = _fetch(client, f"{base}/{archive.file}", out / archive.file, archive)
+        unpack([path], folder, strip_single_folder=True)
         if not keep:
             path.unlink()
     rows = []
@@ -157,15 +155,15 @@ def _fastai(client: HttpClient, name: str, size: str, out: Path, keep: bool,
                         "the official split: train/ for training, val/ for validation")
 
 
-def _stanford_dogs(client: HttpClient, out: Path, keep: bool, quiet: bool) -> DatasetDownload:
+def _stanford_dogs(client: HttpClient, out: Path, keep: bool) -> DatasetDownload:
     folder = out / "stanford-dogs"
     if folder.is_dir():
-        say(f"{folder} is already there; not downloading it again.", quiet)
+        say(f"{folder} is already there; not downloading it again.")
     else:
         base = os.environ.get("CLEARCLASS_STANFORD_DOGS_URL", STANFORD_DOGS_URL).rstrip("/")
-        paths = [_fetch(client, f"{base}/{a.file}", out / f"stanford-dogs-{a.file}", a, quiet)
+        paths = [_fetch(client, f"{base}/{a.file}", out / f"stanford-dogs-{a.file}", a)
                  for a in STANFORD_DOGS_ARCHIVES]
-        unpack(paths, folder, quiet=quiet)
+        unpack(paths, folder)
         if not keep:
             for path in paths:
                 path.unlink()
@@ -191,12 +189,11 @@ def _with_labels(name: str, folder: Path, rows: list[tuple[str, str, bool]],
                            valid=sum(1 for r in rows if r[2]))
 
 
-def _fetch(client: HttpClient, url: str, dest: Path, archive: Archive, quiet: bool) -> Path:
+def _fetch(client: HttpClient, url: str, dest: Path, archive: Archive) -> Path:
     """The archive at `dest`, downloaded (or resumed) unless already there and checked."""
     if not dest.is_file():
-        say(f"Downloading {url}" + (f" ({archive.size / 1e6:,.0f} MB)" if archive.size else ""),
-            quiet)
-        client.download_file(url, dest, size=archive.size, quiet=quiet)
+        say(f"Downloading {url}" + (f" ({archive.size / 1e6:,.0f} MB)" if archive.size else ""))
+        client.download_file(url, dest, size=archive.size)
     elif archive.size is not None and dest.stat().st_size != archive.size:
         got = dest.stat().st_size
         dest.unlink()

@@ -205,8 +205,7 @@ class HttpClient:
                 raise FetchError(_describe(e, self.timeout)) from None
             return bytes(data)
 
-    def download_file(self, url: str, dest: Path, *, size: int | None = None,
-                      quiet: bool = False) -> Path:
+    def download_file(self, url: str, dest: Path, *, size: int | None = None) -> Path:
         """Download `url` to `dest` with a progress bar, resuming an interrupted download.
 
         Example: `client.download_file(url, Path("data/imagewoof2-320.tgz"), size=328387740)`.
@@ -220,7 +219,7 @@ class HttpClient:
         for attempt in range(self.retries + 1):
             before = part.stat().st_size if part.exists() else 0
             try:
-                self._download_part(url, part, size, quiet)
+                self._download_part(url, part, size)
                 break
             except FetchError as e:
                 # Resume at once only when this attempt got somewhere before breaking off.
@@ -233,7 +232,7 @@ class HttpClient:
                             "run the command again to resume.", e.status) from None
                     raise
                 say(f"The download of {dest.name} broke off ({e}); resuming from "
-                    f"{part.stat().st_size / 1e6:.1f} MB.", quiet)
+                    f"{part.stat().st_size / 1e6:.1f} MB.")
         got = part.stat().st_size
         if size is not None and got != size:
             part.unlink()
@@ -243,7 +242,7 @@ class HttpClient:
         os.replace(part, dest)
         return dest
 
-    def _download_part(self, url: str, part: Path, size: int | None, quiet: bool) -> None:
+    def _download_part(self, url: str, part: Path, size: int | None) -> None:
         have = part.stat().st_size if part.exists() else 0
         if size is not None and have == size:
             return
@@ -258,7 +257,7 @@ class HttpClient:
                 if size is None:
                     return
                 part.unlink()
-                self._download_part(url, part, size, quiet)
+                self._download_part(url, part, size)
                 return
             if response.status_code == 206 and not _range_starts_at(response, have):
                 raise FetchError(f"{url} answered a resumed download with the wrong range "
@@ -273,8 +272,7 @@ class HttpClient:
             total = size if size is not None else \
                 (have + int(length) if length.isdigit() else None)
             with open(part, "ab" if have else "wb") as f, \
-                    bar(f"{part.name[:-5]} (MB)", round(total / 1e6) if total else 0,
-                        quiet) as progress:
+                    bar(f"{part.name[:-5]} (MB)", round(total / 1e6) if total else 0) as progress:
                 progress.advance(round(have / 1e6))
                 done_mb = have / 1e6
                 try:

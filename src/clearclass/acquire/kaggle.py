@@ -29,7 +29,7 @@ from clearclass.acquire.datasets import DatasetDownload
 from clearclass.acquire.http import redact, register_secret
 from clearclass.data.sources import VALID_FOLDER_NAMES, is_image_file
 from clearclass.errors import AcquireError, CredentialsError
-from clearclass.progress import console, say, warn
+from clearclass.progress import console, enabled, say, warn
 
 TOKEN_PAGE = "https://www.kaggle.com/settings"
 _DATASET = re.compile(r"^(?:https?://)?(?:www\.)?(?:kaggle\.com/datasets/)?"
@@ -40,7 +40,6 @@ def download_kaggle(
     dataset: str,
     out: str | Path = "data",
     keep_archives: bool = False,
-    quiet: bool = False,
 ) -> DatasetDownload:
     """Download a Kaggle dataset into `out/<dataset-name>/` and say what to train on.
 
@@ -52,19 +51,19 @@ def download_kaggle(
     out = Path(out).expanduser()
     folder = out / slug
     if folder.is_dir() and any(folder.iterdir()):
-        say(f"{folder} is already there; not downloading it again.", quiet)
+        say(f"{folder} is already there; not downloading it again.")
     else:
         api = _authenticated_api()
         out.mkdir(parents=True, exist_ok=True)
-        say(f"Downloading {owner}/{slug} from Kaggle into {out} ...", quiet)
-        archive = _download(api, owner, slug, out, quiet)
-        unpack([archive], folder, quiet=quiet)
+        say(f"Downloading {owner}/{slug} from Kaggle into {out} ...")
+        archive = _download(api, owner, slug, out)
+        unpack([archive], folder)
         if not keep_archives:
             archive.unlink()
     result = describe_layout(f"{owner}/{slug}", folder)
-    say(result.layout, quiet)
+    say(result.layout)
     if result.train_on is not None:
-        say(f"Next: clearclass train {result.train_on}", quiet)
+        say(f"Next: clearclass train {result.train_on}")
     return result
 
 
@@ -114,13 +113,14 @@ def _authenticated_api() -> Any:
     return api
 
 
-def _download(api: Any, owner: str, slug: str, out: Path, quiet: bool) -> Path:
+def _download(api: Any, owner: str, slug: str, out: Path) -> Path:
     """The dataset's zip, fetched by the kaggle client (which resumes a partial one)."""
     try:
         with _silenced():
             # Its progress bar (tqdm, on stderr) shows where clearclass's bars would.
-            api.dataset_download_files(f"{owner}/{slug}", path=str(out),
-                                       quiet=quiet or not console.is_terminal, unzip=False)
+            shown = enabled() and console.is_terminal
+            api.dataset_download_files(f"{owner}/{slug}", path=str(out), quiet=not shown,
+                                       unzip=False)
     except SystemExit:
         raise CredentialsError(f"Kaggle refused the download of {owner}/{slug}: the credentials "
                                f"are not accepted. Check them at {TOKEN_PAGE}.") from None

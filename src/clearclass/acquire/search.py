@@ -45,7 +45,7 @@ from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
 from clearclass.parallel import map_in_order
-from clearclass.progress import bar, console, say, warn
+from clearclass.progress import bar, say, show, warn
 
 DOWNLOADS_PER_WANTED = 5  # give up on a class after this many downloads per photo wanted
 MIN_DOWNLOADS = 20  # ... but never before this many
@@ -145,7 +145,6 @@ def search(
     timeout: float = http.TIMEOUT,
     retries: int = http.RETRIES,
     max_bytes: int = http.MAX_IMAGE_BYTES,
-    quiet: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> SearchReport:
     """Search for photos of each query and save the good, distinct ones, a folder per class.
@@ -179,26 +178,25 @@ def search(
             results.append(result)
             if result.before >= per_class:
                 say(f"{label}: {result.before} photo(s) already in {out / label}, none "
-                    "needed.", quiet)
+                    "needed.")
                 continue
             _fill_class(result, source, client, out, entries, index, by_url, cross,
                         min_side=min_side, max_side=max_side, workers=workers,
-                        max_bytes=max_bytes, quiet=quiet)
+                        max_bytes=max_bytes)
     finally:
         # Also on an interruption: every saved photo keeps its source.
         write_manifest(out, entries)
         client.close()
 
     report = SearchReport(out, source.title, results, cross, out / MANIFEST)
-    if not quiet:
-        _print(report, source)
+    _print(report, source)
     return report
 
 
 def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: Path,
                 entries: list[Entry], index: DuplicateIndex, by_url: dict[str, Entry],
                 cross: list[CrossClass], *, min_side: int, max_side: int | None,
-                workers: int, max_bytes: int, quiet: bool) -> None:
+                workers: int, max_bytes: int) -> None:
     """Download, judge and save candidates until the class is full or they run out."""
     label = result.label
     needed = result.wanted - result.before
@@ -217,7 +215,7 @@ def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: 
         return _fetch(client, candidate, max_bytes, min_side, max_side)
 
     folder = out / label
-    with bar(label, needed, quiet) as progress:
+    with bar(label, needed) as progress:
         for candidate, fetched in map_in_order(fetch, itertools.islice(new_candidates(), budget),
                                                workers):
             result.downloaded += 1
@@ -332,7 +330,7 @@ def _say_short(result: ClassResult, source: Provider, budget: int) -> None:
 
 
 def _print(report: SearchReport, source: Provider) -> None:
-    console.print(report.to_table())
+    show(report.to_table())
     if report.cross_class:
         say(f"{len(report.cross_class)} photo(s) came up for two classes and were kept only "
             "in the first; check that the classes are distinct:")

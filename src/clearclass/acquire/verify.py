@@ -38,7 +38,7 @@ from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path
 from clearclass.parallel import default_workers, map_in_order
-from clearclass.progress import bar, console, say
+from clearclass.progress import bar, say, show
 
 UNREADABLE, TRUNCATED, TOO_SMALL = "unreadable", "truncated", "too small"
 WRONG_EXTENSION = "wrong extension"
@@ -102,12 +102,12 @@ def verify(
     min_side: int = MIN_SIDE,
     near_bits: int = NEAR_DUPLICATE_BITS,
     workers: int | None = None,
-    quiet: bool = False,
 ) -> VerifyReport:
     """Check every photo under `folder`; optionally delete or move the bad ones.
 
     Example: `verify("photos/", move_to="rejected/")` moves photos/beagle/x.jpg, if it is
-    unreadable, to rejected/beagle/x.jpg. Prints the problems as a table unless `quiet`.
+    unreadable, to rejected/beagle/x.jpg. Prints the problems as a table (silenced as
+    `clearclass.progress` says).
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -126,15 +126,14 @@ def verify(
     report = VerifyReport(root, len(files))
     index = DuplicateIndex(near_bits)
     workers = workers or default_workers()
-    with bar("verifying photos", len(files), quiet) as progress:
+    with bar("verifying photos", len(files)) as progress:
         for path, outcome in map_in_order(_examine_file, files, workers):
             progress.advance()
             report.problems.extend(_judge(root, path, outcome, index, min_side))
 
     if delete or target is not None or fix_extensions:
         _act(report, delete, target, fix_extensions)
-    if not quiet:
-        _print(report, delete or target is not None, fix_extensions)
+    _print(report, delete or target is not None, fix_extensions)
     return report
 
 
@@ -222,7 +221,7 @@ def _print(report: VerifyReport, removing: bool, fix_extensions: bool) -> None:
     if report.ok:
         say(f"{report.checked} photos checked in {report.root}: no problems found.")
         return
-    console.print(report.to_table())
+    show(report.to_table())
     removable = sum(1 for p in report.problems if p.removable)
     renamable = sum(1 for p in report.problems if p.kind == WRONG_EXTENSION)
     if removable and not removing:

@@ -99,17 +99,19 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def find_photos(data: str | Path, valid_pct: float = 0.2, seed: int = 42) -> PhotoSet:
+def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 42) -> PhotoSet:
     """Find the labelled photos under DATA and split them into train and validation.
 
     DATA is one of:
-    - a folder of class folders, `DATA/<class>/<photo>` (split by `valid_pct`, stratified);
+    - a folder of class folders, `DATA/<class>/<photo>` (split by `validation_fraction`,
+      stratified);
     - a folder holding `train/<class>/` and one of `valid/`, `val/`, `validation/`, `test/`
       (used as given);
     - a CSV file `path,label[,is_valid]`, paths relative to the CSV's folder.
     """
-    if not 0.0 < valid_pct < 1.0:
-        raise DataError(f"valid_pct must be between 0 and 1 (exclusive); got {valid_pct}.")
+    if not 0.0 < validation_fraction < 1.0:
+        raise DataError("validation_fraction must be between 0 and 1 (exclusive); got "
+                        f"{validation_fraction}.")
     root = Path(data).expanduser()
     if not root.exists():
         raise DataError(f"{root} does not exist. Pass a folder of class folders or a CSV file.")
@@ -119,14 +121,14 @@ def find_photos(data: str | Path, valid_pct: float = 0.2, seed: int = 42) -> Pho
                 f"{root} is a file but not a CSV. Pass a folder of class folders "
                 "(DATA/<class>/<photo>.jpg) or a CSV with columns path,label[,is_valid]."
             )
-        photo_set = _from_csv(root, valid_pct, seed)
+        photo_set = _from_csv(root, validation_fraction, seed)
     else:
-        photo_set = _from_folders(root, valid_pct, seed)
+        photo_set = _from_folders(root, validation_fraction, seed)
     _check_classes(photo_set)
     return photo_set
 
 
-def _from_folders(root: Path, valid_pct: float, seed: int) -> PhotoSet:
+def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet:
     subfolders = _subfolders(root)
     names = {d.name.lower(): d for d in subfolders}
     train_dir = names.get("train")
@@ -159,7 +161,7 @@ def _from_folders(root: Path, valid_pct: float, seed: int) -> PhotoSet:
     else:
         root_for_classes = root
     photos = _photos_in_class_folders(root_for_classes, is_valid=False)
-    photos = _stratified_split(photos, valid_pct, seed, notes)
+    photos = _stratified_split(photos, validation_fraction, seed, notes)
     class_ids = sorted({p.label for p in photos})
     return PhotoSet(photos, class_ids, "class folders", root_for_classes, notes)
 
@@ -187,7 +189,7 @@ def _photos_in_class_folders(folder: Path, is_valid: bool) -> list[Photo]:
     return photos
 
 
-def _from_csv(csv_path: Path, valid_pct: float, seed: int) -> PhotoSet:
+def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet:
     base = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -227,7 +229,7 @@ def _from_csv(csv_path: Path, valid_pct: float, seed: int) -> PhotoSet:
             notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
         layout = "CSV with is_valid column"
     else:
-        photos = _stratified_split(photos, valid_pct, seed, notes)
+        photos = _stratified_split(photos, validation_fraction, seed, notes)
         layout = "CSV"
     class_ids = sorted({p.label for p in photos})
     return PhotoSet(photos, class_ids, layout, base, notes)
@@ -244,9 +246,9 @@ def parse_is_valid(value: str | None, where: str) -> bool:
 
 
 def _stratified_split(
-    photos: list[Photo], valid_pct: float, seed: int, notes: list[str]
+    photos: list[Photo], validation_fraction: float, seed: int, notes: list[str]
 ) -> list[Photo]:
-    """Hold out `valid_pct` of each class, so that every class is scored on validation."""
+    """Hold out `validation_fraction` of each class, so that every class is scored on validation."""
     by_class: dict[str, list[Photo]] = defaultdict(list)
     for p in photos:
         by_class[p.label].append(p)
@@ -255,7 +257,7 @@ def _stratified_split(
     for label in sorted(by_class):
         members = sorted(by_class[label], key=lambda p: str(p.path))
         rng.shuffle(members)
-        n_valid = round(len(members) * valid_pct)
+        n_valid = round(len(members) * validation_fraction)
         if len(members) >= 2:
             n_valid = min(max(n_valid, 1), len(members) - 1)
         else:

@@ -1,94 +1,272 @@
-"""The settings of a training run, one field per `clearclass train` option."""
+"""The settings of a training run: one field per `clearclass train` option, help included.
+
+`TrainConfig` is the one list of training options. `clearclass train`, `lr-find` and
+`explore` build their command-line options from its fields (name, type, default, help,
+group); the Python API takes the same names as keywords (`clearclass.train(DATA,
+epochs=3)`); and a test checks the README's table of options against it.
+
+Renamed settings (`RENAMED`) are still accepted, as keywords, in `config.json` of older
+runs, and as hidden command-line flags.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import difflib
+import numbers
+import typing
+import warnings
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-from clearclass.data.augment import AUGMENT_PRESETS
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.device import DEVICES, PRECISIONS
-from clearclass.errors import ClearclassError
+from clearclass.errors import SettingError
+
+# Groups of options, in the order `--help` shows them.
+PHOTOS, MODEL, SCHEDULE, HARDWARE, OUTPUT = (
+    "Photos", "Model", "Schedule", "Hardware", "Run folder")
+
+# Old name -> current name. The old names were abbreviations (and four names for the
+# BatchNorm choice); they keep working, with a DeprecationWarning in Python.
+RENAMED = {
+    "base_lr": "learning_rate",
+    "lr_mult": "body_slowdown",
+    "head_lr_mult": "head_speedup",
+    "train_bn": "adapt_batchnorm",
+    "valid_pct": "validation_fraction",
+}
+
+
+def setting(default: Any, help: str, group: str, default_text: str | None = None) -> Any:
+    """A field of TrainConfig: its default, its help (shown by --help) and its group.
+
+    `default_text` describes a default that is worked out at run time (None in the field).
+    """
+    metadata = {"help": help, "group": group, "default_text": default_text}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    """How to fine-tune: defaults follow fastai's `fine_tune` and `aug_transforms`."""
+    """How to fine-tune: the defaults follow fastai's `fine_tune` and `aug_transforms`.
 
-    data: str  # folder of class folders, train/valid folders, or a CSV path,label[,is_valid]
-    out: str | None = None  # run folder; default runs/<data>-<model>
-    model: str = "resnet34"  # any timm architecture
-    weights: str | None = None  # .pth/.safetensors file with pretrained weights
-    pretrained: bool = True  # False: random initial weights
-    epochs: int = 1  # epochs with the whole model trainable
-    freeze_epochs: int = 1  # epochs before that with the pretrained body frozen
-    train_bn: bool | None = None  # BatchNorm statistics adapt (as fastai); None: only when
-    #                               training from random weights (no pretrained statistics)
-    base_lr: float = 2e-3  # peak learning rate (fastai's); halved once unfrozen
-    head_lr_mult: float = 5.0  # while frozen, the new head learns at base_lr x this
-    lr_mult: float = 100.0  # once unfrozen, the body learns lr_mult times slower than the head
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    batch_size: int = 64  # photos per step
-    item_resize: int = 224  # side of the square photos the model sees, in pixels
-    resize_method: str = "crop"  # crop | squish | pad
-    batch_augment: str = "standard"  # standard (= fastai aug_transforms()) | none
-    augment_strength: float = 1.0  # multiplies rotation, warp and lighting (fastai's mult)
-    valid_pct: float = 0.2  # share of each class held out, when DATA has no split
-    seed: int = 42  # split, initial head, order and augmentation
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    workers: int | None = None  # decoding processes; default one per core
-    cache: bool = True  # keep decoded photos on disk for the next run (data/cache.py)
-    onnx: bool = True  # also write model.onnx at the end, for prediction without PyTorch
-    overwrite: bool = False  # replace a model already in the run folder
+    Example:
+        config = clearclass.TrainConfig("photos/", model="efficientnet_lite0", epochs=3)
+        print(config.learning_rate, config.will_adapt_batchnorm)  # 0.002 False
+    """
+
+    data: str = field(metadata={
+        "help": "The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, "
+                "Stanford Dogs' Images/ too), a folder with train/ and valid/ (or val/, test/) "
+                "class folders, or a CSV file with columns path,label[,is_valid] (paths "
+                "relative to the CSV).",
+        "group": PHOTOS, "default_text": None})
+    validation_fraction: float = setting(
+        0.2, "Share of each class held out for validation when DATA has no split of its "
+             "own.", PHOTOS)
+    seed: int = setting(
+        42, "Random seed for the split, the new head, batch order and augmentation.", PHOTOS)
+    item_resize: int = setting(
+        224, "Side, in pixels, of the square photos the model sees.", PHOTOS)
+    resize_method: str = setting(
+        "crop", "How a photo becomes square: crop (random crop in training, centre crop "
+                "otherwise), squish (stretch), or pad (fit inside, black bars).", PHOTOS)
+    batch_augment: str = setting(
+        "standard", "Augmentation of each training batch: standard (fastai's aug_transforms "
+                    "defaults: flips, rotation up to 10 degrees, zoom up to 1.1, perspective "
+                    "warp 0.2, brightness and contrast 0.2) or none.", PHOTOS)
+    augment_strength: float = setting(
+        1.0, "Multiplies the rotation, warp and lighting of the augmentation (fastai's "
+             "mult).", PHOTOS)
+    workers: int | None = setting(
+        None, "Processes that decode photos; 0 decodes in the main process.", PHOTOS,
+        default_text="one per core, at most 8")
+    cache: bool = setting(
+        True, "Keep decoded photos on disk ($CLEARCLASS_CACHE_DIR, else ~/.cache/clearclass), "
+              "keyed by the file's bytes, so the next run skips decoding; --no-cache keeps "
+              "them in memory only.", PHOTOS)
+
+    model: str = setting(
+        "resnet34", "Any timm architecture, e.g. resnet34, efficientnet_lite0, "
+                    "convnext_tiny.", MODEL)
+    weights: str | None = setting(
+        None, "Pretrained weights file (.safetensors, or .pth of plain tensors) instead of "
+              "the usual source.", MODEL,
+        default_text="timm's download (efficientnet_lite0: the offline package if installed)")
+    pretrained: bool = setting(
+        True, "Start from ImageNet weights; --no-pretrained starts from random weights.", MODEL)
+
+    epochs: int = setting(
+        1, "Epochs with the whole model trainable, after the frozen ones.", SCHEDULE)
+    freeze_epochs: int = setting(
+        1, "Epochs first with the pretrained body frozen: only the new head learns.", SCHEDULE)
+    learning_rate: float = setting(
+        2e-3, "Base learning rate, as fastai's base_lr: the head's peak rate once unfrozen is "
+              "half of it, the body's lower still (see --body-slowdown). `clearclass "
+              "lr-find` suggests one.", SCHEDULE)
+    body_slowdown: float = setting(
+        100.0, "Once unfrozen, the pretrained body learns this many times slower than the "
+               "new head (fastai's lr_mult).", SCHEDULE)
+    head_speedup: float = setting(
+        5.0, "While the body is frozen, the new head learns at --learning-rate times this.",
+        SCHEDULE)
+    weight_decay: float = setting(0.01, "AdamW's decoupled weight decay.", SCHEDULE)
+    batch_size: int = setting(64, "Photos per training step.", SCHEDULE)
+    adapt_batchnorm: bool | None = setting(
+        None, "Let BatchNorm statistics adapt to your photos, as fastai's train_bn does (the "
+              "frozen epoch then back-propagates through the whole body). By default the "
+              "pretrained statistics are kept (on imagewoof-2k faster and more accurate), and "
+              "adapted only when training from random weights.", SCHEDULE,
+        default_text="off with pretrained weights")
+
+    device: str = setting(
+        "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.", HARDWARE)
+    precision: str = setting(
+        "auto", "auto (bf16/fp16 mixed precision where the hardware does it natively), fp32, "
+                "bf16 or fp16.", HARDWARE)
+
+    out: str | None = setting(
+        None, "Run folder for the model, metrics and report.", OUTPUT,
+        default_text="runs/<data>-<model>")
+    onnx: bool = setting(
+        True, "Also export the model to RUN/model/model.onnx at the end, checked against "
+              "PyTorch, so that prediction runs in ONNX Runtime.", OUTPUT)
+    overwrite: bool = setting(False, "Replace a model already in the run folder.", OUTPUT)
 
     def __post_init__(self) -> None:
-        self.data = str(self.data)
+        # Imported here: augment.py needs PyTorch, which `clearclass --help` should not wait
+        # for (the command line builds its options from this class).
+        from clearclass.data.augment import AUGMENT_PRESETS
+
+        _check_types(self)
+        for name in ("data", "weights", "out"):  # paths are kept as text, for config.json
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                setattr(self, name, str(value))
         checks = [
-            (self.epochs >= 0, f"epochs must be >= 0; got {self.epochs}"),
-            (self.freeze_epochs >= 0, f"freeze_epochs must be >= 0; got {self.freeze_epochs}"),
-            (self.epochs + self.freeze_epochs > 0, "epochs and freeze_epochs are both 0"),
-            (self.base_lr > 0, f"base_lr must be > 0; got {self.base_lr}"),
-            (self.lr_mult >= 1, f"lr_mult must be >= 1; got {self.lr_mult}"),
-            (self.head_lr_mult > 0, f"head_lr_mult must be > 0; got {self.head_lr_mult}"),
-            (self.batch_size >= 2, f"batch_size must be >= 2; got {self.batch_size}"),
-            (16 <= self.item_resize <= 2048,
-             f"item_resize must be between 16 and 2048 pixels; got {self.item_resize}"),
-            (self.resize_method in RESIZE_METHODS,
-             f"resize_method must be one of {', '.join(RESIZE_METHODS)}; "
-             f"got {self.resize_method!r}"),
-            (self.batch_augment in AUGMENT_PRESETS,
-             f"batch_augment must be one of {', '.join(AUGMENT_PRESETS)}; "
-             f"got {self.batch_augment!r}"),
-            (self.augment_strength >= 0,
-             f"augment_strength must be >= 0; got {self.augment_strength}"),
-            (0 < self.valid_pct < 1, f"valid_pct must be between 0 and 1; got {self.valid_pct}"),
-            (self.device.split(":")[0] in DEVICES,
-             f"device must be one of {', '.join(DEVICES)}; got {self.device!r}"),
-            (self.precision in PRECISIONS,
-             f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"),
-            (self.workers is None or self.workers >= 0,
-             f"workers must be >= 0; got {self.workers}"),
+            ("epochs", self.epochs >= 0, "must be >= 0"),
+            ("freeze_epochs", self.freeze_epochs >= 0, "must be >= 0"),
+            ("epochs", self.epochs + self.freeze_epochs > 0,
+             "and freeze_epochs are both 0: there is nothing to train"),
+            ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("body_slowdown", self.body_slowdown >= 1, "must be >= 1"),
+            ("head_speedup", self.head_speedup > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("batch_size", self.batch_size >= 2, "must be >= 2"),
+            ("item_resize", 16 <= self.item_resize <= 2048,
+             "must be between 16 and 2048 pixels"),
+            ("resize_method", self.resize_method in RESIZE_METHODS,
+             f"must be one of {', '.join(RESIZE_METHODS)}"),
+            ("batch_augment", self.batch_augment in AUGMENT_PRESETS,
+             f"must be one of {', '.join(AUGMENT_PRESETS)}"),
+            ("augment_strength", self.augment_strength >= 0, "must be >= 0"),
+            ("validation_fraction", 0 < self.validation_fraction < 1,
+             "must be between 0 and 1"),
+            ("device", self.device.split(":")[0] in DEVICES,
+             f"must be one of {', '.join(DEVICES)} (or cuda:N)"),
+            ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
+            ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
         ]
-        for ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise ClearclassError(message + ".")
+                raise SettingError(name, f"{problem}; got {getattr(self, name)!r}.")
 
     @property
-    def adapt_norm_statistics(self) -> bool:
-        """train_bn, resolved: pretrained statistics are kept unless asked otherwise."""
-        if self.train_bn is None:
+    def will_adapt_batchnorm(self) -> bool:
+        """`adapt_batchnorm` resolved: pretrained statistics are kept unless asked otherwise."""
+        if self.adapt_batchnorm is None:
             return not (self.pretrained or self.weights)
-        return self.train_bn
+        return self.adapt_batchnorm
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ClearclassError(f"Unknown training setting(s): {', '.join(unknown)}.")
-        return cls(**values)
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from `config.json` (older runs' setting names included)."""
+        return make_config(values["data"], {k: v for k, v in values.items() if k != "data"},
+                           warn_renamed=False)
+
+
+NAMES = tuple(f.name for f in fields(TrainConfig))
+# Which settings each function (and command) takes besides `train`, which takes them all:
+# `lr_find` all but the schedule it replaces and what only a finished run writes;
+# `explore` and `show_batch` how photos are split, sized and augmented.
+LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
+    "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
+    "overwrite"))
+EXPLORE_SETTINGS = tuple(f.name for f in fields(TrainConfig)
+                         if f.metadata["group"] == PHOTOS and f.name not in ("data", "cache"))
+
+
+def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
+                allowed: Collection[str] | None = None, warn_renamed: bool = True,
+                ) -> TrainConfig:
+    """A TrainConfig from DATA (or a config) and keyword settings that override it.
+
+    Unknown settings are an error that suggests the closest names; renamed ones are taken
+    under their new name. `allowed` limits which settings a function accepts.
+    """
+    settings = dict(settings)
+    for old, new in RENAMED.items():
+        if old in settings:
+            if new in settings:
+                raise SettingError(old, f"is the old name of {new}; give only {new}.")
+            if warn_renamed:
+                warnings.warn(f"The setting {old} is now called {new}.", DeprecationWarning,
+                              stacklevel=3)
+            settings[new] = settings.pop(old)
+    known = allowed if allowed is not None else NAMES
+    for name in settings:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            where = "" if allowed is None else " here"
+            raise SettingError(name, f"is not a setting{where}.{hint} Settings: "
+                                     f"{', '.join(known)}.")
+    if isinstance(data, TrainConfig):
+        return dataclasses.replace(data, **settings)
+    if "data" in settings:
+        raise SettingError("data", "was given twice.")
+    return TrainConfig(data=data, **settings)
+
+
+def default_text(name: str) -> str:
+    """A setting's default as the README and --help show it."""
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    if f.metadata["default_text"]:
+        return f.metadata["default_text"]
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    if isinstance(f.default, float):
+        return f"{f.default:g}"
+    return str(f.default)
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Wrong types fail here, with the setting's name, not deep inside training."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(config):
+        value, expected = getattr(config, f.name), hints[f.name]
+        types = typing.get_args(expected) or (expected,)
+        if not any(_is(value, t) for t in types):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise SettingError(f.name, f"must be {names}; got {value!r} "
+                                       f"({type(value).__name__}).")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:  # 1 means 1.0; numpy numbers are welcome
+        return isinstance(value, numbers.Real)
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is str:
+        return isinstance(value, (str, Path))
+    return isinstance(value, kind)

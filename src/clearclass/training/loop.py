@@ -3,11 +3,11 @@
 1. find the photos and decode each once (unreadable files are listed in skipped.csv);
 2. build the model with a new head and move it to the device, channels_last;
 3. with the pretrained body frozen, train the head one-cycle for `freeze_epochs`; then
-   unfreeze and train everything one-cycle for `epochs`, the body `lr_mult` times slower.
-   Unless `train_bn`, the body keeps its pretrained BatchNorm statistics: the frozen body
-   then runs forward only, and unfrozen batches can be split into chunks that give the
-   same gradient with a fraction of the memory;
-4. after every epoch, print and save the metrics row and write the model bundle, so an
+   unfreeze and train everything one-cycle for `epochs`, the body `body_slowdown` times
+   slower. Unless `adapt_batchnorm`, the body keeps its pretrained BatchNorm statistics:
+   the frozen body then runs forward only, and unfrozen batches can be split into chunks
+   that give the same gradient with a fraction of the memory;
+4. after every epoch, show and save the metrics row and write the model bundle, so an
    interrupted run keeps its last finished epoch.
 """
 
@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,10 +45,11 @@ from clearclass.model import (
     set_body_trainable,
     set_train_mode,
 )
-from clearclass.progress import bar, say, warn
-from clearclass.training.config import TrainConfig
+from clearclass.progress import LiveTable, bar, say, warn
+from clearclass.training.config import TrainConfig, make_config
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
+METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch table
 MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
 SYNC_EVERY = 10  # steps between reading the loss back from the device
 
@@ -68,7 +70,14 @@ class EpochRow:
 
 @dataclass
 class TrainingRun:
-    """What `train` returns: where the run lives, its metrics and final accuracy."""
+    """What `train` returns: where the run lives, its epoch table and final accuracy.
+
+    Example:
+        run = clearclass.train("photos/", model="efficientnet_lite0", out="runs/dogs-1",
+                               overwrite=True)
+        print(run.accuracy, run.model_dir)
+        report = run.evaluate()
+    """
 
     run_dir: Path
     config: TrainConfig
@@ -81,19 +90,38 @@ class TrainingRun:
 
     @property
     def accuracy(self) -> float:
+        """Validation accuracy after the last epoch."""
         return self.history[-1].accuracy if self.history else float("nan")
 
-    def evaluate(self, quiet: bool = False):
-        """Write the evaluation report of this run (see `clearclass.evaluate`)."""
+    def evaluate(self, device: str = "auto"):
+        """Evaluate this run on its validation photos (see `clearclass.evaluate`)."""
         from clearclass.evaluation import evaluate
 
-        return evaluate(self.run_dir, quiet=quiet)
+        return evaluate(self.run_dir, device=device)
 
-    def load(self):
-        """The trained classifier, ready to `predict`."""
+    def load(self, device: str = "auto"):
+        """The trained classifier, ready to `predict` (see `clearclass.load`)."""
         from clearclass.predict import load
 
-        return load(self.model_dir)
+        return load(self.model_dir, device=device)
+
+    def epoch_table(self) -> LiveTable:
+        """The epoch table (`epoch, train_loss, valid_loss, accuracy, time, stage`)."""
+        table = LiveTable(METRICS_HEADER, METRICS_WIDTHS, live=False)
+        for row in self.history:
+            table.add_row(row.cells())
+        return table
+
+    def __repr__(self) -> str:
+        return (f"TrainingRun({str(self.run_dir)!r}, {self.config.model}, "
+                f"{len(self.history)} epoch(s), accuracy {self.accuracy:.2%})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f"<p>Run <code>{html.escape(str(self.run_dir))}</code>: "
+                f"{html.escape(self.config.model)}, validation accuracy "
+                f"<b>{self.accuracy:.2%}</b>.</p>" + self.epoch_table()._repr_html_())
 
 
 @dataclass
@@ -108,46 +136,56 @@ class _Session:
     augment_gen: torch.Generator
     info: ModelInfo
     run: TrainingRun
-    quiet: bool
+    table: LiveTable | None = None  # the epoch table, shown as rows arrive
     scaler: torch.amp.GradScaler | None = None
-    body_fixed: bool = False  # frozen body run forward only (train_bn off)
-    keep_norm_statistics: bool = False  # BatchNorm normalises with pretrained statistics
+    body_fixed: bool = False  # frozen body run forward only (BatchNorm not adapting)
+    adapt_batchnorm: bool = True  # BatchNorm layers normalise with batch statistics
     micro_batch: int | None = None  # forward/backward in chunks this size (same gradient)
 
 
-def train(config: TrainConfig | None = None, *, quiet: bool = False, **settings) -> TrainingRun:
-    """Fine-tune a pretrained model on a folder of photos.
+def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
+    """Fine-tune a pretrained model on labelled photos, as fastai's `fine_tune` does.
 
-    Example: `clearclass.train("photos/", model="efficientnet_lite0", epochs=3)`.
-    Settings are the fields of `TrainConfig` (the same as `clearclass train`'s options).
+    `data` is a folder of class folders, a folder with train/ and valid/, a CSV file of
+    path,label[,is_valid], or a `TrainConfig`. `settings` are the fields of `TrainConfig`
+    (the options of `clearclass train`, with `_` for `-`); given beside a config, they
+    override it. Shows the epoch table as it goes (under the cell in a notebook).
+
+    Example:
+        run = clearclass.train("photos/", model="efficientnet_lite0", epochs=3,
+                               out="runs/dogs", overwrite=True)
+        print(f"{run.accuracy:.1%}")
     """
-    config = config or TrainConfig(**settings)
+    config = make_config(data, settings)
     started = time.perf_counter()
     run = TrainingRun(_prepare_run_dir(config), config)
-    session = prepare(config, run, quiet)
+    session = prepare(config, run)
+    session.table = LiveTable(METRICS_HEADER, METRICS_WIDTHS)
     model = session.model
     steps = len(session.train_batches)
     if steps < MIN_STEPS_PER_EPOCH:
         warn(f"Only {steps} training step(s) per epoch (batches of {config.batch_size}): a "
              "one-cycle schedule that short barely moves the weights. Use a smaller "
-             "--batch-size or more --epochs.")
+             "batch size or more epochs.")
 
-    # fine_tune: frozen body first, then everything, the body learning lr_mult times slower.
+    # fine_tune: frozen body first, then everything, the body learning body_slowdown times
+    # slower.
     try:
         if config.freeze_epochs:
             freeze_body(session, config)
             # fastai's `slice(base_lr)`: norm layers at a tenth. The head learns faster than
             # fastai's because it is one zero-initialised linear layer on raw features where
             # fastai's normalises them first (measured: benchmarks/README.md).
-            lrs = (config.base_lr / 10, config.base_lr * config.head_lr_mult)
-            fit_one_cycle(session, config.freeze_epochs, lrs, "frozen", pct_start=0.99, div=25.0)
+            rates = (config.learning_rate / 10, config.learning_rate * config.head_speedup)
+            fit_one_cycle(session, config.freeze_epochs, rates, "frozen", pct_start=0.99,
+                          div=25.0)
         if config.epochs:
             set_body_trainable(model, True)
             session.body_fixed = False
-            session.keep_norm_statistics = not config.adapt_norm_statistics
+            session.adapt_batchnorm = config.will_adapt_batchnorm
             session.micro_batch = _micro_batch(config, session.compute)
-            top = config.base_lr / 2
-            fit_one_cycle(session, config.epochs, (top / config.lr_mult, top), "unfrozen",
+            top = config.learning_rate / 2
+            fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top), "unfrozen",
                           pct_start=0.3, div=5.0)
     except KeyboardInterrupt:
         done = len(run.history)
@@ -161,12 +199,11 @@ def train(config: TrainConfig | None = None, *, quiet: bool = False, **settings)
     run.timings["onnx_export_seconds"] = time.perf_counter() - t0
     run.timings["total_seconds"] = time.perf_counter() - started
     _write_summary(run)
-    say(f"Valid accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}. "
-        f"Next: clearclass evaluate {run.run_dir}", quiet)
+    say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
     return run
 
 
-def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
+def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
     """Photos found, split and decoded once; the model built on its device."""
     run_dir = run.run_dir
     _seed_everything(config.seed)
@@ -176,25 +213,24 @@ def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
         # exits (device.keep_freed_memory says why).
         devices.keep_freed_memory()
 
-    photo_set = find_photos(config.data, config.valid_pct, config.seed)
+    photo_set = find_photos(config.data, config.validation_fraction, config.seed)
     for note in photo_set.notes:
-        say(note, quiet)
+        say(note)
     t0 = time.perf_counter()
-    photo_set, pixels = _decode(photo_set, config, run_dir, quiet)
+    photo_set, pixels = _decode(photo_set, config, run_dir)
     run.timings["decode_seconds"] = time.perf_counter() - t0
     _write_split(photo_set, run_dir)
     class_index = {c: i for i, c in enumerate(photo_set.class_ids)}
     train_idx = [i for i, p in enumerate(photo_set.photos) if not p.is_valid]
     valid_idx = [i for i, p in enumerate(photo_set.photos) if p.is_valid]
     say(f"{len(photo_set.class_ids)} classes, {len(train_idx)} training and {len(valid_idx)} "
-        f"validation photos ({photo_set.layout}).", quiet)
+        f"validation photos ({photo_set.layout}).")
 
     torch.manual_seed(config.seed)
     model, pretrained = create_model(config.model, len(photo_set.class_ids),
                                      pretrained=config.pretrained, weights=config.weights)
     model = model.to(compute.device, memory_format=torch.channels_last)
-    say(f"Model {config.model} from {pretrained.describe()}; training on {compute.describe()}.",
-        quiet)
+    say(f"Model {config.model} from {pretrained.describe()}; training on {compute.describe()}.")
     _write_config(run_dir, config, pretrained, compute)
 
     def batches(indices: list[int], training: bool) -> PhotoBatches:
@@ -209,7 +245,7 @@ def prepare(config: TrainConfig, run: TrainingRun, quiet: bool) -> _Session:
         train_batches=batches(train_idx, True), valid_batches=batches(valid_idx, False),
         augment=augment_settings(config.batch_augment, config.augment_strength),
         augment_gen=torch.Generator().manual_seed(config.seed),
-        info=_model_info(config, photo_set, pretrained), run=run, quiet=quiet,
+        info=_model_info(config, photo_set, pretrained), run=run,
         scaler=torch.amp.GradScaler(compute.device.type) if compute.needs_grad_scaler else None,
     )
 
@@ -248,29 +284,29 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
 
 def freeze_body(session: _Session, config: TrainConfig) -> None:
     """Only the head learns; unless BatchNorm statistics adapt, the body runs forward only."""
-    set_body_trainable(session.model, False, train_norm=config.adapt_norm_statistics)
-    session.body_fixed = not config.adapt_norm_statistics
+    set_body_trainable(session.model, False, adapt_batchnorm=config.will_adapt_batchnorm)
+    session.body_fixed = not config.will_adapt_batchnorm
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
-def fit_one_cycle(session: _Session, epochs: int, lrs: tuple[float, float], stage: str,
+def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], stage: str,
                   pct_start: float, div: float) -> None:
     """Train `epochs` epochs with one-cycle learning rates and momentum, AdamW.
 
-    `lrs`: peak learning rates of the body and of the head.
+    `rates`: peak learning rates of the body and of the head.
     """
     groups = [[p for p in g if p.requires_grad] for g in body_and_head(session.model)]
-    param_groups = [{"params": g, "lr": lr} for g, lr in zip(groups, lrs) if g]
-    max_lrs = [lr for g, lr in zip(groups, lrs) if g]
+    param_groups = [{"params": g, "lr": rate} for g, rate in zip(groups, rates) if g]
+    peaks = [rate for g, rate in zip(groups, rates) if g]
     optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-5,
                                   weight_decay=session.run.config.weight_decay)
     steps = epochs * len(session.train_batches)
     # fastai's schedule: warm up from lr/div, cosine down to lr/1e5; beta1 0.95-0.85-0.95.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lrs, total_steps=steps, pct_start=pct_start,
+        optimizer, max_lr=peaks, total_steps=steps, pct_start=pct_start,
         div_factor=div, final_div_factor=1e5 / div, base_momentum=0.85, max_momentum=0.95)
     for _ in range(epochs):
         epoch = len(session.run.history)
@@ -291,12 +327,12 @@ def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
     is not made to wait for the CPU after every batch.
     """
     set_train_mode(session.model, body_fixed=session.body_fixed,
-                   keep_norm_statistics=session.keep_norm_statistics)
+                   adapt_batchnorm=session.adapt_batchnorm)
     session.train_batches.set_epoch(epoch)
     total = torch.zeros((), device=session.compute.device)
     count, waited, steps = 0, 0.0, len(session.train_batches)
     started = time.perf_counter()
-    with bar(f"epoch {epoch} ({stage})", steps, session.quiet) as progress:
+    with bar(f"epoch {epoch} ({stage})", steps) as progress:
         t0 = time.perf_counter()
         for step, (images, labels) in enumerate(session.train_batches):
             waited += time.perf_counter() - t0  # the device had nothing to do meanwhile
@@ -320,7 +356,8 @@ def _check_finite(loss: float, epoch: int) -> None:
     if not math.isfinite(loss):
         raise RunError(
             f"The training loss became {loss} at epoch {epoch}: the learning rate is too "
-            "high for this model and data. Lower --base-lr (see `clearclass lr-find`)."
+            "high for this model and data. Lower the learning rate (--learning-rate; "
+            "`clearclass lr-find` suggests one)."
         )
 
 
@@ -346,9 +383,8 @@ def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
 def _record(session: _Session, row: EpochRow) -> None:
     run = session.run
     run.history.append(row)
-    if len(run.history) == 1:
-        say(_format_row(METRICS_HEADER), session.quiet)
-    say(_format_row(row.cells()), session.quiet)
+    if session.table is not None:
+        session.table.add_row(row.cells())
     fileio.write_csv(run.run_dir / "metrics.csv", METRICS_HEADER,
                      [r.cells() for r in run.history])
     session.info.training.update(epochs_done=len(run.history), valid_accuracy=row.accuracy,
@@ -372,24 +408,24 @@ def _micro_batch(config: TrainConfig, compute: devices.Compute) -> int | None:
 
     Measured on efficientnet_lite0, batch 64, 224 px, 2 cores: a step takes 2.1 s whole
     (7.5 GB peak) and 2.2 s in chunks of 16 (2.6 GB peak). Chunks give the same gradient
-    only when BatchNorm statistics are fixed (train_bn off); GPUs keep whole batches.
+    only when BatchNorm statistics are fixed (adapt_batchnorm off); GPUs keep whole batches.
     """
-    if config.adapt_norm_statistics or compute.device.type != "cpu":
+    if config.will_adapt_batchnorm or compute.device.type != "cpu":
         return None
     return 16 if config.batch_size > 16 else None
 
 
-def _decode(photo_set: PhotoSet, config: TrainConfig, run_dir: Path,
-            quiet: bool) -> tuple[PhotoSet, Sequence[np.ndarray]]:
+def _decode(photo_set: PhotoSet, config: TrainConfig,
+            run_dir: Path) -> tuple[PhotoSet, Sequence[np.ndarray]]:
     paths = [p.path for p in photo_set.photos]
     cache = default_cache_dir() if config.cache else None
     t0 = time.perf_counter()
-    with bar("reading photos", len(paths), quiet) as progress:
+    with bar("reading photos", len(paths)) as progress:
         decoded = decode_photos(paths, config.item_resize, config.resize_method,
                                 workers=config.workers, on_progress=progress.advance,
                                 cache_dir=cache)
     cached = f", {decoded.from_cache} of them already decoded in {cache}" if cache else ""
-    say(f"Read {len(paths)} photos in {time.perf_counter() - t0:.1f} s{cached}.", quiet)
+    say(f"Read {len(paths)} photos in {time.perf_counter() - t0:.1f} s{cached}.")
     fileio.write_csv(run_dir / "skipped.csv", ("path", "reason"),
                      [(str(p), reason) for p, reason in decoded.skipped])
     if decoded.skipped:
@@ -462,11 +498,6 @@ def _write_summary(run: TrainingRun) -> None:
         "timings": run.timings,
     }
     fileio.write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def _format_row(cells: tuple) -> str:
-    widths = (6, 11, 11, 9, 6, 8)
-    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
 
 
 def _mmss(seconds: float) -> str:

@@ -1,0 +1,146 @@
+"""The learning-rate finder: train briefly with an exponentially rising learning rate.
+
+As fastai's `lr_find`: from 1e-7 to 10 over 100 batches with the body frozen, stopping
+once the smoothed loss passes 4x its minimum; the weights are restored afterwards. The
+suggestion is fastai's default, the "valley": the middle of the longest stretch over
+which the loss keeps falling.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from clearclass.errors import RunError
+from clearclass.model import set_train_mode
+from clearclass.progress import bar, say
+from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
+from clearclass.training.loop import (
+    TrainingRun,
+    _prepare_run_dir,
+    freeze_body,
+    prepare,
+    training_step,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+
+@dataclass
+class LearningRateSuggestion:
+    """Learning rates tried, the smoothed training loss at each, and the suggested rate.
+
+    Shown in a notebook as the plot of loss against learning rate.
+    """
+
+    learning_rates: list[float]
+    losses: list[float]
+    suggestion: float
+    plot_path: Path | None = field(default=None, repr=False)
+
+    def plot(self) -> Figure:
+        """The smoothed loss against the learning rate, the suggestion marked."""
+        from clearclass import figures
+
+        return figures.learning_rate_curve(self.learning_rates, self.losses, self.suggestion)
+
+    def _repr_png_(self) -> bytes:
+        from clearclass import figures
+
+        return figures.png_bytes(self.plot())
+
+
+def lr_find(
+    data: str | Path | TrainConfig,
+    *,
+    start_learning_rate: float = 1e-7,
+    end_learning_rate: float = 10.0,
+    steps: int = 100,
+    **settings: Any,
+) -> LearningRateSuggestion:
+    """Suggest a `learning_rate` for `train`; writes lr_find.png into `out`.
+
+    Takes the same `data` and settings as `train` (but not those of the schedule it
+    replaces); `out` defaults to runs/<data>-<model>-lr-find.
+
+    Example:
+        found = clearclass.lr_find("photos/", model="efficientnet_lite0")
+        print(f"{found.suggestion:.1e}")
+    """
+    config = make_config(data, settings, allowed=LR_FIND_SETTINGS)
+    if config.out is None:
+        config = dataclasses.replace(
+            config, out=f"runs/{Path(config.data).stem or 'data'}-"
+                        f"{config.model.replace('/', '_')}-lr-find")
+    if (Path(config.out).expanduser() / "model").exists():
+        raise RunError(f"{config.out} holds a trained model; lr_find writes its plot and the "
+                       "split it used into a folder of its own. Choose another out.")
+    run = TrainingRun(_prepare_run_dir(dataclasses.replace(config, overwrite=True)), config)
+    session = prepare(config, run)
+    model = session.model
+    saved = copy.deepcopy(model.state_dict())
+    freeze_body(session, config)
+    set_train_mode(model, body_fixed=session.body_fixed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=start_learning_rate, betas=(0.9, 0.99), eps=1e-5,
+                                  weight_decay=config.weight_decay)
+    growth = (end_learning_rate / start_learning_rate) ** (1 / max(steps - 1, 1))
+    rates, losses = [], []
+    smoothed, best, step, epoch = 0.0, math.inf, 0, 0
+    with bar("finding a learning rate", steps) as progress:
+        while step < steps:
+            session.train_batches.set_epoch(epoch)
+            for images, labels in session.train_batches:
+                rate = start_learning_rate * growth**step
+                for group in optimizer.param_groups:
+                    group["lr"] = rate
+                loss = training_step(session, images, labels, optimizer).item()
+                # Exponential moving average with bias correction, as fastai smooths.
+                smoothed = 0.98 * smoothed + 0.02 * loss
+                value = smoothed / (1 - 0.98 ** (step + 1))
+                rates.append(rate)
+                losses.append(value)
+                best = min(best, value)
+                step += 1
+                progress.advance()
+                if step >= steps or not math.isfinite(value) or value > 4 * best:
+                    step = steps
+                    break
+            epoch += 1
+    model.load_state_dict(saved)
+    finite = [(rate, loss) for rate, loss in zip(rates, losses) if math.isfinite(loss)]
+    rates, losses = [f[0] for f in finite], [f[1] for f in finite]
+    result = LearningRateSuggestion(rates, losses, suggest_valley(rates, losses))
+    from clearclass import figures
+
+    result.plot_path = figures.save(result.plot(), run.run_dir / "lr_find.png")
+    say(f"Suggested learning rate: {result.suggestion:.1e} (plot: {result.plot_path}).")
+    return result
+
+
+def suggest_valley(rates: list[float], losses: list[float]) -> float:
+    """The learning rate in the middle of the longest run of falling loss.
+
+    The run is the longest decreasing subsequence of the loss curve (ends included), so
+    small bumps from noisy batches do not cut it short.
+    """
+    n = len(losses)
+    if n < 3:
+        return rates[0] if rates else 1e-3
+    length = [1] * n
+    start_of = list(range(n))
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and length[j] + 1 > length[i]:
+                length[i], start_of[i] = length[j] + 1, start_of[j]
+    end = max(range(n), key=lambda i: (length[i], -i))
+    start = start_of[end]
+    return float(rates[start + (end - start) // 2])
