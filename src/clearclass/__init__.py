@@ -2,7 +2,7 @@
 
     import clearclass
     run = clearclass.train("photos/", model="efficientnet_lite0", epochs=3)
-    run.evaluate()
+    report = run.evaluate()
     clearclass.load(run.model_dir).predict("new_photo.jpg")
 """
 
@@ -27,13 +27,20 @@ _PUBLIC = {
     "TrainingRun": "clearclass.training",
     "train": "clearclass.training",
     "lr_find": "clearclass.training",
+    "Evaluation": "clearclass.evaluation",
     "evaluate": "clearclass.evaluation",
-    "explore": "clearclass.explore",
+    "Exploration": "clearclass.exploration",
+    "explore": "clearclass.exploration",
+    "show_batch": "clearclass.exploration",
+    "SAMPLE_PHOTOS": "clearclass.demo",
 }
 
 __all__ = [
+    "SAMPLE_PHOTOS",
     "Classifier",
     "ClearclassError",
+    "Evaluation",
+    "Exploration",
     "Prediction",
     "TrainConfig",
     "TrainingRun",
@@ -41,14 +48,16 @@ __all__ = [
     "explore",
     "load",
     "lr_find",
+    "show_batch",
     "train",
     "__version__",
 ]
 
 if TYPE_CHECKING:
+    from clearclass.demo import SAMPLE_PHOTOS
     from clearclass.errors import ClearclassError
-    from clearclass.evaluation import evaluate
-    from clearclass.explore import explore
+    from clearclass.evaluation import Evaluation, evaluate
+    from clearclass.exploration import Exploration, explore, show_batch
     from clearclass.predict import Classifier, Prediction, load
     from clearclass.training import TrainConfig, TrainingRun, lr_find, train
 
@@ -58,3 +67,7 @@ def __getattr__(name: str):
         module = importlib.import_module(_PUBLIC[name])
         return getattr(module, name)
     raise AttributeError(f"module 'clearclass' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -228,8 +228,8 @@ def explore(
     augmentation does to a few photos) and batch.png (a batch as training sees it, as
     fastai's show_batch) into OUT.
     """
-    from clearclass.explore import explore as run_explore
-    from clearclass.explore import print_report
+    from clearclass.exploration import explore as run_explore
+    from clearclass.exploration import print_report
 
     out = out or Path("runs") / f"explore-{Path(data).stem or 'data'}"
     with _output(quiet):

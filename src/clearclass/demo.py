@@ -18,7 +18,7 @@ def run_demo(out: str | Path = "clearclass-demo") -> Path:
         report = clearclass.demo.run_demo("clearclass-demo")
     """
     from clearclass.evaluation import evaluate
-    from clearclass.explore import explore, print_report
+    from clearclass.exploration import explore, print_report
     from clearclass.export import export_onnx
     from clearclass.predict import load
     from clearclass.training import train

@@ -101,7 +101,7 @@ def device_name(name: str) -> str:
     if kind == "auto":
         return "cuda" if cuda else "mps" if mps else "cpu"
     if kind == "cuda" and (not cuda or (index and int(index) >= torch.cuda.device_count())):
-        what = f"GPU number {index}" if cuda else "a CUDA GPU"
+        what = f"GPU number {index}" if cuda else "CUDA GPU"
         raise ClearclassError(f"--device {name}: PyTorch sees no {what} on this machine; "
                               f"available: {', '.join(available_devices())}.")
     if kind == "mps" and not mps:

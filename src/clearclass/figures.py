@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from clearclass import fileio
 from clearclass.progress import in_notebook
@@ -92,7 +93,8 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Seque
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title("Most confused classes (grey: correct)")
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mistakes")
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mistakes")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 mistakes
     return fig
 
 

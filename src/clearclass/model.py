@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import difflib
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
-import torch
-from torch import nn
+# timm imports huggingface_hub, whose `tqdm.auto` warns in a notebook without ipywidgets
+# ("IProgress not found"); clearclass draws its own progress bars, so the warning would
+# only send users looking for a widget they do not need.
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
-from clearclass.errors import WeightsError
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from clearclass.errors import WeightsError  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,7 +73,9 @@ def create_model(
 ) -> tuple[nn.Module, Pretrained]:
     """A timm model with a fresh `num_classes` head, and where its weights came from.
 
-    Example: `model, source = create_model("resnet34", num_classes=120)`.
+    Example:
+        model, source = create_model("efficientnet_lite0", num_classes=120)
+        print(model.num_classes, source.describe())  # 120 package: efficientnet-lite0-...
     """
     check_architecture(architecture)
     if weights is not None:

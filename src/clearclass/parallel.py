@@ -34,11 +34,14 @@ def default_workers() -> int:
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:
     """`(item, fn(item))` for each item, computed on `workers` threads, in the items' order.
 
-    Example: `for url, data in map_in_order(client.fetch_bytes, urls, 8): ...`.
+    Downloads use it as `for url, data in map_in_order(client.fetch_bytes, urls, 8): ...`.
     Items are drawn lazily and at most `workers` ahead of the consumer, so one that stops
     early (it has enough photos) leaves little fetched for nothing. When drawing an item
     fails (a page of results that will not come), the items already drawn are still
     yielded, then the error is raised.
+
+    Example:
+        print(list(map_in_order(len, ["beagle", "pug"], workers=2)))  # [('beagle', 6), ('pug', 3)]
     """
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     source = iter(items)

@@ -72,7 +72,9 @@ class Prediction:
         """The photo beside bars of its most likely classes."""
         from clearclass import figures
 
-        return figures.prediction(self.shown_photo(), self.top_k, title=self.image)
+        name = Path(self.image).name if self.source is None or isinstance(
+            self.source, (str, Path)) else self.image
+        return figures.prediction(self.shown_photo(), self.top_k, title=name)
 
     def _repr_png_(self) -> bytes:
         from clearclass import figures

@@ -101,12 +101,11 @@ class _NotebookBar(Bar):
     """An HTML <progress> element under the cell, updated in place, removed when done."""
 
     def __init__(self, description: str, total: int):
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        self._html = HTML
         self.description, self.total, self.done, self.info = description, total, 0, ""
         self.started = self._shown = time.perf_counter()
-        self.handle = display(HTML(self._render()), display_id=True)
+        self.handle = display(self._bundle(), raw=True, display_id=True)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -120,19 +119,22 @@ class _NotebookBar(Bar):
         now = time.perf_counter()
         if force or now - self._shown >= NOTEBOOK_REFRESH_SECONDS or self.done >= self.total:
             self._shown = now
-            self.handle.update(self._html(self._render()))
+            self.handle.update(self._bundle(), raw=True)
 
     def close(self) -> None:
-        self.handle.update(self._html(""))
+        """Done: the bar leaves nothing behind (the epoch table stays)."""
+        self.handle.update({"text/plain": "", "text/html": ""}, raw=True)
 
-    def _render(self) -> str:
+    def _bundle(self) -> dict[str, str]:
+        """The bar as HTML, and as text for viewers without HTML."""
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done) if self.done else None
         timing = f"{_clock(elapsed)}<{_clock(left) if left is not None else '?'}"
-        return (f'<div><progress value="{self.done}" max="{max(self.total, 1)}" '
-                'style="width:300px;vertical-align:middle"></progress> '
-                f"{html.escape(self.description)} {self.done}/{self.total} [{timing}] "
-                f"{html.escape(self.info)}</div>")
+        text = f"{self.description} {self.done}/{self.total} [{timing}] {self.info}".rstrip()
+        return {"text/plain": text,
+                "text/html": f'<div><progress value="{self.done}" max="{max(self.total, 1)}" '
+                             'style="width:300px;vertical-align:middle"></progress> '
+                             f"{html.escape(text)}</div>"}
 
 
 @contextlib.contextmanager

@@ -23,8 +23,14 @@ from clearclass.progress import bar
 def unpack(archives: Sequence[Path], dest: Path, strip_single_folder: bool = False) -> Path:
     """Extract .tar/.tgz/.zip files into `dest`, which must not exist yet.
 
-    Example: `unpack([Path("imagewoof2-320.tgz")], Path("data/imagewoof2-320"),
-    strip_single_folder=True)`: an archive holding one top folder gives its content.
+    With `strip_single_folder=True`, an archive holding one top folder (as
+    imagewoof2-320.tgz holds imagewoof2-320/) gives that folder's content.
+
+    Example:
+        import shutil, tempfile
+        archive = Path(shutil.make_archive(tempfile.mkdtemp() + "/photos", "gztar", ".", "photos"))
+        folder = unpack([archive], archive.with_name("dataset"), strip_single_folder=True)
+        print(sorted(p.name for p in folder.iterdir()))  # the class folders of photos/
     """
     dest = Path(dest)
     if dest.exists():

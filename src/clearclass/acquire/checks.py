@@ -62,8 +62,11 @@ class Examined:
 def examine(data: bytes) -> tuple[Examined, Image.Image]:
     """Decode a photo's bytes and describe it; raises `UnreadableImage` with the reason.
 
-    Example: `info, rgb = examine(Path("dog.jpg").read_bytes())`; `rgb` is the upright
-    8-bit RGB image training would see.
+    `rgb` is the upright 8-bit RGB image training would see.
+
+    Example:
+        info, rgb = examine(Path("rex.jpg").read_bytes())
+        print(info.format, info.width, info.height, rgb.mode)  # e.g. JPEG 500 375 RGB
     """
     try:
         rgb = open_rgb(io.BytesIO(data))
@@ -90,7 +93,8 @@ def perceptual_hash(image: Image.Image) -> int:
 def canonical_extension(fmt: str) -> str | None:
     """The extension a file of this Pillow format gets, None for formats training skips.
 
-    Example: `canonical_extension("JPEG")` is ".jpg"; `canonical_extension("AVIF")` is None.
+    Example:
+        print(canonical_extension("JPEG"), canonical_extension("AVIF"))  # .jpg None
     """
     names = EXTENSIONS.get(fmt)
     return names[0] if names else None
@@ -99,7 +103,9 @@ def canonical_extension(fmt: str) -> str | None:
 def extension_fits(path: Path, fmt: str) -> bool:
     """Whether `path`'s extension names its content's format (unknown formats always fit).
 
-    Example: `extension_fits(Path("a.jpeg"), "JPEG")` is True, `(Path("a.jpg"), "PNG")` False.
+    Example:
+        print(extension_fits(Path("a.jpeg"), "JPEG"), extension_fits(Path("a.jpg"), "PNG"))
+        # True False
     """
     names = EXTENSIONS.get(fmt)
     return names is None or path.suffix.lower() in names
@@ -118,8 +124,13 @@ class Match:
 class DuplicateIndex:
     """The photos kept so far, to find a new photo's identical or near twin.
 
-    Example: `index.find(info.sha256, info.phash)` is None for a new photo; then
-    `index.add(info.sha256, info.phash, key)`.
+    `find` gives None for a new photo; `add` then remembers it under a key of your choice.
+
+    Example:
+        index, (info, _) = DuplicateIndex(), examine(Path("rex.jpg").read_bytes())
+        assert index.find(info.sha256, info.phash) is None
+        index.add(info.sha256, info.phash, "rex.jpg")
+        print(index.find(info.sha256, info.phash))  # Match(kind='identical', bits=0, ...)
     """
 
     def __init__(self, near_bits: int = NEAR_DUPLICATE_BITS):

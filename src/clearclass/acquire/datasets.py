@@ -101,7 +101,7 @@ def download_dataset(
 ) -> DatasetDownload:
     """Download a public dataset into `out`, unpack it and write its official split.
 
-    Example: `download_dataset("imagewoof", size="320", out="data")` gives
+    For example, `download_dataset("imagewoof", size="320", out="data")` gives
     data/imagewoof2-320/ with labels.csv; train with `clearclass train
     data/imagewoof2-320/labels.csv`. `size` applies to imagewoof and imagenette.
     """

@@ -49,7 +49,11 @@ _secrets: set[str] = set()
 def register_secret(value: str) -> None:
     """Remember a credential so that `redact` hides it wherever it turns up.
 
-    Example: `register_secret(os.environ["PEXELS_API_KEY"])`, done by each provider.
+    Each provider registers its API key this way.
+
+    Example:
+        register_secret("my-secret-api-key")
+        print(redact("the server refused my-secret-api-key"))  # the server refused ***
     """
     if value and len(value) >= _MIN_LITERAL_SECRET:
         _secrets.add(value)
@@ -59,8 +63,9 @@ def redact(text: str) -> str:
     """`text` with credentials replaced by `***`: query parameters named like keys, and
     every value passed to `register_secret`.
 
-    Example: `redact("https://pixabay.com/api/?key=abc&q=dog")` is
-    `"https://pixabay.com/api/?key=***&q=dog"`.
+    Example:
+        print(redact("https://pixabay.com/api/?key=abc&q=dog"))
+        # https://pixabay.com/api/?key=***&q=dog
     """
     text = _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=***", text)
     for secret in _secrets:
@@ -94,9 +99,13 @@ class FetchError(AcquireError):
 def make_session(retries: int = RETRIES, pool_size: int = 16) -> requests.Session:
     """A `requests.Session` that retries connection errors, timeouts and 5xx with backoff.
 
-    Example: `make_session().get(url, timeout=(CONNECT_TIMEOUT, TIMEOUT))`. 429 is left to
+    Use it as `make_session().get(url, timeout=(CONNECT_TIMEOUT, TIMEOUT))`. 429 is left to
     `HttpClient.get`, which caps the wait. A 503 is retried with the backoff like any 5xx,
     its Retry-After ignored: urllib3 would sleep for an hour if asked to.
+
+    Example:
+        session = make_session(retries=5)
+        print(session.get_adapter("https://example.com").max_retries.total)  # 5
     """
     retry = Retry(
         total=retries, connect=retries, read=retries, status=retries, other=0,
@@ -115,8 +124,9 @@ def make_session(retries: int = RETRIES, pool_size: int = 16) -> requests.Sessio
 class HttpClient:
     """GET with timeouts, retries and capped 429 waits; errors as `FetchError`.
 
-    Example: `HttpClient(timeout=10).get_json("https://api.pexels.com/v1/search", ...)`.
-    One client is shared by the threads of a parallel download.
+    For example, `HttpClient(timeout=10).get_json("https://api.pexels.com/v1/search", ...)`
+    asks Pexels for a page of results. One client is shared by the threads of a parallel
+    download.
     """
 
     def __init__(self, timeout: float = TIMEOUT, retries: int = RETRIES,
@@ -208,10 +218,11 @@ class HttpClient:
     def download_file(self, url: str, dest: Path, *, size: int | None = None) -> Path:
         """Download `url` to `dest` with a progress bar, resuming an interrupted download.
 
-        Example: `client.download_file(url, Path("data/imagewoof2-320.tgz"), size=328387740)`.
-        Bytes arrive in `dest.part`; a later call asks the server for the rest only (an HTTP
-        Range request), and a connection that breaks off is resumed the same way up to
-        `retries` times. `size`, when published, is checked before the file is renamed.
+        For example, `client.download_file(url, Path("data/imagewoof2-320.tgz"),
+        size=328387740)` fetches Imagewoof's archive. Bytes arrive in `dest.part`; a later
+        call asks the server for the rest only (an HTTP Range request), and a connection
+        that breaks off is resumed the same way up to `retries` times. `size`, when
+        published, is checked before the file is renamed.
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def download_kaggle(
 ) -> DatasetDownload:
     """Download a Kaggle dataset into `out/<dataset-name>/` and say what to train on.
 
-    Example: `download_kaggle("jessicali9530/stanford-dogs-dataset", out="data")` gives
+    For example, `download_kaggle("jessicali9530/stanford-dogs-dataset", out="data")` gives
     data/stanford-dogs-dataset/ and names data/stanford-dogs-dataset/images/Images as the
     folder to train on. A URL of the dataset's page works too.
     """
@@ -70,7 +70,10 @@ def download_kaggle(
 def kaggle_config_dir() -> Path:
     """The folder the kaggle package reads kaggle.json from, decided as it decides it.
 
-    Example: `kaggle_config_dir() / "kaggle.json"` is the file the credentials error names.
+    `kaggle_config_dir() / "kaggle.json"` is the file the credentials error names.
+
+    Example:
+        print(kaggle_config_dir() / "kaggle.json")  # e.g. /home/me/.kaggle/kaggle.json
     """
     configured = os.environ.get("KAGGLE_CONFIG_DIR")
     if configured:
@@ -153,10 +156,15 @@ def _failure(error: Exception, owner: str, slug: str) -> AcquireError:
 def describe_layout(name: str, folder: Path) -> DatasetDownload:
     """Which folder under `folder` `clearclass train` should get, and why.
 
-    Example: for Kaggle's Stanford Dogs, `describe_layout(...).train_on` is
+    For Kaggle's Stanford Dogs, `describe_layout(...).train_on` is
     `folder/images/Images`. Looks for Stanford Dogs' layout, then (at most three levels
     down) a folder with train/ and valid/ (or val/, test/) class folders, then a folder
     of class folders.
+
+    Example:
+        found = describe_layout("my photos", Path("photos"))
+        print(found.train_on, found.classes)  # photos 3
+        print(found.layout)  # 3 class folders in photos.
     """
     for images in (folder / "images" / "Images", folder / "Images"):
         breeds = _class_folders(images)

@@ -51,7 +51,11 @@ COLUMNS = tuple("class" if f.name == "label" else f.name for f in fields(Entry))
 def read_manifest(folder: Path) -> list[Entry]:
     """The entries of `folder/manifest.csv` whose file still exists; [] without a manifest.
 
-    Example: `len(read_manifest(Path("photos")))` is the number of photos search saved.
+    After `clearclass search`, `len(read_manifest(Path("photos")))` is the number of photos
+    it saved.
+
+    Example:
+        print(read_manifest(Path("photos")))  # []: photos/ has no manifest.csv
     """
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -80,7 +84,13 @@ def read_manifest(folder: Path) -> list[Entry]:
 def write_manifest(folder: Path, entries: list[Entry]) -> Path:
     """Write `folder/manifest.csv` (atomically: an interrupted write leaves the old one).
 
-    Example: `write_manifest(out, read_manifest(out))` drops the rows of deleted photos.
+    `write_manifest(out, read_manifest(out))` drops the rows of deleted photos.
+
+    Example:
+        import tempfile
+        out = Path(tempfile.mkdtemp())
+        path = write_manifest(out, [Entry("beagle/1.jpg", "beagle", "https://x.org/1.jpg", "")])
+        print(path.name, read_manifest(out))  # manifest.csv []: beagle/1.jpg is not in out/
     """
     return fileio.write_csv(Path(folder) / MANIFEST, COLUMNS, (astuple(e) for e in entries))
 

@@ -41,7 +41,8 @@ class Candidate:
 class Provider:
     """One image search service. Subclasses set the class attributes and `page`.
 
-    Example: `for c in Pexels.from_environment(client).candidates("beagle"): ...`.
+    For example, `for c in Pexels.from_environment(client).candidates("beagle"): ...` goes
+    through Pexels' results for "beagle" page after page (it needs the internet and a key).
     """
 
     name: ClassVar[str]  # as given to --provider
@@ -386,7 +387,12 @@ def get_provider(name: str, client: HttpClient,
                  environ: Mapping[str, str] | None = None) -> Provider:
     """The provider called `name` (as --provider says it), set up from the environment.
 
-    Example: `get_provider("pexels", HttpClient())` needs PEXELS_API_KEY.
+    Providers other than duckduckgo need an API key (Pexels: PEXELS_API_KEY); without it
+    this raises a `CredentialsError` that says where to get one.
+
+    Example:
+        pexels = get_provider("pexels", HttpClient(), environ={"PEXELS_API_KEY": "my-key-123"})
+        print(pexels.title, pexels.base_url)  # Pexels https://api.pexels.com
     """
     cls = PROVIDERS.get(name.strip().lower())
     if cls is None:

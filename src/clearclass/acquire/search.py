@@ -149,7 +149,7 @@ def search(
 ) -> SearchReport:
     """Search for photos of each query and save the good, distinct ones, a folder per class.
 
-    Example: `search(["beagle", "pug"], provider="pexels", per_class=50, out="dogs")` gives
+    For example, `search(["beagle", "pug"], provider="pexels", per_class=50, out="dogs")` gives
     dogs/beagle/, dogs/pug/ and dogs/manifest.csv. API keys and base URLs come from
     `environ` (default: the process environment): see `providers`.
     """
@@ -353,8 +353,11 @@ def _print(report: SearchReport, source: Provider) -> None:
 def slugify(query: str) -> str:
     """A folder name for a query: lower case, words joined by underscores.
 
-    Example: `slugify("Golden Retriever")` is `"golden_retriever"` (shown as "golden
-    retriever" by training and evaluation).
+    Training and evaluation show the folder name with spaces again ("golden retriever").
+
+    Example:
+        print(slugify("Golden Retriever"))  # golden_retriever
+        print(slugify("  Shih-Tzu (dog) "))  # shih_tzu_dog
     """
     text = unicodedata.normalize("NFKC", query).strip().lower()
     return re.sub(r"\W+", "_", text).strip("_")

@@ -105,9 +105,13 @@ def verify(
 ) -> VerifyReport:
     """Check every photo under `folder`; optionally delete or move the bad ones.
 
-    Example: `verify("photos/", move_to="rejected/")` moves photos/beagle/x.jpg, if it is
-    unreadable, to rejected/beagle/x.jpg. Prints the problems as a table (silenced as
+    With `move_to="rejected/"`, an unreadable photos/beagle/x.jpg is moved to
+    rejected/beagle/x.jpg. Prints the problems as a table (silenced as
     `clearclass.progress` says).
+
+    Example:
+        report = verify("photos/")  # only checks: nothing is deleted or moved
+        print(report.checked, "photos checked,", len(report.problems), "problems")
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
