@@ -127,3 +127,15 @@ def test_messages_go_through_the_clearclass_logger(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "epoch   train_loss   valid_loss   accuracy   time    stage" in out
     assert "Validation accuracy" in out
+
+
+def test_public_names_are_never_shadowed_by_a_module_of_the_same_name():
+    """`import clearclass.x` sets clearclass.x to the module: no public name may be one."""
+    import importlib
+    import pkgutil
+    import types
+
+    for info in pkgutil.walk_packages(clearclass.__path__, prefix="clearclass."):
+        importlib.import_module(info.name)
+    for name in clearclass.__all__:
+        assert not isinstance(getattr(clearclass, name), types.ModuleType), name

@@ -165,3 +165,41 @@ def test_cache_command_reports_and_clears(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "9 decoded photo(s)" in result.output
     result = runner.invoke(app, ["cache", "--clear"])
     assert result.exit_code == 0 and "Deleted 9" in result.output
+
+
+def test_renamed_options_still_work_on_the_command_line(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=8)
+    old = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size",
+           "8", "--workers", "0", "--device", "cpu", "--no-onnx", "--base-lr", "0.02",
+           "--lr-mult", "10", "--head-lr-mult", "1", "--train-bn", "--valid-pct", "0.25"]
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *old])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (config["learning_rate"], config["body_slowdown"], config["head_speedup"],
+            config["adapt_batchnorm"], config["validation_fraction"]) == (0.02, 10, 1, True, 0.25)
+
+
+def test_a_bad_setting_is_named_as_typed(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "d", per_class=3)
+    code, out = _run_main(["train", str(data), "--item-resize", "8"], monkeypatch, capsys)
+    assert code == 1 and "Traceback" not in out.err
+    assert "--item-resize must be between 16 and 2048 pixels; got 8" in out.err
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find", "evaluate", "predict"])
+def test_a_missing_device_is_one_line_that_names_what_there_is(command, trained_run, tmp_path,
+                                                              monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = make_dataset(tmp_path / "d", per_class=3)
+    assert SMALL[-2:] == ["--device", "cpu"]
+    args = {"train": ["train", str(data), "--out", str(tmp_path / "run"), *SMALL[:-2]],
+            "lr-find": ["lr-find", str(data), "--out", str(tmp_path / "lr"), *SMALL[:-2]],
+            "evaluate": ["evaluate", str(trained_run)],
+            "predict": ["predict", str(trained_run / "model"), str(data / "red")]}[command]
+    code, out = _run_main([*args, "--device", "cuda"], monkeypatch, capsys)
+    assert code == 1 and "Traceback" not in out.err
+    assert out.err.count("\n") == 1 and "PyTorch sees no CUDA GPU" in out.err
+    assert "available: cpu" in out.err

@@ -14,8 +14,7 @@ SAMPLE_PHOTOS = Path(__file__).parent / "demo_photos"
 def run_demo(out: str | Path = "clearclass-demo") -> Path:
     """Explore, train, evaluate, export and predict on the sample; returns the report path.
 
-    Example:
-        report = clearclass.demo.run_demo("clearclass-demo")
+    What `clearclass demo` runs (its example is tested there).
     """
     from clearclass.evaluation import evaluate
     from clearclass.exploration import explore, print_report

