@@ -62,9 +62,17 @@ def workspace(tmp_path_factory) -> Path:
 
 # --- what the examples are -----------------------------------------------------------------
 
-def readme_blocks() -> list[str]:
+def readme_blocks(language: str) -> list[str]:
+    """The README's code blocks in `language` (every block must say which it is)."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    unknown = [code[:60] for lang, code in blocks if lang not in ("python", "bash", "text")]
+    assert not unknown, f"README blocks need a language (python, bash, text): {unknown}"
+    return [code for lang, code in blocks if lang == language]
+
+
+def _commands(block: str) -> list[str]:
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
 def docstring_examples() -> list[tuple[str, str, str]]:
@@ -136,20 +144,35 @@ def test_there_are_examples_for_the_whole_public_api():
     for name in ("train", "lr_find", "explore", "show_batch", "evaluate", "load",
                  "TrainConfig", "TrainingRun", "Evaluation", "Exploration", "Prediction"):
         assert name in documented, f"clearclass.{name} has no runnable example"
-    assert len(readme_blocks()) >= 2
+    assert len(readme_blocks("python")) >= 2
 
 
-@pytest.fixture(scope="module")
-def readme_workspace(tmp_path_factory) -> Path:
-    """As a new user has it: photos, but no run yet (the README's first block trains it)."""
-    return _make_workspace(tmp_path_factory.mktemp("readme"), with_run=False)
-
-
-@pytest.mark.parametrize("code", readme_blocks(),
+@pytest.mark.parametrize("code", readme_blocks("python"),
                          ids=lambda code: code.splitlines()[2][:40].strip())
-def test_readme_python_block_runs(code, readme_workspace, monkeypatch):
-    monkeypatch.chdir(readme_workspace)
+def test_readme_python_block_runs(code, tmp_path, monkeypatch):
+    """Each block as a new user runs it: in a folder of photos, with no run in it yet."""
+    monkeypatch.chdir(_make_workspace(tmp_path, with_run=False))
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("block", readme_blocks("bash")[1:],
+                         ids=lambda block: _commands(block)[0][:40])
+def test_readme_commands_run(block, tmp_path, monkeypatch):
+    commands = _commands(block)
+    assert all(c.startswith("clearclass ") for c in commands), block
+    if any(c.split()[1] in ("download", "search") for c in commands):
+        pytest.skip("needs the internet; tests/acquire runs these against a local server")
+    monkeypatch.chdir(_make_workspace(tmp_path, with_run=False))
+    for command in commands:
+        result = CliRunner().invoke(app, shlex.split(command)[1:])
+        assert result.exit_code == 0, f"{command}\n{result.output}"
+
+
+def test_the_readme_starts_with_the_two_commands_ci_runs():
+    install_and_demo, install_and_test = _commands(readme_blocks("bash")[0])
+    assert (REPO / "README.md").read_text(encoding="utf-8").startswith("```bash\n")
+    assert install_and_demo.endswith(".venv/bin/clearclass demo")  # `demo` runs below
+    assert install_and_test in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(("module", "where", "code"), docstring_examples(),
