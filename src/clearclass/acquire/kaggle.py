@@ -174,8 +174,8 @@ def describe_layout(name: str, folder: Path) -> DatasetDownload:
             return DatasetDownload(
                 name, folder, images,
                 f"Stanford Dogs layout: {len(breeds)} breed folders in {images}.{extra} It has "
-                "no official split here, so training holds out --valid-pct of each breed; "
-                "`clearclass download stanford-dogs` gets the official train/test split.",
+                "no official split here, so training holds out --validation-fraction of each "
+                "breed; `clearclass download stanford-dogs` gets the official train/test split.",
                 classes=len(breeds), train=_count_photos(breeds))
     for candidate in _folders_breadth_first(folder, depth=3):
         subfolders = {d.name.lower(): d for d in _subfolders(candidate)}
