@@ -145,7 +145,8 @@ def train(data: DataArg, quiet: Quiet = False, *, settings: dict) -> None:
 
     with _output(quiet):
         run = run_training(data, **settings)
-    typer.echo(f"Next: clearclass evaluate {shlex.quote(str(run.run_dir))}")
+    if not quiet:
+        typer.echo(f"Next: clearclass evaluate {shlex.quote(str(run.run_dir))}")
 
 
 @app.command()
