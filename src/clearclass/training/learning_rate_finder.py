@@ -26,6 +26,7 @@ from clearclass.training.loop import (
     _prepare_run_dir,
     freeze_body,
     prepare,
+    run_name,
     training_step,
 )
 
@@ -77,9 +78,7 @@ def lr_find(
     """
     config = make_config(data, settings, allowed=LR_FIND_SETTINGS)
     if config.out is None:
-        config = dataclasses.replace(
-            config, out=f"runs/{Path(config.data).stem or 'data'}-"
-                        f"{config.model.replace('/', '_')}-lr-find")
+        config = dataclasses.replace(config, out=f"runs/{run_name(config)}-lr-find")
     if (Path(config.out).expanduser() / "model").exists():
         raise RunError(f"{config.out} holds a trained model; lr_find writes its plot and the "
                        "split it used into a folder of its own. Choose another out.")

@@ -436,6 +436,11 @@ def _decode(photo_set: PhotoSet, config: TrainConfig,
     return photo_set, decoded.pixels
 
 
+def run_name(config: TrainConfig) -> str:
+    """The default name of a run's folder under runs/: `<data>-<model>`."""
+    return f"{Path(config.data).stem or 'data'}-{config.model.replace('/', '_')}"
+
+
 def _prepare_run_dir(config: TrainConfig) -> Path:
     if config.out:
         run_dir = Path(config.out).expanduser()
@@ -445,7 +450,7 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
                 "--overwrite to replace it."
             )
     else:
-        stem = f"{Path(config.data).stem or 'data'}-{config.model.replace('/', '_')}"
+        stem = run_name(config)
         run_dir = Path("runs") / stem
         n = 2
         while run_dir.exists():
