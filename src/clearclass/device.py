@@ -75,6 +75,12 @@ def select(device: str = "auto", precision: str = "auto") -> Compute:
     return Compute(dev, _dtype(dev, precision))
 
 
+def is_device_name(name: str) -> bool:
+    """Whether `name` is spelt as a device: auto, cpu, cuda, cuda:N or mps."""
+    kind, _, index = name.partition(":")
+    return kind in DEVICES and (not index or (kind == "cuda" and index.isdigit()))
+
+
 def device_name(name: str) -> str:
     """`name` checked and resolved (`auto` becomes `cuda`, `mps` or `cpu`).
 
@@ -84,10 +90,10 @@ def device_name(name: str) -> str:
     PyTorch is not imported for `cpu`, nor for `auto` where no GPU can be there (no NVIDIA
     driver, not an Apple silicon Mac, or PyTorch not installed).
     """
-    kind, _, index = name.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+    if not is_device_name(name):
         raise ClearclassError(f"Unknown device '{name}'; use one of auto, cpu, cuda, cuda:N "
                               "or mps.")
+    kind, _, index = name.partition(":")
     if kind == "cpu" or (kind == "auto" and not _gpu_possible()):
         return "cpu"
     try:

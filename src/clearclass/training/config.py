@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clearclass.data.decode import RESIZE_METHODS
-from clearclass.device import DEVICES, PRECISIONS
+from clearclass.device import DEVICES, PRECISIONS, is_device_name
 from clearclass.errors import SettingError
 
 # Groups of options, in the order `--help` shows them.
@@ -165,7 +165,7 @@ class TrainConfig:
             ("augment_strength", self.augment_strength >= 0, "must be >= 0"),
             ("validation_fraction", 0 < self.validation_fraction < 1,
              "must be between 0 and 1"),
-            ("device", self.device.split(":")[0] in DEVICES,
+            ("device", is_device_name(self.device),
              f"must be one of {', '.join(DEVICES)} (or cuda:N)"),
             ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
