@@ -15,7 +15,6 @@ import inspect
 import json
 import shlex
 import sys
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ from clearclass.training.config import (
     NAMES,
     RENAMED,
     TrainConfig,
+    setting_types,
 )
 
 app = typer.Typer(
@@ -57,7 +57,7 @@ def _flag(name: str) -> str:
 
 def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) -> Any:
     """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
-    meta, kind = _FIELDS[name].metadata, typing.get_type_hints(TrainConfig)[name]
+    meta, kind = _FIELDS[name].metadata, setting_types()[name]
     flag = _flag(flag_name or name)
     # Booleans are switches with a --no- form: --cache/--no-cache.
     decls = (f"{flag}/--no-{flag[2:]}",) if kind in (bool, bool | None) else (flag,)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import numbers
 import typing
 import warnings
@@ -234,6 +235,12 @@ def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
     return TrainConfig(data=data, **settings)
 
 
+@functools.cache
+def setting_types() -> dict[str, Any]:
+    """Each setting's type (`int`, `str | None`, ...), read once from the annotations."""
+    return typing.get_type_hints(TrainConfig)
+
+
 def default_text(name: str) -> str:
     """A setting's default as the README and --help show it."""
     f = {f.name: f for f in fields(TrainConfig)}[name]
@@ -248,7 +255,7 @@ def default_text(name: str) -> str:
 
 def _check_types(config: TrainConfig) -> None:
     """Wrong types fail here, with the setting's name, not deep inside training."""
-    hints = typing.get_type_hints(TrainConfig)
+    hints = setting_types()
     for f in fields(config):
         value, expected = getattr(config, f.name), hints[f.name]
         types = typing.get_args(expected) or (expected,)
