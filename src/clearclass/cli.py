@@ -498,8 +498,6 @@ def demo(
         run_demo(out)
 
 
-
-
 def main() -> None:
     """Entry point of the `clearclass` command."""
     try:

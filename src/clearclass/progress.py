@@ -115,9 +115,9 @@ class _NotebookBar(Bar):
         self.info = info
         self._refresh()
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self) -> None:
         now = time.perf_counter()
-        if force or now - self._shown >= NOTEBOOK_REFRESH_SECONDS or self.done >= self.total:
+        if now - self._shown >= NOTEBOOK_REFRESH_SECONDS or self.done >= self.total:
             self._shown = now
             self.handle.update(self._bundle(), raw=True)
 
