@@ -114,9 +114,9 @@ class Exploration:
         for page in range(1, pages + 1):
             suffix = "" if page == 1 else f"-{page}"
             written.append(figures.save(self.plot_samples(page), out / f"samples{suffix}.png"))
-        if self.config.batch_augment != "none" and self._readable_training_photos():
-            written.append(figures.save(self.plot_augmented(), out / "augmented.png"))
-        if self._readable_training_photos():
+        if self._readable_training_photos():  # both figures show training photos
+            if self.config.batch_augment != "none":
+                written.append(figures.save(self.plot_augmented(), out / "augmented.png"))
             written.append(figures.save(self.show_batch(), out / "batch.png"))
         self.figures = written
         return written
