@@ -18,7 +18,7 @@ import numbers
 import typing
 import warnings
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ RENAMED = {
 def setting(default: Any, help: str, group: str, default_text: str | None = None) -> Any:
     """A field of TrainConfig: its default, its help (shown by --help) and its group.
 
-    `default_text` describes a default that is worked out at run time (None in the field).
+    `default_text` describes a default that is worked out at run time (None in the field);
+    MISSING as the default makes the setting required.
     """
     metadata = {"help": help, "group": group, "default_text": default_text}
     return field(default=default, metadata=metadata)
@@ -59,12 +60,11 @@ class TrainConfig:
         print(config.learning_rate, config.will_adapt_batchnorm)  # 0.002 False
     """
 
-    data: str = field(metadata={
-        "help": "The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, "
-                "Stanford Dogs' Images/ too), a folder with train/ and valid/ (or val/, test/) "
-                "class folders, or a CSV file with columns path,label[,is_valid] (paths "
-                "relative to the CSV).",
-        "group": PHOTOS, "default_text": None})
+    data: str = setting(
+        MISSING, "The labelled photos: a folder of class folders (DATA/<class>/<photo>.jpg, "
+                 "Stanford Dogs' Images/ too), a folder with train/ and valid/ (or val/, "
+                 "test/) class folders, or a CSV file with columns path,label[,is_valid] "
+                 "(paths relative to the CSV).", PHOTOS)
     validation_fraction: float = setting(
         0.2, "Share of each class held out for validation when DATA has no split of its "
              "own.", PHOTOS)
