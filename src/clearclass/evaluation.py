@@ -203,7 +203,7 @@ def evaluate(run: str | Path, top_losses: int = TOP_LOSSES, device: str = "auto"
         report = clearclass.evaluate("runs/dogs")
         print(report.summary())
     """
-    run_dir = Path(run).expanduser()
+    run_dir = fileio.settled(Path(run).expanduser())
     split = run_dir / "split.csv"
     if not split.is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
@@ -249,11 +249,32 @@ def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]
     return [(Path(r["path"]), r["label"]) for r in rows]
 
 
+REPORT_FILES = ("index.html", "most_confused.csv", "per_class.csv", "confusion.png",
+                "most_confused.png", "top_losses.png")
+
+
 def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> Path:
-    """Write the figures, CSV files and index.html of an evaluation into `folder`."""
+    """Write the figures, CSV files and index.html of an evaluation into `folder`.
+
+    The report replaces the folder whole (never a mix of an old and a new report), so a
+    folder holding other files is refused rather than emptied.
+    """
+    folder = Path(folder).expanduser()
+    if folder.is_file():
+        raise RunError(f"{folder} is a file; give a folder for the report.")
+    others = sorted(p.name for p in folder.iterdir()
+                    if p.name not in REPORT_FILES) if folder.is_dir() else []
+    if others:
+        raise RunError(f"{folder} holds files that are not part of a report "
+                       f"({', '.join(others[:3])}); give a new or empty folder.")
+    with fileio.changing(folder, start_empty=True) as new:
+        _write_report_files(ev, new, top_losses)
+    return folder
+
+
+def _write_report_files(ev: Evaluation, folder: Path, top_losses: int) -> None:
     from clearclass import figures
 
-    folder.mkdir(parents=True, exist_ok=True)
     pairs = ev.most_confused()
     fileio.write_csv(folder / "most_confused.csv", ("actual", "predicted", "count"),
                      [(p.actual, p.predicted, p.count) for p in pairs])
@@ -267,7 +288,6 @@ def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> 
     figures.save(ev.plot_top_losses(top_losses), folder / "top_losses.png")
     fileio.write_text(folder / "index.html", _html(ev, folder, pairs, per_class,
                                                    ev.top_losses(top_losses)))
-    return folder
 
 
 def _facts(ev: Evaluation) -> list[tuple[str, str]]:

@@ -1,15 +1,35 @@
-"""Writing files so that a crash never leaves half of one: write a temp file, then rename."""
+"""Writing files and folders so that a crash never leaves half of one.
+
+A file is written to a temp file beside it, then renamed over it (`atomic_write`). A folder
+that must change as a unit (a run, a model bundle, a report) is written as a new copy
+beside it and swapped in (`FolderChange`): whatever moment the process dies, a reader
+(`settled`) finds the previous complete state or the next one, never a mix.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any thread.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; a finished file gets the mode any
+# other new file would have (a web server or a colleague may need to read a model).
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -21,6 +41,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -57,3 +78,113 @@ def free_path(path: Path) -> Path:
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
         n += 1
     return candidate
+
+
+# A folder's next state is written into `.NAME.building`; once complete it is renamed
+# `.NAME.next` (one rename: from then on it is known to be whole), NAME is renamed
+# `.NAME.previous`, `.NAME.next` becomes NAME, and `.NAME.previous` is deleted. POSIX has
+# no portable atomic exchange of two folders, so for an instant NAME is missing: `settled`
+# then reads `.NAME.next` (or `.NAME.previous`), and the next writer finishes the swap.
+def _sibling(folder: Path, state: str) -> Path:
+    return folder.with_name(f".{folder.name}.{state}")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    # Unchanged files are shared with the previous state: every write here replaces a file
+    # by renaming a new one over it, so a shared file is never modified in place.
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames inside `folder` durable (a power cut after a swap keeps it)."""
+    with contextlib.suppress(OSError):  # Windows cannot open a folder; NTFS logs renames
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def finish_interrupted_change(folder: Path) -> None:
+    """Complete or undo a `FolderChange` of `folder` that a killed process left half-done."""
+    folder = Path(folder)
+    building, ready, previous = (_sibling(folder, s) for s in ("building", "next", "previous"))
+    if ready.is_dir():
+        if folder.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            folder.rename(previous)
+        ready.rename(folder)
+    elif not folder.exists() and previous.is_dir():
+        previous.rename(folder)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(building, ignore_errors=True)
+
+
+def settled(path: str | Path) -> Path:
+    """`path`, or where its content is while a `FolderChange` of it (or of a folder above
+    it) is half-done because a process died: the complete next state, else the previous."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.name in ("", ".", ".."):
+            break
+        for state in ("next", "previous"):
+            candidate = _sibling(folder, state)
+            if candidate.is_dir():
+                return candidate / path.relative_to(folder)
+    return path
+
+
+class FolderChange:
+    """The next state of folder `target`, written beside it, then swapped in whole.
+
+    `path` is the folder to write into: a copy of `target` (unchanged files shared as hard
+    links) or, with `start_empty`, an empty one. `commit()` swaps it in; `discard()` drops
+    it. Readers see `target` as it was until `commit()` returns, then the new state.
+    """
+
+    def __init__(self, target: str | Path, start_empty: bool = False):
+        self.target = Path(target)
+        finish_interrupted_change(self.target)
+        self.path = _sibling(self.target, "building")
+        if self.target.is_dir() and not start_empty:
+            shutil.copytree(self.target, self.path, symlinks=True,
+                            copy_function=_link_or_copy)
+        else:
+            self.path.mkdir(parents=True)
+
+    def commit(self) -> Path:
+        ready, previous = _sibling(self.target, "next"), _sibling(self.target, "previous")
+        _sync_folder(self.path)
+        self.path.rename(ready)
+        if self.target.exists():
+            self.target.rename(previous)
+        ready.rename(self.target)
+        _sync_folder(self.target.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+        return self.target
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def changing(target: str | Path, start_empty: bool = False) -> Iterator[Path]:
+    """`with changing(folder) as new:` write into `new`; on success it replaces `folder`
+    whole, on an error (or Ctrl-C) `folder` is left as it was.
+
+    Example:
+        with changing(Path("runs/example/notes")) as notes:
+            (notes / "todo.txt").write_text("look at the top losses")
+    """
+    change = FolderChange(target, start_empty=start_empty)
+    try:
+        yield change.path
+    except BaseException:
+        change.discard()
+        raise
+    change.commit()

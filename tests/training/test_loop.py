@@ -100,6 +100,45 @@ def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train
     assert len(_rows(tmp_path / "run" / "metrics.csv")) == 1
 
 
+def test_overwrite_interrupted_before_its_first_epoch_keeps_the_old_run_whole(
+        tmp_path, tiny_train_settings, monkeypatch, capsys):
+    # The tester's case: the old model scored on the new split read 100% instead of 75%.
+    data = make_dataset(tmp_path / "d", per_class=6)
+    out = tmp_path / "run"
+    train(data=str(data), out=str(out), seed=1, **tiny_train_settings)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_module, "train_one_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(data=str(data), out=str(out), seed=2, overwrite=True, **tiny_train_settings)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert "still holds the previous run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "run"]  # nothing half-made
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path,
+                                                                   tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    with pytest.raises(ClearclassError):
+        train(data=str(data), out=str(tmp_path / "run"),
+              **{**tiny_train_settings, "model": "no_such_model"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_out_must_be_a_run_folder_or_new(tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ClearclassError, match="names a file") as error:
+        train(data=str(data), out=str(tmp_path / "notes.txt"), **tiny_train_settings)
+    assert error.value.as_option().startswith("--out ")
+    with pytest.raises(RunError, match="not a clearclass run folder"):
+        train(data=str(data), out=str(tmp_path), overwrite=True, **tiny_train_settings)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("adapt_batchnorm", [False, True])
 def test_frozen_epoch_changes_only_the_head_unless_batchnorm_adapts(
         tmp_path, tiny_train_settings, adapt_batchnorm):

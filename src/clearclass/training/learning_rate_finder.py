@@ -82,7 +82,25 @@ def lr_find(
     if (Path(config.out).expanduser() / "model").exists():
         raise RunError(f"{config.out} holds a trained model; lr_find writes its plot and the "
                        "split it used into a folder of its own. Choose another out.")
-    run = TrainingRun(_prepare_run_dir(dataclasses.replace(config, overwrite=True)), config)
+    run_dir, staging = _prepare_run_dir(dataclasses.replace(config, overwrite=True))
+    run = TrainingRun(run_dir, config, staging=staging)
+    try:  # the folder (plot, config.json, split.csv) appears whole or not at all
+        result = _find(run, start_learning_rate, end_learning_rate, steps)
+        from clearclass import figures
+
+        figures.save(result.plot(), staging.path / "lr_find.png")
+        staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+    result.plot_path = run_dir / "lr_find.png"
+    say(f"Suggested learning rate: {result.suggestion:.1e} (plot: {result.plot_path}).")
+    return result
+
+
+def _find(run: TrainingRun, start_learning_rate: float, end_learning_rate: float,
+          steps: int) -> LearningRateSuggestion:
+    config = run.config
     session = prepare(config, run)
     model = session.model
     saved = copy.deepcopy(model.state_dict())
@@ -117,12 +135,7 @@ def lr_find(
     model.load_state_dict(saved)
     finite = [(rate, loss) for rate, loss in zip(rates, losses) if math.isfinite(loss)]
     rates, losses = [f[0] for f in finite], [f[1] for f in finite]
-    result = LearningRateSuggestion(rates, losses, suggest_valley(rates, losses))
-    from clearclass import figures
-
-    result.plot_path = figures.save(result.plot(), run.run_dir / "lr_find.png")
-    say(f"Suggested learning rate: {result.suggestion:.1e} (plot: {result.plot_path}).")
-    return result
+    return LearningRateSuggestion(rates, losses, suggest_valley(rates, losses))
 
 
 def suggest_valley(rates: list[float], losses: list[float]) -> float:

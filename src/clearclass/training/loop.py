@@ -7,8 +7,13 @@
    slower. Unless `adapt_batchnorm`, the body keeps its pretrained BatchNorm statistics:
    the frozen body then runs forward only, and unfrozen batches can be split into chunks
    that give the same gradient with a fraction of the memory;
-4. after every epoch, show and save the metrics row and write the model bundle, so an
+4. after every epoch, show the metrics row and save it with the model bundle, so an
    interrupted run keeps its last finished epoch.
+
+The run folder changes as a unit (`fileio.FolderChange`): until the first epoch is saved
+the run is written beside it, and each epoch's metrics and model are swapped in together.
+Whenever the process dies, RUN holds the previous complete state or the next one; with
+`overwrite`, the previous run stays until the new one has a model.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +40,7 @@ from clearclass.data.augment import AugmentSettings, augment_settings, batch_aug
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
 from clearclass.data.sources import PhotoSet, find_photos
-from clearclass.errors import RunError
+from clearclass.errors import RunError, SettingError
 from clearclass.export import export_onnx
 from clearclass.model import (
     Pretrained,
@@ -83,6 +88,14 @@ class TrainingRun:
     config: TrainConfig
     history: list[EpochRow] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The run's first state, written beside run_dir until the first epoch is saved.
+    staging: fileio.FolderChange | None = field(default=None, repr=False, compare=False)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], repr=False)
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the run's files are written now: run_dir, or its staging folder."""
+        return self.staging.path if self.staging is not None else self.run_dir
 
     @property
     def model_dir(self) -> Path:
@@ -158,7 +171,17 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
     """
     config = make_config(data, settings)
     started = time.perf_counter()
-    run = TrainingRun(_prepare_run_dir(config), config)
+    run_dir, staging = _prepare_run_dir(config)
+    run = TrainingRun(run_dir, config, staging=staging)
+    try:
+        return _fine_tune(run, started)
+    finally:
+        if run.staging is not None:  # no epoch was saved: RUN is as it was
+            run.staging.discard()
+
+
+def _fine_tune(run: TrainingRun, started: float) -> TrainingRun:
+    config = run.config
     session = prepare(config, run)
     session.table = LiveTable(METRICS_HEADER, METRICS_WIDTHS)
     model = session.model
@@ -189,8 +212,12 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
                           pct_start=0.3, div=5.0)
     except KeyboardInterrupt:
         done = len(run.history)
-        where = f"the model as of epoch {done - 1} is in {run.model_dir}" if done else \
-            "no epoch had finished, so no model was saved"
+        if done:
+            where = f"the model as of epoch {done - 1} is in {run.model_dir}"
+        elif run.run_dir.exists():
+            where = f"no epoch had finished; {run.run_dir} still holds the previous run"
+        else:
+            where = "no epoch had finished, so nothing was saved"
         warn(f"Training interrupted; {where}.")
         raise
 
@@ -205,7 +232,7 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
 
 def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
     """Photos found, split and decoded once; the model built on its device."""
-    run_dir = run.run_dir
+    run_dir = run.files_dir
     _seed_everything(config.seed)
     compute = devices.select(config.device, config.precision)
     if compute.device.type == "cpu":
@@ -231,7 +258,7 @@ def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
                                      pretrained=config.pretrained, weights=config.weights)
     model = model.to(compute.device, memory_format=torch.channels_last)
     say(f"Model {config.model} from {pretrained.describe()}; training on {compute.describe()}.")
-    _write_config(run_dir, config, pretrained, compute)
+    _write_config(run_dir, config, pretrained, compute, run.run_id)
 
     def batches(indices: list[int], training: bool) -> PhotoBatches:
         return PhotoBatches(take(pixels, indices),
@@ -245,7 +272,7 @@ def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
         train_batches=batches(train_idx, True), valid_batches=batches(valid_idx, False),
         augment=augment_settings(config.batch_augment, config.augment_strength),
         augment_gen=torch.Generator().manual_seed(config.seed),
-        info=_model_info(config, photo_set, pretrained), run=run,
+        info=_model_info(config, photo_set, pretrained, run.run_id), run=run,
         scaler=torch.amp.GradScaler(compute.device.type) if compute.needs_grad_scaler else None,
     )
 
@@ -377,19 +404,30 @@ def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
         total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
-    return total_loss.item() / max(count, 1), correct.item() / max(count, 1)
+    if not count:  # nothing was measured; 0% would read as a result
+        return math.nan, math.nan
+    return total_loss.item() / count, correct.item() / count
 
 
 def _record(session: _Session, row: EpochRow) -> None:
+    """Show the epoch's row; save it and the model into the run folder, as one change."""
     run = session.run
     run.history.append(row)
     if session.table is not None:
         session.table.add_row(row.cells())
-    fileio.write_csv(run.run_dir / "metrics.csv", METRICS_HEADER,
-                     [r.cells() for r in run.history])
     session.info.training.update(epochs_done=len(run.history), valid_accuracy=row.accuracy,
                                  valid_loss=row.valid_loss)
-    save_bundle(session.model, session.info, run.model_dir)
+    change = run.staging or fileio.FolderChange(run.run_dir)
+    try:
+        fileio.write_csv(change.path / "metrics.csv", METRICS_HEADER,
+                         [r.cells() for r in run.history])
+        save_bundle(session.model, session.info, change.path / "model")
+        change.commit()
+    except BaseException:
+        change.discard()
+        raise
+    finally:
+        run.staging = None
 
 
 def _export_onnx(run: TrainingRun) -> None:
@@ -430,8 +468,7 @@ def _decode(photo_set: PhotoSet, config: TrainConfig,
                      [(str(p), reason) for p, reason in decoded.skipped])
     if decoded.skipped:
         warn(f"Skipped {len(decoded.skipped)} unreadable file(s) (listed in "
-             f"{run_dir / 'skipped.csv'}), e.g. {decoded.skipped[0][0]}: "
-             f"{decoded.skipped[0][1]}")
+             f"RUN/skipped.csv), e.g. {decoded.skipped[0][0]}: {decoded.skipped[0][1]}")
         photo_set = photo_set.without({p for p, _ in decoded.skipped})
     return photo_set, decoded.pixels
 
@@ -441,27 +478,41 @@ def run_name(config: TrainConfig) -> str:
     return f"{Path(config.data).stem or 'data'}-{config.model.replace('/', '_')}"
 
 
-def _prepare_run_dir(config: TrainConfig) -> Path:
+RUN_FILES = ("config.json", "split.csv", "model")  # any of them marks a folder as a run
+
+
+def _prepare_run_dir(config: TrainConfig) -> tuple[Path, fileio.FolderChange]:
+    """The run's folder, and the empty staging folder its first state is written into.
+
+    Nothing in the folder changes until the first epoch is saved; a run that fails or is
+    interrupted before then leaves it as it was (or absent).
+    """
     if config.out:
         run_dir = Path(config.out).expanduser()
-        if (run_dir / "model").exists() and not config.overwrite:
+        fileio.finish_interrupted_change(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SettingError("out", f"names a file, {run_dir}; give the folder to create "
+                                      "for the run.")
+        if (run_dir / "model" / "model.json").is_file() and not config.overwrite:
             raise RunError(
                 f"{run_dir} already holds a trained model. Choose another --out, or pass "
                 "--overwrite to replace it."
             )
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not any(
+                (run_dir / name).exists() for name in RUN_FILES):
+            # Replacing the folder would delete whatever the user keeps there.
+            found = ", ".join(sorted(p.name for p in run_dir.iterdir())[:3])
+            raise RunError(f"{run_dir} is not a clearclass run folder (it holds {found}); "
+                           "choose another --out, such as a new folder under runs/.")
     else:
         stem = run_name(config)
-        run_dir = Path("runs") / stem
-        n = 2
+        run_dir, n = Path("runs") / stem, 2
+        fileio.finish_interrupted_change(run_dir)
         while run_dir.exists():
             run_dir = Path("runs") / f"{stem}-{n}"
+            fileio.finish_interrupted_change(run_dir)
             n += 1
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # What describes a previous run in this folder must not pass for this one's.
-    for stale in ("metrics.csv", "summary.json"):
-        (run_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "report", ignore_errors=True)
-    return run_dir
+    return run_dir, fileio.FolderChange(run_dir, start_empty=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -470,7 +521,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained) -> ModelInfo:
+def _model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained,
+                run_id: str) -> ModelInfo:
     return ModelInfo(
         architecture=config.model,
         class_ids=list(photo_set.class_ids),
@@ -479,7 +531,8 @@ def _model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained
         resize_method=config.resize_method,
         mean=pretrained.mean,
         std=pretrained.std,
-        training={"data": str(Path(config.data).resolve()), "pretrained": pretrained.describe(),
+        training={"run_id": run_id, "data": str(Path(config.data).resolve()),
+                  "pretrained": pretrained.describe(),
                   "train_photos": len(photo_set.train), "valid_photos": len(photo_set.valid)},
     )
 
@@ -490,8 +543,9 @@ def _write_split(photo_set: PhotoSet, run_dir: Path) -> None:
 
 
 def _write_config(run_dir: Path, config: TrainConfig, pretrained: Pretrained,
-                  compute: devices.Compute) -> None:
-    data = {"config": config.to_dict(), "pretrained": pretrained.describe(),
+                  compute: devices.Compute, run_id: str) -> None:
+    # run_id is also in model.json: the two must agree in any state of the folder.
+    data = {"config": config.to_dict(), "run_id": run_id, "pretrained": pretrained.describe(),
             "device": compute.describe()}
     fileio.write_json(run_dir / "config.json", data)
 
