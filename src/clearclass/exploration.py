@@ -105,8 +105,7 @@ class Exploration:
         """Write unreadable.csv and the figures into `out`; returns the figures' paths."""
         from clearclass import figures
 
-        out = Path(out).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+        out = fileio.output_folder(out)
         fileio.write_csv(out / "unreadable.csv", ("path", "reason"),
                          [(str(p), r) for p, r in self.unreadable])
         written = []

@@ -71,6 +71,23 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return write_text(path, buffer.getvalue())
 
 
+def output_folder(path: str | Path, setting: str = "out") -> Path:
+    """The folder a user named for results, created if missing; a clear error if it cannot be
+    (a file of that name, a file where a parent folder should be, no permission)."""
+    from clearclass.errors import SettingError
+
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SettingError(setting, f"names a file, {folder}; give a folder (it is created "
+                                    "when missing).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SettingError(setting, f"{folder} cannot be created ({e.strerror}); give another "
+                                    "folder.") from None
+    return folder
+
+
 def free_path(path: Path) -> Path:
     """`path`, or the same name with -2, -3, ... before the extension when it is taken."""
     candidate, n = path, 2

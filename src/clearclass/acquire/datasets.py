@@ -113,8 +113,7 @@ def download_dataset(
     if key != "stanford-dogs" and size not in SIZES:
         raise AcquireError(f"Unknown size {size!r} for {key}; choose one of {', '.join(SIZES)} "
                            "(full: the originals; 320 and 160: the short side in pixels).")
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = fileio.output_folder(out)
     client = HttpClient(timeout=timeout, retries=retries)
     try:
         if key == "stanford-dogs":

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clearclass import fileio
 from clearclass.acquire.archives import unpack
 from clearclass.acquire.datasets import DatasetDownload
 from clearclass.acquire.http import redact, register_secret
@@ -54,7 +55,7 @@ def download_kaggle(
         say(f"{folder} is already there; not downloading it again.")
     else:
         api = _authenticated_api()
-        out.mkdir(parents=True, exist_ok=True)
+        fileio.output_folder(out)
         say(f"Downloading {owner}/{slug} from Kaggle into {out} ...")
         archive = _download(api, owner, slug, out)
         unpack([archive], folder)

@@ -43,7 +43,7 @@ from clearclass.acquire.manifest import MANIFEST, Entry, read_manifest, write_ma
 from clearclass.acquire.providers import Candidate, Provider, get_provider
 from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
-from clearclass.errors import AcquireError
+from clearclass.errors import AcquireError, SettingError
 from clearclass.parallel import map_in_order
 from clearclass.progress import bar, say, show, warn
 
@@ -153,12 +153,12 @@ def search(
     dogs/beagle/, dogs/pug/ and dogs/manifest.csv. API keys and base URLs come from
     `environ` (default: the process environment): see `providers`.
     """
-    if per_class < 1 or workers < 1:
-        raise AcquireError(f"per_class and workers must be at least 1; got {per_class} and "
-                           f"{workers}.")
+    for name, value in (("per_class", per_class), ("workers", workers)):
+        if value < 1:
+            raise SettingError(name, f"must be at least 1; got {value}.")
     if max_side is not None and max_side < min_side:
-        raise AcquireError(f"max_side ({max_side}) must be at least the smallest side kept "
-                           f"({min_side}).")
+        raise SettingError("max_side", f"({max_side}) must be at least the smallest side kept "
+                                       f"(--min-side {min_side}).")
     classes = _classes(queries, classes_file)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():

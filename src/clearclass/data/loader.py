@@ -63,7 +63,10 @@ class _DecodeDataset(Dataset):
         pixels = resize_to_fit(img, self.size, self.method)
         if entry is None:
             return i, pixels, "", False
-        write_entry(entry, pixels)
+        try:
+            write_entry(entry, pixels)
+        except OSError:  # the cache's disk is full: this photo stays in memory instead
+            return i, pixels, "", False
         return i, entry, "", False
 
 

@@ -135,7 +135,9 @@ class TrainConfig:
     onnx: bool = setting(
         True, "Also export the model to RUN/model/model.onnx at the end, checked against "
               "PyTorch, so that prediction runs in ONNX Runtime.", OUTPUT)
-    overwrite: bool = setting(False, "Replace a model already in the run folder.", OUTPUT)
+    overwrite: bool = setting(
+        False, "Replace a run already in the run folder (kept until the new run saves its "
+        "first epoch).", OUTPUT)
 
     def __post_init__(self) -> None:
         # Imported here: augment.py needs PyTorch, which `clearclass --help` should not wait

@@ -456,7 +456,7 @@ def _micro_batch(config: TrainConfig, compute: devices.Compute) -> int | None:
 def _decode(photo_set: PhotoSet, config: TrainConfig,
             run_dir: Path) -> tuple[PhotoSet, Sequence[np.ndarray]]:
     paths = [p.path for p in photo_set.photos]
-    cache = default_cache_dir() if config.cache else None
+    cache = _usable_cache_dir() if config.cache else None
     t0 = time.perf_counter()
     with bar("reading photos", len(paths)) as progress:
         decoded = decode_photos(paths, config.item_resize, config.resize_method,
@@ -471,6 +471,21 @@ def _decode(photo_set: PhotoSet, config: TrainConfig,
              f"RUN/skipped.csv), e.g. {decoded.skipped[0][0]}: {decoded.skipped[0][1]}")
         photo_set = photo_set.without({p for p, _ in decoded.skipped})
     return photo_set, decoded.pixels
+
+
+def _usable_cache_dir() -> Path | None:
+    """The decoded-photo cache folder, or None (photos decoded into memory) with a warning
+    when it cannot be written: a file of that name, no permission, a read-only disk."""
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(folder / ".writable", "")
+    except OSError as e:
+        warn(f"Cannot write the decoded-photo cache in {folder} ({e.strerror or e}); decoding "
+             "into memory instead. Set CLEARCLASS_CACHE_DIR to a writable folder, or pass "
+             "--no-cache.")
+        return None
+    return folder
 
 
 def run_name(config: TrainConfig) -> str:
