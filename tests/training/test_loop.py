@@ -119,6 +119,28 @@ def test_overwrite_interrupted_before_its_first_epoch_keeps_the_old_run_whole(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "run"]  # nothing half-made
 
 
+def test_a_full_disk_while_saving_keeps_the_previous_epoch_and_says_so(
+        tmp_path, tiny_train_settings, monkeypatch):
+    import errno
+
+    data = make_dataset(tmp_path / "d", per_class=6)
+    real_save, calls = loop_module.save_bundle, []
+
+    def disk_fills_up(model, info, folder):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        return real_save(model, info, folder)
+
+    monkeypatch.setattr(loop_module, "save_bundle", disk_fills_up)
+    with pytest.raises(RunError, match="still holds epoch 0.*Free some space"):
+        train(data=str(data), out=str(tmp_path / "run"), **tiny_train_settings)
+    info = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert info["training"]["epochs_done"] == 1
+    assert len(_rows(tmp_path / "run" / "metrics.csv")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "run"]
+
+
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path,
                                                                    tiny_train_settings):
     data = make_dataset(tmp_path / "d", per_class=4)

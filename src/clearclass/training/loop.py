@@ -423,6 +423,14 @@ def _record(session: _Session, row: EpochRow) -> None:
                          [r.cells() for r in run.history])
         save_bundle(session.model, session.info, change.path / "model")
         change.commit()
+    except OSError as e:
+        change.discard()
+        kept = (f"{run.run_dir} still holds epoch {row.epoch - 1}" if len(run.history) > 1
+                else f"{run.run_dir} still holds the previous run" if run.run_dir.exists()
+                else "nothing was saved")
+        raise RunError(f"Could not save epoch {row.epoch} ({e.strerror or e}: "
+                       f"{e.filename or run.run_dir}); {kept}. Free some space (or fix the "
+                       "folder's permissions) and train again.") from e
     except BaseException:
         change.discard()
         raise

@@ -1,0 +1,122 @@
+"""Misusing `train` and `evaluate` through the real command line: one clear line, the
+documented exit status (1), and nothing lost or left half-made."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_dataset
+
+TINY = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size", "8",
+        "--freeze-epochs", "1", "--epochs", "0", "--learning-rate", "1e-2", "--workers", "0",
+        "--device", "cpu", "--no-onnx", "--quiet"]
+
+
+def clearclass(*args: str, env: dict | None = None, cwd: Path | None = None):
+    result = subprocess.run([sys.executable, "-m", "clearclass", *map(str, args)],
+                            capture_output=True, text=True, timeout=300, cwd=cwd,
+                            env={**os.environ, **(env or {})})
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def failed(result, *words: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert message.startswith("error:") and len(message.splitlines()) == 1, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("robust") / "colours", per_class=6)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data) -> Path:
+    out = data.parent / "runs" / "done"
+    assert clearclass("train", data, "--out", out, *TINY).returncode == 0
+    return out
+
+
+def test_out_naming_a_file_or_a_folder_of_other_things(data, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    failed(clearclass("train", data, "--out", notes, *TINY), "--out names a file")
+    failed(clearclass("train", data, "--out", tmp_path, "--overwrite", *TINY),
+           "not a clearclass run folder")
+    failed(clearclass("explore", data, "--out", notes, "--quiet"), "--out names a file")
+    assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_a_run_that_fails_before_training_leaves_nothing(data, tmp_path):
+    failed(clearclass("train", data, "--out", tmp_path / "run", *TINY, "--device", "cuda"),
+           "--device cuda")
+    failed(clearclass("train", data, "--out", tmp_path / "run", *TINY, "--model", "nope"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_existing_model_needs_overwrite_and_a_half_made_run_does_not(data, finished_run,
+                                                                        tmp_path):
+    failed(clearclass("train", data, "--out", finished_run, *TINY), "--overwrite")
+    # What an older clearclass or a killed first save leaves: settings, no model, a temp file.
+    half = tmp_path / "half"
+    shutil.copytree(finished_run, half)
+    shutil.rmtree(half / "model")
+    (half / ".model.json.x1y2.tmp").write_text("{")
+    (tmp_path / ".half.building").mkdir()
+    assert clearclass("train", data, "--out", half, *TINY).returncode == 0
+    assert (half / "model" / "model.json").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["half"]
+    assert not (half / ".model.json.x1y2.tmp").exists()
+
+
+def test_a_run_being_swapped_when_a_process_died_still_evaluates(finished_run, tmp_path):
+    # Killed between the two renames of a swap: RUN is missing, its new state beside it.
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    shutil.copytree(finished_run, parent / ".run.next")
+    result = clearclass("evaluate", parent / "run", "--device", "cpu", "--quiet")
+    assert result.returncode == 0 and "Accuracy" in result.stdout, result.stdout
+
+
+def test_evaluate_on_what_is_not_a_run(data, finished_run, tmp_path):
+    failed(clearclass("evaluate", tmp_path / "missing"), "not a training run")
+    failed(clearclass("evaluate", data), "not a training run")
+    (tmp_path / "file").write_text("x")
+    failed(clearclass("evaluate", tmp_path / "file"), "not a training run")
+    no_model = tmp_path / "no-model"
+    shutil.copytree(finished_run, no_model)
+    shutil.rmtree(no_model / "model")
+    failed(clearclass("evaluate", no_model), "not a clearclass model")
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
+                    reason="needs a user whom file permissions stop (not root) on POSIX")
+def test_a_read_only_run_folder_is_a_one_line_error(finished_run, tmp_path):
+    run = tmp_path / "read-only"
+    shutil.copytree(finished_run, run)
+    run.chmod(0o555)
+    try:
+        failed(clearclass("evaluate", run, "--device", "cpu"), "Permission denied")
+    finally:
+        run.chmod(0o755)
+
+
+def test_an_unwritable_cache_falls_back_to_memory(data, tmp_path):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("x")
+    result = clearclass("train", data, "--out", tmp_path / "run", *TINY[:-1],
+                        env={"CLEARCLASS_CACHE_DIR": str(blocker)})
+    assert result.returncode == 0, result.stderr
+    assert "Cannot write the decoded-photo cache" in result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["cache"] is True
