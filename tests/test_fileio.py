@@ -100,3 +100,25 @@ def test_settled_finds_a_file_below_a_folder_being_swapped(tmp_path):
     _fill(tmp_path / ".run.next" / "model", weights="w")
     assert fileio.settled(tmp_path / "run" / "model" / "weights").read_text() == "w"
     assert fileio.settled(tmp_path / "other") == tmp_path / "other"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no flock on Windows")
+def test_one_writer_at_a_time(tmp_path):
+    from clearclass.errors import RunError
+
+    with fileio.exclusive(tmp_path / "run"):
+        with pytest.raises(RunError, match="Another clearclass process is writing"), \
+                fileio.exclusive(tmp_path / "run"):
+            pass
+    with fileio.exclusive(tmp_path / "run"):  # released, even after the error
+        pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_copy_leaves_out_other_writers_work_in_progress(tmp_path):
+    target = _fill(tmp_path / "run", a="1")
+    _fill(target / ".report.building", half="x")
+    (target / ".metrics.csv.abc.tmp").write_text("x")
+    change = fileio.FolderChange(target)
+    assert sorted(os.listdir(change.path)) == ["a"]
+    change.discard()

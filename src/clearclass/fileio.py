@@ -125,6 +125,43 @@ def _sync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def _work_in_progress(folder: str, names: list[str]) -> set[str]:
+    """What a copy of a folder leaves out: other writers' temp files and staging folders."""
+    return {n for n in names if n.startswith(".") and n.endswith(
+        (".tmp", ".building", ".next", ".previous", ".lock"))}
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path, what: str = "--out") -> Iterator[None]:
+    """Only one process at a time may write `folder`; a second one gets a clear error.
+
+    The lock is the operating system's (flock), so a killed process never leaves it held.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    from clearclass.errors import RunError
+
+    folder = Path(folder)
+    lock = folder.with_name(f".{folder.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"Another clearclass process is writing {folder}; wait for it to "
+                           f"finish, or choose another {what}.") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
 def finish_interrupted_change(folder: Path) -> None:
     """Complete or undo a `FolderChange` of `folder` that a killed process left half-done."""
     folder = Path(folder)
@@ -169,7 +206,7 @@ class FolderChange:
         finish_interrupted_change(self.target)
         self.path = _sibling(self.target, "building")
         if self.target.is_dir() and not start_empty:
-            shutil.copytree(self.target, self.path, symlinks=True,
+            shutil.copytree(self.target, self.path, symlinks=True, ignore=_work_in_progress,
                             copy_function=_link_or_copy)
         else:
             self.path.mkdir(parents=True)

@@ -23,7 +23,7 @@ from clearclass.progress import bar, say
 from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
 from clearclass.training.loop import (
     TrainingRun,
-    _prepare_run_dir,
+    _run_folder,
     freeze_body,
     prepare,
     run_name,
@@ -82,17 +82,14 @@ def lr_find(
     if (Path(config.out).expanduser() / "model").exists():
         raise RunError(f"{config.out} holds a trained model; lr_find writes its plot and the "
                        "split it used into a folder of its own. Choose another out.")
-    run_dir, staging = _prepare_run_dir(dataclasses.replace(config, overwrite=True))
-    run = TrainingRun(run_dir, config, staging=staging)
-    try:  # the folder (plot, config.json, split.csv) appears whole or not at all
-        result = _find(run, start_learning_rate, end_learning_rate, steps)
+    # The folder (plot, config.json, split.csv) appears whole or not at all.
+    with _run_folder(dataclasses.replace(config, overwrite=True)) as (run_dir, staging):
+        result = _find(TrainingRun(run_dir, config, staging=staging), start_learning_rate,
+                       end_learning_rate, steps)
         from clearclass import figures
 
         figures.save(result.plot(), staging.path / "lr_find.png")
         staging.commit()
-    except BaseException:
-        staging.discard()
-        raise
     result.plot_path = run_dir / "lr_find.png"
     say(f"Suggested learning rate: {result.suggestion:.1e} (plot: {result.plot_path}).")
     return result

@@ -18,12 +18,13 @@ Whenever the process dies, RUN holds the previous complete state or the next one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,13 +172,8 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
     """
     config = make_config(data, settings)
     started = time.perf_counter()
-    run_dir, staging = _prepare_run_dir(config)
-    run = TrainingRun(run_dir, config, staging=staging)
-    try:
-        return _fine_tune(run, started)
-    finally:
-        if run.staging is not None:  # no epoch was saved: RUN is as it was
-            run.staging.discard()
+    with _run_folder(config) as (run_dir, staging):
+        return _fine_tune(TrainingRun(run_dir, config, staging=staging), started)
 
 
 def _fine_tune(run: TrainingRun, started: float) -> TrainingRun:
@@ -504,15 +500,37 @@ def run_name(config: TrainConfig) -> str:
 RUN_FILES = ("config.json", "split.csv", "model")  # any of them marks a folder as a run
 
 
-def _prepare_run_dir(config: TrainConfig) -> tuple[Path, fileio.FolderChange]:
-    """The run's folder, and the empty staging folder its first state is written into.
+@contextlib.contextmanager
+def _run_folder(config: TrainConfig) -> Iterator[tuple[Path, fileio.FolderChange]]:
+    """The run's folder, held by this process alone, and the empty staging folder its first
+    state is written into (`TrainingRun.staging` until the first epoch is saved).
 
-    Nothing in the folder changes until the first epoch is saved; a run that fails or is
-    interrupted before then leaves it as it was (or absent).
+    Nothing in the folder changes until then; a run that fails or is interrupted before
+    leaves it as it was (or absent).
     """
+    run_dir = _run_dir(config)
+    with fileio.exclusive(run_dir):
+        staging = _check_run_dir(run_dir, config)
+        try:
+            yield run_dir, staging
+        finally:
+            staging.discard()  # a no-op once the first epoch committed it
+
+
+def _run_dir(config: TrainConfig) -> Path:
     if config.out:
-        run_dir = Path(config.out).expanduser()
-        fileio.finish_interrupted_change(run_dir)
+        return Path(config.out).expanduser()
+    stem = run_name(config)
+    run_dir, n = Path("runs") / stem, 2
+    while fileio.settled(run_dir).exists() or run_dir.with_name(f".{run_dir.name}.lock").exists():
+        run_dir = Path("runs") / f"{stem}-{n}"
+        n += 1
+    return run_dir
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig) -> fileio.FolderChange:
+    fileio.finish_interrupted_change(run_dir)
+    if config.out:
         if run_dir.exists() and not run_dir.is_dir():
             raise SettingError("out", f"names a file, {run_dir}; give the folder to create "
                                       "for the run.")
@@ -527,15 +545,7 @@ def _prepare_run_dir(config: TrainConfig) -> tuple[Path, fileio.FolderChange]:
             found = ", ".join(sorted(p.name for p in run_dir.iterdir())[:3])
             raise RunError(f"{run_dir} is not a clearclass run folder (it holds {found}); "
                            "choose another --out, such as a new folder under runs/.")
-    else:
-        stem = run_name(config)
-        run_dir, n = Path("runs") / stem, 2
-        fileio.finish_interrupted_change(run_dir)
-        while run_dir.exists():
-            run_dir = Path("runs") / f"{stem}-{n}"
-            fileio.finish_interrupted_change(run_dir)
-            n += 1
-    return run_dir, fileio.FolderChange(run_dir, start_empty=True)
+    return fileio.FolderChange(run_dir, start_empty=True)
 
 
 def _seed_everything(seed: int) -> None:
