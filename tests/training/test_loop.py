@@ -158,6 +158,8 @@ def test_out_must_be_a_run_folder_or_new(tmp_path, tiny_train_settings):
     assert error.value.as_option().startswith("--out ")
     with pytest.raises(RunError, match="not a clearclass run folder"):
         train(data=str(data), out=str(tmp_path), overwrite=True, **tiny_train_settings)
+    with pytest.raises(ClearclassError, match="inside DATA"):
+        train(data=str(data), out=str(data / "runs" / "one"), **tiny_train_settings)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

@@ -530,6 +530,11 @@ def _run_dir(config: TrainConfig) -> Path:
 
 def _check_run_dir(run_dir: Path, config: TrainConfig) -> fileio.FolderChange:
     fileio.finish_interrupted_change(run_dir)
+    data = Path(config.data).expanduser().resolve()
+    if data.is_dir() and run_dir.resolve().is_relative_to(data):
+        # Its figures would be read as photos of a class named after it next time.
+        raise SettingError("out", f"{run_dir} is inside DATA ({config.data}); put runs "
+                                  "beside the photos, such as runs/NAME.")
     if config.out:
         if run_dir.exists() and not run_dir.is_dir():
             raise SettingError("out", f"names a file, {run_dir}; give the folder to create "
