@@ -24,7 +24,7 @@ from clearclass import fileio
 from clearclass.bundle import ModelInfo
 from clearclass.data.decode import UnreadableImage, load_item
 from clearclass.data.sources import parse_is_valid
-from clearclass.errors import ClearclassError, DataError, RunError
+from clearclass.errors import ClearclassError, DataError, RunError, SettingError
 from clearclass.predict import Classifier, load
 from clearclass.progress import bar, warn
 
@@ -203,6 +203,8 @@ def evaluate(run: str | Path, top_losses: int = TOP_LOSSES, device: str = "auto"
         report = clearclass.evaluate("runs/dogs")
         print(report.summary())
     """
+    if not isinstance(top_losses, int) or top_losses < 0:
+        raise SettingError("top_losses", f"must be a whole number >= 0; got {top_losses!r}.")
     run_dir = fileio.settled(Path(run).expanduser())
     split = run_dir / "split.csv"
     if not split.is_file():

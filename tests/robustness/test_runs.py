@@ -97,6 +97,7 @@ def test_evaluate_on_what_is_not_a_run(data, finished_run, tmp_path):
     shutil.copytree(finished_run, no_model)
     shutil.rmtree(no_model / "model")
     failed(clearclass("evaluate", no_model), "not a clearclass model")
+    failed(clearclass("evaluate", finished_run, "--top-losses", "-5"), "--top-losses")
 
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
