@@ -114,3 +114,54 @@ def test_wrong_use_is_explained(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AcquireError, match="No photos found"):
         verify(tmp_path / "empty")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_links_that_would_count_photos_twice_are_reported(tmp_path, capsys):
+    root = tmp_path / "d"
+    for i, name in enumerate(("beagle", "pug")):
+        _write(root / name / "a.jpg", photo(10 + i))
+    elsewhere = _write(tmp_path / "mnt" / "hound" / "a.jpg", photo(12)).parent
+    (root / "all").symlink_to(".")  # back to DIR: every photo again, as 'all'
+    (root / "beagle" / "up").symlink_to("../..")  # above DIR
+    (root / "pug" / "more").symlink_to("../beagle")  # another folder of DIR
+    (root / "hound").symlink_to(elsewhere)  # a class kept elsewhere: checked as usual
+    (root / "hound2").symlink_to(elsewhere)  # ... but only once
+    (root / "pug" / "b.jpg").symlink_to(root / "beagle" / "a.jpg")  # a linked copy
+    report = verify(root)
+    found = {p.path.relative_to(root).as_posix(): (p.kind, p.removable)
+             for p in report.problems}
+    assert found == {
+        "all": ("linked folder", False),
+        "beagle/up": ("linked folder", False),
+        "pug/more": ("linked folder", False),
+        "hound2": ("linked folder", False),
+        "pug/b.jpg": ("duplicate across classes", True),
+    }
+    assert report.checked == 3  # beagle/a.jpg, hound/a.jpg, pug/a.jpg
+    details = {p.path.name: p.detail for p in report.problems}
+    assert details["all"].startswith("a link back to this folder itself")
+    assert "checked already as hound/" in details["hound2"]
+    assert details["b.jpg"] == "a link to beagle/a.jpg (the same file)"
+    out = " ".join(capsys.readouterr().out.split())
+    assert "linked folder" in out and "remove the link" in out
+
+    # --delete takes away the linked copy (the link, never the photo) and leaves folders.
+    verify(root, delete=True)
+    assert not (root / "pug" / "b.jpg").is_symlink() and (root / "beagle" / "a.jpg").is_file()
+    assert (root / "all").is_symlink() and (elsewhere / "a.jpg").is_file()
+
+
+def test_a_linked_copy_is_taken_away_not_the_file_it_leads_to(tmp_path):
+    root = tmp_path / "d"
+    real = _write(root / "pug" / "z.jpg", photo(20))
+    (root / "beagle").mkdir()
+    (root / "beagle" / "a.jpg").symlink_to(real)  # first in path order, but a link
+    report = verify(root, delete=True)
+    assert [p.path for p in report.problems] == [root / "beagle" / "a.jpg"]
+    assert real.is_file() and not (root / "beagle" / "a.jpg").exists()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -63,8 +65,10 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_empty_and_text_files_are_unreadable(tmp_path, content):
     path = tmp_path / "fake.jpg"
     path.write_bytes(content)
-    with pytest.raises(UnreadableImage, match="UnidentifiedImageError"):
-        open_rgb(path)
+    for source in (path, io.BytesIO(content)):
+        with pytest.raises(UnreadableImage) as caught:
+            open_rgb(source)
+        assert str(caught.value) == "not an image, or a format Pillow cannot read"
 
 
 def test_truncated_jpeg_is_unreadable(tmp_path):
@@ -72,8 +76,25 @@ def test_truncated_jpeg_is_unreadable(tmp_path):
     data = good.read_bytes()
     bad = tmp_path / "truncated.jpg"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UnreadableImage, match="truncated"):
+    with pytest.raises(UnreadableImage, match="^truncated: the file ends before the image does$"):
         open_rgb(bad)
+
+
+def test_reasons_are_words_not_python(tmp_path, monkeypatch):
+    """skipped.csv and verify show the reason: no exception names, no buffer addresses."""
+    with pytest.raises(UnreadableImage, match="^cannot read the file: Is a directory$"):
+        open_rgb(tmp_path)
+    # A huge image (a decompression bomb) is refused before its pixels are allocated.
+    path = make_photo(tmp_path / "wide.png", size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(UnreadableImage, match=r"^too many pixels to decode safely \(Image size "
+                                              r"\(4096 pixels\) exceeds limit of 2000 pixels\)$"):
+        open_rgb(io.BytesIO(path.read_bytes()))
+    data = bytearray(make_photo(tmp_path / "p.webp", size=(40, 30)).read_bytes())
+    data[20:40] = bytes(20)  # damaged image data after a real header
+    with pytest.raises(UnreadableImage) as caught:
+        open_rgb(io.BytesIO(bytes(data)))
+    assert "Error" not in str(caught.value) and "0x" not in str(caught.value)
 
 
 def test_draft_mode_never_decodes_below_the_size_needed(tmp_path):

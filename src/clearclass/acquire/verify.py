@@ -9,9 +9,13 @@ when it is:
 - smaller than `min_side` on its short side;
 - an identical or near copy of an earlier file (in path order) in the same folder, in
   another class, or in another split of the same class (a photo in both train/ and valid/
-  makes validation accuracy look better than it is).
-`delete` removes the unusable files and the extra copies, `move_to` moves them out keeping
-their class folder; DIR/manifest.csv, when `search` wrote one, is updated to match.
+  makes validation accuracy look better than it is);
+- a link to a file listed already (the same file twice), or a linked folder that leads back
+  to DIR or above it, or to another folder of DIR: training would find its photos twice,
+  under two labels. Linked folders that lead elsewhere are checked like any other.
+`delete` removes the unusable files and the extra copies (a linked copy: the link, never
+the file it leads to), `move_to` moves them out keeping their class folder; DIR/manifest.csv,
+when `search` wrote one, is updated to match. Linked folders are left for you to remove.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from clearclass.acquire.checks import (
 )
 from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
 from clearclass.data.decode import UnreadableImage
-from clearclass.data.sources import is_image_file
+from clearclass.data.sources import LINK_AGAIN, LINK_BACK, FolderLink, Found, scan_images
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path
 from clearclass.parallel import default_workers, map_in_order
@@ -44,6 +48,7 @@ UNREADABLE, TRUNCATED, TOO_SMALL = "unreadable", "truncated", "too small"
 WRONG_EXTENSION = "wrong extension"
 DUPLICATE, NEAR_DUPLICATE = "duplicate", "near duplicate"
 ACROSS_CLASSES, ACROSS_SPLITS = "duplicate across classes", "duplicate across splits"
+LINKED_FOLDER = "linked folder"
 TABLE_ROWS = 50  # problems listed in the table; the report holds them all
 
 
@@ -60,8 +65,9 @@ class Problem:
 
     @property
     def removable(self) -> bool:
-        """Whether delete/move_to takes it away (a wrong extension is renamed instead)."""
-        return self.kind != WRONG_EXTENSION
+        """Whether delete/move_to takes it away (a wrong extension is renamed instead, a
+        linked folder left for the user to remove)."""
+        return self.kind not in (WRONG_EXTENSION, LINKED_FOLDER)
 
 
 @dataclass
@@ -123,11 +129,17 @@ def verify(
     if target is not None and target.resolve().is_relative_to(root.resolve()):
         raise AcquireError(f"--move-to {target} is inside {root}: the moved files would be "
                            "checked (and trained on) again. Choose a folder outside it.")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
-    if not files:
+    try:
+        found, links = scan_images(root, follow_inside=False)
+    except OSError as e:
+        raise AcquireError(f"Cannot read {e.filename or root}: {e.strerror or e}. Check that "
+                           "you may read every folder in it.") from None
+    if not found and not links:
         raise AcquireError(f"No photos found under {root} (looked for .jpg, .png, .webp, ...).")
+    files, linked = _each_file_once(root, found)
 
-    report = VerifyReport(root, len(files))
+    report = VerifyReport(root, len(files), [_linked_folder(root, link) for link in links]
+                          + linked)
     index = DuplicateIndex(near_bits)
     workers = workers or default_workers()
     with bar("verifying photos", len(files)) as progress:
@@ -139,6 +151,51 @@ def verify(
         _act(report, delete, target, fix_extensions)
     _print(report, delete or target is not None, fix_extensions)
     return report
+
+
+def _linked_folder(root: Path, link: FolderLink) -> Problem:
+    target = _shown_in(root, link.target)
+    if link.why == LINK_BACK:
+        where = ("back to this folder itself" if link.target == root.resolve() else
+                 f"to {target}, which holds this folder")
+        detail = f"a link {where}: training would count every photo again, under another label"
+    elif link.why == LINK_AGAIN:
+        first = link.scanned_as.relative_to(root).as_posix() if link.scanned_as else target
+        detail = (f"a link to {target}, checked already as {first}/: its photos would be "
+                  "counted twice")
+    else:
+        detail = f"a link to {target}, also in this folder: its photos would be counted twice"
+    return Problem(link.path, LINKED_FOLDER, detail + "; remove the link")
+
+
+def _each_file_once(root: Path, found: list[Found]) -> tuple[list[Path], list[Problem]]:
+    """The files to examine, each real file once, and a problem for each other path to it.
+
+    The path kept is one that is not itself a link, so that --delete and --move-to only ever
+    take away links to it."""
+    by_real: dict[Path, list[Path]] = {}
+    for f in found:
+        by_real.setdefault(f.real, []).append(f.path)
+    kept, problems = {}, []
+    for paths in by_real.values():
+        keep = next((p for p in paths if not p.is_symlink()), paths[0])
+        kept[keep] = True
+        for path in paths:
+            if path == keep:
+                continue
+            here, there = path.parent.relative_to(root), keep.parent.relative_to(root)
+            kind = (DUPLICATE if here == there else
+                    ACROSS_SPLITS if here.name == there.name else ACROSS_CLASSES)
+            problems.append(Problem(path, kind, f"a link to {keep.relative_to(root).as_posix()}"
+                                                " (the same file)", keep))
+    return sorted(kept), sorted(problems, key=lambda p: p.path)
+
+
+def _shown_in(root: Path, target: Path) -> str:
+    real_root = root.resolve()
+    if target.is_relative_to(real_root):
+        return (target.relative_to(real_root).as_posix() or ".") + "/"
+    return str(target)
 
 
 def _examine_file(path: Path) -> Examined | str:
@@ -238,3 +295,6 @@ def _print(report: VerifyReport, removing: bool, fix_extensions: bool) -> None:
     if ACROSS_CLASSES in report.counts():
         say("A photo in two classes gives the model two answers for it: decide which class "
             "it belongs to.")
+    if LINKED_FOLDER in report.counts():
+        say("A linked folder listed above would give training the same photos twice: remove "
+            "the link (rm LINK removes the link, not the photos it leads to).")

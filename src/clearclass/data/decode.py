@@ -8,6 +8,7 @@ square, at a random place in training and in the centre otherwise, as fastai's `
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -16,6 +17,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_METHODS = ("crop", "squish", "pad")
+NOT_AN_IMAGE = "not an image, or a format Pillow cannot read"
+# How Python shows an object without a readable form: Pillow names the buffer it read this way.
+_OBJECT_REPR = re.compile(r"\s*'?<[^<>]* object at 0x[0-9a-fA-F]+>'?")
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -131,5 +135,16 @@ def load_item(path: str | Path, size: int, method: str) -> np.ndarray:
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """Why a file did not decode, in words for skipped.csv: never Pillow's name for the buffer
+    it read (`<_io.BytesIO object at 0x...>`) nor a Python exception's name."""
+    text = _OBJECT_REPR.sub("", str(error).strip().splitlines()[0] if str(error).strip() else "")
+    text = text.strip(" :.")
+    if isinstance(error, UnidentifiedImageError):
+        return NOT_AN_IMAGE
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too many pixels to decode safely ({text.split(', could be')[0]})"
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"cannot read the file: {error.strerror or text}"
+    if isinstance(error, EOFError) or "truncated" in text.lower():
+        return "truncated: the file ends before the image does"
+    return "damaged image data" + (f" ({text})" if text else "")

@@ -8,7 +8,10 @@ as they are; `display_name` makes them readable (`n02085620-Chihuahua` shows as
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -25,6 +28,20 @@ VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
 _WORDNET_PREFIX = re.compile(r"^n\d{8}[-_ ]+")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "y", "t", "valid", "validation"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "", "train"})
+# A labels table: Excel names its "Unicode text" (UTF-16, tab-separated) .txt.
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+# Comma; tab (Excel's "Unicode text"); semicolon (Excel's CSV where ',' is the decimal mark).
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+# Characters no spreadsheet writes into text (a trailing DOS end-of-file mark aside).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEEP_ONE_PLACE = ("Keep it in one place only (where one is reached through a link, remove the "
+                   "link)")
+_SAVE_AS = ('Save it as "CSV UTF-8" (in Excel: File > Save As > CSV UTF-8) with the columns '
+            "path,label[,is_valid].")
 
 
 @dataclass(frozen=True)
@@ -67,18 +84,33 @@ class PhotoSet:
     def without(self, unreadable: set[Path]) -> PhotoSet:
         """The same set minus the photos that could not be decoded.
 
-        A class left with no photo at all is an error that names its folder: training on a
-        class that cannot be seen would only produce a wrong head.
+        A class left with no photo at all, or with no training photo, is an error that names
+        its folder: training on a class that cannot be seen would only produce a wrong head.
+        So is a set left with no validation photo: its accuracy could not be measured.
         """
         kept = [p for p in self.photos if p.path not in unreadable]
         present = {p.label for p in kept}
+        trained = {p.label for p in kept if not p.is_valid}
         for class_id in self.class_ids:
+            folder = _class_folder(self, class_id)
             if class_id not in present:
-                folder = _class_folder(self, class_id)
                 raise DataError(
                     f"Class '{class_id}' has no readable image: every file in {folder} failed "
                     "to decode (see skipped.csv). Replace the files or remove the folder."
                 )
+            if class_id not in trained:
+                raise DataError(
+                    f"Class '{class_id}' has no readable training photo: every one in {folder} "
+                    "failed to decode (see skipped.csv). Replace them or add readable photos."
+                )
+        if not any(p.is_valid for p in kept):
+            held_out = len(self.valid)
+            raise DataError(
+                (f"None of the {held_out} validation photos could be decoded (see skipped.csv)"
+                 if held_out else "No photo is held out for validation")
+                + ", so accuracy could not be measured. Replace the unreadable files or add "
+                "readable photos to validate on."
+            )
         return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes))
 
 
@@ -107,24 +139,44 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
       stratified);
     - a folder holding `train/<class>/` and one of `valid/`, `val/`, `validation/`, `test/`
       (used as given);
-    - a CSV file `path,label[,is_valid]`, paths relative to the CSV's folder.
+    - a CSV file `path,label[,is_valid]`, paths relative to the CSV's folder (UTF-8 or
+      UTF-16 or Windows-1252, separated by commas, tabs or semicolons, as spreadsheets
+      save it).
+
+    Linked folders and files are followed, each file counted once: the same file under two
+    labels, or in both train and validation, is an error, and so is a class folder that
+    links back to DATA. A set with no validation photo is an error too.
     """
     if not 0.0 < validation_fraction < 1.0:
         raise DataError("validation_fraction must be between 0 and 1 (exclusive); got "
                         f"{validation_fraction}.")
     root = Path(data).expanduser()
-    if not root.exists():
-        raise DataError(f"{root} does not exist. Pass a folder of class folders or a CSV file.")
-    if root.is_file():
-        if root.suffix.lower() != ".csv":
+    try:
+        if not root.exists():
             raise DataError(
-                f"{root} is a file but not a CSV. Pass a folder of class folders "
-                "(DATA/<class>/<photo>.jpg) or a CSV with columns path,label[,is_valid]."
-            )
-        photo_set = _from_csv(root, validation_fraction, seed)
-    else:
-        photo_set = _from_folders(root, validation_fraction, seed)
+                f"{root} does not exist. Pass a folder of class folders or a CSV file.")
+        if root.is_file():
+            if root.suffix.lower() not in TABLE_SUFFIXES:
+                raise DataError(
+                    f"{root} is a file but not a CSV. Pass a folder of class folders "
+                    "(DATA/<class>/<photo>.jpg) or a CSV with columns path,label[,is_valid]."
+                )
+            photo_set = _from_csv(root, validation_fraction, seed)
+        elif not root.is_dir():
+            raise DataError(f"{root} is neither a folder nor a file. Pass a folder of class "
+                            "folders or a CSV file.")
+        elif root.suffix.lower() in TABLE_SUFFIXES and not _subfolders(root):
+            raise DataError(f"{root} is a folder, not a CSV file. Pass the CSV file itself, "
+                            "or a folder of class folders.")
+        else:
+            photo_set = _from_folders(root, validation_fraction, seed)
+    except OSError as e:
+        raise DataError(f"Cannot read {e.filename or root}: {e.strerror or e}. Check that it "
+                        "is there and that you may read it.") from None
     _check_classes(photo_set)
+    if not photo_set.valid:  # each layout says why first; this is the last guard
+        raise DataError(f"No photo of {root} is held out for validation, so accuracy could "
+                        "not be measured. Add photos: at least 2 per class.")
     return photo_set
 
 
@@ -134,20 +186,28 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
     train_dir = names.get("train")
     valid_dir = next((names[n] for n in VALID_FOLDER_NAMES if n in names), None)
     if train_dir is not None and valid_dir is not None:
-        train = _photos_in_class_folders(train_dir, is_valid=False)
-        valid = _photos_in_class_folders(valid_dir, is_valid=True)
-        class_ids = sorted({p.label for p in train})
-        unknown = sorted({p.label for p in valid} - set(class_ids))
+        train = _photos_in_class_folders(train_dir, False, root)
+        valid = _photos_in_class_folders(valid_dir, True, root)
+        class_ids = sorted({p.label for p, _ in train})
+        unknown = sorted({p.label for p, _ in valid} - set(class_ids))
         notes = []
         if unknown:
             # A validation class the model never trains on can only be scored as wrong.
-            valid = [p for p in valid if p.label not in unknown]
+            valid = [(p, real) for p, real in valid if p.label not in unknown]
             notes.append(
                 f"Ignored {len(unknown)} class folder(s) in {valid_dir.name}/ with no "
                 f"counterpart in train/: {', '.join(unknown[:5])}"
             )
+        photos = _one_each([(p, real, str(p.path)) for p, real in train + valid], notes,
+                           _KEEP_ONE_PLACE)
+        if not any(p.is_valid for p in photos):
+            raise DataError(
+                f"{valid_dir} holds no photo of a class in {train_dir.name}/, so accuracy "
+                f"could not be measured. Put some photos of each class in "
+                f"{valid_dir}/<class>/, with the class folder names of {train_dir.name}/."
+            )
         layout = f"split folders ({train_dir.name}/ and {valid_dir.name}/)"
-        return PhotoSet(train + valid, class_ids, layout, root, notes)
+        return PhotoSet(photos, class_ids, layout, root, notes)
 
     notes = []
     # Stanford Dogs (and its Kaggle copy) keep the class folders one level down, in Images/.
@@ -160,13 +220,61 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
             root_for_classes = root
     else:
         root_for_classes = root
-    photos = _photos_in_class_folders(root_for_classes, is_valid=False)
+    listed = _photos_in_class_folders(root_for_classes, False, root)
+    photos = _one_each([(p, real, str(p.path)) for p, real in listed], notes,
+                       _KEEP_ONE_PLACE)
     photos = _stratified_split(photos, validation_fraction, seed, notes)
+    if not any(p.is_valid for p in photos):
+        raise _too_few_to_validate(root_for_classes)
     class_ids = sorted({p.label for p in photos})
     return PhotoSet(photos, class_ids, "class folders", root_for_classes, notes)
 
 
-def _photos_in_class_folders(folder: Path, is_valid: bool) -> list[Photo]:
+def _too_few_to_validate(source: Path) -> DataError:
+    return DataError(
+        f"Every class of {source} has a single photo, so none can be held out for validation "
+        "and accuracy could not be measured. Add photos: at least 2 per class, ideally 20 "
+        "or more."
+    )
+
+
+def _one_each(listed: list[tuple[Photo, Path, str]], notes: list[str], fix: str,
+              prefix: str = "") -> list[Photo]:
+    """Each file once: `listed` holds (photo, its real path, where it was listed).
+
+    The same file twice with the same label and split is kept once (a note); with two
+    labels, or once for training and once for validation, it is an error naming both places.
+    """
+    first: dict[Path, tuple[Photo, str]] = {}
+    kept, repeated = [], []
+    for photo, real, where in listed:
+        if real not in first:
+            first[real] = (photo, where)
+            kept.append(photo)
+            continue
+        other, other_where = first[real]
+        if other.label != photo.label:
+            raise DataError(
+                f"{prefix}{other_where} and {where} are the same photo with two labels, "
+                f"'{_shown(other.label)}' and '{_shown(photo.label)}'; a photo can have only "
+                f"one. {fix}."
+            )
+        if other.is_valid != photo.is_valid:
+            raise DataError(
+                f"{prefix}{other_where} and {where} are the same photo, once for training "
+                "and once for validation: validation would score a photo the model trained "
+                f"on. {fix}."
+            )
+        repeated.append(where)
+    if repeated:
+        notes.append(f"{len(repeated)} photo(s) were found twice with the same label (e.g. "
+                     f"{prefix}{repeated[0]}); each is used once.")
+    return kept
+
+
+def _photos_in_class_folders(folder: Path, is_valid: bool,
+                             data: Path) -> list[tuple[Photo, Path]]:
+    """The photos of each class folder in `folder` (of DATA `data`), with their real paths."""
     class_dirs = _subfolders(folder)
     loose = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
     if not class_dirs:
@@ -177,62 +285,319 @@ def _photos_in_class_folders(folder: Path, is_valid: bool) -> list[Photo]:
             else ""
         )
         raise DataError(f"No class folders found in {folder}.{hint}")
-    photos = []
+    data_real = Path(os.path.realpath(data))
+    reals = {d: Path(os.path.realpath(d)) for d in class_dirs}
+    for class_dir, real in reals.items():
+        if data_real.is_relative_to(real):
+            raise _link_back(class_dir, real, data)
+    for class_dir, real in reals.items():
+        for other, other_real in reals.items():
+            if other == class_dir or not real.is_relative_to(other_real):
+                continue
+            if real == other_real and other.is_symlink() and not class_dir.is_symlink():
+                class_dir, other = other, class_dir  # name the link
+            where = "the same folder as" if real == other_real else "a folder inside"
+            raise DataError(
+                f"Class folder {class_dir} leads to {real}, {where} class folder {other}: "
+                "its photos would have two labels. Remove the link, or make it lead to a "
+                "folder of its own."
+            )
+    listed = []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
-        if not files:
+        found, links = scan_images(class_dir, data)
+        back = next((link for link in links if link.why == LINK_BACK), None)
+        if back is not None:
+            raise _link_back(back.path, back.target, data)
+        if not found:
             raise DataError(
                 f"Class folder {class_dir} holds no images (looked for "
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}). Add photos to it or remove it."
             )
-        photos.extend(Photo(f, class_dir.name, is_valid) for f in files)
-    return photos
+        listed.extend((Photo(f.path, class_dir.name, is_valid), f.real) for f in found)
+    return listed
+
+
+def _link_back(link: Path, target: Path, data: Path) -> DataError:
+    where = (f"a link back to {data} itself" if Path(os.path.realpath(data)) == target
+             else f"a link to {target}, a folder that holds {data}")
+    return DataError(f"{link} is {where}: every photo would be counted again, under another "
+                     "label. Remove the link.")
+
+
+LINK_BACK, LINK_INSIDE, LINK_AGAIN = "back", "inside", "again"
+
+
+@dataclass(frozen=True)
+class Found:
+    """An image file found by `scan_images`: its path as listed, and its real path (every
+    link resolved), one for all the paths that lead to the same file."""
+
+    path: Path
+    real: Path
+
+
+@dataclass(frozen=True)
+class FolderLink:
+    """A linked folder `scan_images` did not follow: where it leads, why (`LINK_*`), and for
+    LINK_AGAIN the path it was scanned as."""
+
+    path: Path
+    target: Path
+    why: str
+    scanned_as: Path | None = None
+
+
+def scan_images(top: Path, root: Path | None = None,
+                follow_inside: bool = True) -> tuple[list[Found], list[FolderLink]]:
+    """Every image file under `top`, in path order, each folder scanned once.
+
+    Linked folders are followed (Python 3.11's `rglob` skips them below its start), so a
+    class kept elsewhere works: `DATA/beagle -> /mnt/photos/beagle`. Not followed, and
+    returned: a linked folder that leads to `root` (default `top`) or a folder above it
+    (LINK_BACK: its photos would be found again, in a loop), one that leads inside `root`
+    when `follow_inside` is False (LINK_INSIDE), and one that leads to a folder scanned
+    already (LINK_AGAIN).
+    """
+    root_real = Path(os.path.realpath(root if root is not None else top))
+    top_real = Path(os.path.realpath(top))
+    found: list[Found] = []
+    links: list[FolderLink] = []
+    visited = {top_real: top}  # real folder -> the path it was scanned as
+    stack = [(top, top_real)]
+    while stack:
+        folder, real = stack.pop()
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        below = []
+        for entry in entries:
+            path = folder / entry.name
+            try:
+                is_link, is_dir = entry.is_symlink(), entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            if is_file:
+                if is_image_file(path):
+                    found.append(Found(path, Path(os.path.realpath(path)) if is_link
+                                       else real / entry.name))
+                continue
+            if not is_dir:
+                continue
+            target = Path(os.path.realpath(path)) if is_link else real / entry.name
+            if not is_link:
+                if target not in visited:
+                    visited[target] = path
+                    below.append((path, target))
+                continue
+            if root_real.is_relative_to(target):
+                why = LINK_BACK
+            elif not follow_inside and target.is_relative_to(root_real):
+                why = LINK_INSIDE
+            elif target in visited:
+                why = LINK_AGAIN
+            else:
+                visited[target] = path
+                below.append((path, target))
+                continue
+            links.append(FolderLink(path, target, why, visited.get(target)))
+        stack.extend(reversed(below))
+    found.sort(key=lambda f: f.path)
+    return found, links
 
 
 def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet:
     base = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if "path" not in columns or "label" not in columns:
+    header, rows, delimiter = _read_table(csv_path)
+    columns = [_column_name(c) for c in header]
+    if "path" not in columns or "label" not in columns:
+        raise DataError(
+            f"{csv_path} must have a header with columns path,label[,is_valid]; "
+            f"found {_shown(', '.join(c for c in columns if c)) or 'no header'}."
+        )
+    twice = next((c for c in ("path", "label", "is_valid") if columns.count(c) > 1), None)
+    if twice:
+        raise DataError(f"{csv_path} has {columns.count(twice)} columns named {twice}; keep "
+                        "one.")
+    at = {name: columns.index(name) for name in ("path", "label", "is_valid") if name in columns}
+    has_split = "is_valid" in at
+    listed, missing, folders, empty = [], [], [], []
+    for line, row in rows:
+        if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns):]):
             raise DataError(
-                f"{csv_path} must have a header with columns path,label[,is_valid]; "
-                f"found {', '.join(columns) or 'no header'}."
+                f"{csv_path}, line {line}: {len(row)} fields where the header has "
+                f"{len(columns)}. Put a path or label that holds a {_DELIMITERS[delimiter]} in "
+                "double quotes."
             )
-        reader.fieldnames = columns
-        has_split = "is_valid" in columns
-        photos, missing = [], []
-        for line, row in enumerate(reader, start=2):
-            rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-            if not rel or not label:
-                raise DataError(f"{csv_path}, line {line}: empty path or label.")
-            path = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
-            if not path.is_file():
-                missing.append(rel)
-                continue
-            is_valid = (parse_is_valid(row.get("is_valid", ""), f"{csv_path}, line {line}")
-                        if has_split else False)
-            photos.append(Photo(path, label, is_valid))
+        cells = {name: row[i].strip() if i < len(row) else "" for name, i in at.items()}
+        rel, label = cells["path"], cells["label"]
+        if not rel or not label:
+            empty.append((line, "path" if not rel else "label"))
+            continue
+        path, real, kind = _listed_file(base, rel)
+        if kind != "file":
+            (folders if kind == "folder" else missing).append(rel)
+            continue
+        is_valid = (parse_is_valid(cells["is_valid"], f"{csv_path}, line {line}")
+                    if has_split else False)
+        listed.append((Photo(path, label, is_valid), real, f"line {line} ({_shown(rel)})"))
+    if empty:
+        line, what = empty[0]
+        raise DataError(
+            f"{csv_path}: {len(empty)} row(s) have an empty {what} (the first on line {line}). "
+            "Give every photo a path and a label, or delete those rows."
+        )
+    if folders:
+        raise DataError(
+            f"{len(folders)} path(s) listed in {csv_path} are folders, not photos, e.g. "
+            f"{_shown(folders[0])}. List one photo file per row, or pass a folder of class folders "
+            "as DATA instead of the CSV."
+        )
     if missing:
         raise DataError(
             f"{len(missing)} file(s) listed in {csv_path} do not exist (paths are relative to "
-            f"{base}), e.g. {missing[0]}."
+            f"{base}), e.g. {_shown(missing[0])}."
         )
-    if not photos:
-        raise DataError(f"{csv_path} lists no photos.")
-    notes = []
+    if not listed:
+        raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
+                        "per photo: its path and its label.")
+    notes: list[str] = []
+    photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
     if has_split:
+        marked = sum(p.is_valid for p in photos)
         train_classes = {p.label for p in photos if not p.is_valid}
         unknown = sorted({p.label for p in photos if p.is_valid} - train_classes)
         if unknown:
             photos = [p for p in photos if p.label not in unknown]
             notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
+        if not any(p.is_valid for p in photos):
+            why = ("is_valid is False on every row" if not marked else
+                   "every photo marked is_valid has a label with no training photo")
+            raise DataError(
+                f"{csv_path}: {why}, so no photo is held out and accuracy could not be "
+                "measured. Set is_valid to True for about 1 in 5 photos of each label, or "
+                "delete the is_valid column to hold out validation_fraction of each label."
+            )
         layout = "CSV with is_valid column"
     else:
         photos = _stratified_split(photos, validation_fraction, seed, notes)
+        if not any(p.is_valid for p in photos):
+            raise _too_few_to_validate(csv_path)
         layout = "CSV"
     class_ids = sorted({p.label for p in photos})
     return PhotoSet(photos, class_ids, layout, base, notes)
+
+
+def _read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    """The header, the rows with their line numbers, and the delimiter of a labels table."""
+    text = _table_text(csv_path, csv_path.read_bytes())
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    line = 1  # where the next row starts (a quoted cell may hold line breaks)
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):  # blank lines aside
+                if header is None:
+                    header = row
+                else:
+                    rows.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{csv_path}, line {line}: {e}. {_SAVE_AS}") from None
+    return header or [], rows, delimiter
+
+
+def _table_text(csv_path: Path, data: bytes) -> str:
+    """A table's bytes as text: UTF-8 or UTF-16 (with or without a byte-order mark),
+    UTF-32 with one, or Windows-1252 (Excel's "CSV (Comma delimited)")."""
+    binary = DataError(f"{csv_path} is not a text table (it holds binary data: a workbook, an "
+                       f"image?). {_SAVE_AS}")
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None and b"\0" in data:
+        encoding = _utf16_without_bom(data)
+        if encoding is None:
+            raise binary
+    try:
+        if encoding is not None:
+            text = data.decode(encoding)
+        else:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        raise DataError(f"{csv_path} is not in an encoding clearclass reads (UTF-8, UTF-16 or "
+                        f"Windows-1252). {_SAVE_AS}") from None
+    text = text.lstrip("\ufeff").rstrip("\x1a")
+    if _CONTROL.search(text):
+        raise binary
+    return text
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 with no byte-order mark, told by its zero bytes: mostly text in Latin script."""
+    pairs = len(data) // 2
+    if len(data) % 2 or not pairs:
+        return None
+    even, odd = data[0::2].count(0), data[1::2].count(0)
+    if odd > 0.4 * pairs and not even:
+        return "utf-16-le"
+    if even > 0.4 * pairs and not odd:
+        return "utf-16-be"
+    return None
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter that makes the header name a path and a label column; else the one that
+    splits it most (a comma where none does, so that the error lists its columns)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+
+    def header(delimiter: str) -> list[str]:
+        try:
+            return [_column_name(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
+        except csv.Error:
+            return []
+
+    for delimiter in _DELIMITERS:
+        columns = header(delimiter)
+        if "path" in columns and "label" in columns:
+            return delimiter
+    return max(_DELIMITERS, key=lambda d: len(header(d)))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Text from a file as a one-line message shows it: control characters escaped, cut
+    short."""
+    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _column_name(cell: str) -> str:
+    """A header cell as matched: case, spaces around it, a stray BOM aside; "is valid" and
+    "is-valid" are "is_valid"."""
+    return re.sub(r"[\s_-]+", "_", cell.replace("\ufeff", "").strip().lower())
+
+
+def _listed_file(base: Path, rel: str) -> tuple[Path, Path, str]:
+    """The file a CSV row names, its real path, and whether it is a "file", a "folder" or
+    "missing".
+
+    Relative paths are relative to the CSV's folder; Windows' backslashes are understood."""
+    candidates = [rel] + ([rel.replace("\\", "/")] if "\\" in rel else [])
+    for candidate in candidates:
+        try:
+            path = Path(candidate)
+            real = Path(os.path.realpath(base / path))  # base / an absolute path: that path
+            if not path.is_absolute():
+                path = real
+            if path.is_file():
+                return path, real, "file"
+            if path.is_dir():
+                return path, real, "folder"
+        except (OSError, ValueError):
+            continue
+    return Path(rel), Path(rel), "missing"
 
 
 def parse_is_valid(value: str | None, where: str) -> bool:
