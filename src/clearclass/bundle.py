@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearclass import __version__, fileio
+from clearclass.data.decode import RESIZE_METHODS
 from clearclass.errors import ModelFileError
 
 if TYPE_CHECKING:
@@ -45,6 +47,9 @@ class ModelInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     training: dict[str, Any] = field(default_factory=dict)
+    # The SHA-256 of each file model.json vouches for, by name (model.safetensors, and
+    # model.onnx once exported): read from model.json, empty for a model not saved yet.
+    checksums: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self, weights_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
         return {
@@ -66,28 +71,135 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], source: Path) -> ModelInfo:
+    def from_json(cls, data: Any, source: Path) -> ModelInfo:
+        """model.json's content (`source` names it in messages), checked field by field.
+
+        Any JSON value is accepted as `data`; a ModelFileError names the first problem.
+        """
+        return _JsonChecker(source).model_info(data)
+
+
+MAX_SIZE = 10_000  # pixels: a larger input side in model.json is an edit, not a model
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
+
+
+class _JsonChecker:
+    """Reads model.json's fields; each problem is a ModelFileError that names the file."""
+
+    def __init__(self, source: Path):
+        self.source = source
+
+    def fail(self, problem: str) -> ModelFileError:
+        return ModelFileError(f"{self.source} is not a valid model description: {problem}. "
+                              "Restore the file from a copy, or train the model again.")
+
+    def get(self, data: dict, key: str, kind: type, where: str = "") -> Any:
+        if key not in data:
+            raise self.fail(f"it has no '{where}{key}'")
+        value = data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(f"'{where}{key}' must be {_KIND_NAMES[kind]}, not "
+                            f"{_json_kind(value)}")
+        return value
+
+    def checksum(self, data: dict, where: str) -> str:
+        value = self.get(data, "sha256", str, where)
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise self.fail(f"'{where}sha256' must be a SHA-256 (64 hexadecimal digits)")
+        return value
+
+    def rgb(self, pre: dict, key: str, above_zero: bool) -> tuple[float, float, float]:
+        values = self.get(pre, key, list, "preprocessing.")
+        if len(values) != 3 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values):
+            raise self.fail(f"'preprocessing.{key}' must be 3 numbers (red, green, blue), "
+                            f"not {_json_kind(values)}")
+        if above_zero and min(values) <= 0:
+            raise self.fail(f"'preprocessing.{key}' must be 3 numbers above 0, not "
+                            f"{_json_kind(values)}")
+        return (float(values[0]), float(values[1]), float(values[2]))
+
+    def model_info(self, data: Any) -> ModelInfo:
+        if not isinstance(data, dict):
+            kind = "a list" if isinstance(data, list) else _json_kind(data)
+            raise self.fail(f"it holds {kind}, where an object with format, classes and "
+                            "preprocessing belongs")
         if data.get("format") != FORMAT:
-            raise ModelFileError(f"{source} is not a clearclass model description.")
-        if data.get("format_version", 0) > FORMAT_VERSION:
+            found = _json_kind(data["format"]) if "format" in data else "missing"
             raise ModelFileError(
-                f"{source} was written by a newer clearclass (format version "
-                f"{data['format_version']}); upgrade clearclass to read it."
-            )
-        try:
-            pre = data["preprocessing"]
-            return cls(
-                architecture=data["architecture"],
-                class_ids=[c["id"] for c in data["classes"]],
-                class_names=[c["name"] for c in data["classes"]],
-                size=int(pre["size"]),
-                resize_method=pre["resize_method"],
-                mean=tuple(pre["mean"]),
-                std=tuple(pre["std"]),
-                training=data.get("training", {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelFileError(f"{source} is missing or has a bad field: {e}.") from None
+                f"{self.source} is not a clearclass model description (its 'format' is "
+                f"{found}, not \"{FORMAT}\"). Give the folder of a model written by "
+                "`clearclass train`.")
+        version = self.get(data, "format_version", int)
+        if version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{self.source} was written by a newer clearclass (format version "
+                f"{_json_kind(version)}; this one reads {FORMAT_VERSION}); upgrade clearclass "
+                "to read it.")
+        if version < 1:
+            raise self.fail(f"'format_version' must be 1 to {FORMAT_VERSION}, not "
+                            f"{_json_kind(version)}")
+        architecture = self.get(data, "architecture", str)
+        if not architecture.strip():
+            raise self.fail("'architecture' is empty")
+        classes = self.get(data, "classes", list)
+        if not classes:
+            raise self.fail("'classes' is empty")
+        ids, names = [], []
+        for n, entry in enumerate(classes):
+            if not isinstance(entry, dict):
+                raise self.fail(f"'classes[{n}]' must be an object with an id and a name, not "
+                                f"{_json_kind(entry)}")
+            ids.append(self.get(entry, "id", str, f"classes[{n}]."))
+            names.append(self.get(entry, "name", str, f"classes[{n}]."))
+            if not ids[-1]:
+                raise self.fail(f"'classes[{n}].id' is empty")
+        seen: set[str] = set()
+        for class_id in ids:
+            if class_id in seen:
+                shown = json.dumps(class_id, ensure_ascii=False)[:40]
+                raise self.fail(f"the class id {shown} appears twice in 'classes'")
+            seen.add(class_id)
+        num_classes = self.get(data, "num_classes", int)
+        if num_classes != len(classes):
+            raise self.fail(f"'num_classes' is {_json_kind(num_classes)} but 'classes' "
+                            f"lists {len(classes)}")
+        pre = self.get(data, "preprocessing", dict)
+        size = self.get(pre, "size", int, "preprocessing.")
+        if not 1 <= size <= MAX_SIZE:
+            raise self.fail(f"'preprocessing.size' must be 1 to {MAX_SIZE} pixels, not "
+                            f"{_json_kind(size)}")
+        method = self.get(pre, "resize_method", str, "preprocessing.")
+        if method not in RESIZE_METHODS:
+            raise self.fail(f"'preprocessing.resize_method' must be one of "
+                            f"{', '.join(RESIZE_METHODS)}, not {_json_kind(method)}")
+        mean = self.rgb(pre, "mean", above_zero=False)
+        std = self.rgb(pre, "std", above_zero=True)
+        checksums = {WEIGHTS_FILE: self.checksum(self.get(data, "weights", dict), "weights.")}
+        if "onnx" in data:
+            onnx = self.get(data, "onnx", dict)
+            if onnx.get("file", ONNX_FILE) != ONNX_FILE:
+                raise self.fail(f"'onnx.file' must be \"{ONNX_FILE}\"")
+            checksums[ONNX_FILE] = self.checksum(onnx, "onnx.")
+        training = self.get(data, "training", dict) if "training" in data else {}
+        return ModelInfo(architecture=architecture, class_ids=ids, class_names=names,
+                         size=size, resize_method=method, mean=mean, std=std,
+                         training=training, checksums=checksums)
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value as a message shows it: 'a list', 'null', 'the string "x"' (shortened)."""
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return "the string " + (text if len(text) <= 40 else text[:36] + '..."')
+    if isinstance(value, dict):
+        return "an object"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # not JSON, or an integer too long to print
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def bundle_folder(path: str | Path) -> Path:
@@ -113,11 +225,24 @@ def bundle_folder(path: str | Path) -> Path:
 
 
 def read_info(folder: Path) -> ModelInfo:
-    source = folder / INFO_FILE
+    """The bundle's model.json, checked (`ModelInfo.from_json`); ModelFileError otherwise."""
+    source = Path(folder) / INFO_FILE
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"Could not read {source}: {e}.") from None
+        text = source.read_bytes().decode("utf-8-sig")  # an editor may have added a BOM
+        data = json.loads(text)
+    except OSError as e:
+        raise ModelFileError(f"Could not read {source}: {e.strerror or e}.") from None
+    except UnicodeDecodeError:
+        raise ModelFileError(f"{source} is not text (it is not UTF-8), so not a model "
+                             "description. Restore the file from a copy, or train the model "
+                             "again.") from None
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{source} is not valid JSON ({e.msg} at line {e.lineno}, "
+                             f"column {e.colno}). Restore the file from a copy, or train the "
+                             "model again.") from None
+    except (ValueError, RecursionError) as e:  # a number too long, nesting too deep
+        raise ModelFileError(f"{source} cannot be read as JSON ({type(e).__name__}). Restore "
+                             "the file from a copy, or train the model again.") from None
     return ModelInfo.from_json(data, source)
 
 
@@ -161,22 +286,53 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelInfo]:
         model, info = load_bundle("runs/dogs/model")
         print(info.architecture, len(info.class_ids))
     """
-    from safetensors.torch import load_file
-
-    from clearclass.model import create_model
-
     folder = bundle_folder(path)
     info = read_info(folder)
-    weights = folder / WEIGHTS_FILE
-    expected = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))["weights"]["sha256"]
-    if sha256(weights) != expected:
-        raise ModelFileError(
-            f"{weights} does not match {folder / INFO_FILE} (checksum differs): the bundle was "
-            "only partly written or was edited. Re-export the model."
-        )
-    model, _ = create_model(info.architecture, len(info.class_ids), pretrained=False)
+    source, weights = folder / INFO_FILE, folder / WEIGHTS_FILE
+    restore = "Restore it from a copy of the model, or train the model again."
     try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
+        damaged = sha256(weights) != info.checksums[WEIGHTS_FILE]
+    except OSError as e:
+        raise ModelFileError(f"Could not read {weights}: {e.strerror or e}.") from None
+    if damaged:
+        # Prediction needs these weights; nothing can be derived again from the other files.
+        raise ModelFileError(f"{weights} is damaged: its checksum differs from the one "
+                             f"{source} records (the file was cut short or changed). {restore}")
+    # PyTorch and timm are imported once the files are known to be whole (seconds saved).
+    from safetensors.torch import load_file
+
+    from clearclass.model import classifier_keys, create_model
+
+    try:
+        model, _ = create_model(info.architecture, len(info.class_ids), pretrained=False)
+    except Exception as e:  # noqa: BLE001  (whatever timm says of a name it cannot build)
+        raise ModelFileError(f"{source} names the architecture '{info.architecture}', which "
+                             f"timm cannot build here ({_first_line(e)}). Restore model.json "
+                             "from a copy, or install the timm version that trained it.") from None
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as e:  # noqa: BLE001  (safetensors' own error type, OSError)
+        raise ModelFileError(f"{weights} cannot be read as weights ({_first_line(e)}). "
+                             f"{restore}") from None
+    expected, n = model.state_dict(), len(info.class_ids)
+    for key in classifier_keys(model):
+        if (key in state and state[key].ndim and expected[key].ndim
+                and expected[key].shape[0] == n != state[key].shape[0]):
+            raise ModelFileError(
+                f"{source} lists {n} class{'es' * (n != 1)} but the weights in "
+                f"{WEIGHTS_FILE} have {state[key].shape[0]} outputs. Restore model.json from a "
+                "copy, or train the model again.")
+    try:
+        model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelFileError(f"{weights} does not fit {info.architecture}: {e}") from None
+        raise ModelFileError(f"{weights} does not fit the architecture {info.architecture} "
+                             f"that {source} names ({_first_line(e, last=True)}). Restore "
+                             "model.json from a copy, or train the model again.") from None
     return model.eval(), info
+
+
+def _first_line(error: BaseException, last: bool = False) -> str:
+    """An exception's message on one line: its first (or last) non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = (lines[-1] if last else lines[0]) if lines else type(error).__name__
+    return line if len(line) <= 200 else line[:197] + "..."

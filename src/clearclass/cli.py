@@ -186,27 +186,42 @@ def predict(
         metavar="IMAGE_OR_FOLDER...")],
     top_k: Annotated[int, typer.Option(help="How many most likely classes to list.")] = 3,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print a JSON list, one object per photo: image, label, probability, "
-                       "top_k.")] = False,
+        "--json", help="Print a JSON list, one object per photo: image, label, class_id, "
+                       "probability, top_k; or image and error for one that could not be "
+                       "read.")] = False,
     *,
     settings: dict,
 ) -> None:
     """Predict the class of photos with a trained model.
 
     Example: clearclass predict runs/dogs/model new.jpg photos/ --top-k 3 --json
+
+    A photo that cannot be read, a path that does not exist and a folder with no images
+    are each reported on stderr ("error: PATH: reason"; with --json, also as an object
+    {"image", "error"} in the list), and the other photos are predicted.
+
+    Exit status: 0 when every photo was predicted; 3 when some could not be (the others'
+    results are printed); 1 when nothing was predicted because the model or an option is
+    wrong (one line on stderr says what to do); 2 for a command line that cannot be parsed.
     """
     from clearclass.predict import image_files, load
 
     classifier = load(model, device=settings["device"])
-    files = image_files(images)
-    results = classifier.predict_many(files, top_k=top_k)
+    files = image_files(images, unreadable="report")
+    results = classifier.predict_many(files, top_k=top_k, unreadable="report")
+    for r in results:
+        if r.error is not None:
+            typer.echo(f"error: {r.image}: {r.error}", err=True)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-        return
-    for r in results:
-        others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r.top_k[1:])
-        typer.echo(f"{r.image}: {r.label} ({r.probability:.1%})"
-                   + (f"; then {others}" if others else ""))
+    else:
+        for r in results:
+            if r.error is None:
+                others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r.top_k[1:])
+                typer.echo(f"{r.image}: {r.label} ({r.probability:.1%})"
+                           + (f"; then {others}" if others else ""))
+    if any(r.error is not None for r in results):
+        raise typer.Exit(3)  # some inputs failed; the exit statuses are in the help
 
 
 @app.command()

@@ -77,8 +77,10 @@ def select(device: str = "auto", precision: str = "auto") -> Compute:
 
 def is_device_name(name: str) -> bool:
     """Whether `name` is spelt as a device: auto, cpu, cuda, cuda:N or mps."""
-    kind, _, index = name.partition(":")
-    return kind in DEVICES and (not index or (kind == "cuda" and index.isdigit()))
+    kind, colon, index = name.partition(":")
+    # "cuda:" (no number) would pass to torch.device, which fails with a traceback.
+    return kind in DEVICES and (not colon or (kind == "cuda" and index.isascii()
+                                              and index.isdigit()))
 
 
 def device_name(name: str) -> str:

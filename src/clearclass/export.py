@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from clearclass import fileio
-from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle
+from clearclass.bundle import INFO_FILE, ONNX_FILE, bundle_folder, load_bundle, sha256
 from clearclass.errors import ModelFileError
 
 
@@ -23,7 +24,8 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     """Write model.onnx into a bundle; with `check`, compare it with PyTorch on test inputs.
 
     The ONNX file takes the normalised image batch (N, 3, size, size) and returns logits,
-    so prediction can run with onnxruntime alone.
+    so prediction can run with onnxruntime alone. model.json then records the file's
+    SHA-256, and prediction uses model.onnx only while it matches.
     """
     folder = bundle_folder(path)
     model, info = load_bundle(folder)
@@ -59,6 +61,13 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
                 f"The ONNX export of {info.architecture} differs from PyTorch by {max_diff:.2g} "
                 "in the logits; it was removed. Please report this."
             )
+    # Recorded once model.onnx is in place and checked. A process killed in between leaves
+    # model.json with no checksum (prediction then tries the file and falls back to PyTorch
+    # if ONNX Runtime refuses it) or the previous file's (a mismatch: PyTorch is used).
+    info_file = folder / INFO_FILE
+    data = json.loads(info_file.read_text(encoding="utf-8-sig"))
+    data["onnx"] = {"file": ONNX_FILE, "sha256": sha256(target)}
+    fileio.write_json(info_file, data)
     return target
 
 

@@ -4,7 +4,12 @@ Photos go through the same decoding and resizing as validation photos in trainin
 (`data.decode.load_item`), then the normalisation stored in the bundle. The network runs in
 ONNX Runtime when the bundle has a `model.onnx` (written at the end of training, or by
 `clearclass export`) and the device is the CPU: that path imports neither PyTorch nor timm,
-and is the faster one on a CPU. Otherwise it runs in PyTorch.
+and is the faster one on a CPU. Otherwise it runs in PyTorch. `model.onnx` is used only
+while it matches the SHA-256 that model.json records for it (`clearclass export` writes
+both); a damaged one is reported with a warning and PyTorch runs the weights instead.
+
+`predict_many(..., unreadable="report")` goes on past photos it cannot read, giving each a
+`Prediction` whose `error` says why, as `clearclass predict` does.
 
 In a notebook, a `Prediction` that ends a cell shows as the photo with its top-k table.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +28,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from clearclass.bundle import ONNX_FILE, ModelInfo, bundle_folder, load_bundle, read_info
+from clearclass import progress
+from clearclass.bundle import (
+    INFO_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    ModelInfo,
+    bundle_folder,
+    load_bundle,
+    read_info,
+    sha256,
+)
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit, to_rgb
 from clearclass.data.decode import load_item as _load_item
 from clearclass.data.sources import is_image_file
 from clearclass.device import device_name
-from clearclass.errors import ClearclassError, DataError
+from clearclass.errors import ClearclassError, DataError, ModelFileError, SettingError
 from clearclass.parallel import available_cores
 
 if TYPE_CHECKING:
@@ -35,12 +51,16 @@ if TYPE_CHECKING:
 
 ImageInput = str | Path | Image.Image | np.ndarray
 BACKENDS = ("auto", "onnx", "torch")
+UNREADABLE = ("raise", "report")  # what predict_many does with a photo it cannot read
 SHOWN_SIDE = 320  # pixels: the longer side of a photo shown with its prediction
 
 
 @dataclass
 class Prediction:
     """The most likely class of one photo, and the `top_k` most likely with probabilities.
+
+    For a photo that could not be read (`predict_many(..., unreadable="report")`), `error`
+    says why; label and class_id are then empty, probability is nan and top_k is [].
 
     Example:
         prediction = clearclass.load("runs/dogs/model").predict("new.jpg")
@@ -53,8 +73,11 @@ class Prediction:
     probability: float
     top_k: list[dict] = field(default_factory=list)  # [{"label", "class_id", "probability"}]
     source: Any = field(default=None, repr=False, compare=False)  # the photo, to show it
+    error: str | None = None  # why the photo could not be read; None when it was predicted
 
     def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
         return {"image": self.image, "label": self.label, "class_id": self.class_id,
                 "probability": self.probability, "top_k": self.top_k}
 
@@ -72,16 +95,24 @@ class Prediction:
         """The photo beside bars of its most likely classes."""
         from clearclass import figures
 
+        if self.error is not None:
+            raise DataError(f"{self.image}: {self.error}")
+
         name = Path(self.image).name if self.source is None or isinstance(
             self.source, (str, Path)) else self.image
         return figures.prediction(self.shown_photo(), self.top_k, title=name)
 
-    def _repr_png_(self) -> bytes:
+    def _repr_png_(self) -> bytes | None:
         from clearclass import figures
 
+        if self.error is not None:
+            return None  # the HTML says why there is no photo
         return figures.png_bytes(self.plot())
 
     def _repr_html_(self) -> str:
+        if self.error is not None:
+            return (f"<p><code>{html.escape(self.image)}</code>: "
+                    f"{html.escape(self.error)}</p>")
         buffer = io.BytesIO()
         Image.fromarray(self.shown_photo()).save(buffer, format="JPEG", quality=85)
         photo = base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -120,20 +151,55 @@ class Classifier:
         return self.predict_many([image], top_k=top_k)[0]
 
     def predict_many(self, images: Sequence[ImageInput], top_k: int = 5,
-                     batch_size: int = 32) -> list[Prediction]:
-        """Predictions for several photos, computed in batches."""
-        probabilities = self.predict_proba(images, batch_size=batch_size)
+                     batch_size: int = 32, unreadable: str = "raise") -> list[Prediction]:
+        """Predictions for several photos, in their order, computed in batches.
+
+        `unreadable`: "raise" stops at the first photo that cannot be read (or does not
+        exist) with a DataError; "report" gives it a Prediction whose `error` says why, and
+        predicts the others.
+
+        Example:
+            classifier = clearclass.load("runs/dogs/model")
+            for p in classifier.predict_many(["new.jpg", "gone.jpg"], unreadable="report"):
+                print(p.image, p.error or p.label)  # gone.jpg does not exist
+        """
+        if unreadable not in UNREADABLE:
+            raise SettingError("unreadable", f"must be one of {', '.join(UNREADABLE)}; got "
+                                             f"{unreadable!r}.")
+        if batch_size < 1:
+            raise SettingError("batch_size", f"must be at least 1; got {batch_size}.")
         k = max(1, min(top_k, len(self.info.class_ids)))
-        results = []
-        for image, p in zip(images, probabilities):
-            order = np.argsort(-p)[:k]
-            top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
-                    "probability": float(p[i])} for i in order]
-            best = order[0]
-            results.append(Prediction(_describe(image), self.info.class_names[best],
-                                      self.info.class_ids[best], float(p[best]), top,
-                                      source=image))
-        return results
+        results: list[Prediction | None] = [None] * len(images)
+        batch: list[tuple[int, ImageInput, np.ndarray]] = []
+
+        def run_batch() -> None:
+            probabilities = self.predict_proba_pixels(np.stack([b[2] for b in batch]))
+            for (n, image, _), p in zip(batch, probabilities):
+                results[n] = self._prediction(image, p, k)
+            batch.clear()
+
+        for n, image in enumerate(images):
+            try:
+                batch.append((n, image, self.preprocess(image)))
+            except UnreadableInput as e:
+                if unreadable == "raise":
+                    raise
+                results[n] = Prediction(_describe(image), "", "", math.nan, [], source=image,
+                                        error=e.reason)
+                continue
+            if len(batch) == batch_size:
+                run_batch()
+        if batch:
+            run_batch()
+        return [r for r in results if r is not None]
+
+    def _prediction(self, image: ImageInput, p: np.ndarray, k: int) -> Prediction:
+        order = np.argsort(-p)[:k]
+        top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
+                "probability": float(p[i])} for i in order]
+        best = order[0]
+        return Prediction(_describe(image), self.info.class_names[best],
+                          self.info.class_ids[best], float(p[best]), top, source=image)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, one row per photo (N x classes)."""
@@ -151,23 +217,49 @@ class Classifier:
         return e / e.sum(axis=1, keepdims=True)
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
-        """A photo as the model's square uint8 input (size x size x 3)."""
+        """A photo as the model's square uint8 input (size x size x 3).
+
+        A photo that cannot be used raises UnreadableInput (a DataError) saying why.
+        """
         size, method = self.info.size, self.info.resize_method
         if isinstance(image, (str, Path)):
-            if not Path(image).is_file():
-                raise DataError(f"{image} does not exist or is not a file.")
+            path = Path(image)
+            if not path.is_file():
+                raise UnreadableInput(image, _not_a_photo(path))
             try:
-                return _load_item(image, size, method)
+                return _load_item(path, size, method)
             except UnreadableImage as e:
-                raise DataError(f"Cannot read {image} as an image ({e}).") from None
+                # Pillow's message names the file, which the message names already.
+                reason = str(e).replace(f" {str(path)!r}", "")
+                raise UnreadableInput(image, f"cannot be read as an image ({reason})") from None
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise DataError("An array image must be height x width x 3, dtype uint8 (RGB).")
+                raise UnreadableInput(image, "an array image must be height x width x 3, "
+                                             "dtype uint8 (RGB)")
             image = Image.fromarray(image)
         if isinstance(image, Image.Image):
             return crop_or_pad(resize_to_fit(to_rgb(image), size, method), size, method)
-        raise DataError(f"Cannot predict on a {type(image).__name__}; give a path, a PIL "
-                        "image or a uint8 array.")
+        raise UnreadableInput(image, f"cannot predict on a {type(image).__name__}; give a "
+                                     "path, a PIL image or a uint8 array")
+
+
+class UnreadableInput(DataError):
+    """A photo that cannot be predicted on; `reason` says why without naming the photo."""
+
+    def __init__(self, image: Any, reason: str):
+        self.image, self.reason = _describe(image), reason
+        super().__init__(f"{self.image}: {reason}.")
+
+
+def _not_a_photo(path: Path) -> str:
+    """Why a path that is not a file cannot be predicted on."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        if not any(p.is_file() and is_image_file(p) for p in path.rglob("*")):
+            return "is a folder with no images in it"
+        return "is a folder; give the photos in it (clearclass.predict.image_files lists them)"
+    return "is not a file"
 
 
 class _Network:
@@ -183,15 +275,46 @@ class _OnnxNetwork(_Network):
     name = "onnx"
 
     def __init__(self, onnx_path: Path, info: ModelInfo, threads: int | None = None):
+        """Raises _OnnxUnusable where PyTorch may do instead; ModelFileError where model.json
+        contradicts an ONNX file it vouches for (PyTorch would meet the same contradiction)."""
         import onnxruntime as ort
 
+        recorded = info.checksums.get(ONNX_FILE)  # None: exported before it was recorded
+        try:
+            damaged = recorded is not None and sha256(onnx_path) != recorded
+        except OSError as e:
+            raise _OnnxUnusable(f"Could not read {onnx_path} ({e.strerror or e})") from None
+        if damaged:
+            raise _OnnxUnusable(f"{onnx_path} does not match the checksum {INFO_FILE} records "
+                                "for it (it was cut short or changed)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options,
+                                                providers=["CPUExecutionProvider"])
+            inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+            in_shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
+        except Exception as e:  # noqa: BLE001  (onnxruntime's errors derive from Exception)
+            raise _OnnxUnusable(f"ONNX Runtime cannot load {onnx_path} "
+                                f"({_first_line(e)})") from None
+        source, classes = onnx_path.with_name(INFO_FILE), len(info.class_ids)
+        problem = None
+        if out_shape and isinstance(out_shape[-1], int) and out_shape[-1] != classes:
+            problem = (f"{source} lists {classes} class{'es' * (classes != 1)} but "
+                       f"{ONNX_FILE} has {out_shape[-1]} outputs")
+        elif (len(in_shape) == 4 and all(isinstance(d, int) for d in in_shape[2:])
+              and in_shape[2:] != [info.size, info.size]):
+            problem = (f"{source} gives the input size as {info.size} px but {ONNX_FILE} "
+                       f"takes {in_shape[2]} x {in_shape[3]} px")
+        if problem and recorded is None:
+            raise _OnnxUnusable(problem)  # perhaps the export of other weights
+        if problem:
+            raise ModelFileError(f"{problem}. Restore {INFO_FILE} from a copy, or train the "
+                                 "model again.")
+        self.input_name = inputs[0].name
+        self.path = onnx_path
         # (x / 255 - mean) / std as one multiply-add per channel.
         std = np.asarray(info.std, dtype=np.float32)
         self.scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1)
@@ -199,19 +322,40 @@ class _OnnxNetwork(_Network):
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels.transpose(0, 3, 1, 2).astype(np.float32) * self.scale + self.shift
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+        try:
+            return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+        except Exception as e:  # noqa: BLE001  (onnxruntime's errors derive from Exception)
+            raise ModelFileError(f"ONNX Runtime failed to run {self.path} ({_first_line(e)}). "
+                                 f"Run `clearclass export {self.path.parent}` to write it "
+                                 "again, or delete it to predict with PyTorch.") from None
+
+
+class _OnnxUnusable(ModelFileError):
+    """model.onnx cannot be trusted or loaded; the weights in PyTorch may still serve."""
 
 
 class _TorchNetwork(_Network):
     name = "torch"
 
     def __init__(self, folder: Path, info: ModelInfo, device: str):
-        import torch
+        try:
+            model, _ = load_bundle(folder)  # checks the files before it imports PyTorch
+            import torch
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in ("torch", "timm", "safetensors"):
+                raise
+            raise ClearclassError(
+                f"Predicting with {WEIGHTS_FILE} needs PyTorch, which is not installed here: "
+                "`pip install torch timm`, or give a model with a working model.onnx (written "
+                "by `clearclass export`).") from None
 
         self.torch = torch
         self.device = torch.device(device)
-        model, _ = load_bundle(folder)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        try:
+            self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        except RuntimeError as e:  # a GPU that is busy, out of memory or not supported
+            raise ClearclassError(f"Could not put the model on {device} "
+                                  f"({_first_line(e)}); use --device cpu.") from None
         self.info = info
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
@@ -249,23 +393,46 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto") -> Class
                                   f"{folder}` first, or use the torch backend.")
         if device != "cpu":
             raise ClearclassError("The onnx backend runs on the CPU; use --device cpu.")
-        network: _Network = _OnnxNetwork(onnx_path, info)
+        try:
+            network: _Network = _OnnxNetwork(onnx_path, info)
+        except _OnnxUnusable as e:
+            again = f"`clearclass export {folder}` writes it again"
+            if backend == "onnx":
+                raise ModelFileError(f"{e}; {again}, or use the torch backend.") from None
+            progress.warn(f"{e}; predicting with PyTorch and {WEIGHTS_FILE} instead "
+                          f"({again}).")
+            network = _TorchNetwork(folder, info, device)
     else:
         network = _TorchNetwork(folder, info, device)
     return Classifier(info, network, folder)
 
 
-def image_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """The photos named on a command line: files as given, folders searched recursively."""
+def image_files(inputs: Iterable[str | Path], unreadable: str = "raise") -> list[Path]:
+    """The photos named on a command line: files as given, folders searched recursively.
+
+    A path that does not exist, or a folder with no images, raises DataError; with
+    `unreadable="report"` it stays in the list instead, for `predict_many(...,
+    unreadable="report")` to report in its place.
+
+    Example:
+        files = image_files(["photos", "new.jpg"])
+        print(len(files), files[-1])  # new.jpg
+    """
+    if unreadable not in UNREADABLE:
+        raise SettingError("unreadable", f"must be one of {', '.join(UNREADABLE)}; got "
+                                         f"{unreadable!r}.")
     found = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-            if not files:
+            if files:
+                found.extend(files)
+            elif unreadable == "report":
+                found.append(path)
+            else:
                 raise DataError(f"No images found in folder {path}.")
-            found.extend(files)
-        elif path.is_file():
+        elif path.is_file() or unreadable == "report":
             found.append(path)
         else:
             raise DataError(f"{path} does not exist.")
@@ -282,3 +449,10 @@ def _has_onnxruntime() -> bool:
 
 def _describe(image: ImageInput) -> str:
     return str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>"
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message on one line (onnxruntime's and torch's span several)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[0] if lines else type(error).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
