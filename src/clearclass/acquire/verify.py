@@ -297,4 +297,4 @@ def _print(report: VerifyReport, removing: bool, fix_extensions: bool) -> None:
             "it belongs to.")
     if LINKED_FOLDER in report.counts():
         say("A linked folder listed above would give training the same photos twice: remove "
-            "the link (rm LINK removes the link, not the photos it leads to).")
+            "the link with `unlink LINK`, which never touches the photos it leads to.")

@@ -92,16 +92,17 @@ class PhotoSet:
         present = {p.label for p in kept}
         trained = {p.label for p in kept if not p.is_valid}
         for class_id in self.class_ids:
-            folder = _class_folder(self, class_id)
             if class_id not in present:
                 raise DataError(
-                    f"Class '{class_id}' has no readable image: every file in {folder} failed "
-                    "to decode (see skipped.csv). Replace the files or remove the folder."
+                    f"Class '{class_id}' has no readable image: every file in "
+                    f"{_class_folder(self, class_id)} failed to decode (see skipped.csv). "
+                    "Replace the files or remove the folder."
                 )
             if class_id not in trained:
                 raise DataError(
-                    f"Class '{class_id}' has no readable training photo: every one in {folder} "
-                    "failed to decode (see skipped.csv). Replace them or add readable photos."
+                    f"Class '{class_id}' has no readable training photo: every one in "
+                    f"{_class_folder(self, class_id)} failed to decode (see skipped.csv). "
+                    "Replace them or add readable photos."
                 )
         if not any(p.is_valid for p in kept):
             held_out = len(self.valid)
