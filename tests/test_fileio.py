@@ -29,7 +29,8 @@ def _siblings(folder: Path) -> list[str]:
 def test_written_files_get_the_mode_the_umask_gives():
     mask = os.umask(0o022)
     os.umask(mask)
-    assert fileio.FILE_MODE == 0o666 & ~mask
+    expected = 0o666 & ~mask
+    assert expected == fileio.FILE_MODE
 
 
 def test_atomic_write_is_readable_by_others_under_the_usual_umask(tmp_path):
@@ -106,10 +107,10 @@ def test_settled_finds_a_file_below_a_folder_being_swapped(tmp_path):
 def test_one_writer_at_a_time(tmp_path):
     from clearclass.errors import RunError
 
-    with fileio.exclusive(tmp_path / "run"):
-        with pytest.raises(RunError, match="Another clearclass process is writing"), \
-                fileio.exclusive(tmp_path / "run"):
-            pass
+    with fileio.exclusive(tmp_path / "run"), pytest.raises(
+            RunError, match="Another clearclass process is writing"), \
+            fileio.exclusive(tmp_path / "run"):
+        pass
     with fileio.exclusive(tmp_path / "run"):  # released, even after the error
         pass
     assert os.listdir(tmp_path) == []

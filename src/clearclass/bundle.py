@@ -6,9 +6,11 @@ mean, std). Nothing is pickled, so loading a bundle cannot run code. Reading `mo
 needs neither PyTorch nor timm, so prediction with ONNX Runtime runs without the training
 stack; `save_bundle` and `load_bundle` import PyTorch only when called.
 
-Each file is written to a temp file and renamed; `model.json` is written last and records
-the weights' SHA-256, so a crash between the two renames is detected on load instead of
-pairing new weights with old labels.
+A bundle changes as a unit: `save_bundle` writes the new files into a folder beside the
+bundle and swaps it in (`fileio.changing`), so a process killed at any moment leaves the
+previous bundle or the new one. `model.json` records the weights' SHA-256, so a file
+damaged or edited afterwards is detected on load instead of pairing weights with the wrong
+labels.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "model.json"
 ONNX_FILE = "model.onnx"
+BUNDLE_FILES = (WEIGHTS_FILE, INFO_FILE, ONNX_FILE)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin")
 
 
@@ -204,7 +207,7 @@ def _json_kind(value: Any) -> str:
 
 def bundle_folder(path: str | Path) -> Path:
     """The bundle folder a user means by PATH, refusing pickles with the reason."""
-    path = Path(path).expanduser()
+    path = fileio.settled(Path(path).expanduser())
     if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
         raise ModelFileError(
             f"{path} is a pickle file (fastai's export.pkl and torch.save files are). Loading "
@@ -265,17 +268,26 @@ def save_bundle(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if folder.is_file():
+        raise ModelFileError(f"{folder} is a file; a model bundle is a folder. Give a folder "
+                             "name, such as runs/dogs/model.")
+    others = sorted(p.name for p in folder.iterdir()
+                    if p.name not in BUNDLE_FILES) if folder.is_dir() else []
+    if others:
+        # The bundle replaces the folder whole; files of the user's would go with it.
+        raise ModelFileError(f"{folder} holds files that are not part of a model bundle "
+                             f"({', '.join(others[:3])}); give a new or empty folder.")
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # torch.compile
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    weights = folder / WEIGHTS_FILE
-    fileio.atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     versions = {"timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
-    fileio.write_json(folder / INFO_FILE, info.to_json(sha256(weights), versions))
-    onnx_file = folder / ONNX_FILE
-    if onnx_file.exists():
-        onnx_file.unlink()  # it would describe the previous weights
+    # Starts empty: a model.onnx of the previous weights must not stay beside the new ones.
+    with fileio.changing(folder, start_empty=True) as new:
+        weights = new / WEIGHTS_FILE
+        fileio.atomic_write(weights,
+                            lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        fileio.write_json(new / INFO_FILE, info.to_json(sha256(weights), versions))
     return folder
 
 

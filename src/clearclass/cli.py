@@ -528,6 +528,16 @@ def main() -> None:
         if _state["debug"]:
             raise
         sys.exit(130)
+    except OSError as e:
+        # A full disk, a folder without write permission, a file that vanished: the
+        # system's own words and the path, not a traceback. What was being written is
+        # left whole (fileio writes beside the target, then renames).
+        if _state["debug"]:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        progress.err_console.print(f"[bold red]error:[/bold red] "
+                                   f"{_escape((e.strerror or str(e)) + where)}")
+        sys.exit(1)
 
 
 def _escape(text: str) -> str:
