@@ -2,4 +2,5 @@
 
 from clearclass.cli import main
 
-main()
+if __name__ == "__main__":  # importing the module (as the API tests do) runs nothing
+    main()
