@@ -228,7 +228,7 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]]) -> Ev
                 kept.append(path)
                 targets.append(index[label])
             except DataError as e:
-                skipped.append(f"{path}: {e}")
+                skipped.append(str(e))  # "PATH: reason."
             if len(batch) == 32 or (n == len(photos) - 1 and batch):
                 probabilities.append(classifier.predict_proba_pixels(np.stack(batch)))
                 progress.advance(len(batch))

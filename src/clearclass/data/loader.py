@@ -50,7 +50,7 @@ class _DecodeDataset(Dataset):
         try:
             data = Path(self.paths[i]).read_bytes()
         except OSError as e:
-            return i, None, f"{type(e).__name__}: {e.strerror or e}", False
+            return i, None, f"cannot read the file: {e.strerror or e}", False
         entry = None
         if self.cache_dir is not None:
             entry = entry_path(self.cache_dir, data, self.size, self.method)
