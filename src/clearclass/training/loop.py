@@ -408,20 +408,20 @@ def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
 def _record(session: _Session, row: EpochRow) -> None:
     """Show the epoch's row; save it and the model into the run folder, as one change."""
     run = session.run
-    run.history.append(row)
     if session.table is not None:
         session.table.add_row(row.cells())
-    session.info.training.update(epochs_done=len(run.history), valid_accuracy=row.accuracy,
+    rows = [*run.history, row]
+    session.info.training.update(epochs_done=len(rows), valid_accuracy=row.accuracy,
                                  valid_loss=row.valid_loss)
     change = run.staging or fileio.FolderChange(run.run_dir)
     try:
-        fileio.write_csv(change.path / "metrics.csv", METRICS_HEADER,
-                         [r.cells() for r in run.history])
+        fileio.write_csv(change.path / "metrics.csv", METRICS_HEADER, [r.cells() for r in rows])
         save_bundle(session.model, session.info, change.path / "model")
         change.commit()
+        run.history.append(row)  # only once saved: history is what RUN holds
     except OSError as e:
         change.discard()
-        kept = (f"{run.run_dir} still holds epoch {row.epoch - 1}" if len(run.history) > 1
+        kept = (f"{run.run_dir} still holds epoch {row.epoch - 1}" if run.history
                 else f"{run.run_dir} still holds the previous run" if run.run_dir.exists()
                 else "nothing was saved")
         raise RunError(f"Could not save epoch {row.epoch} ({e.strerror or e}: "
