@@ -489,8 +489,10 @@ def verify(
     from clearclass.acquire import verify as run
 
     with _output(quiet):
-        run(folder, delete=delete, move_to=move_to, fix_extensions=fix_extensions,
-            min_side=min_side)
+        report = run(folder, delete=delete, move_to=move_to, fix_extensions=fix_extensions,
+                     min_side=min_side)
+    if quiet and not report.ok:  # the problems are the result: shown even with --quiet
+        progress.console.print(report.to_table())
 
 
 @app.command()
