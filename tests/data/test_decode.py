@@ -61,14 +61,16 @@ def test_exif_orientation_is_applied(tmp_path):
     assert (width, height) == (20, 60)
 
 
-@pytest.mark.parametrize("content", [b"", b"this is a text file, not a photo\n"])
-def test_empty_and_text_files_are_unreadable(tmp_path, content):
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", "empty file (0 bytes)"),
+    (b"this is a text file, not a photo\n", "not an image, or a format Pillow cannot read")])
+def test_empty_and_text_files_are_unreadable(tmp_path, content, reason):
     path = tmp_path / "fake.jpg"
     path.write_bytes(content)
     for source in (path, io.BytesIO(content)):
         with pytest.raises(UnreadableImage) as caught:
             open_rgb(source)
-        assert str(caught.value) == "not an image, or a format Pillow cannot read"
+        assert str(caught.value) == reason
 
 
 def test_truncated_jpeg_is_unreadable(tmp_path):

@@ -8,6 +8,7 @@ square, at a random place in training and in the centre otherwise, as fastai's `
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -45,6 +46,8 @@ def inspect_image(path: str | Path, thumbnail: int) -> tuple[int, int, np.ndarra
 
 def _decode(path: str | Path | IO[bytes],
             min_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    if _is_empty(path):  # Pillow would call it "not an image", which hides the cause
+        raise UnreadableImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow warns on odd metadata (e.g. "Corrupt EXIF data") that does not hurt pixels.
@@ -132,6 +135,17 @@ def crop_or_pad(
 def load_item(path: str | Path, size: int, method: str) -> np.ndarray:
     """The validation-time pixels of one photo: size x size x 3 uint8, centred."""
     return crop_or_pad(resize_to_fit(open_rgb(path, min_size=size), size, method), size, method)
+
+
+def _is_empty(source: str | Path | IO[bytes]) -> bool:
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer().nbytes == 0
+    if isinstance(source, (str, Path)):
+        try:
+            return Path(source).stat().st_size == 0
+        except OSError:
+            return False  # Image.open says why
+    return False
 
 
 def _reason(error: BaseException) -> str:
