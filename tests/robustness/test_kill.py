@@ -96,7 +96,7 @@ def test_sigkill_at_random_moments_leaves_a_whole_run(tmp_path):
         seen.append(after)
     # For the test to mean much, kills must have landed both before the new run's first save
     # (the previous run kept) and after it (the new run in place, mid-training).
-    kept = sum(a == b for a, b in zip(seen[1:], seen[:-1]))
+    kept = sum(a == b and a is not None for a, b in zip(seen[1:], seen[:-1]))
     replaced = sum(a != b and a is not None for a, b in zip(seen[1:], seen[:-1]))
     print(f"{KILLS} kills: {seen.count(None)} before any run existed, {kept} kept the previous "
           f"run, {replaced} left the new run in place")  # shown with pytest -s
