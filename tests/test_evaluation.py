@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import clearclass
-from clearclass.errors import RunError
-from clearclass.evaluation import Evaluation
+from clearclass.errors import ClearclassError, RunError
+from clearclass.evaluation import Evaluation, evaluate
 
 
 def _evaluation(targets, predictions, n_classes=4) -> Evaluation:
@@ -101,3 +101,15 @@ def test_an_edited_split_is_read_with_the_same_is_valid_words_as_a_csv(trained_r
         writer.writerows({**r, "is_valid": words[r["is_valid"]]} for r in rows)
     ev = clearclass.evaluate(run)
     assert len(ev.targets) == sum(r["is_valid"] == "True" for r in rows) == 12
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b\n1,2\n", b"path,label,is_valid\nx.jpg,red,maybe\n",
+                                     b"\xff\xfe\x00garbage"])
+def test_a_damaged_split_is_named(trained_run, tmp_path, content):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "split.csv").write_bytes(content)
+    with pytest.raises(ClearclassError, match="split.csv"):
+        evaluate(run, device="cpu")

@@ -243,9 +243,16 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]]) -> Ev
 
 def _valid_photos(split: Path, classifier: Classifier) -> list[tuple[Path, str]]:
     known = set(classifier.info.class_ids)
-    with open(split, newline="", encoding="utf-8") as f:
-        rows = [r for line, r in enumerate(csv.DictReader(f), start=2)
-                if parse_is_valid(r["is_valid"], f"{split}, line {line}") and r["label"] in known]
+    try:
+        with open(split, newline="", encoding="utf-8") as f:
+            rows = [r for line, r in enumerate(csv.DictReader(f), start=2)
+                    if parse_is_valid(r["is_valid"], f"{split}, line {line}")
+                    and r["label"] in known and r["path"]]
+    except (KeyError, TypeError, UnicodeDecodeError, csv.Error, DataError) as e:
+        # clearclass writes split.csv; this one was edited or damaged since.
+        raise RunError(f"{split} is damaged ({type(e).__name__}: {e}); it must have the "
+                       "columns path,label,is_valid as `clearclass train` wrote them. Restore it "
+                       "or train again.") from None
     if not rows:
         raise RunError(f"{split} lists no validation photos.")
     return [(Path(r["path"]), r["label"]) for r in rows]
