@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 
 KILLS = 20
 MAX_KILLS = 40  # when timing is off on a busy machine, a few more tries
-EPOCHS = 8
+EPOCHS = 4
 RUN_ENTRIES = {"config.json", "split.csv", "skipped.csv", "metrics.csv", "model",
                "summary.json", "report"}
 
@@ -46,16 +46,18 @@ def _train_command(data: Path, out: Path, seed: int) -> list[str]:
 
 
 def _watch(out: Path, process: subprocess.Popen, until: str,
-           timeout: float = 120.0) -> float:
-    """Poll until the run's staging folder appears ("start", the photos are found and
-    split), the run folder appears ("saved", the first epoch is saved) or the process ends
-    ("end"); returns the time it happened."""
+           timeout: float = 300.0) -> float:
+    """Poll until the run's staging folder appears ("start": the photos are found and
+    split), a new state of the run folder is swapped in ("saved": an epoch is saved; each
+    swap puts a new folder, a new inode, in place) or the process ends ("end"); returns
+    the time it happened."""
     building = out.with_name(f".{out.name}.building")
+    inode = out.stat().st_ino if out.exists() else None
     deadline = time.monotonic() + timeout
     while process.poll() is None:
         if until == "start" and building.exists():
             break
-        if until == "saved" and out.exists():
+        if until == "saved" and out.exists() and out.stat().st_ino != inode:
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"training never reached {until!r}")
@@ -107,10 +109,13 @@ def test_sigkill_at_random_moments_leaves_a_whole_run(tmp_path):
         # The seed changes the split, so a mix of two runs' files would show.
         process = subprocess.Popen(_train_command(data, out, seed=attempt),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _watch(out, process, "start")
         early = kept < KILLS // 2 and (replaced >= KILLS // 2 or attempt % 2 == 0)
-        time.sleep(rng.uniform(0.0, window) if early
-                   else rng.uniform(window, ended - started))
+        if early:  # a random moment before the first save, as far as timing can aim it
+            _watch(out, process, "start")
+            time.sleep(rng.uniform(0.0, window))
+        else:  # a random moment of the epochs after the first save
+            _watch(out, process, "saved")
+            time.sleep(rng.uniform(0.0, ended - saved))
         process.send_signal(signal.SIGKILL)
         process.wait()
         after = _check_whole(out, data)

@@ -27,6 +27,15 @@ def clearclass(*args: str, env: dict | None = None, cwd: Path | None = None):
     return result
 
 
+def clearclass_all(*commands: tuple) -> list:
+    """Run several commands two at a time: most of each is Python importing PyTorch, on one
+    core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda args: clearclass(*args), commands))
+
+
 def failed(result, *words: str) -> None:
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     message = result.stderr.strip()
@@ -50,17 +59,22 @@ def finished_run(data) -> Path:
 def test_out_naming_a_file_or_a_folder_of_other_things(data, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    failed(clearclass("train", data, "--out", notes, *TINY), "--out names a file")
-    failed(clearclass("train", data, "--out", tmp_path, "--overwrite", *TINY),
-           "not a clearclass run folder")
-    failed(clearclass("explore", data, "--out", notes, "--quiet"), "--out names a file")
+    file_out, folder_out, explore_out = clearclass_all(
+        ("train", data, "--out", notes, *TINY),
+        ("train", data, "--out", tmp_path, "--overwrite", *TINY),
+        ("explore", data, "--out", notes, "--quiet"))
+    failed(file_out, "--out names a file")
+    failed(folder_out, "not a clearclass run folder")
+    failed(explore_out, "--out names a file")
     assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
 def test_a_run_that_fails_before_training_leaves_nothing(data, tmp_path):
-    failed(clearclass("train", data, "--out", tmp_path / "run", *TINY, "--device", "cuda"),
-           "--device cuda")
-    failed(clearclass("train", data, "--out", tmp_path / "run", *TINY, "--model", "nope"))
+    no_gpu, no_model = clearclass_all(
+        ("train", data, "--out", tmp_path / "run", *TINY, "--device", "cuda"),
+        ("train", data, "--out", tmp_path / "run2", *TINY, "--model", "nope"))
+    failed(no_gpu, "--device cuda")
+    failed(no_model)
     assert os.listdir(tmp_path) == []
 
 
@@ -89,15 +103,16 @@ def test_a_run_being_swapped_when_a_process_died_still_evaluates(finished_run, t
 
 
 def test_evaluate_on_what_is_not_a_run(data, finished_run, tmp_path):
-    failed(clearclass("evaluate", tmp_path / "missing"), "not a training run")
-    failed(clearclass("evaluate", data), "not a training run")
     (tmp_path / "file").write_text("x")
-    failed(clearclass("evaluate", tmp_path / "file"), "not a training run")
     no_model = tmp_path / "no-model"
     shutil.copytree(finished_run, no_model)
     shutil.rmtree(no_model / "model")
-    failed(clearclass("evaluate", no_model), "not a clearclass model")
-    failed(clearclass("evaluate", finished_run, "--top-losses", "-5"), "--top-losses")
+    results = clearclass_all(("evaluate", tmp_path / "missing"), ("evaluate", data),
+                             ("evaluate", tmp_path / "file"), ("evaluate", no_model),
+                             ("evaluate", finished_run, "--top-losses", "-5"))
+    for result, words in zip(results, ["not a training run"] * 3 + ["not a clearclass model",
+                                                                     "--top-losses"]):
+        failed(result, words)
 
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
