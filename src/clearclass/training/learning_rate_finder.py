@@ -23,12 +23,11 @@ from clearclass.progress import bar, say
 from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
 from clearclass.training.loop import (
     TrainingRun,
-    _run_folder,
     freeze_body,
     prepare,
-    run_name,
     training_step,
 )
+from clearclass.training.run_folder import run_folder, run_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -83,7 +82,7 @@ def lr_find(
         raise RunError(f"{config.out} holds a trained model; lr_find writes its plot and the "
                        "split it used into a folder of its own. Choose another out.")
     # The folder (plot, config.json, split.csv) appears whole or not at all.
-    with _run_folder(dataclasses.replace(config, overwrite=True)) as (run_dir, staging):
+    with run_folder(dataclasses.replace(config, overwrite=True)) as (run_dir, staging):
         result = _find(TrainingRun(run_dir, config, staging=staging), start_learning_rate,
                        end_learning_rate, steps)
         from clearclass import figures

@@ -18,13 +18,12 @@ Whenever the process dies, RUN holds the previous complete state or the next one
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from clearclass.data.augment import AugmentSettings, augment_settings, batch_aug
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
 from clearclass.data.sources import PhotoSet, find_photos
-from clearclass.errors import RunError, SettingError
+from clearclass.errors import RunError
 from clearclass.export import export_onnx
 from clearclass.model import (
     Pretrained,
@@ -53,6 +52,7 @@ from clearclass.model import (
 )
 from clearclass.progress import LiveTable, bar, say, warn
 from clearclass.training.config import TrainConfig, make_config
+from clearclass.training.run_folder import run_folder
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch table
@@ -172,7 +172,7 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
     """
     config = make_config(data, settings)
     started = time.perf_counter()
-    with _run_folder(config) as (run_dir, staging):
+    with run_folder(config) as (run_dir, staging):
         return _fine_tune(TrainingRun(run_dir, config, staging=staging), started)
 
 
@@ -490,67 +490,6 @@ def _usable_cache_dir() -> Path | None:
              "--no-cache.")
         return None
     return folder
-
-
-def run_name(config: TrainConfig) -> str:
-    """The default name of a run's folder under runs/: `<data>-<model>`."""
-    return f"{Path(config.data).stem or 'data'}-{config.model.replace('/', '_')}"
-
-
-RUN_FILES = ("config.json", "split.csv", "model")  # any of them marks a folder as a run
-
-
-@contextlib.contextmanager
-def _run_folder(config: TrainConfig) -> Iterator[tuple[Path, fileio.FolderChange]]:
-    """The run's folder, held by this process alone, and the empty staging folder its first
-    state is written into (`TrainingRun.staging` until the first epoch is saved).
-
-    Nothing in the folder changes until then; a run that fails or is interrupted before
-    leaves it as it was (or absent).
-    """
-    run_dir = _run_dir(config)
-    with fileio.exclusive(run_dir):
-        staging = _check_run_dir(run_dir, config)
-        try:
-            yield run_dir, staging
-        finally:
-            staging.discard()  # a no-op once the first epoch committed it
-
-
-def _run_dir(config: TrainConfig) -> Path:
-    if config.out:
-        return Path(config.out).expanduser()
-    stem = run_name(config)
-    run_dir, n = Path("runs") / stem, 2
-    while fileio.settled(run_dir).exists() or run_dir.with_name(f".{run_dir.name}.lock").exists():
-        run_dir = Path("runs") / f"{stem}-{n}"
-        n += 1
-    return run_dir
-
-
-def _check_run_dir(run_dir: Path, config: TrainConfig) -> fileio.FolderChange:
-    fileio.finish_interrupted_change(run_dir)
-    data = Path(config.data).expanduser().resolve()
-    if data.is_dir() and run_dir.resolve().is_relative_to(data):
-        # Its figures would be read as photos of a class named after it next time.
-        raise SettingError("out", f"{run_dir} is inside DATA ({config.data}); put runs "
-                                  "beside the photos, such as runs/NAME.")
-    if config.out:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SettingError("out", f"names a file, {run_dir}; give the folder to create "
-                                      "for the run.")
-        if (run_dir / "model" / "model.json").is_file() and not config.overwrite:
-            raise RunError(
-                f"{run_dir} already holds a trained model. Choose another --out, or pass "
-                "--overwrite to replace it."
-            )
-        if run_dir.is_dir() and any(run_dir.iterdir()) and not any(
-                (run_dir / name).exists() for name in RUN_FILES):
-            # Replacing the folder would delete whatever the user keeps there.
-            found = ", ".join(sorted(p.name for p in run_dir.iterdir())[:3])
-            raise RunError(f"{run_dir} is not a clearclass run folder (it holds {found}); "
-                           "choose another --out, such as a new folder under runs/.")
-    return fileio.FolderChange(run_dir, start_empty=True)
 
 
 def _seed_everything(seed: int) -> None:
