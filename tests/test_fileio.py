@@ -123,3 +123,9 @@ def test_a_copy_leaves_out_other_writers_work_in_progress(tmp_path):
     change = fileio.FolderChange(target)
     assert sorted(os.listdir(change.path)) == ["a"]
     change.discard()
+
+
+def test_foreign_entries_names_what_a_whole_replacement_would_take_away(tmp_path):
+    folder = _fill(tmp_path / "report", **{"index.html": "x", "mine.txt": "y", "a.csv": "z"})
+    assert fileio.foreign_entries(folder, ("index.html",)) == ["a.csv", "mine.txt"]
+    assert fileio.foreign_entries(tmp_path / "missing", ("index.html",)) == []

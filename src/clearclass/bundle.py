@@ -272,8 +272,7 @@ def save_bundle(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
     if folder.is_file():
         raise ModelFileError(f"{folder} is a file; a model bundle is a folder. Give a folder "
                              "name, such as runs/dogs/model.")
-    others = sorted(p.name for p in folder.iterdir()
-                    if p.name not in BUNDLE_FILES) if folder.is_dir() else []
+    others = fileio.foreign_entries(folder, BUNDLE_FILES)
     if others:
         # The bundle replaces the folder whole; files of the user's would go with it.
         raise ModelFileError(f"{folder} holds files that are not part of a model bundle "

@@ -271,8 +271,7 @@ def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> 
     folder = Path(folder).expanduser()
     if folder.is_file():
         raise RunError(f"{folder} is a file; give a folder for the report.")
-    others = sorted(p.name for p in folder.iterdir()
-                    if p.name not in REPORT_FILES) if folder.is_dir() else []
+    others = fileio.foreign_entries(folder, REPORT_FILES)
     if others:
         raise RunError(f"{folder} holds files that are not part of a report "
                        f"({', '.join(others[:3])}); give a new or empty folder.")

@@ -162,6 +162,17 @@ def exclusive(folder: str | Path, what: str = "--out") -> Iterator[None]:
         os.close(fd)
 
 
+def foreign_entries(folder: Path, expected: Iterable[str]) -> list[str]:
+    """The names in `folder` that are not among `expected`, sorted (none if it is missing).
+
+    A folder replaced whole (`changing(..., start_empty=True)`) must hold nothing else, or
+    the user's files would go with it.
+    """
+    known = set(expected)
+    return sorted(p.name for p in folder.iterdir() if p.name not in known) \
+        if folder.is_dir() else []
+
+
 def finish_interrupted_change(folder: Path) -> None:
     """Complete or undo a `FolderChange` of `folder` that a killed process left half-done."""
     folder = Path(folder)
