@@ -26,6 +26,7 @@ _PUBLIC = {
     "TrainConfig": "clearclass.training",
     "TrainingRun": "clearclass.training",
     "train": "clearclass.training",
+    "resume": "clearclass.training",
     "lr_find": "clearclass.training",
     "Evaluation": "clearclass.evaluation",
     "evaluate": "clearclass.evaluation",
@@ -48,6 +49,7 @@ __all__ = [
     "explore",
     "load",
     "lr_find",
+    "resume",
     "show_batch",
     "train",
     "__version__",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from clearclass.evaluation import Evaluation, evaluate
     from clearclass.exploration import Exploration, explore, show_batch
     from clearclass.predict import Classifier, Prediction, load
-    from clearclass.training import TrainConfig, TrainingRun, lr_find, train
+    from clearclass.training import TrainConfig, TrainingRun, lr_find, resume, train
 
 
 def __getattr__(name: str):

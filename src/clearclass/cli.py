@@ -132,21 +132,74 @@ def main_options(
 
 @app.command()
 @with_settings(TRAIN_SETTINGS)
-def train(data: DataArg, quiet: Quiet = False, *, settings: dict) -> None:
+def train(
+    data: Annotated[str | None, typer.Argument(
+        help=_FIELDS["data"].metadata["help"], show_default=False, metavar="DATA")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the run in this folder from its last checkpoint, with its own "
+             "settings (instead of DATA).", metavar="RUN", show_default=False)] = None,
+    processes: Annotated[int, typer.Option(
+        help="Train in this many processes on this machine, one per GPU (or sharing the "
+             "CPU), through torchrun; --batch-size stays the total of one step.",
+        min=1)] = 1,
+    quiet: Quiet = False,
+    *,
+    settings: dict,
+) -> None:
     """Fine-tune a pretrained model on labelled photos, as fastai's fine_tune does.
 
     Example: clearclass train photos/ --model efficientnet_lite0 --epochs 3 --out runs/dogs
 
     Shows a row per epoch (epoch, train_loss, valid_loss, accuracy, time), also saved to
     RUN/metrics.csv. The model is saved as RUN/model (model.safetensors + model.json) after
-    every epoch. Unreadable photos are skipped and listed in RUN/skipped.csv.
+    every epoch, with a checkpoint that `clearclass train --resume RUN` continues from
+    (also saved every --checkpoint-minutes, and on Ctrl-C). Unreadable photos are skipped
+    and listed in RUN/skipped.csv.
     """
+    if (data is None) == (resume is None):
+        raise SettingError("data", "give the photos (DATA) to start a run, or --resume RUN "
+                                   "to continue one; not both." if data else
+                           "is missing: give the photos (DATA), or --resume RUN.")
+    if processes > 1:
+        sys.exit(_torchrun(processes, data, resume, quiet, settings))
+    from clearclass.training import resume as resume_training
     from clearclass.training import train as run_training
 
     with _output(quiet):
-        run = run_training(data, **settings)
-    if not quiet:
+        if resume is not None:
+            run = resume_training(resume, **_given(settings))
+        else:
+            run = run_training(data, **settings)
+    if not quiet and run.processes.main:
         typer.echo(f"Next: clearclass evaluate {shlex.quote(str(run.run_dir))}")
+
+
+def _given(settings: dict) -> dict:
+    """The settings that differ from their defaults: those the user gave."""
+    return {k: v for k, v in settings.items() if v != _FIELDS[k].default}
+
+
+def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool,
+              settings: dict) -> int:
+    """Run this same command in `processes` processes under torchrun; its exit status."""
+    import subprocess
+
+    args = [data] if data is not None else ["--resume", str(resume)]
+    for name, value in _given(settings).items():
+        flag = _flag(name)
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            args += [flag, str(value)]
+    if quiet:
+        args.append("--quiet")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={processes}", "-m", "clearclass", "train", *args]
+    progress.say("Starting: " + shlex.join(["torchrun", *command[3:]]))
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:  # torchrun passes it on, and the run saves a checkpoint
+        return 130
 
 
 @app.command()

@@ -145,7 +145,7 @@ class PhotoBatches:
             raise ValueError("pixels and labels differ in length")
         self.pixels, self.labels = pixels, torch.as_tensor(list(labels), dtype=torch.long)
         self.size, self.method, self.batch_size = size, method, batch_size
-        self.training, self.seed, self.epoch = training, seed, 0
+        self.training, self.seed, self.epoch, self.start_batch = training, seed, 0, 0
         self.drop_last = training and len(pixels) > batch_size
         self.pin_memory = pin_memory  # page-locked, for asynchronous copies to a GPU
 
@@ -153,8 +153,9 @@ class PhotoBatches:
         n = len(self.pixels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch whose batches to serve, from batch `start_batch` (resuming mid-epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.pixels)
@@ -165,7 +166,8 @@ class PhotoBatches:
         else:
             order = torch.arange(n)
             positions = [(0.5, 0.5)] * n
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        first = self.start_batch * self.batch_size
+        for start in range(first, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size].tolist()
             squares = [
                 crop_or_pad(self.pixels[i], self.size, self.method, positions[k])

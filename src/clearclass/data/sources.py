@@ -666,3 +666,24 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def _has_images_below(folders: list[Path]) -> bool:
     return any(is_image_file(p) for d in folders for p in d.iterdir() if p.is_file())
+
+
+def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
+    """The photos a run was trained on, as its RUN/split.csv lists them (`class_ids` in the
+    model's order): a resumed run needs exactly these, not a new look at DATA."""
+    split = Path(run_dir) / "split.csv"
+    known = set(class_ids)
+    try:
+        with open(split, newline="", encoding="utf-8") as f:
+            photos = [Photo(Path(r["path"]), r["label"],
+                            parse_is_valid(r["is_valid"], f"{split}, line {line}"))
+                      for line, r in enumerate(csv.DictReader(f), start=2)]
+        unknown = sorted({p.label for p in photos} - known)
+        if unknown or not photos:
+            raise ValueError(f"classes not in the model: {', '.join(unknown[:3])}" if unknown
+                             else "no photos")
+    except (OSError, KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error,
+            DataError) as e:
+        raise DataError(f"{split} cannot be read ({type(e).__name__}: {e}); it must be as "
+                        "`clearclass train` wrote it. Restore it, or train again.") from None
+    return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir))

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 
 from clearclass.training.config import TrainConfig
 
-__all__ = ["LearningRateSuggestion", "TrainConfig", "TrainingRun", "lr_find", "train"]
-_LAZY = {"TrainingRun": "loop", "train": "loop", "lr_find": "learning_rate_finder",
+__all__ = ["LearningRateSuggestion", "TrainConfig", "TrainingRun", "lr_find", "resume",
+           "train"]
+_LAZY = {"TrainingRun": "loop", "train": "loop", "resume": "loop",
+         "lr_find": "learning_rate_finder",
          "LearningRateSuggestion": "learning_rate_finder"}
 
 if TYPE_CHECKING:
     from clearclass.training.learning_rate_finder import LearningRateSuggestion, lr_find
-    from clearclass.training.loop import TrainingRun, train
+    from clearclass.training.loop import TrainingRun, resume, train
 
 
 def __getattr__(name: str):

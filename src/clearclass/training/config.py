@@ -138,6 +138,10 @@ class TrainConfig:
     overwrite: bool = setting(
         False, "Replace a run already in the run folder (kept until the new run saves its "
         "first epoch).", OUTPUT)
+    checkpoint_minutes: float = setting(
+        10.0, "Also save a checkpoint every this many minutes inside an epoch (one is saved "
+              "at the end of every epoch, and on Ctrl-C); 0 saves only at the end of epochs. "
+              "`clearclass train --resume RUN` continues from the last one.", OUTPUT)
 
     def __post_init__(self) -> None:
         # Imported here: augment.py needs PyTorch, which `clearclass --help` should not wait
@@ -172,6 +176,7 @@ class TrainConfig:
              f"must be one of {', '.join(DEVICES)} (or cuda:N)"),
             ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
+            ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -200,7 +205,9 @@ NAMES = tuple(f.name for f in fields(TrainConfig))
 # `explore` and `show_batch` how photos are split, sized and augmented.
 LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
-    "overwrite"))
+    "overwrite", "checkpoint_minutes"))
+# What a resumed run may change: how it runs, never what it computes.
+RESUME_SETTINGS = ("device", "precision", "workers", "cache", "checkpoint_minutes", "onnx")
 EXPLORE_SETTINGS = tuple(f.name for f in fields(TrainConfig)
                          if f.metadata["group"] == PHOTOS and f.name not in ("data", "cache"))
 

@@ -7,23 +7,30 @@
    slower. Unless `adapt_batchnorm`, the body keeps its pretrained BatchNorm statistics:
    the frozen body then runs forward only, and unfrozen batches can be split into chunks
    that give the same gradient with a fraction of the memory;
-4. after every epoch, show the metrics row and save it with the model bundle, so an
-   interrupted run keeps its last finished epoch.
+4. after every epoch, show the metrics row and save it with the model bundle and a
+   checkpoint (`checkpoint.py`), and save a checkpoint every `checkpoint_minutes` inside an
+   epoch, so that `resume` continues a run from where it stopped, with the same result.
 
-The run folder changes as a unit (`fileio.FolderChange`): until the first epoch is saved
-the run is written beside it, and each epoch's metrics and model are swapped in together.
-Whenever the process dies, RUN holds the previous complete state or the next one; with
-`overwrite`, the previous run stays until the new one has a model.
+The run folder changes as a unit (`fileio.FolderChange`): until the first checkpoint is
+saved the run is written beside it, and each epoch's metrics, model and checkpoint are
+swapped in together. Whenever the process dies, RUN holds the previous complete state or
+the next one; with `overwrite`, the previous run stays until the new one has saved.
+
+Under torchrun each process trains on its share of every batch (`distributed.py`); the
+process of rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import shutil
+import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ from clearclass.bundle import ModelInfo, save_bundle
 from clearclass.data.augment import AugmentSettings, augment_settings, batch_augment, normalize
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
-from clearclass.data.sources import PhotoSet, find_photos
+from clearclass.data.sources import PhotoSet, find_photos, read_split
 from clearclass.errors import RunError
 from clearclass.export import export_onnx
 from clearclass.model import (
@@ -50,9 +57,18 @@ from clearclass.model import (
     set_body_trainable,
     set_train_mode,
 )
-from clearclass.progress import LiveTable, bar, say, warn
-from clearclass.training.config import TrainConfig, make_config
-from clearclass.training.run_folder import run_folder
+from clearclass.progress import LiveTable, bar, quiet, say, warn
+from clearclass.training import distributed
+from clearclass.training.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    Position,
+    read_checkpoint,
+    write_checkpoint,
+)
+from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
+from clearclass.training.distributed import Processes
+from clearclass.training.run_folder import resuming, run_dir_for, run_folder
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch table
@@ -92,6 +108,9 @@ class TrainingRun:
     # The run's first state, written beside run_dir until the first epoch is saved.
     staging: fileio.FolderChange | None = field(default=None, repr=False, compare=False)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], repr=False)
+    processes: Processes = field(default_factory=Processes, repr=False, compare=False)
+    # Where the last checkpoint saved in run_dir stands (None: none saved by this process).
+    saved: Position | None = field(default=None, repr=False, compare=False)
 
     @property
     def files_dir(self) -> Path:
@@ -101,6 +120,25 @@ class TrainingRun:
     @property
     def model_dir(self) -> Path:
         return self.run_dir / "model"
+
+    @property
+    def resume_command(self) -> str:
+        import shlex
+
+        return f"clearclass train --resume {shlex.quote(str(self.run_dir))}"
+
+    def holds(self) -> str:
+        """What the run folder holds now, in words, for messages after an interruption."""
+        saved, done = self.saved, len(self.history)
+        model = f"the model as of epoch {done - 1}" if done else "no finished epoch"
+        if saved is not None and saved.step:
+            return (f"{self.run_dir} holds a checkpoint at epoch {saved.epochs_done}, batch "
+                    f"{saved.step} ({model})")
+        if done:
+            return f"{self.run_dir} holds {model} and its checkpoint"
+        if self.run_dir.exists():
+            return f"no epoch had finished; {self.run_dir} still holds the previous run"
+        return "no epoch had finished, so nothing was saved"
 
     @property
     def accuracy(self) -> float:
@@ -155,6 +193,20 @@ class _Session:
     body_fixed: bool = False  # frozen body run forward only (BatchNorm not adapting)
     adapt_batchnorm: bool = True  # BatchNorm layers normalise with batch statistics
     micro_batch: int | None = None  # forward/backward in chunks this size (same gradient)
+    # What a training step calls: the model, or its head on the fixed body; wrapped in
+    # DistributedDataParallel under torchrun.
+    forward: nn.Module | None = None
+    checkpoint: Checkpoint | None = None  # the one this run resumes from
+    # The stage being trained, its optimizer and schedule (what a checkpoint saves).
+    stage: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    stop: _StopRequest | None = None
+    last_save: float = field(default_factory=time.monotonic)  # of the last checkpoint
+
+    @property
+    def processes(self) -> Processes:
+        return self.run.processes
 
 
 def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
@@ -172,77 +224,186 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
     """
     config = make_config(data, settings)
     started = time.perf_counter()
+    processes = distributed.from_environment()
+    if not processes.main:  # the others only compute; process 0 prints and writes
+        with quiet():
+            return _fine_tune(TrainingRun(run_dir_for(config), config, processes=processes),
+                              started)
     with run_folder(config) as (run_dir, staging):
-        return _fine_tune(TrainingRun(run_dir, config, staging=staging), started)
+        return _fine_tune(TrainingRun(run_dir, config, staging=staging, processes=processes),
+                          started)
 
 
-def _fine_tune(run: TrainingRun, started: float) -> TrainingRun:
-    config = run.config
-    session = prepare(config, run)
-    session.table = LiveTable(METRICS_HEADER, METRICS_WIDTHS)
-    model = session.model
-    steps = len(session.train_batches)
-    if steps < MIN_STEPS_PER_EPOCH:
-        warn(f"Only {steps} training step(s) per epoch (batches of {config.batch_size}): a "
-             "one-cycle schedule that short barely moves the weights. Use a smaller "
-             "batch size or more epochs.")
+def resume(run: str | Path, **settings: Any) -> TrainingRun:
+    """Continue a run that was stopped (Ctrl-C, a crash, a killed process) from its checkpoint.
 
-    # fine_tune: frozen body first, then everything, the body learning body_slowdown times
-    # slower.
-    try:
-        if config.freeze_epochs:
-            freeze_body(session, config)
-            # fastai's `slice(base_lr)`: norm layers at a tenth. The head learns faster than
-            # fastai's because it is one zero-initialised linear layer on raw features where
-            # fastai's normalises them first (measured: benchmarks/README.md).
-            rates = (config.learning_rate / 10, config.learning_rate * config.head_speedup)
-            fit_one_cycle(session, config.freeze_epochs, rates, "frozen", pct_start=0.99,
-                          div=25.0)
-        if config.epochs:
-            set_body_trainable(model, True)
-            session.body_fixed = False
-            session.adapt_batchnorm = config.will_adapt_batchnorm
-            session.micro_batch = _micro_batch(config, session.compute)
-            top = config.learning_rate / 2
-            fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top), "unfrozen",
-                          pct_start=0.3, div=5.0)
-    except KeyboardInterrupt:
-        done = len(run.history)
-        if done:
-            where = f"the model as of epoch {done - 1} is in {run.model_dir}"
-        elif run.run_dir.exists():
-            where = f"no epoch had finished; {run.run_dir} still holds the previous run"
+    The run goes on with its own settings (RUN/config.json) and ends as the uninterrupted
+    run would have. `settings` may change only how it runs: device, precision, workers,
+    cache, checkpoint_minutes, onnx. A finished run is returned as it is.
+
+    Example:
+        run = clearclass.resume("runs/dogs")
+        print(run.accuracy)
+    """
+    started = time.perf_counter()
+    run_dir = Path(run).expanduser()
+    config = _resumed_config(run_dir, settings)
+    processes = distributed.from_environment()
+    with contextlib.ExitStack() as stack:
+        if processes.main:
+            stack.enter_context(resuming(run_dir))
         else:
-            where = "no epoch had finished, so nothing was saved"
-        warn(f"Training interrupted; {where}.")
-        raise
+            stack.enter_context(quiet())
+        checkpoint = read_checkpoint(run_dir)
+        previous = _read_history(run_dir)
+        if checkpoint is None:
+            return _finished_run(run_dir, config, previous, processes)
+        training = TrainingRun(run_dir, config, run_id=checkpoint.run_id, processes=processes,
+                               saved=checkpoint.position)
+        training.history = previous[:checkpoint.position.epochs_done]
+        say(f"Resuming {run_dir} at epoch {checkpoint.position.epochs_done}, batch "
+            f"{checkpoint.position.step}.")
+        return _fine_tune(training, started, checkpoint)
 
-    t0 = time.perf_counter()
-    _export_onnx(run)
-    run.timings["onnx_export_seconds"] = time.perf_counter() - t0
-    run.timings["total_seconds"] = time.perf_counter() - started
-    _write_summary(run)
-    say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
+
+def _resumed_config(run_dir: Path, settings: dict[str, Any]) -> TrainConfig:
+    config_file = fileio.settled(run_dir) / "config.json"
+    if not config_file.is_file():
+        raise RunError(f"{run_dir} is not a training run (no config.json); give the folder "
+                       "that `clearclass train` wrote.")
+    for name in settings:
+        if name not in RESUME_SETTINGS:
+            raise RunError(f"A resumed run keeps its own settings ({run_dir}/config.json); "
+                           f"{name} cannot change. To train with other settings, start a "
+                           "new run.")
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{config_file} is damaged ({type(e).__name__}: {e}); the run cannot "
+                       "be resumed.") from None
+    return make_config(TrainConfig.from_dict(saved), settings)
+
+
+def _read_history(run_dir: Path) -> list[EpochRow]:
+    import csv
+
+    path = fileio.settled(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [EpochRow(int(r["epoch"]), float(r["train_loss"]), float(r["valid_loss"]),
+                         float(r["accuracy"]), _seconds(r["time"]), r["stage"])
+                for r in csv.DictReader(f)]
+
+
+def _finished_run(run_dir: Path, config: TrainConfig, history: list[EpochRow],
+                  processes: Processes) -> TrainingRun:
+    total = config.freeze_epochs + config.epochs
+    if len(history) < total:
+        raise RunError(
+            f"{run_dir} has no checkpoint to resume from: it holds {len(history)} of {total} "
+            "epochs, saved by a clearclass older than checkpoints, or stopped before its "
+            "first save. Train again with --overwrite.")
+    run = TrainingRun(run_dir, config, history=history, processes=processes)
+    if processes.main and config.onnx and not (run.model_dir / "model.onnx").exists():
+        _export_onnx(run)  # a run killed between its last epoch and the export
+    say(f"{run_dir} finished all {total} epochs; nothing to resume (validation accuracy "
+        f"{run.accuracy:.2%}).")
     return run
 
 
-def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
-    """Photos found, split and decoded once; the model built on its device."""
+def _fine_tune(run: TrainingRun, started: float,
+               checkpoint: Checkpoint | None = None) -> TrainingRun:
+    config = run.config
+    try:
+        session = prepare(config, run, checkpoint)
+        if run.processes.main:
+            session.table = LiveTable(METRICS_HEADER, METRICS_WIDTHS)
+            for row in run.history:
+                session.table.add_row(row.cells())
+        steps = len(session.train_batches)
+        if steps < MIN_STEPS_PER_EPOCH:
+            warn(f"Only {steps} training step(s) per epoch (batches of {config.batch_size}): "
+                 "a one-cycle schedule that short barely moves the weights. Use a smaller "
+                 "batch size or more epochs.")
+        with _StopRequest() as session.stop:
+            _fit_stages(session, config, checkpoint.position if checkpoint else Position())
+    except KeyboardInterrupt:
+        if run.processes.main:
+            if run.saved is not None:
+                warn(f"Training stopped; {run.holds()}. Continue with: {run.resume_command}")
+            else:
+                warn(f"Training interrupted; {run.holds()}.")
+        raise
+    finally:
+        distributed.stop()
+
+    if run.processes.main:
+        t0 = time.perf_counter()
+        _export_onnx(run)
+        run.timings["onnx_export_seconds"] = time.perf_counter() - t0
+        run.timings["total_seconds"] = time.perf_counter() - started
+        _write_summary(run)
+        say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
+    return run
+
+
+def _fit_stages(session: _Session, config: TrainConfig, start: Position) -> None:
+    """fastai's fine_tune: frozen body first, then everything, the body learning
+    body_slowdown times slower. A resumed run skips what its checkpoint had done."""
+    model = session.model
+    first_unfrozen = config.freeze_epochs
+    if config.freeze_epochs and start.epochs_done < first_unfrozen:
+        freeze_body(session, config)
+        # fastai's `slice(base_lr)`: norm layers at a tenth. The head learns faster than
+        # fastai's because it is one zero-initialised linear layer on raw features where
+        # fastai's normalises them first (measured: benchmarks/README.md).
+        rates = (config.learning_rate / 10, config.learning_rate * config.head_speedup)
+        fit_one_cycle(session, config.freeze_epochs, rates, "frozen", pct_start=0.99,
+                      div=25.0, first_epoch=0, start=start)
+    if config.epochs:
+        set_body_trainable(model, True)
+        session.body_fixed, session.forward = False, None
+        session.adapt_batchnorm = config.will_adapt_batchnorm
+        session.micro_batch = _micro_batch(config, session.compute)
+        top = config.learning_rate / 2
+        fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top), "unfrozen",
+                      pct_start=0.3, div=5.0, first_epoch=first_unfrozen, start=start)
+
+
+def prepare(config: TrainConfig, run: TrainingRun,
+            checkpoint: Checkpoint | None = None) -> _Session:
+    """Photos found, split and decoded once; the model built on its device.
+
+    Resuming from `checkpoint`: the photos of the run's split.csv, the checkpoint's weights.
+    """
     run_dir = run.files_dir
+    processes = run.processes
     _seed_everything(config.seed)
-    compute = devices.select(config.device, config.precision)
+    compute = devices.select(distributed.device_for(config.device, processes),
+                             config.precision)
+    distributed.start(processes, compute.device)
     if compute.device.type == "cpu":
         # Halves the step time on the CPU; the process then keeps its peak memory until it
         # exits (device.keep_freed_memory says why).
         devices.keep_freed_memory()
 
-    photo_set = find_photos(config.data, config.validation_fraction, config.seed)
+    if checkpoint is None:
+        photo_set = find_photos(config.data, config.validation_fraction, config.seed)
+    else:
+        photo_set = read_split(run.run_dir, checkpoint.info.class_ids)
     for note in photo_set.notes:
         say(note)
     t0 = time.perf_counter()
     photo_set, pixels = _decode(photo_set, config, run_dir)
     run.timings["decode_seconds"] = time.perf_counter() - t0
-    _write_split(photo_set, run_dir)
+    if checkpoint is not None and len(photo_set.photos) != len(
+            read_split(run.run_dir, checkpoint.info.class_ids).photos):
+        raise RunError(f"Some photos of {run.run_dir}/split.csv can no longer be read (see "
+                       "the warning above); a resumed run needs the same photos. Restore them, "
+                       "or train again.")
+    if checkpoint is None and processes.main:
+        _write_split(photo_set, run_dir)
     class_index = {c: i for i, c in enumerate(photo_set.class_ids)}
     train_idx = [i for i, p in enumerate(photo_set.photos) if not p.is_valid]
     valid_idx = [i for i, p in enumerate(photo_set.photos) if p.is_valid]
@@ -250,11 +411,22 @@ def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
         f"validation photos ({photo_set.layout}).")
 
     torch.manual_seed(config.seed)
-    model, pretrained = create_model(config.model, len(photo_set.class_ids),
-                                     pretrained=config.pretrained, weights=config.weights)
+    if checkpoint is None:
+        model, pretrained = create_model(config.model, len(photo_set.class_ids),
+                                         pretrained=config.pretrained, weights=config.weights)
+        info = _model_info(config, photo_set, pretrained, run.run_id)
+        origin = pretrained.describe()
+    else:
+        model, _ = create_model(config.model, len(photo_set.class_ids), pretrained=False)
+        checkpoint.load_model(model)
+        info, origin = checkpoint.info, "its checkpoint"
     model = model.to(compute.device, memory_format=torch.channels_last)
-    say(f"Model {config.model} from {pretrained.describe()}; training on {compute.describe()}.")
-    _write_config(run_dir, config, pretrained, compute, run.run_id)
+    where = compute.describe()
+    if processes.distributed:
+        where = f"{processes.world_size} processes, each on {where}"
+    say(f"Model {config.model} from {origin}; training on {where}.")
+    if checkpoint is None and processes.main:
+        _write_config(run_dir, config, pretrained, compute, run.run_id)
 
     def batches(indices: list[int], training: bool) -> PhotoBatches:
         return PhotoBatches(take(pixels, indices),
@@ -268,7 +440,7 @@ def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
         train_batches=batches(train_idx, True), valid_batches=batches(valid_idx, False),
         augment=augment_settings(config.batch_augment, config.augment_strength),
         augment_gen=torch.Generator().manual_seed(config.seed),
-        info=_model_info(config, photo_set, pretrained, run.run_id), run=run,
+        info=info, run=run, checkpoint=checkpoint,
         scaler=torch.amp.GradScaler(compute.device.type) if compute.needs_grad_scaler else None,
     )
 
@@ -282,20 +454,25 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
     if session.augment is not None:
         images = batch_augment(images, session.augment, session.augment_gen)
     x = normalize(images, info.mean, info.std)
-    forward = forward_fixed_body if session.body_fixed else _forward
+    forward = session.forward or _forward_module(session)
     chunk = session.micro_batch or len(labels)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=compute.device)
     # In chunks, activations for back-propagation are held for one chunk at a time. With
     # BatchNorm statistics fixed, a photo's output does not depend on its batch, so the
-    # summed gradient is the whole batch's.
-    for xs, ys in zip(x.split(chunk), labels.split(chunk)):
-        with compute.autocast:
-            loss = F.cross_entropy(forward(session.model, xs), ys) * (len(ys) / len(labels))
-        if session.scaler is not None:
-            session.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+    # summed gradient is the whole batch's. Under DDP, gradients are averaged across
+    # processes once, after the last chunk.
+    chunks = list(zip(x.split(chunk), labels.split(chunk)))
+    for k, (xs, ys) in enumerate(chunks):
+        last = k == len(chunks) - 1
+        no_sync = getattr(forward, "no_sync", None)
+        with (no_sync() if no_sync and not last else contextlib.nullcontext()):
+            with compute.autocast:
+                loss = F.cross_entropy(forward(xs), ys) * (len(ys) / len(labels))
+            if session.scaler is not None:
+                session.scaler.scale(loss).backward()
+            else:
+                loss.backward()
         total += loss.detach()
     if session.scaler is not None:
         session.scaler.step(optimizer)
@@ -309,18 +486,47 @@ def freeze_body(session: _Session, config: TrainConfig) -> None:
     """Only the head learns; unless BatchNorm statistics adapt, the body runs forward only."""
     set_body_trainable(session.model, False, adapt_batchnorm=config.will_adapt_batchnorm)
     session.body_fixed = not config.will_adapt_batchnorm
+    session.forward = None  # rebuilt for the parameters that now learn
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x)
+class _HeadOnFixedBody(nn.Module):
+    """The model with its body run forward only, so DDP sees (and syncs) the head alone."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_fixed_body(self.model, x)
+
+
+def _forward_module(session: _Session) -> nn.Module:
+    """What a step calls for this stage; wrapped in DDP when training in several processes.
+
+    Built anew for each stage: DDP syncs the parameters that learn when it is built.
+    """
+    module = _HeadOnFixedBody(session.model) if session.body_fixed else session.model
+    if session.processes.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = session.compute.device
+        module = DistributedDataParallel(
+            module, device_ids=[device] if device.type == "cuda" else None,
+            # Buffers (BatchNorm statistics) change only where they adapt.
+            broadcast_buffers=session.adapt_batchnorm and not session.body_fixed)
+    session.forward = module
+    return module
 
 
 def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], stage: str,
-                  pct_start: float, div: float) -> None:
+                  pct_start: float, div: float, first_epoch: int = 0,
+                  start: Position | None = None) -> None:
     """Train `epochs` epochs with one-cycle learning rates and momentum, AdamW.
 
-    `rates`: peak learning rates of the body and of the head.
+    `rates`: peak learning rates of the body and of the head. The stage's epochs are
+    numbered from `first_epoch`; `start` (a resumed run's position) skips what was done.
     """
+    start = start or Position()
     groups = [[p for p in g if p.requires_grad] for g in body_and_head(session.model)]
     param_groups = [{"params": g, "lr": rate} for g, rate in zip(groups, rates) if g]
     peaks = [rate for g, rate in zip(groups, rates) if g]
@@ -331,49 +537,143 @@ def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], st
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peaks, total_steps=steps, pct_start=pct_start,
         div_factor=div, final_div_factor=1e5 / div, base_momentum=0.85, max_momentum=0.95)
-    for _ in range(epochs):
-        epoch = len(session.run.history)
+    saved = session.checkpoint
+    if saved is not None and saved.stage == stage and (start.epochs_done > first_epoch
+                                                       or start.step > 0):
+        saved.load_optimizer(optimizer)
+        saved.load_scheduler(scheduler)
+        saved.load_scaler(session.scaler)
+    session.optimizer, session.scheduler, session.stage = optimizer, scheduler, stage
+    last_epoch = session.run.config.freeze_epochs + session.run.config.epochs - 1
+    for epoch in range(max(first_epoch, start.epochs_done), first_epoch + epochs):
+        position = start if epoch == start.epochs_done else Position(epoch)
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(session, optimizer, scheduler, epoch, stage)
+        train_loss = train_one_epoch(session, optimizer, scheduler, epoch, stage, position)
         valid_loss, accuracy = evaluate(session.model, session.valid_batches, session.compute,
-                                        session.info.mean, session.info.std)
-        row = EpochRow(epoch, train_loss, valid_loss, accuracy, time.perf_counter() - t0, stage)
-        _record(session, row)
+                                        session.info.mean, session.info.std,
+                                        session.processes)
+        seconds = position.seconds + time.perf_counter() - t0
+        row = EpochRow(epoch, train_loss, valid_loss, accuracy, seconds, stage)
+        finished = epoch == last_epoch
+        _record(session, row, finished)
+        if not finished and session.stop is not None and session.stop.requested(
+                session.processes)[0]:
+            raise KeyboardInterrupt  # the checkpoint of this epoch's end is saved
 
 
 def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int,
-                    stage: str) -> float:
-    """One pass over the training photos; returns the mean training loss.
+                    stage: str, start: Position | None = None) -> float:
+    """One pass over the training photos (from `start.step` when resuming); returns the mean
+    training loss, over every process.
 
     The loss is summed on the device and read back only every few steps, so that a GPU
-    is not made to wait for the CPU after every batch.
+    is not made to wait for the CPU after every batch. Every `checkpoint_minutes`, and when
+    asked to stop (Ctrl-C, SIGTERM), a checkpoint is saved between two steps.
     """
+    start = start or Position(epoch)
+    config, processes = session.run.config, session.processes
     set_train_mode(session.model, body_fixed=session.body_fixed,
                    adapt_batchnorm=session.adapt_batchnorm)
-    session.train_batches.set_epoch(epoch)
-    total = torch.zeros((), device=session.compute.device)
-    count, waited, steps = 0, 0.0, len(session.train_batches)
+    session.train_batches.set_epoch(epoch, start.step)
+    device = session.compute.device
+    total = torch.tensor(start.loss_sum, dtype=torch.float32, device=device)
+    count, waited, steps = start.count, 0.0, len(session.train_batches)
     started = time.perf_counter()
+    every = config.checkpoint_minutes * 60
     with bar(f"epoch {epoch} ({stage})", steps) as progress:
+        progress.advance(start.step)
         t0 = time.perf_counter()
-        for step, (images, labels) in enumerate(session.train_batches):
+        for step, (images, labels) in enumerate(session.train_batches, start=start.step):
             waited += time.perf_counter() - t0  # the device had nothing to do meanwhile
+            _seed_step(session, epoch, step)
             loss = training_step(session, images, labels, optimizer)
             scheduler.step()
             total += loss * len(labels)
             count += len(labels)
             progress.advance()
-            if step % SYNC_EVERY == SYNC_EVERY - 1 or step == steps - 1:
+            synced = step % SYNC_EVERY == SYNC_EVERY - 1 or step == steps - 1
+            if synced:
                 mean = total.item() / count
                 _check_finite(mean, epoch)
                 progress.set_info(f"loss {mean:.4f}")
+            # Between steps, where the weights and the optimizer agree. Under DDP every
+            # process must decide alike, so they agree only at sync points.
+            if step < steps - 1 and (synced or not processes.distributed):
+                due = every > 0 and time.monotonic() - session.last_save >= every
+                if session.stop is not None:
+                    stop, due = session.stop.requested(processes, due)
+                else:
+                    stop = False
+                if due or stop:
+                    here = Position(epoch, step + 1, total.item(), count,
+                                    start.seconds + time.perf_counter() - started)
+                    _save_checkpoint(session, here, after_stop=stop)
+                if stop:
+                    raise KeyboardInterrupt
             t0 = time.perf_counter()
-    mean = total.item() / max(count, 1)
+    sums = distributed.sum_all(torch.stack([total.double(), torch.tensor(
+        float(count), dtype=torch.float64, device=device)]), processes)
+    mean = (sums[0] / sums[1].clamp(min=1)).item()
     session.run.timings[f"epoch_{epoch}_train_seconds"] = time.perf_counter() - started
     session.run.timings[f"epoch_{epoch}_data_wait_seconds"] = waited
     return mean
 
+
+def _seed_step(session: _Session, epoch: int, step: int) -> None:
+    """Seed the step's random draws (augmentation, dropout) from where it is, so that a
+    resumed run draws what the uninterrupted one did, and each process its own."""
+    seed = ((session.run.config.seed * 1_000_003 + session.processes.rank) * 1_000_033
+            + epoch) * 1_000_037 + step
+    seed %= 2**63
+    session.augment_gen.manual_seed(seed)
+    torch.manual_seed(seed)
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop at the next step, after saving a
+    checkpoint; a second Ctrl-C stops at once. Outside the main thread (where Python
+    cannot catch signals) the default behaviour is kept."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            # A second Ctrl-C stops at once. A SIGTERM after the first signal does not:
+            # torchrun sends one to every process when Ctrl-C reaches it, and waits 30 s.
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.asked = True
+        warn("Stopping after this step, once a checkpoint is saved (Ctrl-C again to stop "
+             "at once, without saving)...")
+
+    def requested(self, processes: Processes, due: bool = False) -> tuple[bool, bool]:
+        """(stop, due): whether to stop, and whether a checkpoint is `due`, each set when
+        set in any process (under DDP every process must call this at the same step)."""
+        if not processes.distributed:
+            return self.asked, due
+        flags = torch.tensor([float(self.asked), float(due)])
+        if torch.distributed.get_backend() == "nccl":
+            flags = flags.cuda()
+        stop, due = distributed.any_process(flags, processes).tolist()
+        self.asked = bool(stop)
+        return self.asked, bool(due)
 
 def _check_finite(loss: float, epoch: int) -> None:
     if not math.isfinite(loss):
@@ -386,8 +686,10 @@ def _check_finite(loss: float, epoch: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
-             mean: tuple, std: tuple) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over the validation photos."""
+             mean: tuple, std: tuple,
+             processes: Processes | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over the validation photos (each process measures its
+    share; the sums are added up across processes)."""
     model.eval()
     total_loss = torch.zeros((), device=compute.device)
     correct = torch.zeros((), device=compute.device, dtype=torch.long)
@@ -400,38 +702,87 @@ def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
         total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
+    sums = torch.stack([total_loss.double(), correct.double(),
+                        torch.tensor(float(count), dtype=torch.float64, device=compute.device)])
+    total, right, count = distributed.sum_all(sums, processes or Processes()).tolist()
     if not count:  # nothing was measured; 0% would read as a result
         return math.nan, math.nan
-    return total_loss.item() / count, correct.item() / count
+    return total / count, right / count
 
 
-def _record(session: _Session, row: EpochRow) -> None:
-    """Show the epoch's row; save it and the model into the run folder, as one change."""
+def _record(session: _Session, row: EpochRow, finished: bool) -> None:
+    """Show the epoch's row; save it, the model and the checkpoint (none once `finished`)
+    into the run folder, as one change."""
     run = session.run
+    session.last_save = time.monotonic()
     if session.table is not None:
         session.table.add_row(row.cells())
+    if not run.processes.main:
+        run.history.append(row)
+        return
     rows = [*run.history, row]
     session.info.training.update(epochs_done=len(rows), valid_accuracy=row.accuracy,
                                  valid_loss=row.valid_loss)
+    position = Position(row.epoch + 1)
+
+    def write(folder: Path) -> None:
+        fileio.write_csv(folder / "metrics.csv", METRICS_HEADER, [r.cells() for r in rows])
+        save_bundle(session.model, session.info, folder / "model")
+        if finished:  # the model is the whole result now; no need to keep 2-3x its size
+            shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+        else:
+            _write_checkpoint(session, folder, position)
+
+    _change_run(session, write, f"epoch {row.epoch}")
+    run.history.append(row)  # only once saved: history is what RUN holds
+    run.saved = None if finished else position
+
+
+def _save_checkpoint(session: _Session, position: Position, after_stop: bool) -> None:
+    """A checkpoint inside an epoch (every checkpoint_minutes, or before stopping)."""
+    session.last_save = time.monotonic()
+    if not session.processes.main:
+        return
+    try:
+        _change_run(session, lambda folder: _write_checkpoint(session, folder, position),
+                    f"a checkpoint at epoch {position.epochs_done}, batch {position.step}")
+    except RunError as e:
+        if after_stop:
+            raise
+        warn(f"{e} Training goes on; the next checkpoint is due in "
+             f"{session.run.config.checkpoint_minutes:g} minutes.")
+        return
+    session.run.saved = position
+
+
+def _write_checkpoint(session: _Session, folder: Path, position: Position) -> None:
+    write_checkpoint(folder / CHECKPOINT_DIR, model=session.model, info=session.info,
+                     run_id=session.run.run_id, position=position, stage=session.stage,
+                     optimizer=session.optimizer, scheduler=session.scheduler,
+                     scaler=session.scaler)
+
+
+def _change_run(session: _Session, write: Callable[[Path], None], what: str) -> None:
+    """Write the run folder's next state with `write` and swap it in whole (the first time,
+    the staged run with it); a full disk keeps the previous state and says so."""
+    run = session.run
     change = run.staging or fileio.FolderChange(run.run_dir)
     try:
-        fileio.write_csv(change.path / "metrics.csv", METRICS_HEADER, [r.cells() for r in rows])
-        save_bundle(session.model, session.info, change.path / "model")
+        write(change.path)
         change.commit()
-        run.history.append(row)  # only once saved: history is what RUN holds
     except OSError as e:
         change.discard()
-        kept = (f"{run.run_dir} still holds epoch {row.epoch - 1}" if run.history
-                else f"{run.run_dir} still holds the previous run" if run.run_dir.exists()
-                else "nothing was saved")
-        raise RunError(f"Could not save epoch {row.epoch} ({e.strerror or e}: "
-                       f"{e.filename or run.run_dir}); {kept}. Free some space (or fix the "
-                       "folder's permissions) and train again.") from e
+        raise RunError(f"Could not save {what} ({e.strerror or e}: "
+                       f"{e.filename or run.run_dir}); {run.holds()}. Free some space (or fix "
+                       "the folder's permissions), then "
+                       + (f"continue with {run.resume_command}." if run.saved else
+                          "train again.")) from e
     except BaseException:
         change.discard()
         raise
     finally:
         run.staging = None
+    session.last_save = time.monotonic()
 
 
 def _export_onnx(run: TrainingRun) -> None:
@@ -538,3 +889,8 @@ def _write_summary(run: TrainingRun) -> None:
 
 def _mmss(seconds: float) -> str:
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
+def _seconds(mmss: str) -> float:
+    minutes, _, seconds = mmss.partition(":")
+    return int(minutes) * 60 + int(seconds or 0)

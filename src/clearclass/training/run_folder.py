@@ -20,7 +20,8 @@ def run_name(config: TrainConfig) -> str:
     return f"{Path(config.data).stem or 'data'}-{config.model.replace('/', '_')}"
 
 
-RUN_FILES = ("config.json", "split.csv", "model")  # any of them marks a folder as a run
+# Any of them marks a folder as a run.
+RUN_FILES = ("config.json", "split.csv", "model", "checkpoint")
 
 
 @contextlib.contextmanager
@@ -40,6 +41,15 @@ def run_folder(config: TrainConfig) -> Iterator[tuple[Path, fileio.FolderChange]
             yield run_dir, staging
         finally:
             staging.discard()  # a no-op once the first epoch committed it
+
+
+@contextlib.contextmanager
+def resuming(run_dir: Path) -> Iterator[Path]:
+    """A run folder to continue, held by this process alone (a swap a killed process left
+    half-done is finished first)."""
+    with fileio.exclusive(run_dir):
+        fileio.finish_interrupted_change(run_dir)
+        yield run_dir
 
 
 def run_dir_for(config: TrainConfig) -> Path:
@@ -68,6 +78,11 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
         if found.exists() and not found.is_dir():
             raise SettingError("out", f"names a file, {run_dir}; give the folder to create "
                                       "for the run.")
+        if (found / "checkpoint").is_dir() and not config.overwrite:
+            raise RunError(
+                f"{run_dir} holds a run that did not finish. Continue it with `clearclass "
+                f"train --resume {run_dir}`, choose another --out, or pass --overwrite to "
+                "replace it.")
         if (found / "model" / "model.json").is_file() and not config.overwrite:
             raise RunError(
                 f"{run_dir} already holds a trained model. Choose another --out, or pass "
