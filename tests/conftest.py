@@ -80,7 +80,9 @@ def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     data = make_dataset(root / "colours", per_class=20)
     run = train(data=str(data), out=str(root / "run"), model="test_resnet", pretrained=False,
-                item_resize=32, batch_size=8, epochs=3, freeze_epochs=1, learning_rate=2e-2,
+                # Batches of 4: 12 steps an epoch, enough to learn the colours whatever the
+                # seed (batches of 8 failed one seed in 6).
+                item_resize=32, batch_size=4, epochs=3, freeze_epochs=1, learning_rate=2e-2,
                 head_speedup=1.0,
                 workers=0, device="cpu")
     return run.run_dir

@@ -1,0 +1,232 @@
+"""Checkpoints and --resume: a run stopped anywhere continues to the same result.
+
+The runs go through the real command line in a subprocess, so that SIGKILL and SIGINT hit a
+process as they would a user's. The model is timm's tiny test_resnet; a run of 3 epochs
+(1 frozen, 2 unfrozen) takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clearclass.errors import RunError
+from clearclass.training import TrainConfig
+from clearclass.training.checkpoint import Position, read_checkpoint, write_checkpoint
+from tests.conftest import make_dataset
+
+needs_signals = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+
+
+def _command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "clearclass", "train", str(data), "--out", str(out),
+            "--model", "test_resnet", "--no-pretrained", "--item-resize", "32",
+            "--batch-size", "8", "--freeze-epochs", "1", "--epochs", "2",
+            "--learning-rate", "1e-2", "--workers", "0", "--device", "cpu", "--no-onnx",
+            "--quiet", *extra]
+
+
+def _metrics(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _position(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())["position"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _wait_for(process: subprocess.Popen, run: Path, epochs_done: int, step: int) -> dict:
+    """Poll the run's checkpoint until it is at (epochs_done, >= step)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        position = _position(run)
+        if position and (position["epochs_done"], position["step"]) >= (epochs_done, step):
+            return position
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before its checkpoint reached epoch {epochs_done}, "
+                        f"batch {step}")
+        time.sleep(0.005)
+    pytest.fail("no checkpoint appeared")
+
+
+def _same_metrics(resumed: list[dict], whole: list[dict]) -> None:
+    assert len(resumed) == len(whole) == 3  # every epoch once
+    for a, b in zip(resumed, whole):
+        assert a["epoch"] == b["epoch"] and a["stage"] == b["stage"]
+        for column in ("train_loss", "valid_loss", "accuracy"):
+            assert abs(float(a[column]) - float(b[column])) <= 1e-3, (column, a, b)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("resume") / "colours", per_class=60)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(photos: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    subprocess.run(_command(photos, out), check=True, timeout=300)
+    return out
+
+
+@needs_signals
+def test_sigkill_in_epoch_2_of_3_then_resume_ends_as_the_uninterrupted_run(photos, uninterrupted,
+                                                                            tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(_command(photos, out, "--checkpoint-minutes", "0.0001"))
+    killed_at = _wait_for(process, out, epochs_done=1, step=5)  # inside the 2nd epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert killed_at["epochs_done"] == 1 and killed_at["step"] > 0
+    assert len(_metrics(out)) == 1  # RUN holds epoch 0 and a checkpoint inside epoch 1
+
+    done = subprocess.run([sys.executable, "-m", "clearclass", "train", "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Resuming" in done.stdout and "at epoch 1, batch" in done.stdout
+    _same_metrics(_metrics(out), _metrics(uninterrupted))
+    assert not (out / "checkpoint").exists()  # a finished run keeps its model only
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+@needs_signals
+def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_the_run_resumes(
+        photos, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(_command(photos, out), stderr=subprocess.PIPE, text=True)
+    _wait_for(process, out, epochs_done=1, step=0)  # the first epoch is saved
+    time.sleep(0.3)  # into the second epoch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"clearclass train --resume {out}" in stderr
+    position = _position(out)
+    assert position is not None and position["epochs_done"] >= 1
+    done = subprocess.run([sys.executable, "-m", "clearclass", "train", "--resume", str(out),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _same_metrics(_metrics(out), _metrics(uninterrupted))
+
+
+def test_resuming_a_finished_run_changes_nothing(uninterrupted, capsys):
+    from clearclass.training import resume
+
+    before = (uninterrupted / "model" / "model.safetensors").stat().st_mtime_ns
+    run = resume(uninterrupted)
+    assert len(run.history) == 3
+    assert "nothing to resume" in capsys.readouterr().out
+    assert (uninterrupted / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_resumed_run_keeps_its_settings(uninterrupted):
+    from clearclass.training import resume
+
+    with pytest.raises(RunError, match="learning_rate cannot change"):
+        resume(uninterrupted, learning_rate=0.1)
+
+
+def test_an_unfinished_run_is_not_replaced_by_accident(photos, tiny_train_settings, tmp_path):
+    from clearclass.training import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "checkpoint").mkdir()
+    with pytest.raises(RunError, match="--resume"):
+        train(photos, out=str(out), **tiny_train_settings)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(photos, tiny_train_settings,
+                                                               tmp_path, monkeypatch, capsys):
+    """ENOSPC while saving: inside an epoch, a warning and training goes on; at the end of
+    an epoch, an error that says what RUN still holds, and RUN holds it."""
+    from clearclass.training import checkpoint as checkpoints
+    from clearclass.training import loop, train
+
+    real = checkpoints.write_checkpoint
+    calls = {"n": 0}
+
+    def fail_after_first(folder, **kw):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device", str(folder))
+        real(folder, **kw)
+
+    monkeypatch.setattr(loop, "write_checkpoint", fail_after_first)
+    out = tmp_path / "run"
+    settings = {**tiny_train_settings, "epochs": 2, "checkpoint_minutes": 0.0}
+    with pytest.raises(RunError, match="Could not save epoch 1") as failure:
+        train(photos, out=str(out), **settings)
+    assert "holds the model as of epoch 0 and its checkpoint" in str(failure.value)
+    assert "--resume" in str(failure.value)
+    assert len(_metrics(out)) == 1 and _position(out)["epochs_done"] == 1
+    assert read_checkpoint(out).position == Position(1)
+
+    monkeypatch.setattr(loop, "write_checkpoint", real)
+    resumed = loop.resume(out)
+    assert len(resumed.history) == 3
+
+
+def test_checkpoint_round_trip_restores_model_optimizer_and_schedule(tmp_path):
+    from clearclass.bundle import ModelInfo
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=10)
+    for _ in range(3):
+        model(torch.randn(5, 4)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    info = ModelInfo("test", ["a", "b", "c"], ["a", "b", "c"], 32, "crop", (0.5,) * 3,
+                     (0.25,) * 3)
+    position = Position(2, 7, 1.25, 56, 3.5)
+    write_checkpoint(tmp_path / "run" / "checkpoint", model=model, info=info, run_id="r1",
+                     position=position, stage="unfrozen", optimizer=optimizer,
+                     scheduler=scheduler)
+    assert not list((tmp_path / "run" / "checkpoint").glob("*.pkl"))
+    saved = read_checkpoint(tmp_path / "run")
+    assert saved.position == position and saved.stage == "unfrozen"
+    assert saved.info.class_ids == ["a", "b", "c"]
+
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    scheduler2 = torch.optim.lr_scheduler.OneCycleLR(optimizer2, max_lr=1e-2, total_steps=10)
+    saved.load_model(model2)
+    saved.load_optimizer(optimizer2)
+    saved.load_scheduler(scheduler2)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(optimizer.state[p][key], optimizer2.state[p2][key])
+    assert scheduler2.last_epoch == scheduler.last_epoch == 3
+    assert optimizer2.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert optimizer2.param_groups[0]["betas"] == optimizer.param_groups[0]["betas"]
+
+
+def test_checkpoint_minutes_is_a_setting_checked_like_the_others():
+    from clearclass.errors import SettingError
+
+    assert TrainConfig("x").checkpoint_minutes == 10.0
+    with pytest.raises(SettingError, match="checkpoint_minutes"):
+        TrainConfig("x", checkpoint_minutes=-1)
+
+
+def test_resume_needs_a_run(tmp_path):
+    from clearclass.training import resume
+
+    with pytest.raises(RunError, match="not a training run"):
+        resume(tmp_path)
+    assert os.listdir(tmp_path) == []
