@@ -37,6 +37,7 @@ from clearclass import device as devices
 from clearclass import fileio
 from clearclass.bundle import ModelInfo, save_bundle
 from clearclass.data.augment import AugmentSettings, augment_settings, batch_augment, normalize
+from clearclass.data.budget import check_cache_room
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
 from clearclass.data.sources import PhotoSet, find_photos
@@ -261,7 +262,7 @@ def prepare(config: TrainConfig, run: TrainingRun) -> _Session:
                             [class_index[photo_set.photos[i].label] for i in indices],
                             config.item_resize, config.resize_method, config.batch_size,
                             training=training, seed=config.seed,
-                            pin_memory=compute.device.type == "cuda")
+                            pin_memory=compute.device.type == "cuda", workers=config.workers)
 
     return _Session(
         model=model, compute=compute,
@@ -459,15 +460,27 @@ def _micro_batch(config: TrainConfig, compute: devices.Compute) -> int | None:
 
 def _decode(photo_set: PhotoSet, config: TrainConfig,
             run_dir: Path) -> tuple[PhotoSet, Sequence[np.ndarray]]:
+    """Every photo checked (and, unless --cache off, decoded and kept) before training."""
     paths = [p.path for p in photo_set.photos]
-    cache = _usable_cache_dir() if config.cache else None
+    mode = config.cache
+    cache = _usable_cache_dir() if mode == "disk" else None
+    if mode == "disk" and cache is None:
+        mode = "memory"
+    # Before any decoding: a dataset the cache cannot hold is one error naming the others.
+    room = check_cache_room(paths, config.item_resize, config.resize_method, mode,
+                            config.cache_limit, cache)
+    if room is not None:
+        say(room.describe())
     t0 = time.perf_counter()
-    with bar("reading photos", len(paths)) as progress:
+    with bar("checking photos" if mode == "off" else "reading photos", len(paths)) as progress:
         decoded = decode_photos(paths, config.item_resize, config.resize_method,
                                 workers=config.workers, on_progress=progress.advance,
-                                cache_dir=cache)
+                                cache_dir=cache, keep_pixels=mode != "off")
     cached = f", {decoded.from_cache} of them already decoded in {cache}" if cache else ""
-    say(f"Read {len(paths)} photos in {time.perf_counter() - t0:.1f} s{cached}.")
+    if mode == "off":
+        cached = "; each is decoded again every epoch (--cache off)"
+    say(f"{'Checked' if mode == 'off' else 'Read'} {len(paths)} photos in "
+        f"{time.perf_counter() - t0:.1f} s{cached}.")
     fileio.write_csv(run_dir / "skipped.csv", ("path", "reason"),
                      [(str(p), reason) for p, reason in decoded.skipped])
     if decoded.skipped:
@@ -487,7 +500,7 @@ def _usable_cache_dir() -> Path | None:
     except OSError as e:
         warn(f"Cannot write the decoded-photo cache in {folder} ({e.strerror or e}); decoding "
              "into memory instead. Set CLEARCLASS_CACHE_DIR to a writable folder, or pass "
-             "--no-cache.")
+             "--cache memory or --cache off.")
         return None
     return folder
 
