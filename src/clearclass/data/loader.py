@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,17 +238,21 @@ class _EpochBatches:
     """DataLoader batch sampler: the batches of the current epoch, from `start_batch` on.
 
     Read anew at each iteration, so one DataLoader (and its worker processes) serves
-    every epoch.
+    every epoch. It refers to the PhotoBatches weakly: a reference cycle would leave the
+    workers to the garbage collector, which closes their queues before stopping them, and
+    each then takes 5 seconds to give up.
     """
 
     def __init__(self, batches: PhotoBatches):
-        self.batches = batches
+        self.batches = weakref.ref(batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, Position]]]:
-        return iter(self.batches.epoch_plan()[self.batches.start_batch:])
+        batches = self.batches()
+        return iter(batches.epoch_plan()[batches.start_batch:] if batches else [])
 
     def __len__(self) -> int:
-        return len(self.batches) - self.batches.start_batch
+        batches = self.batches()
+        return len(batches) - batches.start_batch if batches else 0
 
 
 class PhotoBatches:
@@ -366,8 +371,12 @@ class PhotoBatches:
                 batch_sampler=_EpochBatches(self), num_workers=self.workers,
                 collate_fn=stack_squares, persistent_workers=True, prefetch_factor=2,
                 multiprocessing_context=worker_context())
-        for batch in self._loader:
-            yield self._finish(batch)
+        try:
+            for batch in self._loader:
+                yield self._finish(batch)
+        except BaseException:  # an error, or the caller stopped midway: workers stop now
+            self.close()
+            raise
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.uses_workers:
