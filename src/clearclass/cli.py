@@ -331,18 +331,21 @@ def cache(
 
     Example: clearclass cache --clear
 
-    Training keeps each photo decoded and resized in this folder, named by the file's
-    bytes, so the next run skips decoding. Deleting it is always safe. Set
+    Training (with --cache disk, the default) keeps each photo decoded and resized in this
+    folder, named by the file's bytes, so the next run skips decoding; it may fill the
+    disk's free space less 10% (--cache-limit). Deleting it is always safe. Set
     CLEARCLASS_CACHE_DIR to move it.
     """
     from clearclass.data import cache as pixel_cache
+    from clearclass.data.budget import format_size, free_space
 
     folder = pixel_cache.default_cache_dir()
     if clear:
         typer.echo(f"Deleted {pixel_cache.clear(folder)} decoded photo(s) from {folder}")
         return
     entries, size = pixel_cache.usage(folder)
-    typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB")
+    typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB; "
+               f"{format_size(free_space(folder))} free on its disk")
 
 
 download_app = typer.Typer(

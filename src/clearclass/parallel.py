@@ -46,7 +46,8 @@ def worker_context() -> BaseContext | None:
     too.
 
     Example:
-        loader = DataLoader(dataset, num_workers=2, multiprocessing_context=worker_context())
+        context = worker_context()  # give it to DataLoader(multiprocessing_context=...)
+        print(context.get_start_method() if context else "the platform's default")
     """
     method = os.environ.get(START_METHOD_VARIABLE, "").strip()
     if not method:

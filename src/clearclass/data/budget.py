@@ -177,7 +177,9 @@ def check_cache_room(paths: Sequence[Path], size: int, method: str, mode: str,
     estimate, the limit, what is available and the other choices.
 
     Example:
-        check_cache_room(paths, 224, "crop", "memory", limit="20GB")
+        photos = sorted(Path("photos").rglob("*.jpg"))
+        room = check_cache_room(photos, 224, "crop", "memory", limit="20GB")
+        print(room.describe())  # The decoded photos take about 4.7 MB in memory (...).
     """
     if mode not in CACHE_MODES:
         raise SettingError("cache", f"must be one of {', '.join(CACHE_MODES)}; got {mode!r}.")
