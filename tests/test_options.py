@@ -130,3 +130,38 @@ def test_settings_beside_a_config_override_it():
     config = TrainConfig("photos", epochs=5, seed=1)
     again = make_config(config, {"epochs": 2})
     assert (again.epochs, again.seed, config.epochs) == (2, 1, 5)
+
+
+def test_the_old_cache_switch_still_works(monkeypatch):
+    with pytest.warns(DeprecationWarning, match="cache=False is now cache='memory'"):
+        assert make_config("photos", {"cache": False}).cache == "memory"
+    with pytest.warns(DeprecationWarning):
+        assert TrainConfig("photos", cache=True).cache == "disk"
+    with pytest.raises(SettingError, match=r"cache must be str; got 1 \(int\)"):  # not True
+        TrainConfig("photos", cache=1)
+    # config.json of a run written when cache was a switch still loads, without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TrainConfig.from_dict({"data": "photos", "cache": False}).cache == "memory"
+        assert TrainConfig.from_dict({"data": "photos", "cache": True}).cache == "disk"
+    # On the command line, --no-cache is a hidden flag for --cache memory.
+    import clearclass.training
+
+    given = {}
+    monkeypatch.setattr(clearclass.training, "train",
+                        lambda data, **settings: given.update(settings))
+    assert runner.invoke(app, ["train", "photos", "--no-cache", "--quiet"]).exit_code == 0
+    assert given["cache"] == "memory"
+    assert _options("train")["--no-cache"].hidden
+    assert "--no-cache" not in runner.invoke(app, ["train", "--help"]).output
+    result = runner.invoke(app, ["train", "photos", "--no-cache", "--cache", "off"])
+    assert isinstance(result.exception, SettingError)
+    assert result.exception.as_option() == ("--cache was given twice: --no-cache is the old "
+                                            "form of --cache memory; give only --cache.")
+
+
+def test_a_cache_limit_is_a_size_with_a_unit():
+    assert TrainConfig("photos", cache_limit="1.5 GiB").cache_limit == "1.5 GiB"
+    with pytest.raises(SettingError, match="cache_limit is not a size: '20'. Write a number "
+                                           "and a unit"):
+        TrainConfig("photos", cache_limit="20")

@@ -42,3 +42,22 @@ def test_cores_follow_the_affinity_and_workers_stop_at_eight(monkeypatch):
     assert parallel.available_cores() == 3 and parallel.default_workers() == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert parallel.available_cores() == 64 and parallel.default_workers() == 8
+
+
+def test_worker_context_follows_the_environment(monkeypatch):
+    import multiprocessing
+
+    import pytest
+
+    from clearclass.errors import SettingError
+    from clearclass.parallel import worker_context
+
+    monkeypatch.delenv("CLEARCLASS_START_METHOD", raising=False)
+    assert worker_context() is None  # the platform's default
+    monkeypatch.setenv("CLEARCLASS_START_METHOD", "spawn")
+    assert worker_context() is multiprocessing.get_context("spawn")
+    monkeypatch.setenv("CLEARCLASS_START_METHOD", "thread")
+    with pytest.raises(SettingError) as caught:
+        worker_context()
+    assert caught.value.as_option().startswith(
+        "CLEARCLASS_START_METHOD must be one of spawn, fork")

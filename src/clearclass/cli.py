@@ -27,6 +27,7 @@ from clearclass.training.config import (
     EXPLORE_SETTINGS,
     LR_FIND_SETTINGS,
     NAMES,
+    OLD_VALUES,
     RENAMED,
     TrainConfig,
     setting_types,
@@ -59,7 +60,7 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
     """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
     meta, kind = _FIELDS[name].metadata, setting_types()[name]
     flag = _flag(flag_name or name)
-    # Booleans are switches with a --no- form: --cache/--no-cache.
+    # Booleans are switches with a --no- form: --onnx/--no-onnx.
     decls = (f"{flag}/--no-{flag[2:]}",) if kind in (bool, bool | None) else (flag,)
     if hidden:
         kind = kind | None
@@ -70,13 +71,21 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
                                         show_default=meta["default_text"] or True)]
 
 
+def _old_switch(name: str) -> Any:
+    """The hidden --no-NAME flag of a setting that was a switch (OLD_VALUES has its False)."""
+    flag = _flag(name)
+    return Annotated[bool, typer.Option(f"--no-{flag[2:]}", hidden=True,
+                                        help=f"Old form of {flag} {OLD_VALUES[name][False]}.")]
+
+
 def with_settings(names: Sequence[str]) -> Callable:
     """Give a command one option per TrainConfig field in `names`, plus the hidden old names.
 
     The command receives them as `settings`, a dict of field name to value (an old name
-    given on the command line is passed under its new name).
+    given on the command line is passed under its new name, an old switch as its value).
     """
     aliases = {old: new for old, new in RENAMED.items() if new in names}
+    switches = [name for name, values in OLD_VALUES.items() if name in names and False in values]
 
     def decorate(command: Callable) -> Callable:
         own = inspect.signature(command, eval_str=True).parameters.values()
@@ -87,6 +96,9 @@ def with_settings(names: Sequence[str]) -> Callable:
         params += [inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=_option(new, flag_name=old, hidden=True))
                    for old, new in aliases.items()]
+        params += [inspect.Parameter(f"no_{name}", inspect.Parameter.KEYWORD_ONLY,
+                                     default=False, annotation=_old_switch(name))
+                   for name in switches]
 
         @functools.wraps(command)
         def run(**values: Any) -> Any:
@@ -95,6 +107,14 @@ def with_settings(names: Sequence[str]) -> Callable:
                 given = values.pop(old)
                 if given is not None:
                     settings[new] = given
+            for name in switches:
+                if values.pop(f"no_{name}"):
+                    new = OLD_VALUES[name][False]
+                    if settings[name] not in (_FIELDS[name].default, new):
+                        raise SettingError(name, f"was given twice: --no-{_flag(name)[2:]} is "
+                                                 f"the old form of {_flag(name)} {new}; give "
+                                                 f"only {_flag(name)}.")
+                    settings[name] = new
             return command(**values, settings=settings)
 
         run.__signature__ = inspect.Signature(params)  # what typer reads the options from
@@ -364,18 +384,21 @@ def cache(
 
     Example: clearclass cache --clear
 
-    Training keeps each photo decoded and resized in this folder, named by the file's
-    bytes, so the next run skips decoding. Deleting it is always safe. Set
+    Training (with --cache disk, the default) keeps each photo decoded and resized in this
+    folder, named by the file's bytes, so the next run skips decoding; it may fill the
+    disk's free space less 10% (--cache-limit). Deleting it is always safe. Set
     CLEARCLASS_CACHE_DIR to move it.
     """
     from clearclass.data import cache as pixel_cache
+    from clearclass.data.budget import format_size, free_space
 
     folder = pixel_cache.default_cache_dir()
     if clear:
         typer.echo(f"Deleted {pixel_cache.clear(folder)} decoded photo(s) from {folder}")
         return
     entries, size = pixel_cache.usage(folder)
-    typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB")
+    typer.echo(f"{folder}: {entries} decoded photo(s), {size / 1e6:.1f} MB; "
+               f"{format_size(free_space(folder))} free on its disk")
 
 
 download_app = typer.Typer(

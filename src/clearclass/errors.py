@@ -15,7 +15,8 @@ class SettingError(ClearclassError, ValueError):
     """A setting (a keyword of the API, an option of the command line) has a bad value.
 
     The message names the setting as Python spells it (`item_resize`); the command line
-    shows it as the user typed it (`--item-resize`).
+    shows it as the user typed it (`--item-resize`). A setting read from the environment
+    is named as the variable (`CLEARCLASS_START_METHOD`).
     """
 
     def __init__(self, setting: str, problem: str):
@@ -23,7 +24,10 @@ class SettingError(ClearclassError, ValueError):
         super().__init__(f"{setting} {problem}")
 
     def as_option(self) -> str:
-        """The message with the setting written as a command-line option."""
+        """The message with the setting written as a command-line option (an environment
+        variable, such as CLEARCLASS_START_METHOD, keeps its name)."""
+        if self.setting.isupper():
+            return str(self)
         return f"--{self.setting.replace('_', '-')} {self.problem}"
 
 

@@ -1,21 +1,27 @@
 """How much work can run at once, and work spread over threads in order.
 
 `available_cores` is the one place that counts cores: decoding workers, ONNX Runtime
-threads and `verify` all follow it.
+threads and `verify` all follow it. `worker_context` is how every worker process is started.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.context import BaseContext
 from typing import TypeVar
+
+from clearclass.errors import SettingError
 
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_WORKERS = 8  # past this, decoding photos is limited by the disk, not the cores
+START_METHODS = ("spawn", "fork", "forkserver")
+START_METHOD_VARIABLE = "CLEARCLASS_START_METHOD"
 
 
 def available_cores() -> int:
@@ -29,6 +35,31 @@ def available_cores() -> int:
 def default_workers() -> int:
     """Workers that decode or check photos: one per available core, at most 8."""
     return min(available_cores(), MAX_WORKERS)
+
+
+def worker_context() -> BaseContext | None:
+    """How DataLoader worker processes start: `multiprocessing_context` for every DataLoader.
+
+    None is the platform's default (fork on Linux before Python 3.14, spawn on macOS and
+    Windows). `$CLEARCLASS_START_METHOD` (spawn, fork or forkserver) overrides it, so that
+    the spawn path, which pickles everything it sends to the workers, is tested on Linux
+    too.
+
+    Example:
+        context = worker_context()  # give it to DataLoader(multiprocessing_context=...)
+        print(context.get_start_method() if context else "the platform's default")
+    """
+    method = os.environ.get(START_METHOD_VARIABLE, "").strip()
+    if not method:
+        return None
+    if method not in START_METHODS or method not in multiprocessing.get_all_start_methods():
+        usable = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+        # Named as the environment variable it is; the command line shows it unchanged.
+        raise SettingError(START_METHOD_VARIABLE,
+                           f"must be one of {', '.join(usable)} on this system; got "
+                           f"{method!r}. Set it to one of those, or unset it to use the "
+                           "platform's default.")
+    return multiprocessing.get_context(method)
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:

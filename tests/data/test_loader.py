@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from clearclass.data.decode import load_item
-from clearclass.data.loader import PhotoBatches, decode_photos
+from clearclass.data.loader import PhotoBatches, PhotoFiles, decode_photos
+from clearclass.errors import RunError
+from clearclass.parallel import worker_context
 from tests.conftest import make_photo
 
 
@@ -69,3 +71,160 @@ def test_errors_in_the_batch_thread_reach_the_caller():
     batches.pixels = [np.zeros((2, 2, 3), dtype=np.uint8)] * 10  # too small to crop 8 x 8
     with pytest.raises(ValueError):
         list(batches)
+
+
+# --- the three caches: memory, disk, off ---------------------------------------------------
+
+
+def _varied_photos(folder, n=70):
+    """Photos of several shapes (the crops differ), enough for decode_photos' workers."""
+    return [make_photo(folder / f"{i:02d}.jpg", size=(40 + 7 * (i % 5), 30 + 5 * (i % 4)),
+                       seed=i) for i in range(n)]
+
+
+def _epochs(batches, epochs=(0, 1), start_batch=0):
+    out = []
+    for epoch in epochs:
+        batches.set_epoch(epoch, start_batch)
+        out += [(images.clone(), labels.clone()) for images, labels in batches]
+    return out
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) and torch.equal(u, v)
+                                    for (x, u), (y, v) in zip(a, b))
+
+
+def test_memory_disk_and_off_give_byte_identical_batches(tmp_path):
+    photos = _varied_photos(tmp_path / "p")
+    labels = [i % 3 for i in range(len(photos))]
+    memory = decode_photos(photos, 24, "crop", workers=0)
+    disk = decode_photos(photos, 24, "crop", workers=0, cache_dir=tmp_path / "cache")
+    off = decode_photos(photos, 24, "crop", workers=2, keep_pixels=False)
+    assert memory.kept == disk.kept == off.kept == list(range(len(photos)))
+    for training in (True, False):
+        def batches(decoded, workers=0, training=training):
+            return PhotoBatches(decoded.pixels, labels, 24, "crop", 8, training, seed=5,
+                                workers=workers)
+
+        reference = _epochs(batches(memory))
+        assert _same(reference, _epochs(batches(disk)))
+        in_workers = batches(off, workers=2)
+        assert in_workers.uses_workers
+        assert _same(reference, _epochs(in_workers))
+        assert _same(reference, _epochs(batches(off)))  # decoded in the thread
+        # Resuming midway gives the rest of the same epoch, from the workers too.
+        assert _same(_epochs(batches(memory), (1,), start_batch=3),
+                     _epochs(in_workers, (1,), start_batch=3))
+
+
+def test_off_keeps_paths_not_pixels_and_still_lists_unreadable_files(tmp_path):
+    good = [make_photo(tmp_path / f"{i}.jpg", size=(60, 40), seed=i) for i in range(3)]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:300])
+    files = [good[0], empty, good[1], truncated, good[2]]
+    off = decode_photos(files, 32, "crop", workers=0, keep_pixels=False)
+    memory = decode_photos(files, 32, "crop", workers=0)
+    assert isinstance(off.pixels, PhotoFiles)
+    assert off.pixels.paths == good and not any(
+        isinstance(v, np.ndarray) for v in vars(off.pixels).values())
+    assert off.kept == memory.kept == [0, 2, 4]
+    assert off.skipped == memory.skipped and len(off.skipped) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(off.pixels, memory.pixels))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_photo_removed_during_training_is_an_error_that_names_it(tmp_path, workers):
+    photos = _varied_photos(tmp_path, n=12)
+    off = decode_photos(photos, 24, "crop", workers=0, keep_pixels=False)
+    batches = PhotoBatches(off.pixels, [0] * 12, 24, "crop", 4, training=False,
+                           workers=workers)
+    photos[5].unlink()
+    with pytest.raises(RunError) as caught:
+        list(batches)
+    message = str(caught.value)
+    assert message.startswith(f"The photo {photos[5]} could not be read during training")
+    assert "Traceback" not in message and "skipped.csv" in message
+
+
+def test_each_rank_gets_as_many_batches_from_one_shared_permutation():
+    n, size, world = 50, 4, 3
+    whole = _batches(n=n, batch_size=size)
+    whole.set_epoch(2)
+    plan = [item for batch in whole.epoch_plan() for item in batch]
+    assert len(plan) == 48  # 50 photos, batches of 4: the last 2 dropped
+    ranks = []
+    for rank in range(world):
+        batches = PhotoBatches([np.full((8, 12, 3), i, dtype=np.uint8) for i in range(n)],
+                               list(range(n)), 8, "crop", size, True, seed=0,
+                               shard=(rank, world))
+        batches.set_epoch(2)
+        ranks.append(batches)
+    assert [len(b) for b in ranks] == [4, 4, 4]  # 16 photos each, 2 of 50 left out
+    gen = torch.Generator().manual_seed(2)
+    order = torch.randperm(n, generator=gen).tolist()
+    served = [[item for batch in b.epoch_plan() for item in batch] for b in ranks]
+    for rank, items in enumerate(served):
+        assert [i for i, _ in items] == order[rank::world][:16]
+    # A photo's crop position does not depend on the world size.
+    positions = dict(plan)
+    assert all(positions.get(i, p) == p for items in served for i, p in items)
+    labels = [lab.tolist() for _, lab in ranks[1]]
+    assert sum(labels, []) == [i for i, _ in served[1]]
+    # Validation: every photo once, in order; sizes may differ by one.
+    valid = [PhotoBatches([np.zeros((8, 8, 3), np.uint8)] * n, list(range(n)), 8, "crop",
+                          size, False, shard=(rank, world)) for rank in range(world)]
+    seen = [sum((lab.tolist() for _, lab in b), []) for b in valid]
+    assert seen == [list(range(n))[rank::world] for rank in range(world)]
+    assert [len(b) for b in valid] == [5, 5, 4]
+    with pytest.raises(ValueError, match="shard must be"):
+        PhotoBatches([], [], 8, "crop", 4, True, shard=(3, 3))
+
+
+def test_set_epoch_resumes_midway_without_reading_the_batches_before():
+    class Counted(list):
+        reads: list = []
+
+        def __getitem__(self, i):
+            Counted.reads.append(i)
+            return super().__getitem__(i)
+
+    pixels = Counted(np.full((8, 12, 3), i, dtype=np.uint8) for i in range(40))
+    batches = PhotoBatches(pixels, list(range(40)), 8, "crop", 4, training=True, seed=1)
+    full = _epochs(batches, (3,))
+    Counted.reads.clear()
+    batches.set_epoch(3, start_batch=7)
+    rest = [(images.clone(), labels.clone()) for images, labels in batches]
+    assert len(batches) == 10 and _same(rest, full[7:])
+    assert sorted(Counted.reads) == sorted(sum((lab.tolist() for _, lab in rest), []))
+    with pytest.raises(ValueError, match="start_batch must be between 0 and 10"):
+        batches.set_epoch(3, start_batch=11)
+
+
+def _spawn_photos(folder, monkeypatch):
+    photos = _varied_photos(folder)
+    (folder / "bad.jpg").write_text("not a photo")
+    monkeypatch.setenv("CLEARCLASS_START_METHOD", "spawn")
+    assert worker_context().get_start_method() == "spawn"
+    return photos, [*photos[:10], folder / "bad.jpg", *photos[10:]]
+
+
+def test_decoding_workers_started_by_spawn_find_the_same_photos(tmp_path, monkeypatch):
+    _, files = _spawn_photos(tmp_path, monkeypatch)
+    here = decode_photos(files, 24, "crop", workers=0, keep_pixels=False)
+    spawned = decode_photos(files, 24, "crop", workers=2, keep_pixels=False)
+    assert (spawned.kept, spawned.skipped) == (here.kept, here.skipped)
+    assert spawned.pixels.paths == here.pixels.paths and len(here.skipped) == 1
+
+
+def test_batch_workers_started_by_spawn_give_the_same_batches(tmp_path, monkeypatch):
+    photos, _ = _spawn_photos(tmp_path, monkeypatch)
+    labels = [i % 3 for i in range(len(photos))]
+    here = decode_photos(photos, 24, "crop", workers=0)
+    reference = _epochs(PhotoBatches(here.pixels, labels, 24, "crop", 8, True, seed=2))
+    off = decode_photos(photos, 24, "crop", workers=0, keep_pixels=False)
+    batches = PhotoBatches(off.pixels, labels, 24, "crop", 8, True, seed=2, workers=2)
+    assert _same(reference, _epochs(batches))
+    batches.close()

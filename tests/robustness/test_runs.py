@@ -135,4 +135,4 @@ def test_an_unwritable_cache_falls_back_to_memory(data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Cannot write the decoded-photo cache" in result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["config"]["cache"] is True
+    assert config["config"]["cache"] == "disk"  # as asked; decoded into memory

@@ -96,20 +96,27 @@ def resize_to_fit(img: Image.Image, size: int, method: str) -> np.ndarray:
     crop: short side to `size`, aspect kept (the crop slides along the long side);
     pad: long side to `size`, aspect kept; squish: exactly size x size.
     """
-    w, h = img.size
-    if method == "squish":
-        new = (size, size)
-    elif method == "crop":
-        scale = size / min(w, h)
-        new = (max(size, round(w * scale)), max(size, round(h * scale)))
-    elif method == "pad":
-        scale = size / max(w, h)
-        new = (max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale))))
-    else:
-        raise ValueError(f"resize method must be one of {RESIZE_METHODS}; got {method!r}")
-    if new != (w, h):
+    new = fitted_size(*img.size, size, method)
+    if new != img.size:
         img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8)
+
+
+def fitted_size(width: int, height: int, size: int, method: str) -> tuple[int, int]:
+    """(width, height) of what `resize_to_fit` makes of a width x height image.
+
+    Also how the cache's room is estimated from photo headers, without decoding them.
+    """
+    if method == "squish":
+        return size, size
+    if method == "crop":
+        scale = size / min(width, height)
+        return max(size, round(width * scale)), max(size, round(height * scale))
+    if method == "pad":
+        scale = size / max(width, height)
+        return (max(1, min(size, round(width * scale))),
+                max(1, min(size, round(height * scale))))
+    raise ValueError(f"resize method must be one of {RESIZE_METHODS}; got {method!r}")
 
 
 def crop_or_pad(

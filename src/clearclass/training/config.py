@@ -5,8 +5,8 @@
 group); the Python API takes the same names as keywords (`clearclass.train(DATA,
 epochs=3)`); and a test checks the README's table of options against it.
 
-Renamed settings (`RENAMED`) are still accepted, as keywords, in `config.json` of older
-runs, and as hidden command-line flags.
+Renamed settings (`RENAMED`) and old values (`OLD_VALUES`) are still accepted, as
+keywords, in `config.json` of older runs, and as hidden command-line flags.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clearclass.data.budget import CACHE_MODES, SIZE_UNITS_HELP, parse_size
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.device import DEVICES, PRECISIONS, is_device_name
 from clearclass.errors import SettingError
@@ -39,6 +40,12 @@ RENAMED = {
     "train_bn": "adapt_batchnorm",
     "valid_pct": "validation_fraction",
 }
+
+# Setting -> {old value: current value}, for settings whose values changed kind: `cache`
+# was a switch (on: the disk cache; --no-cache: memory). Old values keep working, with a
+# DeprecationWarning in Python, in older runs' config.json, and (a False) as a hidden
+# --no-SETTING flag.
+OLD_VALUES: dict[str, dict[Any, Any]] = {"cache": {True: "disk", False: "memory"}}
 
 
 def setting(default: Any, help: str, group: str, default_text: str | None = None) -> Any:
@@ -83,12 +90,20 @@ class TrainConfig:
         1.0, "Multiplies the rotation, warp and lighting of the augmentation (fastai's "
              "mult).", PHOTOS)
     workers: int | None = setting(
-        None, "Processes that decode photos; 0 decodes in the main process.", PHOTOS,
+        None, "Processes that decode photos (with --cache off, every epoch); 0 decodes in "
+              "the main process.", PHOTOS,
         default_text="one per core, at most 8")
-    cache: bool = setting(
-        True, "Keep decoded photos on disk ($CLEARCLASS_CACHE_DIR, else ~/.cache/clearclass), "
-              "keyed by the file's bytes, so the next run skips decoding; --no-cache keeps "
-              "them in memory only.", PHOTOS)
+    cache: str = setting(
+        "disk", "Where decoded photos are kept between epochs: disk ($CLEARCLASS_CACHE_DIR, "
+                "else ~/.cache/clearclass, keyed by the file's bytes, so the next run skips "
+                "decoding too), memory (in the training process: memory grows with the "
+                "photos), or off (nothing kept: every photo is decoded again each epoch, in "
+                "--workers processes; for datasets bigger than memory and disk).", PHOTOS)
+    cache_limit: str | None = setting(
+        None, f"The most room decoded photos may take in the memory or disk cache: "
+              f"{SIZE_UNITS_HELP}. Before decoding, training estimates the room from the "
+              "photos' headers and stops with an error if it is more.", PHOTOS,
+        default_text="memory: half the available memory; disk: the free space less 10%")
 
     model: str = setting(
         "resnet34", "Any timm architecture, e.g. resnet34, efficientnet_lite0, "
@@ -148,6 +163,8 @@ class TrainConfig:
         # for (the command line builds its options from this class).
         from clearclass.data.augment import AUGMENT_PRESETS
 
+        for name in OLD_VALUES:
+            setattr(self, name, _current_value(name, getattr(self, name), warn=True))
         _check_types(self)
         for name in ("data", "weights", "out"):  # paths are kept as text, for config.json
             value = getattr(self, name)
@@ -177,10 +194,16 @@ class TrainConfig:
             ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
+            ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
         ]
         for name, ok, problem in checks:
             if not ok:
                 raise SettingError(name, f"{problem}; got {getattr(self, name)!r}.")
+        if self.cache_limit is not None:
+            try:
+                parse_size(self.cache_limit)
+            except ValueError as e:
+                raise SettingError("cache_limit", str(e)) from None
 
     @property
     def will_adapt_batchnorm(self) -> bool:
@@ -207,9 +230,11 @@ LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
     "overwrite", "checkpoint_minutes"))
 # What a resumed run may change: how it runs, never what it computes.
-RESUME_SETTINGS = ("device", "precision", "workers", "cache", "checkpoint_minutes", "onnx")
+RESUME_SETTINGS = ("device", "precision", "workers", "cache", "cache_limit",
+                   "checkpoint_minutes", "onnx")
 EXPLORE_SETTINGS = tuple(f.name for f in fields(TrainConfig)
-                         if f.metadata["group"] == PHOTOS and f.name not in ("data", "cache"))
+                         if f.metadata["group"] == PHOTOS
+                         and f.name not in ("data", "cache", "cache_limit"))
 
 
 def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
@@ -229,6 +254,9 @@ def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
                 warnings.warn(f"The setting {old} is now called {new}.", DeprecationWarning,
                               stacklevel=3)
             settings[new] = settings.pop(old)
+    for name in OLD_VALUES:
+        if name in settings:
+            settings[name] = _current_value(name, settings[name], warn=warn_renamed)
     known = allowed if allowed is not None else NAMES
     for name in settings:
         if name not in known:
@@ -242,6 +270,17 @@ def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
     if "data" in settings:
         raise SettingError("data", "was given twice.")
     return TrainConfig(data=data, **settings)
+
+
+def _current_value(name: str, value: Any, warn: bool) -> Any:
+    """`value` of setting `name`, an old one (OLD_VALUES) turned into its current form."""
+    for old, new in OLD_VALUES[name].items():
+        if type(value) is type(old) and value == old:  # True is not 1 here
+            if warn:
+                warnings.warn(f"{name}={old!r} is now {name}={new!r}.", DeprecationWarning,
+                              stacklevel=4)
+            return new
+    return value
 
 
 @functools.cache

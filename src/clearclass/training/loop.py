@@ -44,10 +44,11 @@ from clearclass import device as devices
 from clearclass import fileio
 from clearclass.bundle import ModelInfo, save_bundle
 from clearclass.data.augment import AugmentSettings, augment_settings, batch_augment, normalize
+from clearclass.data.budget import check_cache_room
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
 from clearclass.data.sources import PhotoSet, find_photos, read_split
-from clearclass.errors import RunError
+from clearclass.errors import RunError, SettingError
 from clearclass.export import export_onnx
 from clearclass.model import (
     Pretrained,
@@ -57,6 +58,7 @@ from clearclass.model import (
     set_body_trainable,
     set_train_mode,
 )
+from clearclass.parallel import default_workers
 from clearclass.progress import LiveTable, bar, quiet, say, warn
 from clearclass.training import distributed
 from clearclass.training.checkpoint import (
@@ -379,6 +381,10 @@ def prepare(config: TrainConfig, run: TrainingRun,
     """
     run_dir = run.files_dir
     processes = run.processes
+    if config.batch_size % processes.world_size:
+        raise SettingError("batch_size", f"is the photos of one step across all "
+                           f"{processes.world_size} processes, so it must divide among them; "
+                           f"got {config.batch_size}.")
     _seed_everything(config.seed)
     compute = devices.select(distributed.device_for(config.device, processes),
                              config.precision)
@@ -395,7 +401,9 @@ def prepare(config: TrainConfig, run: TrainingRun,
     for note in photo_set.notes:
         say(note)
     t0 = time.perf_counter()
-    photo_set, pixels = _decode(photo_set, config, run_dir)
+    workers = _workers_per_process(config, processes)
+    photo_set, pixels = _decode(photo_set, config, run_dir, processes, workers,
+                                write_skipped=checkpoint is None and processes.main)
     run.timings["decode_seconds"] = time.perf_counter() - t0
     if checkpoint is not None and len(photo_set.photos) != len(
             read_split(run.run_dir, checkpoint.info.class_ids).photos):
@@ -429,11 +437,15 @@ def prepare(config: TrainConfig, run: TrainingRun,
         _write_config(run_dir, config, pretrained, compute, run.run_id)
 
     def batches(indices: list[int], training: bool) -> PhotoBatches:
+        # Each process takes its share of every batch: --batch-size stays the photos of one
+        # step, whatever the number of processes, and so does the learning rate.
         return PhotoBatches(take(pixels, indices),
                             [class_index[photo_set.photos[i].label] for i in indices],
-                            config.item_resize, config.resize_method, config.batch_size,
+                            config.item_resize, config.resize_method,
+                            config.batch_size // processes.world_size,
                             training=training, seed=config.seed,
-                            pin_memory=compute.device.type == "cuda")
+                            pin_memory=compute.device.type == "cuda", workers=workers,
+                            shard=(processes.rank, processes.world_size))
 
     return _Session(
         model=model, compute=compute,
@@ -511,9 +523,7 @@ def _forward_module(session: _Session) -> nn.Module:
 
         device = session.compute.device
         module = DistributedDataParallel(
-            module, device_ids=[device] if device.type == "cuda" else None,
-            # Buffers (BatchNorm statistics) change only where they adapt.
-            broadcast_buffers=session.adapt_batchnorm and not session.body_fixed)
+            module, device_ids=[device] if device.type == "cuda" else None)
     session.forward = module
     return module
 
@@ -808,24 +818,55 @@ def _micro_batch(config: TrainConfig, compute: devices.Compute) -> int | None:
     return 16 if config.batch_size > 16 else None
 
 
-def _decode(photo_set: PhotoSet, config: TrainConfig,
-            run_dir: Path) -> tuple[PhotoSet, Sequence[np.ndarray]]:
+def _decode(photo_set: PhotoSet, config: TrainConfig, run_dir: Path, processes: Processes,
+            workers: int | None, write_skipped: bool) -> tuple[PhotoSet, Sequence[np.ndarray]]:
+    """Every photo checked (and, unless --cache off, decoded and kept) before training.
+
+    Under torchrun with the disk cache, each process first decodes its share of the photos
+    into the cache, so that no photo is decoded twice (nor written by two processes at once);
+    then every process finds all of them there.
+    """
     paths = [p.path for p in photo_set.photos]
-    cache = _usable_cache_dir() if config.cache else None
+    mode = config.cache
+    cache = _usable_cache_dir() if mode == "disk" else None
+    if mode == "disk" and cache is None:
+        mode = "memory"
+    # Before any decoding: a dataset the cache cannot hold is one error naming the others.
+    room = check_cache_room(paths, config.item_resize, config.resize_method, mode,
+                            config.cache_limit, cache)
+    if room is not None:
+        say(room.describe())
     t0 = time.perf_counter()
-    with bar("reading photos", len(paths)) as progress:
+    if processes.distributed and cache is not None:
+        share = paths[processes.rank::processes.world_size]
+        with bar("reading photos (this process's share)", len(share)) as progress:
+            decode_photos(share, config.item_resize, config.resize_method, workers=workers,
+                          on_progress=progress.advance, cache_dir=cache)
+        distributed.wait_for_all(processes)
+    with bar("checking photos" if mode == "off" else "reading photos", len(paths)) as progress:
         decoded = decode_photos(paths, config.item_resize, config.resize_method,
-                                workers=config.workers, on_progress=progress.advance,
-                                cache_dir=cache)
+                                workers=workers, on_progress=progress.advance,
+                                cache_dir=cache, keep_pixels=mode != "off")
     cached = f", {decoded.from_cache} of them already decoded in {cache}" if cache else ""
-    say(f"Read {len(paths)} photos in {time.perf_counter() - t0:.1f} s{cached}.")
-    fileio.write_csv(run_dir / "skipped.csv", ("path", "reason"),
-                     [(str(p), reason) for p, reason in decoded.skipped])
+    if mode == "off":
+        cached = "; each is decoded again every epoch (--cache off)"
+    say(f"{'Checked' if mode == 'off' else 'Read'} {len(paths)} photos in "
+        f"{time.perf_counter() - t0:.1f} s{cached}.")
+    if write_skipped:
+        fileio.write_csv(run_dir / "skipped.csv", ("path", "reason"),
+                         [(str(p), reason) for p, reason in decoded.skipped])
     if decoded.skipped:
         warn(f"Skipped {len(decoded.skipped)} unreadable file(s) (listed in "
              f"RUN/skipped.csv), e.g. {decoded.skipped[0][0]}: {decoded.skipped[0][1]}")
         photo_set = photo_set.without({p for p, _ in decoded.skipped})
     return photo_set, decoded.pixels
+
+
+def _workers_per_process(config: TrainConfig, processes: Processes) -> int | None:
+    """--workers, or the cores shared among the processes on this machine."""
+    if config.workers is not None or processes.local_world_size == 1:
+        return config.workers
+    return max(1, default_workers() // processes.local_world_size)
 
 
 def _usable_cache_dir() -> Path | None:
@@ -838,7 +879,7 @@ def _usable_cache_dir() -> Path | None:
     except OSError as e:
         warn(f"Cannot write the decoded-photo cache in {folder} ({e.strerror or e}); decoding "
              "into memory instead. Set CLEARCLASS_CACHE_DIR to a writable folder, or pass "
-             "--no-cache.")
+             "--cache memory or --cache off.")
         return None
     return folder
 
