@@ -328,7 +328,8 @@ def _fine_tune(run: TrainingRun, started: float,
             warn(f"Only {steps} training step(s) per epoch (batches of {config.batch_size}): "
                  "a one-cycle schedule that short barely moves the weights. Use a smaller "
                  "batch size or more epochs.")
-        with _StopRequest() as session.stop:
+        with _StopRequest(tell=run.processes.main,
+                          under_torchrun=run.processes.distributed) as session.stop:
             _fit_stages(session, config, checkpoint.position if checkpoint else Position())
     except KeyboardInterrupt:
         if run.processes.main:
@@ -587,8 +588,12 @@ def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
                    adapt_batchnorm=session.adapt_batchnorm)
     session.train_batches.set_epoch(epoch, start.step)
     device = session.compute.device
-    total = torch.tensor(start.loss_sum, dtype=torch.float32, device=device)
-    count, waited, steps = start.count, 0.0, len(session.train_batches)
+    # A checkpoint holds the loss summed over every process; process 0 carries it on.
+    carried = processes.main
+    total = torch.tensor(start.loss_sum if carried else 0.0, dtype=torch.float32,
+                         device=device)
+    count = start.count if carried else 0
+    waited, steps = 0.0, len(session.train_batches)
     started = time.perf_counter()
     every = config.checkpoint_minutes * 60
     with bar(f"epoch {epoch} ({stage})", steps) as progress:
@@ -616,7 +621,10 @@ def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
                 else:
                     stop = False
                 if due or stop:
-                    here = Position(epoch, step + 1, total.item(), count,
+                    loss_sum, photos = distributed.sum_all(torch.stack([
+                        total.double(), torch.tensor(float(count), dtype=torch.float64,
+                                                     device=device)]), processes).tolist()
+                    here = Position(epoch, step + 1, loss_sum, int(photos),
                                     start.seconds + time.perf_counter() - started)
                     _save_checkpoint(session, here, after_stop=stop)
                 if stop:
@@ -648,8 +656,9 @@ class _StopRequest:
     SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
                     if s is not None)
 
-    def __init__(self) -> None:
-        self.asked = False
+    def __init__(self, tell: bool = True, under_torchrun: bool = False) -> None:
+        self.asked, self.tell = False, tell  # tell: this process prints (process 0)
+        self.under_torchrun = under_torchrun
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequest:
@@ -664,14 +673,16 @@ class _StopRequest:
 
     def _ask(self, signum: int, frame: Any) -> None:
         if self.asked:
-            # A second Ctrl-C stops at once. A SIGTERM after the first signal does not:
-            # torchrun sends one to every process when Ctrl-C reaches it, and waits 30 s.
-            if signum == signal.SIGINT:
+            # A second Ctrl-C stops at once, but not under torchrun: it passes the user's
+            # Ctrl-C on to every process (a second signal to each), then waits 30 s before
+            # it kills them.
+            if signum == signal.SIGINT and not self.under_torchrun:
                 raise KeyboardInterrupt
             return
         self.asked = True
-        warn("Stopping after this step, once a checkpoint is saved (Ctrl-C again to stop "
-             "at once, without saving)...")
+        if self.tell:
+            warn("Stopping after this step, once a checkpoint is saved (Ctrl-C again to "
+                 "stop at once, without saving)...")
 
     def requested(self, processes: Processes, due: bool = False) -> tuple[bool, bool]:
         """(stop, due): whether to stop, and whether a checkpoint is `due`, each set when
