@@ -62,6 +62,18 @@ def worker_context() -> BaseContext | None:
     return multiprocessing.get_context(method)
 
 
+def ignore_interrupts(worker_id: int = 0) -> None:
+    """`worker_init_fn` of every DataLoader: a worker leaves Ctrl-C to the main process.
+
+    Ctrl-C in a terminal reaches every process of the group; a worker that died of it would
+    break the epoch that the main process is stopping cleanly (saving a checkpoint first).
+    The main process stops its workers itself. Module-level, so spawned workers can load it.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:
     """`(item, fn(item))` for each item, computed on `workers` threads, in the items' order.
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from clearclass.data.cache import CachedPixels, entry_path, read_entry, write_entry
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
 from clearclass.errors import RunError
-from clearclass.parallel import default_workers, worker_context
+from clearclass.parallel import default_workers, ignore_interrupts, worker_context
 
 CHECK_SIZE = 1  # `open_rgb`'s min_size when only checking: the smallest draft (1/8 scale)
 Position = tuple[float, float]  # where the square is cut, (x, y) in [0, 1]
@@ -166,6 +166,7 @@ def decode_photos(
         collate_fn=keep_as_is,
         prefetch_factor=16 if workers else None,
         multiprocessing_context=worker_context() if workers else None,
+        worker_init_fn=ignore_interrupts,
     )
     results: list = [None] * len(paths)
     skipped, from_cache = [], 0
@@ -379,7 +380,8 @@ class PhotoBatches:
                 PhotoSquares(self.pixels, self.labels.tolist(), self.size, self.method),
                 batch_sampler=_EpochBatches(self), num_workers=self.workers,
                 collate_fn=stack_squares, prefetch_factor=2, multiprocessing_context=context,
-                persistent_workers=context.get_start_method() != "fork")
+                persistent_workers=context.get_start_method() != "fork",
+                worker_init_fn=ignore_interrupts)
         try:
             for batch in self._loader:
                 yield self._finish(batch)
