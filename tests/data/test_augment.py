@@ -119,3 +119,50 @@ def test_normalize_uses_mean_and_std_and_is_channels_last():
     zero = normalize(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), (0.485, 0.456, 0.406),
                      (0.229, 0.224, 0.225))
     assert math.isclose(zero[0, 0, 0, 0].item(), -0.485 / 0.229, rel_tol=1e-5)
+
+
+def test_on_the_device_only_operations_apple_mps_runs_natively():
+    """The seed's author needed PYTORCH_ENABLE_MPS_FALLBACK for fastai's augmentations
+    (`aten::_linalg_solve_ex`), and MPS has no reflection padding in grid_sample. Run on
+    PyTorch's "meta" device, the operations batch_augment sends to the device are recorded:
+    no linear algebra, no float64 (MPS has none), grid_sample with border padding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from clearclass.data.augment import AugmentSettings, batch_augment, normalize
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            if any(t.device.type == "meta" for t in tensors):
+                self.calls.append((func, args, {t.dtype for t in tensors}))
+            return out
+
+    images = torch.zeros(8, 3, 32, 32, dtype=torch.uint8, device="meta")
+    with Record() as record:
+        normalize(batch_augment(images, AugmentSettings(max_warp=0.4),
+                                torch.Generator().manual_seed(0)), (0.5,) * 3, (0.2,) * 3)
+    names = {func.__name__.split(".")[0] for func, _, _ in record.calls}
+    assert "grid_sampler_2d" in names and not any("linalg" in n or "solve" in n for n in names)
+    dtypes = {dtype for *_, found in record.calls for dtype in found}
+    assert dtypes <= {torch.uint8, torch.float32, torch.bool}
+    border = 1  # grid_sampler_2d(input, grid, interpolation, padding_mode, align_corners)
+    assert all(args[3] == border for func, args, _ in record.calls
+               if func.__name__.startswith("grid_sampler_2d"))
+
+
+def test_folded_coordinates_sample_what_reflection_padding_does():
+    import torch.nn.functional as F
+
+    from clearclass.data.augment import _reflected
+
+    x = torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(1))
+    grid = torch.rand(2, 17, 23, 2, generator=torch.Generator().manual_seed(2)) * 7 - 3.5
+    reflection = F.grid_sample(x, grid, padding_mode="reflection", align_corners=True)
+    folded = F.grid_sample(x, _reflected(grid), padding_mode="border", align_corners=True)
+    assert torch.allclose(reflection, folded, atol=1e-5)

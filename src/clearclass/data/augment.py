@@ -2,7 +2,7 @@
 
 The `standard` preset is fastai's `aug_transforms()` with its defaults: each photo of a
 batch gets its own draw, and all the geometry (flip, rotate, zoom, warp) is composed into
-one homography and resampled once with `grid_sample` (bilinear, reflection padding), so a
+one homography and resampled once with `grid_sample` (bilinear, reflected at the edges), so a
 photo is interpolated once, not once per transform. The batch arrives as uint8 and can sit
 on any device; the random draws are made on the CPU from a seeded generator, so a seed
 gives the same augmentations on every device.
@@ -10,7 +10,10 @@ gives the same augmentations on every device.
 Written here rather than taken from torchvision or kornia because those apply one draw per
 batch (torchvision v2) or resample once per transform (kornia), and both solve a linear
 system for the perspective warp; `torch.linalg.solve` is what breaks fastai on Apple MPS.
-The warp here uses the closed-form square-to-quadrilateral mapping (Heckbert, 1989).
+The warp here uses the closed-form square-to-quadrilateral mapping (Heckbert, 1989), and
+the edges are mirrored by folding the coordinates (MPS has no reflection padding for
+`grid_sample`); on the device only elementwise operations, a batched matrix product and
+`grid_sample` run, all native on CUDA and MPS.
 """
 
 from __future__ import annotations
@@ -186,8 +189,17 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     points = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], -1).view(1, -1, 3)
     mapped = points @ matrix.transpose(1, 2)  # (n, h*w, 3)
     coords = mapped[..., :2] / mapped[..., 2:3]
-    coords = coords.view(n, height, width, 2)
-    return F.grid_sample(x, coords, mode="bilinear", padding_mode="reflection", align_corners=True)
+    coords = _reflected(coords.view(n, height, width, 2))
+    # The coordinates are reflected into the image here, so "border" samples what
+    # "reflection" would: Apple MPS has no grid_sample kernel for reflection padding.
+    return F.grid_sample(x, coords, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _reflected(coords: torch.Tensor) -> torch.Tensor:
+    """Coordinates outside [-1, 1] mirrored back in at the edges, as grid_sample's
+    reflection padding does with align_corners=True (a period of 4)."""
+    folded = torch.remainder(coords + 1, 4)
+    return torch.where(folded > 2, 4 - folded, folded) - 1
 
 
 def _logit(x: torch.Tensor) -> torch.Tensor:
