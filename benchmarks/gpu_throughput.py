@@ -8,7 +8,10 @@ Reports:
 - the share of training time the loop waited for a batch (the GPU idle for want of data)
   and the GPU utilisation nvidia-smi reports, sampled every 200 ms (target: busy >= 90%);
 - inference photos/s: the model alone on batches already on the GPU, and `predict_many`
-  from the validation files (decoding included).
+  from the validation files (decoding included);
+- with more than one GPU, the same training in one process per GPU (`clearclass train
+  --processes N`: torchrun, DDP over NCCL, --batch-size the total of a step): photos/s of
+  all of them together and the share of time process 0 waited for data.
 
     python benchmarks/gpu_throughput.py                 # about 3 minutes on an H100/H200
     # a dry run of the code on the CPU:
@@ -26,6 +29,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -97,6 +101,35 @@ def inference(run_dir: Path, device: str, batch: int) -> dict:
             "inference_from_files_per_second": from_files}
 
 
+def ddp_training(data: Path, processes: int, args: argparse.Namespace, folder: Path) -> dict:
+    """The same training as `clearclass train --processes N`; figures from its summary."""
+    out = folder / f"run-{processes}-processes"
+    command = [sys.executable, "-m", "clearclass", "train", str(data), "--out", str(out),
+               "--processes", str(processes), "--model", "resnet34", "--no-pretrained",
+               "--no-adapt-batchnorm", "--freeze-epochs", "0", "--epochs", str(args.epochs),
+               "--item-resize", "224", "--batch-size", str(args.batch_size * processes),
+               "--device", "cuda", "--no-onnx", "--quiet"]
+    samples: list[float] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=gpu_utilisation, args=(samples, stop), daemon=True)
+    sampler.start()
+    subprocess.run(command, check=True)
+    stop.set()
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "split.csv", newline="") as f:
+        train_photos = sum(r["is_valid"] == "False" for r in csv.DictReader(f))
+    step = args.batch_size * processes
+    epochs = []
+    for row in summary["epochs"]:
+        seconds = summary["timings"][f"epoch_{row['epoch']}_train_seconds"]
+        waited = summary["timings"][f"epoch_{row['epoch']}_data_wait_seconds"]
+        epochs.append({"epoch": row["epoch"],
+                       "train_photos_per_second": train_photos // step * step / seconds,
+                       "data_wait_share": waited / seconds})
+    return {"processes": processes, "epochs": epochs,
+            "gpu_utilisation_median_percent": statistics.median(samples) if samples else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -108,6 +141,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
+    gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0
 
     import clearclass
     from clearclass import progress
@@ -146,6 +181,8 @@ def main() -> None:
             "gpu_utilisation_median_percent": statistics.median(samples) if samples else None,
             **inference(run_dir, args.device, args.batch_size),
         }
+        if gpus > 1:  # DDP: one process per GPU, each with --batch-size photos a step
+            result["ddp"] = ddp_training(data, gpus, args, Path(tmp))
     print(json.dumps(result, indent=2))
     steady = epochs[1:] or epochs  # the first epoch includes cuDNN autotuning
     busy = 1 - statistics.median(e["data_wait_share"] for e in steady)
@@ -156,6 +193,15 @@ def main() -> None:
           + (f"{utilisation:.0f}%." if utilisation is not None else "not available."))
     print(f"Inference: {result['inference_model_only_per_second']:.0f} photos/s (model "
           f"alone), {result['inference_from_files_per_second']:.0f} photos/s from files.")
+    if "ddp" in result:
+        ddp = result["ddp"]
+        steady = ddp["epochs"][1:] or ddp["epochs"]
+        print(f"DDP, {ddp['processes']} GPUs: "
+              f"{statistics.median(e['train_photos_per_second'] for e in steady):.0f} photos/s "
+              f"together; process 0 waited for data "
+              f"{100 * statistics.median(e['data_wait_share'] for e in steady):.1f}% of the time.")
+    else:
+        print("DDP: not measured (one GPU here).")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
