@@ -210,6 +210,9 @@ def evaluate(run: str | Path, top_losses: int = TOP_LOSSES, device: str = "auto"
     if not split.is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
                        "`clearclass train --out` wrote.")
+    if not (run_dir / "model").exists() and (run_dir / "checkpoint").is_dir():
+        raise RunError(f"{run} has no finished epoch yet, only a checkpoint inside the first "
+                       f"one. Continue it with `clearclass train --resume {run}`.")
     classifier = load(run_dir / "model", device=device)
     photos = _valid_photos(split, classifier)
     evaluation = predict_photos(classifier, photos)

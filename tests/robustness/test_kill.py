@@ -26,6 +26,7 @@ import pytest
 
 from clearclass import bundle, fileio
 from clearclass.data.sources import find_photos
+from clearclass.training.checkpoint import read_checkpoint
 from tests.conftest import make_dataset
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -34,7 +35,7 @@ KILLS = 20
 MAX_KILLS = 40  # when timing is off on a busy machine, a few more tries
 EPOCHS = 4
 RUN_ENTRIES = {"config.json", "split.csv", "skipped.csv", "metrics.csv", "model",
-               "summary.json", "report"}
+               "summary.json", "report", "checkpoint"}
 
 
 def _train_command(data: Path, out: Path, seed: int) -> list[str]:
@@ -80,6 +81,12 @@ def _check_whole(out: Path, data: Path) -> str | None:
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == info.training["epochs_done"]
+    saved = read_checkpoint(out)
+    if saved is None:  # only a finished run has none
+        assert len(rows) == 1 + EPOCHS
+    else:  # the checkpoint of the last saved epoch's end, from the same run
+        assert saved.run_id == config["run_id"]
+        assert (saved.position.epochs_done, saved.position.step) == (len(rows), 0)
     settings = config["config"]
     expected = find_photos(data, settings["validation_fraction"], settings["seed"])
     with open(run / "split.csv", newline="") as f:

@@ -237,3 +237,28 @@ def test_resume_needs_a_run(tmp_path):
     with pytest.raises(RunError, match="not a training run"):
         resume(tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
+        photos, tiny_train_settings, tmp_path, monkeypatch):
+    """Stopped after a checkpoint inside epoch 0: RUN has no model yet; evaluate says how
+    to go on, and --resume finishes the run."""
+    import clearclass
+    from clearclass.training import loop
+
+    real = loop.train_one_epoch
+
+    def stop_once_saved(session, optimizer, scheduler, epoch, stage, start=None):
+        session.stop.asked = True  # as Ctrl-C does: stop at the next step, after saving
+        return real(session, optimizer, scheduler, epoch, stage, start)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop_once_saved)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(photos, out=str(out), **tiny_train_settings)
+    assert read_checkpoint(out).position.step == 1 and not (out / "model").exists()
+    with pytest.raises(RunError, match="--resume"):
+        clearclass.evaluate(out)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    run = loop.resume(out)
+    assert [row.epoch for row in run.history] == [0, 1]
