@@ -236,6 +236,8 @@ def test_resume_needs_a_run(tmp_path):
 
     with pytest.raises(RunError, match="not a training run"):
         resume(tmp_path)
+    with pytest.raises(RunError, match="nothing to resume"):
+        resume(tmp_path / "stopped before its first checkpoint")
     assert os.listdir(tmp_path) == []
 
 

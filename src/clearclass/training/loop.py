@@ -270,6 +270,10 @@ def resume(run: str | Path, **settings: Any) -> TrainingRun:
 
 def _resumed_config(run_dir: Path, settings: dict[str, Any]) -> TrainConfig:
     config_file = fileio.settled(run_dir) / "config.json"
+    if not fileio.settled(run_dir).exists():
+        raise RunError(f"{run_dir} does not exist. A run that stops before its first "
+                       "checkpoint (the end of its first epoch, or --checkpoint-minutes into "
+                       "it) leaves nothing to resume: start it again.")
     if not config_file.is_file():
         raise RunError(f"{run_dir} is not a training run (no config.json); give the folder "
                        "that `clearclass train` wrote.")
