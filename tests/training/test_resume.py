@@ -75,6 +75,12 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def few_photos(tmp_path_factory) -> Path:
+    """For runs in this process: 12 photos a class, 4 steps an epoch in batches of 8."""
+    return make_dataset(tmp_path_factory.mktemp("few") / "colours", per_class=12)
+
+
+@pytest.fixture(scope="module")
 def uninterrupted(photos: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("whole") / "run"
     subprocess.run(_command(photos, out), check=True, timeout=300)
@@ -144,7 +150,8 @@ def test_a_resumed_run_keeps_its_settings(uninterrupted):
         resume(uninterrupted, learning_rate=0.1)
 
 
-def test_an_unfinished_run_is_not_replaced_by_accident(photos, tiny_train_settings, tmp_path):
+def test_an_unfinished_run_is_not_replaced_by_accident(few_photos, tiny_train_settings,
+                                                       tmp_path):
     from clearclass.training import train
 
     out = tmp_path / "run"
@@ -152,11 +159,11 @@ def test_an_unfinished_run_is_not_replaced_by_accident(photos, tiny_train_settin
     (out / "config.json").write_text("{}")
     (out / "checkpoint").mkdir()
     with pytest.raises(RunError, match="--resume"):
-        train(photos, out=str(out), **tiny_train_settings)
+        train(few_photos, out=str(out), **tiny_train_settings)
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(photos, tiny_train_settings,
-                                                               tmp_path, monkeypatch, capsys):
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(few_photos, tiny_train_settings,
+                                                               tmp_path, monkeypatch):
     """ENOSPC while saving: inside an epoch, a warning and training goes on; at the end of
     an epoch, an error that says what RUN still holds, and RUN holds it."""
     from clearclass.training import checkpoint as checkpoints
@@ -175,7 +182,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(photos, tiny_trai
     out = tmp_path / "run"
     settings = {**tiny_train_settings, "epochs": 2, "checkpoint_minutes": 0.0}
     with pytest.raises(RunError, match="Could not save epoch 1") as failure:
-        train(photos, out=str(out), **settings)
+        train(few_photos, out=str(out), **settings)
     assert "holds the model as of epoch 0 and its checkpoint" in str(failure.value)
     assert "--resume" in str(failure.value)
     assert len(_metrics(out)) == 1 and _position(out)["epochs_done"] == 1
@@ -242,7 +249,7 @@ def test_resume_needs_a_run(tmp_path):
 
 
 def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
-        photos, tiny_train_settings, tmp_path, monkeypatch):
+        few_photos, tiny_train_settings, tmp_path, monkeypatch):
     """Stopped after a checkpoint inside epoch 0: RUN has no model yet; evaluate says how
     to go on, and --resume finishes the run."""
     import clearclass
@@ -257,7 +264,7 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
     monkeypatch.setattr(loop, "train_one_epoch", stop_once_saved)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        loop.train(photos, out=str(out), **tiny_train_settings)
+        loop.train(few_photos, out=str(out), **tiny_train_settings)
     assert read_checkpoint(out).position.step == 1 and not (out / "model").exists()
     with pytest.raises(RunError, match="--resume"):
         clearclass.evaluate(out)
