@@ -6,8 +6,8 @@ cache mode trains one frozen epoch of efficientnet_lite0 at 128 px (`--freeze-ep
 --epochs 0`, the cheapest epoch) as a user runs it: `clearclass train` in a child process.
 Recorded per run: peak memory (the largest process's peak RSS, from wait4, and the peak
 PSS of the process and its DataLoader workers together, sampled every half second),
-decode time, epoch time. The disk cache starts empty in a fresh folder (first run), then
-the same command runs again with it full (warm).
+decode time, epoch time, processor time and the machine's load. The disk cache starts
+empty in a fresh folder (first run), then the same command runs again with it full (warm).
 
     .venv/bin/python benchmarks/cache_modes.py     # about 40 min on 2 cores
     .venv/bin/python benchmarks/cache_modes.py --modes off-forkserver --add  # one mode more
@@ -113,11 +113,16 @@ def run_training(data: Path, mode: str, out: Path, cache_dir: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     timings = summary["timings"]
     return {"peak_rss_bytes": usage.ru_maxrss * 1024, "peak_pss_bytes": pss,
+            # The process's and its reaped workers' processor time, start to end: unlike
+            # the wall times, hardly longer when others share the cores.
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "decode_seconds": timings["decode_seconds"],
             "train_seconds": timings["epoch_0_train_seconds"],
             "epoch_seconds": summary["epochs"][0]["seconds"],
             "data_wait_seconds": timings["epoch_0_data_wait_seconds"],
-            "wall_seconds": wall, "accuracy": summary["valid_accuracy"]}
+            "wall_seconds": wall, "accuracy": summary["valid_accuracy"],
+            "load_average_1min": os.getloadavg()[0]}  # how busy the machine was: on a
+    # shared machine the times vary with it, the peaks much less
 
 
 def machine() -> dict:
@@ -154,11 +159,15 @@ def report(results: dict) -> str:
         "imported PyTorch once). Peak RSS: the largest process (wait4); peak PSS: "
         "the training process and its DataLoader workers together (sampled every 0.5 s). "
         "Decode: checking and decoding every photo before training (with `off`, a check "
-        "only); epoch: the training pass and validation, with `off` decoding every photo.",
+        "only); epoch: the training pass and validation, with `off` decoding every photo. "
+        "CPU: processor time of the whole command (start, decoding, the epoch, its workers "
+        "included). Load: the machine's 1-minute load average at the end of the run; the "
+        "cores were shared with other work, and the wall times (decode, epoch) follow the "
+        "load, the processor time and the peaks of memory hardly.",
         "",
         "| photos (train + valid) | cache | peak RSS | peak PSS | decode | epoch | of which "
-        "waiting for data | accuracy |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "waiting for data | CPU | accuracy | load |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in results["runs"]:
         mode = LABELS.get(run["mode"], run["mode"])
@@ -166,7 +175,8 @@ def report(results: dict) -> str:
             f"| {run['photos']:,} ({run['train']:,} + {run['valid']:,}) | {mode} | "
             f"{run['peak_rss_bytes'] / 1e9:.2f} GB | {run['peak_pss_bytes'] / 1e9:.2f} GB | "
             f"{run['decode_seconds']:.1f} s | {run['epoch_seconds']:.1f} s | "
-            f"{run['data_wait_seconds']:.1f} s | {run['accuracy']:.2%} |")
+            f"{run['data_wait_seconds']:.1f} s | {run['cpu_seconds']:.0f} s | "
+            f"{run['accuracy']:.2%} | {run['load_average_1min']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +202,12 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--add", action="store_true",
                         help="keep the runs already in --json (those measured again replaced)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the RESULTS.md section again from --json")
     args = parser.parse_args()
+    if args.report_only:
+        write_section(args.results, report(json.loads(args.json.read_text())))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="clearclass-cache-modes-"))
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": []}
