@@ -6,10 +6,11 @@ cache mode trains one frozen epoch of efficientnet_lite0 at 128 px (`--freeze-ep
 --epochs 0`, the cheapest epoch) as a user runs it: `clearclass train` in a child process.
 Recorded per run: peak memory (the largest process's peak RSS, from wait4, and the peak
 PSS of the process and its DataLoader workers together, sampled every half second),
-decode time, epoch time. The disk cache starts empty in a fresh folder (first run), then
-the same command runs again with it full (warm).
+decode time, epoch time, processor time and the machine's load. The disk cache starts
+empty in a fresh folder (first run), then the same command runs again with it full (warm).
 
-    .venv/bin/python benchmarks/cache_modes.py     # about 20-40 min on 2 cores
+    .venv/bin/python benchmarks/cache_modes.py     # about 40 min on 2 cores
+    .venv/bin/python benchmarks/cache_modes.py --modes off-forkserver --add  # one mode more
 
 Writes benchmarks/results/cache_modes.json and the "Cache modes" section of RESULTS.md.
 """
@@ -33,7 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "imagewoof-160"
 SIZES = (2000, 6000, 12954)
-MODES = ("memory", "disk", "disk-warm", "off")  # disk-warm: the same cache folder again
+# disk-warm: the same cache folder again; off-forkserver: off, workers forked from a
+# server process that imported PyTorch (CLEARCLASS_START_METHOD=forkserver) rather than
+# from the training process (Linux's default before Python 3.14).
+MODES = ("memory", "disk", "disk-warm", "off", "off-forkserver")
+LABELS = {"disk": "disk, first run", "disk-warm": "disk, warm", "off": "off (fork)",
+          "off-forkserver": "off (forkserver)"}
 SECTION = "## Cache modes: peak memory against the number of photos"
 TRAIN = ["--model", "efficientnet_lite0", "--item-resize", "128", "--freeze-epochs", "1",
          "--epochs", "0", "--batch-size", "64", "--no-onnx", "--quiet"]
@@ -71,8 +77,10 @@ def run_training(data: Path, mode: str, out: Path, cache_dir: Path) -> dict:
     """`clearclass train` in a child process: its peaks, wall time and RUN/summary.json."""
     import psutil
 
-    cache = "disk" if mode.startswith("disk") else mode
+    cache = mode.split("-")[0]
     env = {**os.environ, "CLEARCLASS_CACHE_DIR": str(cache_dir)}
+    if mode == "off-forkserver":
+        env["CLEARCLASS_START_METHOD"] = "forkserver"
     command = [sys.executable, "-m", "clearclass", "train", str(data), *TRAIN,
                "--cache", cache, "--out", str(out), "--overwrite"]
     t0 = time.perf_counter()
@@ -105,11 +113,16 @@ def run_training(data: Path, mode: str, out: Path, cache_dir: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     timings = summary["timings"]
     return {"peak_rss_bytes": usage.ru_maxrss * 1024, "peak_pss_bytes": pss,
+            # The process's and its reaped workers' processor time, start to end: unlike
+            # the wall times, hardly longer when others share the cores.
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "decode_seconds": timings["decode_seconds"],
             "train_seconds": timings["epoch_0_train_seconds"],
             "epoch_seconds": summary["epochs"][0]["seconds"],
             "data_wait_seconds": timings["epoch_0_data_wait_seconds"],
-            "wall_seconds": wall, "accuracy": summary["valid_accuracy"]}
+            "wall_seconds": wall, "accuracy": summary["valid_accuracy"],
+            "load_average_1min": os.getloadavg()[0]}  # how busy the machine was: on a
+    # shared machine the times vary with it, the peaks much less
 
 
 def machine() -> dict:
@@ -140,23 +153,30 @@ def report(results: dict) -> str:
         "other, its official train/val split kept. Each run: `clearclass train CSV "
         + " ".join(TRAIN[:-1]) + " --cache MODE` in its own process, one frozen epoch of "
         "efficientnet_lite0 at 128 px; `disk` starts from an empty cache folder, `disk, "
-        "warm` is the same command again. Peak RSS: the largest process (wait4); peak PSS: "
+        "warm` is the same command again; `off` starts its DataLoader workers as Linux does "
+        "by default before Python 3.14 (fork, from the training process), `off "
+        "(forkserver)` with CLEARCLASS_START_METHOD=forkserver (forked from a server that "
+        "imported PyTorch once). Peak RSS: the largest process (wait4); peak PSS: "
         "the training process and its DataLoader workers together (sampled every 0.5 s). "
         "Decode: checking and decoding every photo before training (with `off`, a check "
-        "only); epoch: the training pass and validation, with `off` decoding every photo.",
+        "only); epoch: the training pass and validation, with `off` decoding every photo. "
+        "CPU: processor time of the whole command (start, decoding, the epoch, its workers "
+        "included). Load: the machine's 1-minute load average at the end of the run; the "
+        "cores were shared with other work, and the wall times (decode, epoch) follow the "
+        "load, the processor time and the peaks of memory hardly.",
         "",
         "| photos (train + valid) | cache | peak RSS | peak PSS | decode | epoch | of which "
-        "waiting for data | accuracy |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "waiting for data | CPU | accuracy | load |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in results["runs"]:
-        mode = {"disk": "disk, first run", "disk-warm": "disk, warm"}.get(run["mode"],
-                                                                          run["mode"])
+        mode = LABELS.get(run["mode"], run["mode"])
         lines.append(
             f"| {run['photos']:,} ({run['train']:,} + {run['valid']:,}) | {mode} | "
             f"{run['peak_rss_bytes'] / 1e9:.2f} GB | {run['peak_pss_bytes'] / 1e9:.2f} GB | "
             f"{run['decode_seconds']:.1f} s | {run['epoch_seconds']:.1f} s | "
-            f"{run['data_wait_seconds']:.1f} s | {run['accuracy']:.2%} |")
+            f"{run['data_wait_seconds']:.1f} s | {run['cpu_seconds']:.0f} s | "
+            f"{run['accuracy']:.2%} | {run['load_average_1min']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,10 +200,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path,
                         default=ROOT / "benchmarks" / "results" / "cache_modes.json")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs already in --json (those measured again replaced)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the RESULTS.md section again from --json")
     args = parser.parse_args()
+    if args.report_only:
+        write_section(args.results, report(json.loads(args.json.read_text())))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="clearclass-cache-modes-"))
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": []}
+    if args.add and args.json.exists():
+        results["runs"] = json.loads(args.json.read_text())["runs"]
     try:
         for photos in map(int, args.sizes.split(",")):
             data, n_train, n_valid = subset_csv(args.data, photos, work)
@@ -191,7 +220,10 @@ def main() -> None:
             for mode in args.modes.split(","):
                 run = run_training(data, mode, work / f"run-{photos}-{mode}", cache_dir)
                 run.update(photos=n_train + n_valid, train=n_train, valid=n_valid, mode=mode)
+                results["runs"] = [r for r in results["runs"]
+                                   if (r["photos"], r["mode"]) != (run["photos"], mode)]
                 results["runs"].append(run)
+                results["runs"].sort(key=lambda r: (r["photos"], MODES.index(r["mode"])))
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                   for k, v in run.items()}), flush=True)
                 args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,8 @@ def test_worker_context_follows_the_environment(monkeypatch):
     assert worker_context() is None  # the platform's default
     monkeypatch.setenv("CLEARCLASS_START_METHOD", "spawn")
     assert worker_context() is multiprocessing.get_context("spawn")
+    monkeypatch.setenv("CLEARCLASS_START_METHOD", "forkserver")
+    assert worker_context() is multiprocessing.get_context("forkserver")
     monkeypatch.setenv("CLEARCLASS_START_METHOD", "thread")
     with pytest.raises(SettingError) as caught:
         worker_context()

@@ -22,6 +22,9 @@ R = TypeVar("R")
 MAX_WORKERS = 8  # past this, decoding photos is limited by the disk, not the cores
 START_METHODS = ("spawn", "fork", "forkserver")
 START_METHOD_VARIABLE = "CLEARCLASS_START_METHOD"
+# What a forkserver imports once for all its workers: the batch and decoding code, with
+# PyTorch, NumPy and Pillow.
+FORKSERVER_PRELOAD = ["clearclass.data.loader"]
 
 
 def available_cores() -> int:
@@ -37,18 +40,36 @@ def default_workers() -> int:
     return min(available_cores(), MAX_WORKERS)
 
 
+def start_method() -> str:
+    """How worker processes start here: `$CLEARCLASS_START_METHOD`, else the method this
+    process set, else the platform's default (without fixing it, as asking Python would)."""
+    method = _method_from_environment()
+    return (method or multiprocessing.get_start_method(allow_none=True)
+            or multiprocessing.get_all_start_methods()[0])
+
+
 def worker_context() -> BaseContext | None:
     """How DataLoader worker processes start: `multiprocessing_context` for every DataLoader.
 
     None is the platform's default (fork on Linux before Python 3.14, spawn on macOS and
     Windows). `$CLEARCLASS_START_METHOD` (spawn, fork or forkserver) overrides it, so that
     the spawn path, which pickles everything it sends to the workers, is tested on Linux
-    too.
+    too. With forkserver (Linux's default from Python 3.14), the server imports what the
+    workers need once, and each worker forked from it starts with PyTorch loaded.
 
     Example:
         context = worker_context()  # give it to DataLoader(multiprocessing_context=...)
         print(context.get_start_method() if context else "the platform's default")
     """
+    method = _method_from_environment()
+    if (method or start_method()) == "forkserver":
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(FORKSERVER_PRELOAD)
+        return context
+    return multiprocessing.get_context(method) if method else None
+
+
+def _method_from_environment() -> str | None:
     method = os.environ.get(START_METHOD_VARIABLE, "").strip()
     if not method:
         return None
@@ -59,7 +80,7 @@ def worker_context() -> BaseContext | None:
                            f"must be one of {', '.join(usable)} on this system; got "
                            f"{method!r}. Set it to one of those, or unset it to use the "
                            "platform's default.")
-    return multiprocessing.get_context(method)
+    return method
 
 
 def ignore_interrupts(worker_id: int = 0) -> None:

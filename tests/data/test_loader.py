@@ -203,11 +203,11 @@ def test_set_epoch_resumes_midway_without_reading_the_batches_before():
         batches.set_epoch(3, start_batch=11)
 
 
-def _spawn_photos(folder, monkeypatch):
+def _spawn_photos(folder, monkeypatch, method="spawn"):
     photos = _varied_photos(folder)
     (folder / "bad.jpg").write_text("not a photo")
-    monkeypatch.setenv("CLEARCLASS_START_METHOD", "spawn")
-    assert worker_context().get_start_method() == "spawn"
+    monkeypatch.setenv("CLEARCLASS_START_METHOD", method)
+    assert worker_context().get_start_method() == method
     return photos, [*photos[:10], folder / "bad.jpg", *photos[10:]]
 
 
@@ -219,8 +219,10 @@ def test_decoding_workers_started_by_spawn_find_the_same_photos(tmp_path, monkey
     assert spawned.pixels.paths == here.pixels.paths and len(here.skipped) == 1
 
 
-def test_batch_workers_started_by_spawn_give_the_same_batches(tmp_path, monkeypatch):
-    photos, _ = _spawn_photos(tmp_path, monkeypatch)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_batch_workers_started_by_spawn_or_forkserver_give_the_same_batches(
+        tmp_path, monkeypatch, method):
+    photos, _ = _spawn_photos(tmp_path, monkeypatch, method)
     labels = [i % 3 for i in range(len(photos))]
     here = decode_photos(photos, 24, "crop", workers=0)
     reference = _epochs(PhotoBatches(here.pixels, labels, 24, "crop", 8, True, seed=2))

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,11 @@ def estimate_room(paths: Sequence[Path], size: int, method: str,
     looked_up = cache_dir is not None and Path(cache_dir).is_dir()
     for i in chosen:
         try:
-            with Image.open(paths[i]) as img:  # reads the header, not the pixels
-                width, height = img.size
+            with warnings.catch_warnings():
+                # Odd metadata, very large photos: decoding says what matters of them.
+                warnings.simplefilter("ignore")
+                with Image.open(paths[i]) as img:  # reads the header, not the pixels
+                    width, height = img.size
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
             continue  # unreadable: it will be skipped, and take no room
         w, h = fitted_size(width, height, size, method)

@@ -19,7 +19,6 @@ batches are the same whichever the cache and the number of workers.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from clearclass.data.cache import CachedPixels, entry_path, read_entry, write_entry
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit
 from clearclass.errors import RunError
-from clearclass.parallel import default_workers, ignore_interrupts, worker_context
+from clearclass.parallel import default_workers, ignore_interrupts, start_method, worker_context
 
 CHECK_SIZE = 1  # `open_rgb`'s min_size when only checking: the smallest draft (1/8 scale)
 Position = tuple[float, float]  # where the square is cut, (x, y) in [0, 1]
@@ -371,16 +370,17 @@ class PhotoBatches:
 
     def _from_workers(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
-            context = worker_context() or multiprocessing.get_context()
             # A forked worker starts in milliseconds: each epoch forks its own, so the
-            # training and validation workers never live at once (each holds its own
-            # copies of pages). A spawned one imports PyTorch for seconds: it is kept for
-            # every epoch. Two batches ahead per worker keep the training step fed.
+            # training and validation workers never live at once (each keeps the pages the
+            # training process has changed since the fork). A spawned one imports PyTorch
+            # for seconds: it serves every epoch. Two batches ahead per worker keep the
+            # training step fed.
             self._loader = DataLoader(
                 PhotoSquares(self.pixels, self.labels.tolist(), self.size, self.method),
                 batch_sampler=_EpochBatches(self), num_workers=self.workers,
-                collate_fn=stack_squares, prefetch_factor=2, multiprocessing_context=context,
-                persistent_workers=context.get_start_method() != "fork",
+                collate_fn=stack_squares, prefetch_factor=2,
+                multiprocessing_context=worker_context(),
+                persistent_workers=start_method() != "fork",
                 worker_init_fn=ignore_interrupts)
         try:
             for batch in self._loader:
