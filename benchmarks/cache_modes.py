@@ -181,11 +181,13 @@ def report(results: dict) -> str:
 
 
 def write_section(results_md: Path, section: str) -> None:
-    """Replace this script's section of RESULTS.md (or add it at the end)."""
+    """Replace the section of RESULTS.md with the heading `section` starts with (or add it
+    at the end)."""
     text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
+    heading = section.splitlines()[0]
+    if heading in text:
+        start = text.index(heading)
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
