@@ -27,9 +27,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_fastai import PeakMemory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "imagewoof-160"
@@ -75,7 +77,6 @@ def subset_csv(data: Path, photos: int, folder: Path) -> tuple[Path, int, int]:
 
 def run_training(data: Path, mode: str, out: Path, cache_dir: Path) -> dict:
     """`clearclass train` in a child process: its peaks, wall time and RUN/summary.json."""
-    import psutil
 
     cache = mode.split("-")[0]
     env = {**os.environ, "CLEARCLASS_CACHE_DIR": str(cache_dir)}
@@ -85,29 +86,13 @@ def run_training(data: Path, mode: str, out: Path, cache_dir: Path) -> dict:
                "--cache", cache, "--out", str(out), "--overwrite"]
     t0 = time.perf_counter()
     child = subprocess.Popen(command, env=env)
-    pss, done = 0, threading.Event()
-
-    def sample() -> None:  # the process and its DataLoader workers, together
-        nonlocal pss
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(child.pid)
-            while not done.is_set():
-                total = 0
-                for p in [proc, *proc.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):  # a worker that just exited
-                        total += p.memory_full_info().pss
-                pss = max(pss, total)
-                time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    memory = PeakMemory(child.pid, interval=0.5)  # the process and its workers, together
     # wait4 gives this child's own peak RSS (the largest of it and the workers it reaped),
     # where RUSAGE_CHILDREN would mix in the earlier runs.
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    done.set()
-    sampler.join()
+    pss = memory.stop()
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit status {child.returncode}")
     summary = json.loads((out / "summary.json").read_text())

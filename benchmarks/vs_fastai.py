@@ -230,9 +230,37 @@ def _time_predictions(predict_one, predict_all, files: list[Path]) -> dict:
             "predict_p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
+class PeakMemory:
+    """The largest PSS of a process and its children (DataLoader workers) together,
+    sampled every `interval` seconds in a thread until `stop()`."""
+
+    def __init__(self, pid: int, interval: float):
+        self.peak, self._done = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(pid, interval), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int, interval: float) -> None:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            while not self._done.is_set():
+                total = 0
+                for p in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a worker that just exited
+                        total += p.memory_full_info().pss
+                self.peak = max(self.peak, total)
+                time.sleep(interval)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak in bytes."""
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
 def run_child(args: list[str], env: dict | None = None) -> tuple[dict, float, float, float]:
     """Run this script as a worker; its result, start time, wall seconds, peak PSS bytes."""
-    import psutil
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_file = Path(f.name)
@@ -240,26 +268,10 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[dict, float, fl
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, *args, "--result", str(result_file)],
                              env={**os.environ, **(env or {})})
-    peak, done = 0, threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(child.pid)
-            while not done.is_set():
-                total = 0
-                for p in [proc, *proc.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):  # a worker that just exited
-                        total += p.memory_full_info().pss
-                peak = max(peak, total)
-                time.sleep(1.0)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    memory = PeakMemory(child.pid, interval=1.0)
     code = child.wait()
     wall = time.perf_counter() - t0
-    done.set()
-    sampler.join()
+    peak = memory.stop()
     if code != 0:
         raise SystemExit(f"worker {args} failed with exit code {code}")
     result = json.loads(result_file.read_text())
