@@ -405,13 +405,13 @@ def prepare(config: TrainConfig, run: TrainingRun,
         photo_set = read_split(run.run_dir, checkpoint.info.class_ids)
     for note in photo_set.notes:
         say(note)
+    listed = len(photo_set.photos)
     t0 = time.perf_counter()
     workers = _workers_per_process(config, processes)
     photo_set, pixels = _decode(photo_set, config, run_dir, processes, workers,
                                 write_skipped=checkpoint is None and processes.main)
     run.timings["decode_seconds"] = time.perf_counter() - t0
-    if checkpoint is not None and len(photo_set.photos) != len(
-            read_split(run.run_dir, checkpoint.info.class_ids).photos):
+    if checkpoint is not None and len(photo_set.photos) != listed:
         raise RunError(f"Some photos of {run.run_dir}/split.csv can no longer be read (see "
                        "the warning above); a resumed run needs the same photos. Restore them, "
                        "or train again.")
