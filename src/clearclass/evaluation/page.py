@@ -42,7 +42,7 @@ def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> str:
         print(thumbnail(Path("rex.jpg"))[:23])  # data:image/jpeg;base64,
     """
     try:
-        image = open_rgb(path)
+        image = open_rgb(path, min_size=side)  # draft-mode decoding: large JPEGs fast
     except (UnreadableImage, OSError):
         return ""
     image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
