@@ -227,24 +227,35 @@ def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
                                         show_default=False, metavar="RUN")],
+    data: Annotated[Path | None, typer.Option(
+        help="Evaluate on every photo of this labelled folder or CSV (a held-out test set) "
+             "instead of the run's validation photos; the report goes to RUN/report-NAME/. "
+             "Classes are matched to the model's by folder name (or CSV label).",
+        show_default=False, metavar="DIR")] = None,
+    tta: Annotated[bool, typer.Option(
+        "--tta", help="Test-time augmentation: also predict each photo's mirror image and "
+                      "report the accuracy of the two averaged (twice the time).")] = False,
     top_losses: Annotated[int, typer.Option(
         help="How many of the worst-predicted photos to show.")] = 16,
     quiet: Quiet = False,
     *,
     settings: dict,
 ) -> None:
-    """Evaluate a trained run on its validation photos and write RUN/report/.
+    """Evaluate a trained run on its validation photos (or --data) and write RUN/report/.
 
-    Example: clearclass evaluate runs/dogs
+    Example: clearclass evaluate runs/dogs --tta
 
-    Prints accuracy, top-5 accuracy and the most confused pairs, and writes
-    confusion.png, most_confused.csv/.png, top_losses.png, per_class.csv and a
-    self-contained index.html into RUN/report/.
+    Prints accuracy, top-5 accuracy and the most confused pairs, and writes into RUN/report/
+    a self-contained index.html (a confusion matrix with the classes confused with each other
+    side by side: point at a cell for its figures, click it for its photos; the most confused
+    pairs; a sortable per-class table; top losses; calibration), with confusion.png,
+    most_confused.csv/.png, per_class.csv (in the matrix's order), top_losses.png and
+    calibration.png.
     """
     from clearclass.evaluation import evaluate as run_evaluation
 
     with _output(quiet):
-        evaluation = run_evaluation(run, top_losses=top_losses, **settings)
+        evaluation = run_evaluation(run, data=data, tta=tta, top_losses=top_losses, **settings)
     typer.echo(evaluation.summary())
 
 

@@ -55,10 +55,11 @@ def png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def document(title: str, body: str, script: str = "") -> str:
-    """A whole HTML page: title, the shared style, the body, and an optional inline script."""
+def document(title: str, body: str, script: str = "", style: str = "") -> str:
+    """A whole HTML page: title, the shared style (and `style`), the body, and an optional
+    inline script."""
     script_tag = f"<script>\n{script}\n</script>" if script else ""
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style></head><body>\n"
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}{style}</style></head><body>\n"
             f"{body}\n{script_tag}\n</body></html>\n")
