@@ -183,8 +183,9 @@ def _thumbnails(ev: Evaluation, indices: list[int], worst: list[int]) -> dict[in
 def _matrix_svg(ev: Evaluation, order: list[int], matrix: np.ndarray) -> str:
     """The whole confusion matrix as SVG: a rect per non-empty cell, every class named."""
     n = len(order)
-    cell = max(12, min(32, 640 // max(n, 1)))
-    font = min(13, cell - 1)
+    # 14 px rows hold 11 px text with its line spacing: names legible, none overlapping.
+    cell = max(14, min(32, 700 // max(n, 1)))
+    font = min(13, cell - 3)
     names = [ev.class_names[i] for i in order]
     label = min(280, 16 + int(0.62 * font * max((len(s) for s in names), default=1)))
     side = n * cell
