@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +53,57 @@ def test_evaluate_writes_the_whole_report(trained_run):
     ev = clearclass.evaluate(trained_run)
     report = trained_run / "report"
     for name in ("confusion.png", "most_confused.csv", "most_confused.png", "top_losses.png",
-                 "per_class.csv", "index.html"):
+                 "per_class.csv", "calibration.png", "index.html"):
         assert (report / name).is_file(), name
     with open(report / "per_class.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["class_id"] for r in rows] == ["blue", "green", "red"]
+    assert sorted(r["class_id"] for r in rows) == ["blue", "green", "red"]
+    assert [r["class_id"] for r in rows] == [ev.class_ids[i] for i in ev.view_order()]
     assert sum(int(r["support"]) for r in rows) == len(ev.targets) == 12
     html = (report / "index.html").read_text()
-    assert "data:image/png;base64," in html and "src=\"confusion.png\"" not in html
+    assert "data:image/png;base64," in html and "data:image/jpeg;base64," in html
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched from anywhere
     with open(report / "most_confused.csv", newline="") as f:
-        assert next(csv.reader(f)) == ["actual", "predicted", "count"]
+        assert next(csv.reader(f)) == ["actual", "predicted", "count", "rate"]
+    assert ev.tta_accuracy is None and "test-time" not in ev.summary()
+
+
+def test_tta_reports_the_accuracy_of_photo_and_mirror_image(trained_run, tmp_path):
+    ev = clearclass.evaluate(trained_run, tta=True, report=tmp_path / "tta-report")
+    assert ev.tta_probabilities.shape == ev.probabilities.shape
+    assert not np.allclose(ev.tta_probabilities, ev.probabilities)  # the mirror image counted
+    assert np.allclose(ev.tta_probabilities.sum(1), 1.0)
+    assert f"with test-time augmentation {ev.tta_accuracy:.2%}" in ev.summary()
+    assert "Accuracy with test-time augmentation" in (tmp_path / "tta-report" /
+                                                      "index.html").read_text()
+
+
+def test_evaluate_on_another_labelled_folder_matches_classes_by_name(trained_run, tmp_path,
+                                                                     caplog):
+    from tests.conftest import COLOURS, make_photo
+
+    test = tmp_path / "test photos"
+    for i in range(3):
+        make_photo(test / "red" / f"{i}.jpg", COLOURS["red"], seed=900 + i)
+        make_photo(test / "GREEN" / f"{i}.jpg", COLOURS["green"], seed=910 + i)  # by name
+        make_photo(test / "purple" / f"{i}.jpg", (120, 0, 160), seed=920 + i)  # unknown
+    ev = clearclass.evaluate(trained_run, data=test)
+    assert len(ev.targets) == 6 and ev.source == f"photos of {test}"
+    assert sorted({ev.class_ids[t] for t in ev.targets}) == ["green", "red"]
+    assert "purple (3 photos)" in caplog.text and "left out" in caplog.text
+    assert "blue" in caplog.text  # a class of the model with no photo is named too
+    assert ev.report_dir == trained_run / "report-test-photos"
+    assert (ev.report_dir / "index.html").is_file()
+    assert (trained_run / "report").is_dir()  # the validation report stays
+
+
+def test_a_folder_whose_classes_match_none_is_refused(trained_run, tmp_path):
+    from clearclass.errors import DataError
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "other", per_class=2, classes=("cat", "dog"))
+    with pytest.raises(DataError, match="None of the 2 classes of .* is a class of this model"):
+        clearclass.evaluate(trained_run, data=data)
 
 
 def test_many_classes_still_make_readable_figures(tmp_path):
