@@ -77,6 +77,8 @@ def test_exploration_evaluation_and_predictions_show_themselves(executed):
     assert "<table>" in explored and "data:image/png;base64," in explored
     summary = _data(_cell(nb, "report = run.evaluate()"), "text/html")[-1]
     assert "Accuracy" in summary and "Most confused" in summary
+    assert "Expected calibration error" in summary
+    assert _data(_cell(nb, "report.plot_calibration()"), "image/png")
     for start in ("classifier = run.load()", "loaded = clearclass.load("):
         cell = _cell(nb, start)
         assert _data(cell, "image/png") and "<img" in _data(cell, "text/html")[-1]

@@ -147,11 +147,13 @@ class TrainingRun:
         """Validation accuracy after the last epoch."""
         return self.history[-1].accuracy if self.history else float("nan")
 
-    def evaluate(self, device: str = "auto"):
-        """Evaluate this run on its validation photos (see `clearclass.evaluate`)."""
+    def evaluate(self, data: str | Path | None = None, tta: bool = False,
+                 device: str = "auto"):
+        """Evaluate this run on its validation photos, or on `data` (see
+        `clearclass.evaluate`)."""
         from clearclass.evaluation import evaluate
 
-        return evaluate(self.run_dir, device=device)
+        return evaluate(self.run_dir, data=data, tta=tta, device=device)
 
     def load(self, device: str = "auto"):
         """The trained classifier, ready to `predict` (see `clearclass.load`)."""
