@@ -97,6 +97,23 @@ def test_evaluate_on_another_labelled_folder_matches_classes_by_name(trained_run
     assert (trained_run / "report").is_dir()  # the validation report stays
 
 
+def test_a_test_set_with_its_own_split_counts_only_its_held_out_photos(trained_run, tmp_path):
+    """Stanford Dogs' labels.csv marks the official test list is_valid: only those count."""
+    import shutil
+
+    rows = []
+    for colour in ("red", "green", "blue"):
+        for i, photo in enumerate(sorted((trained_run.parent).glob(f"**/{colour}/*.jpg"))[:4]):
+            target = tmp_path / "dogs" / "Images" / colour / photo.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, target)
+            rows.append(f"Images/{colour}/{photo.name},{colour},{i % 2 == 0}")
+    (tmp_path / "dogs" / "labels.csv").write_text("path,label,is_valid\n" + "\n".join(rows))
+    ev = clearclass.evaluate(trained_run, data=tmp_path / "dogs" / "labels.csv")
+    assert len(ev.targets) == 6 == sum(r.endswith("True") for r in rows)
+    assert ev.report_dir.name == "report-dogs"
+
+
 def test_a_folder_whose_classes_match_none_is_refused(trained_run, tmp_path):
     from clearclass.errors import DataError
     from tests.conftest import make_dataset

@@ -138,7 +138,7 @@ def test_a_row_of_the_most_confused_table_shows_its_photos(page, report):
 def test_the_per_class_table_sorts_by_its_columns(page, report, column):
     index = ["#", "class", "precision", "recall", "F1", "support"].index(column)
     header = page.locator("#per-class th").nth(index)
-    values = ("els => els.map(r => parseFloat(r.cells[%d].dataset.value))" % index)
+    values = f"els => els.map(r => parseFloat(r.cells[{index}].dataset.value))"
     header.click()
     down = page.locator("#per-class tbody tr").evaluate_all(values)
     assert down == sorted(down, reverse=True)

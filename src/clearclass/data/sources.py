@@ -62,6 +62,7 @@ class PhotoSet:
     layout: str
     root: Path
     notes: list[str] = field(default_factory=list)
+    split_given: bool = False  # the data says which photos are held out (folders, is_valid)
 
     @property
     def train(self) -> list[Photo]:
@@ -112,7 +113,8 @@ class PhotoSet:
                 + ", so accuracy could not be measured. Replace the unreadable files or add "
                 "readable photos to validate on."
             )
-        return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes))
+        return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes),
+                        self.split_given)
 
 
 def display_name(class_id: str) -> str:
@@ -208,7 +210,7 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
                 f"{valid_dir}/<class>/, with the class folder names of {train_dir.name}/."
             )
         layout = f"split folders ({train_dir.name}/ and {valid_dir.name}/)"
-        return PhotoSet(photos, class_ids, layout, root, notes)
+        return PhotoSet(photos, class_ids, layout, root, notes, split_given=True)
 
     notes = []
     # Stanford Dogs (and its Kaggle copy) keep the class folders one level down, in Images/.
@@ -485,7 +487,7 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
             raise _too_few_to_validate(csv_path)
         layout = "CSV"
     class_ids = sorted({p.label for p in photos})
-    return PhotoSet(photos, class_ids, layout, base, notes)
+    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
 
 
 def _read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
@@ -686,4 +688,5 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
             DataError) as e:
         raise DataError(f"{split} cannot be read ({type(e).__name__}: {e}); it must be as "
                         "`clearclass train` wrote it. Restore it, or train again.") from None
-    return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir))
+    return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir),
+                    split_given=True)

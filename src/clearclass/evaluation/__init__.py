@@ -12,6 +12,7 @@ an `Evaluation` whose `plot_*` methods draw the same figures (under the cell, in
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,11 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
              report: str | Path | None = None) -> Evaluation:
     """Evaluate a training run and write its report.
 
-    By default on the run's own validation photos, into RUN/report/. With `data`, on every
-    photo of another labelled folder (or CSV) instead, such as a held-out test split, into
-    RUN/report-<name of data>/: its classes are matched to the model's by id (folder name or
-    CSV label), then by display name, and those that match neither are named and left out.
+    By default on the run's own validation photos, into RUN/report/. With `data`, on the
+    photos of another labelled folder (or CSV) instead, such as a held-out test split, into
+    RUN/report-<name of data's folder>/: its classes are matched to the model's by id (folder
+    name or CSV label), then by display name, and those that match neither are named and left
+    out.
     `tta`: also predict each photo's mirror image and report the accuracy of the two averaged.
     `report`: another folder for the report.
 
@@ -72,7 +74,9 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
         source, folder = "validation photos", run_dir / "report"
     else:
         photos = labelled_photos(data, class_ids)
-        name = re.sub(r"[^\w.-]+", "-", Path(data).expanduser().resolve().stem) or "data"
+        where = Path(data).expanduser().resolve()
+        # A labels file is named for its folder: data/stanford-dogs/labels.csv, stanford-dogs.
+        name = re.sub(r"[^\w.-]+", "-", where.name if where.is_dir() else where.parent.name)
         source, folder = f"photos of {data}", run_dir / f"report-{name}"
     evaluation = predict_photos(classifier, photos, tta=tta, source=source)
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
@@ -81,39 +85,44 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
 
 
 def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, str]]:
-    """Every photo of a labelled folder or CSV, with the model's class id for its label.
+    """The test photos of a labelled folder or CSV, with the model's class id for its label.
 
-    Labels match a class by id first, then by display name ("Chihuahua" for
-    "n02085620-Chihuahua", any case); photos of labels that match no class are left out with
-    a warning that names them. An error when none match.
+    The test photos are the held-out ones when the data says which (a valid/ or test/ folder
+    beside train/, or an is_valid column, as Stanford Dogs' labels.csv marks its official
+    test list), else every photo. Labels match a class by id first, then by display name
+    ("Chihuahua" for "n02085620-Chihuahua", any case); photos of labels that match no class
+    are left out with a warning that names them. An error when none match.
     """
-    found = find_photos(data, validation_fraction=0.5)  # the split is not used: all count
+    found = find_photos(data, validation_fraction=0.5)
+    photos = found.valid if found.split_given else found.photos
+    if found.split_given:
+        say(f"Evaluating on the {len(photos)} held-out photos of {data} ({found.layout}).")
+    labels = sorted({p.label for p in photos})
     by_name: dict[str, str] = {}
     for cid in class_ids:
         by_name.setdefault(display_name(cid).casefold(), cid)
     known = set(class_ids)
     matched: dict[str, str] = {}
-    for label in found.class_ids:
+    for label in labels:
         if label in known:
             matched[label] = label
         elif display_name(label).casefold() in by_name:
             matched[label] = by_name[display_name(label).casefold()]
-    unmatched = [c for c in found.class_ids if c not in matched]
     if not matched:
-        raise DataError(f"None of the {len(found.class_ids)} classes of {data} is a class of "
-                        f"this model (e.g. {', '.join(found.class_ids[:3])}; the model's: "
-                        f"{', '.join(class_ids[:3])}...). Name the class folders (or CSV "
-                        "labels) as in the training data.")
+        raise DataError(f"None of the {len(labels)} classes of {data} is a class of this model "
+                        f"(e.g. {', '.join(labels[:3])}; the model's: {', '.join(class_ids[:3])}"
+                        "...). Name the class folders (or CSV labels) as in the training data.")
+    unmatched = Counter(p.label for p in photos if p.label not in matched)
     if unmatched:
-        counts = {c: sum(p.label == c for p in found.photos) for c in unmatched}
         warn(f"{len(unmatched)} class(es) of {data} are not classes of this model and were "
-             "left out: " + ", ".join(f"{c} ({n} photos)" for c, n in list(counts.items())[:8])
+             "left out: " + ", ".join(f"{c} ({n} photos)" for c, n in
+                                      sorted(unmatched.items())[:8])
              + ("..." if len(unmatched) > 8 else ""))
     absent = [c for c in class_ids if c not in set(matched.values())]
     if absent:
         say(f"{len(absent)} class(es) of the model have no photo in {data}: "
             + ", ".join(absent[:8]) + ("..." if len(absent) > 8 else ""))
-    return [(p.path, matched[p.label]) for p in found.photos if p.label in matched]
+    return [(p.path, matched[p.label]) for p in photos if p.label in matched]
 
 
 def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]], tta: bool = False,
