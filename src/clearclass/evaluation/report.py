@@ -299,7 +299,8 @@ _SCRIPT = r"""
       const photo = DATA.photos[i], fig = document.createElement("div");
       fig.className = "thumb";
       const img = document.createElement("img");
-      img.src = photo[2]; img.alt = photo[0];
+      img.alt = photo[0] + (photo[2] ? "" : " (could not be read when the report was made)");
+      if (photo[2]) img.src = photo[2];
       fig.appendChild(img);
       fig.appendChild(document.createTextNode(photo[0] + " · p " + photo[1].toFixed(2)));
       thumbs.appendChild(fig);
