@@ -342,13 +342,16 @@ def lr_find(
     data: DataArg,
     out: Annotated[Path | None, typer.Option(
         help="Folder for lr_find.png.", show_default="runs/<data>-<model>-lr-find")] = None,
+    steps: Annotated[int, typer.Option(
+        min=5, help="Training steps while the rate rises; fewer is quicker and the curve "
+                    "coarser.")] = 100,
     quiet: Quiet = False,
     *,
     settings: dict,
 ) -> None:
     """Suggest a learning rate: train briefly while raising it, and plot the loss.
 
-    Example: clearclass lr-find photos/ --model efficientnet_lite0
+    Example: clearclass lr-find photos/ --model efficientnet_lite0 --steps 40
 
     As fastai's lr_find: 100 steps from 1e-7 to 10 with the body frozen; the suggestion is
     the middle of the longest fall of the loss ("valley"). Use it as --learning-rate.
@@ -357,7 +360,7 @@ def lr_find(
     from clearclass.training import lr_find as run_lr_find
 
     with _output(quiet):
-        found = run_lr_find(data, out=out, **settings)
+        found = run_lr_find(data, out=out, steps=steps, **settings)
     if quiet:
         typer.echo(f"{found.suggestion:.2e}")
     else:

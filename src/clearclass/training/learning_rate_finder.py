@@ -72,7 +72,7 @@ def lr_find(
     replaces); `out` defaults to runs/<data>-<model>-lr-find.
 
     Example:
-        found = clearclass.lr_find("photos/", model="efficientnet_lite0")
+        found = clearclass.lr_find("photos/", model="efficientnet_lite0", steps=40)
         print(f"{found.suggestion:.1e}")
     """
     config = make_config(data, settings, allowed=LR_FIND_SETTINGS)
