@@ -107,8 +107,9 @@ def reliability_diagram(calibration) -> Figure:
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
     top.bar([b.low for b in bins], [b.accuracy for b in bins], width=width, align="edge",
             color="tab:blue", edgecolor="white", label="accuracy")
-    top.plot([b.confidence for b in bins], [b.accuracy for b in bins], "o", color="tab:red",
-             markersize=4, label="mean confidence of the bin")
+    top.bar([b.low for b in bins], [b.confidence - b.accuracy for b in bins], width=width,
+            bottom=[b.accuracy for b in bins], align="edge", color="tab:red", alpha=0.3,
+            edgecolor="tab:red", hatch="//", label="gap to the bin's mean confidence")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")

@@ -63,6 +63,7 @@ def test_evaluate_writes_the_whole_report(trained_run):
     html = (report / "index.html").read_text()
     assert "data:image/png;base64," in html and "data:image/jpeg;base64," in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched from anywhere
+    assert html.count('class="count"') == np.count_nonzero(ev.confusion())  # few classes: counts
     with open(report / "most_confused.csv", newline="") as f:
         assert next(csv.reader(f)) == ["actual", "predicted", "count", "rate"]
     assert ev.tta_accuracy is None and "test-time" not in ev.summary()

@@ -90,8 +90,9 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
     The test photos are the held-out ones when the data says which (a valid/ or test/ folder
     beside train/, or an is_valid column, as Stanford Dogs' labels.csv marks its official
     test list), else every photo. Labels match a class by id first, then by display name
-    ("Chihuahua" for "n02085620-Chihuahua", any case); photos of labels that match no class
-    are left out with a warning that names them. An error when none match.
+    ("Chihuahua" for "n02085620-Chihuahua", any case), then by WordNet id (Imagewoof's
+    "n02085620"); photos of labels that match no class are left out with a warning that
+    names them. An error when none match.
     """
     found = find_photos(data, validation_fraction=0.5)
     photos = found.valid if found.split_given else found.photos
@@ -101,6 +102,8 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
     by_name: dict[str, str] = {}
     for cid in class_ids:
         by_name.setdefault(display_name(cid).casefold(), cid)
+        if _wordnet_id(cid):
+            by_name.setdefault(_wordnet_id(cid), cid)
     known = set(class_ids)
     matched: dict[str, str] = {}
     for label in labels:
@@ -108,6 +111,8 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
             matched[label] = label
         elif display_name(label).casefold() in by_name:
             matched[label] = by_name[display_name(label).casefold()]
+        elif _wordnet_id(label) and _wordnet_id(label) in by_name:  # n02086240, n02086240-Pug
+            matched[label] = by_name[_wordnet_id(label)]
     if not matched:
         raise DataError(f"None of the {len(labels)} classes of {data} is a class of this model "
                         f"(e.g. {', '.join(labels[:3])}; the model's: {', '.join(class_ids[:3])}"
@@ -123,6 +128,12 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
         say(f"{len(absent)} class(es) of the model have no photo in {data}: "
             + ", ".join(absent[:8]) + ("..." if len(absent) > 8 else ""))
     return [(p.path, matched[p.label]) for p in photos if p.label in matched]
+
+
+def _wordnet_id(label: str) -> str:
+    """The WordNet id a class id starts with (ImageNet, Stanford Dogs, Imagewoof), else ""."""
+    found = re.match(r"n\d{8}(?![\d])", label)
+    return found.group(0) if found else ""
 
 
 def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]], tta: bool = False,

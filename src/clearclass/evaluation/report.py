@@ -207,6 +207,12 @@ def _matrix_svg(ev: Evaluation, order: list[int], matrix: np.ndarray) -> str:
                           _blend((255, 235, 230), (165, 15, 21), off[a, p] / worst))
                 parts.append(f'<rect x="{c * cell}" y="{r * cell}" width="{cell}" '
                              f'height="{cell}" fill="{colour}"/>')
+                if cell >= 24:  # room for the count (up to about 29 classes)
+                    dark = rates[a, p] > 0.5 if a == p else off[a, p] / worst > 0.5
+                    parts.append(f'<text class="count" x="{c * cell + cell / 2:g}" '
+                                 f'y="{r * cell + cell / 2:g}" text-anchor="middle" '
+                                 f'dominant-baseline="central" fill="{"#fff" if dark else "#222"}"'
+                                 f">{matrix[a, p]}</text>")
     parts.append("</g>")
     for r, name in enumerate(names):
         y = label + r * cell + cell / 2
@@ -232,9 +238,10 @@ def _short(text: str, limit: int = 40) -> str:
 
 _STYLE = """
 #matrix-box { overflow: auto; max-height: 95vh; border: 1px solid #eee; }
-#matrix text { fill: #222; cursor: default; }
+#matrix text.row, #matrix text.col { fill: #222; cursor: default; }
 #matrix text.hl { fill: #c00; font-weight: bold; }
 #cells { cursor: pointer; }
+#cells text.count { pointer-events: none; font-size: 11px; }
 #tooltip { position: fixed; pointer-events: none; background: #fff; border: 1px solid #888;
            padding: 4px 8px; font-size: 13px; box-shadow: 0 2px 6px rgba(0,0,0,.2); }
 #cell-photos { margin: 1em 0; padding: 0.5em 1em; background: #f7f7f7; }
