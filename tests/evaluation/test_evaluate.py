@@ -173,3 +173,17 @@ def test_a_damaged_split_is_named(trained_run, tmp_path, content):
     (run / "split.csv").write_bytes(content)
     with pytest.raises(ClearclassError, match="split.csv"):
         evaluate(run, device="cpu")
+
+
+def test_test_classes_match_by_id_then_display_name_then_wordnet_id(tmp_path, caplog):
+    from clearclass.evaluation import labelled_photos
+    from tests.conftest import make_photo
+
+    for folder in ("n02086240", "Beagle", "n02099601-golden_retriever", "n01234567-Pug"):
+        for i in range(2):
+            make_photo(tmp_path / "test" / folder / f"{i}.jpg", seed=i)
+    model = ["n02086240-Shih-Tzu", "n02088364-beagle", "n02099601-golden_retriever"]
+    photos = labelled_photos(tmp_path / "test", model)
+    assert sorted({label for _, label in photos}) == model
+    assert len(photos) == 6
+    assert "n01234567-Pug (2 photos)" in caplog.text
