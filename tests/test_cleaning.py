@@ -85,7 +85,7 @@ def dogs(tmp_path_factory) -> SimpleNamespace:
     with Image.open(placed[BREEDS[2], 6]) as image:
         near = data / "valid" / BREEDS[2] / "smaller.jpg"
         image.resize((image.width * 6 // 10, image.height * 6 // 10)).save(near, quality=60)
-    two_classes = shutil.copy(placed[BREEDS[3], 6], data / "train" / BREEDS[4] / "twin.jpg")
+    two_classes = shutil.copy(placed[BREEDS[3], 2], data / "train" / BREEDS[4] / "twin.jpg")
     broken = data / "train" / BREEDS[2] / "broken.jpg"
     broken.write_bytes(placed[BREEDS[2], 7].read_bytes()[:3000])
 
@@ -94,12 +94,12 @@ def dogs(tmp_path_factory) -> SimpleNamespace:
     with progress.quiet():
         run = clearclass.train(data, model="efficientnet_lite0", item_resize=160, batch_size=8,
                                freeze_epochs=1, epochs=0, learning_rate=5e-3,
-                               batch_augment="none", workers=0, device="cpu",
+                               batch_augment="none", workers=0, device="cpu", onnx=False,
                                out=top / "run").run_dir
         found = clean(run, device="cpu")
     return SimpleNamespace(data=data, run=run, cleaning=found, swapped=swapped,
                            leak=Path(leak), near=near, two_classes=Path(two_classes),
-                           twin_of=placed[BREEDS[3], 6], broken=broken)
+                           twin_of=placed[BREEDS[3], 2], broken=broken)
 
 
 def _read_actions(path: Path) -> list[dict]:
@@ -126,7 +126,7 @@ def test_planted_duplicates_and_a_truncated_file_are_found(dogs):
     assert (leak.problem, leak.action, leak.split) == (ACROSS_SPLITS, "delete", "valid")
     assert "identical to train/" in leak.evidence
     near = by_path[dogs.near.resolve()]
-    assert near.problem == ACROSS_SPLITS and "near copy" in near.evidence
+    assert near.problem == ACROSS_SPLITS and "re-encoded copy" in near.evidence
     # The same photo as a Samoyed and a dingo: the dingo copy is the one to delete.
     twin = by_path[dogs.two_classes.resolve()]
     assert (twin.problem, twin.action) == (ACROSS_CLASSES, "delete")
@@ -183,13 +183,27 @@ def test_a_bad_actions_csv_changes_nothing(dogs, tmp_path):
         undo(dogs.run)
 
 
-def test_the_command_lists_and_refuses_apply_with_undo(dogs):
-    result = runner.invoke(app, ["clean", str(dogs.run), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert "Most likely problems first" in result.output
-    assert "actions.csv" in result.output and "index.html" in result.output
-    result = runner.invoke(app, ["clean", str(dogs.run), "--undo", "--apply", "x.csv"])
-    assert isinstance(result.exception, SettingError)
+def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):
+    before = _tree(dogs.data)
+    moves = []
+
+    def move_twice_then_stop(source, target):
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        moves.append(os.rename(source, target))
+
+    monkeypatch.setattr(cleaning_module.shutil, "move", move_twice_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        apply_actions(dogs.run, dogs.run / "clean" / "actions.csv")
+    monkeypatch.undo()
+    assert _tree(dogs.data) != before
+    log = json.loads((dogs.run / "clean" / "applied.json").read_text())
+    assert not log["complete"]
+    with pytest.raises(RunError, match="already"):
+        apply_actions(dogs.run, dogs.run / "clean" / "actions.csv")
+    with progress.quiet():
+        assert undo(dogs.run) == 2
+    assert _tree(dogs.data) == before
 
 
 def test_apply_then_undo_restores_the_folders_byte_for_byte(dogs):
@@ -239,14 +253,34 @@ def _labels_csv(root: Path) -> Path:
     return path
 
 
-def test_a_labels_csv_is_edited_in_place_and_restored_byte_for_byte(tmp_path,
-                                                                     tiny_train_settings):
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory) -> SimpleNamespace:
+    """Generated colour photos listed in labels.csv, and a run of test_resnet on them."""
     import clearclass
 
-    data = make_dataset(tmp_path / "colours")
+    top = tmp_path_factory.mktemp("colours")
+    data = make_dataset(top / "colours")
     labels = _labels_csv(data)
     with progress.quiet():
-        run = clearclass.train(labels, out=tmp_path / "run", **tiny_train_settings).run_dir
+        run = clearclass.train(labels, out=top / "run", model="test_resnet", pretrained=False,
+                               item_resize=32, batch_size=8, epochs=1, freeze_epochs=1,
+                               learning_rate=1e-2, head_speedup=1.0, workers=0, device="cpu",
+                               onnx=False).run_dir
+    return SimpleNamespace(data=data, labels=labels, run=run)
+
+
+def test_the_command_lists_and_refuses_apply_with_undo(colours):
+    result = runner.invoke(app, ["clean", str(colours.run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "Checked 30 photos" in result.output
+    assert "actions.csv" in result.output and "index.html" in result.output
+    assert (colours.run / "clean" / "actions.csv").read_text().startswith("path,split,label")
+    result = runner.invoke(app, ["clean", str(colours.run), "--undo", "--apply", "x.csv"])
+    assert isinstance(result.exception, SettingError)
+
+
+def test_a_labels_csv_is_edited_in_place_and_restored_byte_for_byte(colours, tmp_path):
+    data, labels, run = colours.data, colours.labels, colours.run
     before, original = _tree(data), labels.read_bytes()
     actions = tmp_path / "actions.csv"
     actions.write_text('path,label,action,new_label\n"red/001, copy.jpg",red,relabel,green\n'

@@ -539,7 +539,7 @@ def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
             continue
         first: Photo = match.key
         copy = ("identical to" if match.kind == "identical" else
-                f"a near copy ({match.bits} of 64 hash bits differ) of")
+                f"a resized or re-encoded copy ({match.bits} of 64 hash bits differ) of")
         if first.label != p.label:
             # Delete the copy whose label the model finds less likely for the photo.
             chance = {label: _mean_probability(predicted, (p, first), column[label])
@@ -946,6 +946,7 @@ def _reverse(op: dict) -> int:
         source, target = Path(op["from"]), Path(op["to"])
         if not os.path.lexists(target):
             return 0
+        source.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(target, source)
         return 1
     if kind == "rewrite":
