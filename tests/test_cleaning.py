@@ -179,8 +179,8 @@ def test_a_bad_actions_csv_changes_nothing(dogs, tmp_path):
         target.unlink()
     assert _tree(dogs.data) == before
     assert not (dogs.run / "clean" / "applied.json").exists()
-    with pytest.raises(RunError, match="Nothing to undo"):
-        undo(dogs.run)
+    with progress.quiet():
+        assert undo(dogs.run) == 0  # nothing applied, nothing to undo
 
 
 def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):
