@@ -314,3 +314,15 @@ def test_edited_table_keeps_encoding_delimiter_and_other_lines(tmp_path):
         {os.path.realpath(tmp_path / "c.jpg")})
     assert edited == b"\xff\xfe" + "path\tlabel\r\na.jpg\tdog\r\nb.jpg\tdog\r\n".encode(
         "utf-16-le")
+
+
+def test_a_model_unsure_of_most_photos_is_called_so(monkeypatch):
+    import numpy as np
+
+    said = []
+    monkeypatch.setattr(cleaning_module, "warn", said.append)
+    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.full((4, 10), 0.1)),
+                                    Path("runs/dogs"))
+    assert len(said) == 1 and "unsure of most photos" in said[0] and "10%" in said[0]
+    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.eye(3)), Path("runs/x"))
+    assert len(said) == 1

@@ -75,6 +75,7 @@ from clearclass.progress import bar, say, warn
 # photos got 95-100% for their true class; under 70% the model is mostly hesitating
 # between breeds that look alike.
 RELABEL_CONFIDENCE = 0.7
+UNSURE_MODEL = 0.5  # a median top probability under it: the list is mostly noise
 TABLE_ROWS = 15  # rows the command prints; actions.csv and the page hold more
 PAGE_ROWS = 300  # rows shown with thumbnails in index.html (about 6 KB each)
 CLEAN_FOLDER = "clean"
@@ -272,7 +273,20 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
         cleaning.candidates = _find(cleaning, photos, in_split, examined, predicted)
         cleaning.candidates.sort(key=lambda c: (-c.score, str(c.path)))
         cleaning.folder = _write(cleaning, folder)
+    _warn_if_unsure(predicted, run_dir)
     return cleaning
+
+
+def _warn_if_unsure(predicted: _Predicted, run_dir: Path) -> None:
+    """A model that hesitates over most photos ranks them by noise: say so."""
+    if not len(predicted.probabilities):
+        return
+    typical = float(np.median(predicted.probabilities.max(axis=1)))
+    if typical < UNSURE_MODEL:
+        warn(f"The model of {run_dir} is unsure of most photos (its most likely class gets "
+             f"{typical:.0%} for half of them), so this list says little. Train longer for a "
+             "useful one (more epochs, or a smaller --batch-size on few photos), then clean "
+             "the new run.")
 
 
 def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
