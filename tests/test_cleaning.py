@@ -206,14 +206,18 @@ def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):
     assert _tree(dogs.data) == before
 
 
-def test_apply_then_undo_restores_the_folders_byte_for_byte(dogs):
-    """Last: it changes the photos the other tests read (and puts them back)."""
+def test_apply_then_undo_restores_the_folders_byte_for_byte(dogs, tmp_path, monkeypatch):
+    """Last: it changes the photos the other tests read (and puts them back). Applied with
+    paths relative to one folder, undone from another."""
     before = _tree(dogs.data)
     actions = dogs.run / "clean" / "actions.csv"
-    result = runner.invoke(app, ["clean", str(dogs.run), "--apply", str(actions)])
+    monkeypatch.chdir(dogs.run.parent)
+    result = runner.invoke(app, ["clean", dogs.run.name, "--apply",
+                                 f"{dogs.run.name}/clean/actions.csv"])
     assert result.exit_code == 0, result.output
     log = json.loads((dogs.run / "clean" / "applied.json").read_text())
     assert log["complete"] and log["operations"]
+    assert all(Path(op[k]).is_absolute() for op in log["operations"] for k in ("from", "to"))
     for path, true_breed in dogs.swapped.items():  # relabelled: moved into its breed's folder
         if not path.exists():
             assert (path.parent.parent / true_breed / path.name).is_file()
@@ -228,6 +232,7 @@ def test_apply_then_undo_restores_the_folders_byte_for_byte(dogs):
     with pytest.raises(RunError, match="--undo"):
         clean(dogs.run, device="cpu")
 
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["clean", str(dogs.run), "--undo"])
     assert result.exit_code == 0, result.output
     assert _tree(dogs.data) == before

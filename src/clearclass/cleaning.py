@@ -313,7 +313,8 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
                            "again and clean the new run.")
         rows = _read_actions(actions_csv)
         dataset = _current_dataset(run_dir)
-        plan = _plan(rows, dataset, folder, actions_csv)
+        # The log holds absolute paths: `undo` may run from another folder.
+        plan = _plan(rows, dataset, folder.resolve(), actions_csv)
         applied = AppliedActions(dataset.source, log_path, plan.relabelled, plan.deleted)
         if not plan.operations:
             say(f"Nothing to apply: every row of {actions_csv} says keep.")
