@@ -181,6 +181,13 @@ def test_a_bad_actions_csv_changes_nothing(dogs, tmp_path):
     assert not (dogs.run / "clean" / "applied.json").exists()
     with progress.quiet():
         assert undo(dogs.run) == 0  # nothing applied, nothing to undo
+    log = dogs.run / "clean" / "applied.json"
+    log.write_text('{"operations": [{"op": "move"}]}', encoding="utf-8")
+    try:
+        with pytest.raises(RunError, match="is damaged"):
+            undo(dogs.run)
+    finally:
+        log.unlink()
 
 
 def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):

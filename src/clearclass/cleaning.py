@@ -357,10 +357,10 @@ def undo(run: str | Path) -> int:
         try:
             log = json.loads(log_path.read_text(encoding="utf-8"))
             operations = list(log["operations"])
-        except (ValueError, KeyError, TypeError) as e:
+            problems = [problem for op in operations if (problem := _undo_problem(op))]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise RunError(f"{log_path} is damaged ({type(e).__name__}: {e}); the changes it "
                            "logged must be reversed by hand.") from None
-        problems = [problem for op in operations if (problem := _undo_problem(op))]
         if problems:
             raise RunError(f"Cannot undo {log_path}: {len(problems)} change(s) no longer match "
                            f"the files, e.g. {problems[0]}. Nothing was changed; put the "
@@ -639,8 +639,8 @@ def _rows_html(cleaning: Cleaning, actions: list[Action]) -> str:
             return "<td></td>"
         uri = thumbnail(path)
         image = (f'<img src="{uri}" alt="{e(caption)}">' if uri else
-                 '<span class="muted">cannot be shown</span>')
-        return f'<td class="thumb">{image}<span class="muted">{e(caption)}</span></td>'
+                 "<div>(cannot be shown)</div>")
+        return f'<td class="thumb">{image}<div class="muted">{e(caption)}</div></td>'
 
     rows = []
     for i, a in enumerate(actions, start=1):
