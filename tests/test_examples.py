@@ -34,8 +34,8 @@ NEEDS_THE_INTERNET = {"download kaggle", "download imagewoof", "download imagene
                       "download stanford-dogs", "search"}
 # The command examples run one after the other in one folder: train writes runs/dogs,
 # which the next ones use.
-COMMAND_ORDER = ["train", "evaluate", "predict", "export", "explore", "lr-find", "verify",
-                 "cache", "demo", *sorted(NEEDS_THE_INTERNET)]
+COMMAND_ORDER = ["train", "evaluate", "clean", "predict", "export", "explore", "lr-find",
+                 "verify", "cache", "demo", *sorted(NEEDS_THE_INTERNET)]
 
 
 def _make_workspace(root: Path, with_run: bool) -> Path:
@@ -146,7 +146,8 @@ def command_examples() -> list[tuple[str, str]]:
 def test_there_are_examples_for_the_whole_public_api():
     documented = {where for _, where, _ in docstring_examples()}
     for name in ("train", "lr_find", "explore", "show_batch", "evaluate", "load",
-                 "TrainConfig", "TrainingRun", "Evaluation", "Exploration", "Prediction"):
+                 "TrainConfig", "TrainingRun", "Evaluation", "Exploration", "Prediction",
+                 "clean", "Cleaning"):
         assert name in documented, f"clearclass.{name} has no runnable example"
     assert len(readme_blocks("python")) >= 2
 

@@ -58,8 +58,8 @@ def _readme_table() -> dict[str, str]:
 def test_each_command_has_exactly_its_settings_with_their_help(command, names):
     options = _options(command)
     shown = {flag for flag, o in options.items() if not o.hidden}
-    own = {"train": {"--quiet", "--resume", "--processes"}, "lr-find": {"--quiet", "--out", "--steps"},
-           "explore": {"--quiet", "--out"}}[command]
+    own = {"train": {"--quiet", "--resume", "--processes"},
+           "lr-find": {"--quiet", "--out", "--steps"}, "explore": {"--quiet", "--out"}}[command]
     assert shown == {_flag(n) for n in names} | own
     for name in names:
         option = options[_flag(name)]

@@ -3,6 +3,7 @@
     import clearclass
     run = clearclass.train("photos/", model="efficientnet_lite0", epochs=3)
     report = run.evaluate()
+    cleaning = clearclass.clean(run.run_dir)    # likely mislabelled, duplicated, unreadable
     clearclass.load(run.model_dir).predict("new_photo.jpg")
 """
 
@@ -30,6 +31,8 @@ _PUBLIC = {
     "lr_find": "clearclass.training",
     "Evaluation": "clearclass.evaluation",
     "evaluate": "clearclass.evaluation",
+    "Cleaning": "clearclass.cleaning",
+    "clean": "clearclass.cleaning",
     "Exploration": "clearclass.exploration",
     "explore": "clearclass.exploration",
     "show_batch": "clearclass.exploration",
@@ -39,12 +42,14 @@ _PUBLIC = {
 __all__ = [
     "SAMPLE_PHOTOS",
     "Classifier",
+    "Cleaning",
     "ClearclassError",
     "Evaluation",
     "Exploration",
     "Prediction",
     "TrainConfig",
     "TrainingRun",
+    "clean",
     "evaluate",
     "explore",
     "load",
@@ -56,6 +61,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from clearclass.cleaning import Cleaning, clean
     from clearclass.demo import SAMPLE_PHOTOS
     from clearclass.errors import ClearclassError
     from clearclass.evaluation import Evaluation, evaluate

@@ -261,6 +261,52 @@ def evaluate(
 
 @app.command()
 @with_settings(("device",))
+def clean(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
+                                        show_default=False, metavar="RUN")],
+    actions: Annotated[Path | None, typer.Option(
+        "--apply", help="Apply this actions.csv (RUN/clean/actions.csv, edited) to the photos: "
+                        "delete moves a photo into RUN/clean/removed/, relabel moves it into "
+                        "its new class folder (or edits a labels CSV).",
+        metavar="ACTIONS_CSV", show_default=False)] = None,
+    undo: Annotated[bool, typer.Option(
+        "--undo", help="Put the photos back as they were before the last --apply.")] = False,
+    quiet: Quiet = False,
+    *,
+    settings: dict,
+) -> None:
+    """List photos that look mislabelled, duplicated or unreadable, and fix them reversibly.
+
+    Example: clearclass clean runs/dogs
+
+    Predicts every photo of the run (training photos included) and lists, most likely
+    problem first: photos the model confidently puts in another class, identical or near
+    copies across train and valid or across classes, and unreadable files. Writes
+    RUN/clean/actions.csv (keep, relabel or delete each photo, with the evidence: edit it)
+    and RUN/clean/index.html (the same with thumbnails). --apply changes the photos as the
+    file says, logging each change; --undo reverses them. Then train again.
+    """
+    from clearclass import cleaning
+
+    if actions is not None and undo:
+        raise SettingError("undo", "and --apply were both given; give one of them.")
+    with _output(quiet):
+        if undo:
+            cleaning.undo(run)
+            return
+        if actions is not None:
+            cleaning.apply_actions(run, actions)
+            return
+        found = cleaning.clean(run, **settings)
+    progress.console.print(found.to_table())
+    typer.echo(found.summary(rows=0))
+    if found.actions:
+        typer.echo(f"Next: edit the actions, then: clearclass clean {shlex.quote(str(run))} "
+                   f"--apply {shlex.quote(str(found.folder / cleaning.ACTIONS_FILE))}")
+
+
+@app.command()
+@with_settings(("device",))
 def predict(
     model: Annotated[Path, typer.Argument(
         help="A model folder (RUN/model, with model.safetensors and model.json) or a run "

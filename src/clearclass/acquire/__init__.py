@@ -37,7 +37,7 @@ try:
     from clearclass.acquire.search import SearchReport, search
     from clearclass.acquire.verify import VerifyReport, verify
 except ModuleNotFoundError as e:
-    # These commands need packages training does not (requests, imagehash, ...): an extra.
+    # These commands need packages training does not (requests, ddgs, ...): an extra.
     if (e.name or "").startswith("clearclass"):
         raise
     raise AcquireError(f"Getting and checking photos needs the {e.name!r} package, which is "

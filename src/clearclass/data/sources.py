@@ -32,7 +32,7 @@ _FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "", "train"})
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 # Comma; tab (Excel's "Unicode text"); semicolon (Excel's CSV where ',' is the decimal mark).
 _DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
          (codecs.BOM_UTF16_BE, "utf-16"))
 # Characters no spreadsheet writes into text (a trailing DOS end-of-file mark aside).
@@ -410,8 +410,8 @@ def scan_images(top: Path, root: Path | None = None,
 
 def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet:
     base = csv_path.parent
-    header, rows, delimiter = _read_table(csv_path)
-    columns = [_column_name(c) for c in header]
+    header, rows, delimiter = read_table(csv_path)
+    columns = [column_name(c) for c in header]
     if "path" not in columns or "label" not in columns:
         raise DataError(
             f"{csv_path} must have a header with columns path,label[,is_valid]; "
@@ -436,7 +436,7 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
         if not rel or not label:
             empty.append((line, "path" if not rel else "label"))
             continue
-        path, real, kind = _listed_file(base, rel)
+        path, real, kind = listed_file(base, rel)
         if kind != "file":
             (folders if kind == "folder" else missing).append(rel)
             continue
@@ -490,10 +490,10 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
     return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
 
 
-def _read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
     """The header, the rows with their line numbers, and the delimiter of a labels table."""
     text = _table_text(csv_path, csv_path.read_bytes())
-    delimiter = _sniff_delimiter(text)
+    delimiter = sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
@@ -516,9 +516,9 @@ def _table_text(csv_path: Path, data: bytes) -> str:
     UTF-32 with one, or Windows-1252 (Excel's "CSV (Comma delimited)")."""
     binary = DataError(f"{csv_path} is not a text table (it holds binary data: a workbook, an "
                        f"image?). {_SAVE_AS}")
-    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    encoding = next((name for bom, name in BOMS if data.startswith(bom)), None)
     if encoding is None and b"\0" in data:
-        encoding = _utf16_without_bom(data)
+        encoding = utf16_without_bom(data)
         if encoding is None:
             raise binary
     try:
@@ -538,7 +538,7 @@ def _table_text(csv_path: Path, data: bytes) -> str:
     return text
 
 
-def _utf16_without_bom(data: bytes) -> str | None:
+def utf16_without_bom(data: bytes) -> str | None:
     """UTF-16 with no byte-order mark, told by its zero bytes: mostly text in Latin script."""
     pairs = len(data) // 2
     if len(data) % 2 or not pairs:
@@ -551,14 +551,14 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
-def _sniff_delimiter(text: str) -> str:
+def sniff_delimiter(text: str) -> str:
     """The delimiter that makes the header name a path and a label column; else the one that
     splits it most (a comma where none does, so that the error lists its columns)."""
     first = next((line for line in text.splitlines() if line.strip()), "")
 
     def header(delimiter: str) -> list[str]:
         try:
-            return [_column_name(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
+            return [column_name(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
         except csv.Error:
             return []
 
@@ -576,13 +576,13 @@ def _shown(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _column_name(cell: str) -> str:
+def column_name(cell: str) -> str:
     """A header cell as matched: case, spaces around it, a stray BOM aside; "is valid" and
     "is-valid" are "is_valid"."""
     return re.sub(r"[\s_-]+", "_", cell.replace("\ufeff", "").strip().lower())
 
 
-def _listed_file(base: Path, rel: str) -> tuple[Path, Path, str]:
+def listed_file(base: Path, rel: str) -> tuple[Path, Path, str]:
     """The file a CSV row names, its real path, and whether it is a "file", a "folder" or
     "missing".
 

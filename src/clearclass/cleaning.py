@@ -1,0 +1,992 @@
+"""Cleaning the photos a run was trained on: likely mislabelled, duplicated or unreadable.
+
+`clean(RUN)` predicts every photo of RUN/split.csv once, training photos included, and lists:
+- photos the model puts in another class than their label (highest margin first: the
+  probability of the predicted class less that of the label); where the model gives the
+  other class at least `RELABEL_CONFIDENCE`, it suggests relabelling the photo to it;
+- identical and near copies (SHA-256 and 64-bit pHash, `acquire.checks`) across train and
+  valid (validation would score photos the model trained on), across classes (one photo,
+  two labels: the copy whose label the model finds less likely is the one to delete) and
+  within a class;
+- files that cannot be read: photos of DATA training skipped, or split photos damaged or
+  gone since.
+It writes RUN/clean/actions.csv, one row per photo, most likely problem first, with a
+suggested action (keep, relabel, delete) and the evidence, for you to edit; and
+RUN/clean/index.html, the same rows with thumbnails of each photo and of the photo it
+duplicates (or a confident photo of the suggested class).
+
+`apply_actions(RUN, CSV)` applies an edited actions.csv to DATA: `delete` moves the file
+into RUN/clean/removed/ (nothing is ever deleted), `relabel` moves it into the new class
+folder of the same split (or edits the label in a labels CSV, every other byte of it
+kept), `keep` does nothing. The whole file is checked before anything changes. Every
+change is written to RUN/clean/applied.json before it is made, and `undo(RUN)` reverses
+them, newest first, whatever moment an apply was stopped at: DATA is as it was, byte for
+byte.
+
+A photo the model trained on with a wrong label has been pulled towards that label, so
+its loss understates the problem; one frozen epoch moves a pretrained model little, and
+swapped labels still come first. Training again after cleaning gives a model (and a
+listing) free of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import html
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from shlex import quote
+
+import numpy as np
+
+from clearclass import fileio
+from clearclass.acquire.checks import DuplicateIndex, Examined, examine
+from clearclass.data.decode import UnreadableImage
+from clearclass.data.sources import (
+    BOMS,
+    Photo,
+    PhotoSet,
+    column_name,
+    display_names,
+    find_photos,
+    listed_file,
+    read_split,
+    read_table,
+    sniff_delimiter,
+    utf16_without_bom,
+)
+from clearclass.errors import DataError, RunError
+from clearclass.evaluation import predict_photos
+from clearclass.parallel import default_workers, map_in_order
+from clearclass.predict import load
+from clearclass.progress import bar, say, warn
+
+# The model must give the other class at least this probability for `relabel` to be
+# suggested; below it the photo is listed to look at, with `keep`. On the bundled sample
+# with four labels swapped (efficientnet_lite0 at 160 px, one frozen epoch) the swapped
+# photos got 95-100% for their true class; under 70% the model is mostly hesitating
+# between breeds that look alike.
+RELABEL_CONFIDENCE = 0.7
+UNSURE_MODEL = 0.5  # a median top probability under it: the list is mostly noise
+TABLE_ROWS = 15  # rows the command prints; actions.csv and the page hold more
+PAGE_ROWS = 300  # rows shown with thumbnails in index.html (about 6 KB each)
+CLEAN_FOLDER = "clean"
+ACTIONS_FILE, PAGE_FILE, LOG_FILE, REMOVED = "actions.csv", "index.html", "applied.json", "removed"
+
+# What was found (the `reason` column of actions.csv).
+MISLABELLED = "likely mislabelled"
+UNREADABLE = "unreadable"
+MISSING = "missing"
+ACROSS_SPLITS = "duplicate across train and valid"
+ACROSS_CLASSES = "duplicate across classes"
+WITHIN_CLASS = "duplicate within a class"
+KEEP, RELABEL, DELETE = "keep", "relabel", "delete"
+ACTIONS = (KEEP, RELABEL, DELETE)
+COLUMNS = ("path", "split", "label", "action", "new_label", "reason", "evidence")
+# How sure a problem is, to order the list (a mislabelling scores its margin, 0 to 1).
+_SCORES = {UNREADABLE: 3.0, MISSING: 2.9, (ACROSS_CLASSES, "identical"): 2.6,
+           (ACROSS_CLASSES, "near"): 2.5, (ACROSS_SPLITS, "identical"): 2.3,
+           (ACROSS_SPLITS, "near"): 2.2, (WITHIN_CLASS, "identical"): 0.45,
+           (WITHIN_CLASS, "near"): 0.2}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One reason to look at one photo: what was found, the action suggested, the evidence.
+
+    `other` is the photo it duplicates, or (for a mislabelling) a photo the model is
+    surest of in the suggested class. `label` and `new_label` are class ids (folder names).
+    """
+
+    path: Path
+    label: str
+    split: str  # "train", "valid", or "" for a file training skipped
+    problem: str
+    action: str
+    evidence: str
+    score: float
+    new_label: str = ""
+    other: Path | None = None
+    other_label: str = ""  # the other copy's label, or the class the model says
+
+    @property
+    def other_caption(self) -> str:
+        return "other copy" if self.problem != MISLABELLED else "surest photo of the class"
+
+
+@dataclass(frozen=True)
+class Action:
+    """A row of actions.csv: one photo, every problem found with it, one action."""
+
+    path: Path
+    label: str
+    split: str
+    action: str
+    new_label: str
+    reason: str
+    evidence: str
+    score: float
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(repr=False)
+class Cleaning:
+    """What `clean` found in a run's photos, as data: `mislabelled`, `duplicates`,
+    `unreadable` (lists of `Candidate`, most likely first) and `actions` (one per photo,
+    as in actions.csv).
+
+    Example:
+        cleaning = clearclass.clean("runs/dogs")
+        print(cleaning.summary())
+        for c in cleaning.mislabelled[:3]:
+            print(c.path.name, c.label, "->", c.new_label or "?", c.evidence)
+    """
+
+    run_dir: Path
+    data_root: Path | None  # paths in actions.csv are relative to it
+    class_ids: list[str]
+    class_names: list[str]
+    candidates: list[Candidate]
+    checked: Counter = field(default_factory=Counter)  # photos checked by split
+    folder: Path | None = None  # RUN/clean, once written
+
+    @property
+    def mislabelled(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.problem == MISLABELLED]
+
+    @property
+    def duplicates(self) -> list[Candidate]:
+        return [c for c in self.candidates
+                if c.problem in (ACROSS_SPLITS, ACROSS_CLASSES, WITHIN_CLASS)]
+
+    @property
+    def unreadable(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.problem in (UNREADABLE, MISSING)]
+
+    @property
+    def actions(self) -> list[Action]:
+        """One action per photo, most likely problem first: delete wins over relabel, which
+        wins over keep."""
+        by_path: dict[Path, list[Candidate]] = {}
+        for c in self.candidates:
+            by_path.setdefault(c.path, []).append(c)
+        rows = []
+        for path, found in by_path.items():
+            found.sort(key=lambda c: -c.score)
+            chosen = min(found, key=lambda c: (ACTIONS[::-1].index(c.action), -c.score))
+            rows.append(Action(path, found[0].label, found[0].split, chosen.action,
+                               chosen.new_label if chosen.action == RELABEL else "",
+                               "; ".join(dict.fromkeys(c.problem for c in found)),
+                               " | ".join(c.evidence for c in found), found[0].score,
+                               tuple(found)))
+        rows.sort(key=lambda a: (-a.score, str(a.path)))
+        return rows
+
+    def name(self, class_id: str) -> str:
+        """The display name of a class id."""
+        return dict(zip(self.class_ids, self.class_names)).get(class_id, class_id)
+
+    def shown(self, path: Path) -> str:
+        """`path` as actions.csv writes it: relative to DATA when inside it."""
+        return _shown(path, self.data_root)
+
+    def counts(self) -> Counter:
+        return Counter(c.problem for c in self.candidates)
+
+    def summary(self, rows: int = 5) -> str:
+        """What was checked and found, the first rows, and where the files are."""
+        checked = ", ".join(f"{n} {split or 'skipped in training'}"
+                            for split, n in sorted(self.checked.items()))
+        counts = self.counts()
+        found = ", ".join(f"{n} {problem}" for problem, n in counts.most_common()) or "nothing"
+        lines = [f"Checked {sum(self.checked.values())} photos of {self.run_dir} ({checked}): "
+                 f"{found}."]
+        for i, a in enumerate(self.actions[:rows], start=1):
+            lines.append(f"  {i}. {self.shown(a.path)} ({self.name(a.label)}): "
+                         f"{_action_text(a, self.name)}; {a.evidence}")
+        if self.folder is not None:
+            lines.append(f"Actions to edit: {self.folder / ACTIONS_FILE}")
+            lines.append(f"With thumbnails: {self.folder / PAGE_FILE}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def to_table(self, limit: int = TABLE_ROWS):
+        """The first `limit` actions as a rich table (what the command prints)."""
+        from rich.table import Table
+
+        table = Table(title=f"Most likely problems first ({len(self.actions)} photos listed)")
+        for column in ("#", "photo", "label", "action", "evidence"):
+            table.add_column(column, overflow="fold")
+        for i, a in enumerate(self.actions[:limit], start=1):
+            table.add_row(str(i), self.shown(a.path), self.name(a.label),
+                          _action_text(a, self.name), a.evidence)
+        return table
+
+    def _repr_html_(self) -> str:
+        head = html.escape(self.summary(rows=0)).replace("\n", "<br>")
+        return (f"<div><p>{head}</p>{_rows_html(self, self.actions[:10])}"
+                "<p>All of them: <code>actions</code>, <code>mislabelled</code>, "
+                "<code>duplicates</code>, <code>unreadable</code>.</p></div>")
+
+
+def clean(run: str | Path, device: str = "auto") -> Cleaning:
+    """List the photos of a run that are likely mislabelled, duplicated or unreadable.
+
+    Writes RUN/clean/actions.csv (to edit, then `apply_actions`) and RUN/clean/index.html.
+
+    Example:
+        cleaning = clearclass.clean("runs/dogs")
+        for action in cleaning.actions[:5]:
+            print(action.action, action.path.name, action.evidence)
+    """
+    run_dir = _run_folder(run)
+    folder = run_dir / CLEAN_FOLDER
+    with fileio.exclusive(folder, what="run"):
+        if (folder / LOG_FILE).exists():
+            raise RunError(f"Actions were applied to this run's photos ({folder / LOG_FILE}), "
+                           f"so {run_dir}/split.csv no longer matches them. Train again and "
+                           f"clean the new run, or put the photos back first: clearclass "
+                           f"clean {run_dir} --undo")
+        classifier = load(run_dir / "model", device=device)
+        class_ids = list(classifier.info.class_ids)
+        split = read_split(run_dir, class_ids)
+        data_root = _data_root(_recorded_data(run_dir))
+        extra = _skipped_in_training(run_dir, split)
+        examined = _examine(split.photos + extra)
+        # Photos of DATA that are not in the split and can be read were added since.
+        photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
+        readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.label]
+        in_split = {p.path for p in split.photos}
+        predicted = _predict(classifier, [p for p in readable if p.path in in_split])
+        cleaning = Cleaning(run_dir, data_root, class_ids, list(classifier.info.class_names),
+                            [], Counter(_split_name(p, in_split) for p in photos))
+        cleaning.candidates = _find(cleaning, photos, in_split, examined, predicted)
+        cleaning.candidates.sort(key=lambda c: (-c.score, str(c.path)))
+        cleaning.folder = _write(cleaning, folder)
+    _warn_if_unsure(predicted, run_dir)
+    return cleaning
+
+
+def _warn_if_unsure(predicted: _Predicted, run_dir: Path) -> None:
+    """A model that hesitates over most photos ranks them by noise: say so."""
+    if not len(predicted.probabilities):
+        return
+    typical = float(np.median(predicted.probabilities.max(axis=1)))
+    if typical < UNSURE_MODEL:
+        warn(f"The model of {run_dir} is unsure of most photos (its most likely class gets "
+             f"{typical:.0%} for half of them), so this list says little. Train longer for a "
+             "useful one (more epochs, or a smaller --batch-size on few photos), then clean "
+             "the new run.")
+
+
+def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
+    """Apply an edited actions.csv to the run's photos (DATA); `undo` reverses it.
+
+    `delete` moves the photo into RUN/clean/removed/, `relabel` moves it into the class
+    folder of `new_label` (or edits the label in DATA's labels CSV), `keep` does nothing.
+    Nothing changes unless every row can be applied.
+
+    Example:
+        clearclass.clean("runs/dogs")
+        applied = apply_actions("runs/dogs", "runs/dogs/clean/actions.csv")
+        print(applied.relabelled, "relabelled,", applied.deleted, "moved aside")
+        undo("runs/dogs")  # and back
+    """
+    run_dir = _run_folder(run)
+    folder = run_dir / CLEAN_FOLDER
+    actions_csv = Path(actions).expanduser()
+    with fileio.exclusive(folder, what="run"):
+        log_path = folder / LOG_FILE
+        if log_path.exists():
+            raise RunError(f"Actions were applied to this run's photos already ({log_path}). "
+                           f"Undo them first (clearclass clean {run_dir} --undo), or train "
+                           "again and clean the new run.")
+        rows = _read_actions(actions_csv)
+        dataset = _current_dataset(run_dir)
+        # The log holds absolute paths: `undo` may run from another folder.
+        plan = _plan(rows, dataset, folder.resolve(), actions_csv)
+        applied = AppliedActions(dataset.source, log_path, plan.relabelled, plan.deleted)
+        if not plan.operations:
+            say(f"Nothing to apply: every row of {actions_csv} says keep.")
+            return applied
+        _execute(plan, log_path, dataset, actions_csv)
+    say(f"Applied {actions_csv} to {dataset.source}: {plan.relabelled} photo(s) relabelled, "
+        f"{plan.deleted} moved into {folder / REMOVED}. Every change is logged in {log_path}; "
+        f"`clearclass clean {run_dir} --undo` puts them back.")
+    warn(f"{run_dir}/split.csv no longer matches the photos: train again to use them, e.g. "
+         f"clearclass train {dataset.source} --out NEW_RUN")
+    return applied
+
+
+@dataclass(frozen=True)
+class AppliedActions:
+    """What `apply_actions` did: the data changed, the log `undo` reads, and counts."""
+
+    data: Path
+    log: Path
+    relabelled: int
+    deleted: int
+
+
+def undo(run: str | Path) -> int:
+    """Reverse the last `apply_actions` on a run's photos (the changes it logged, newest
+    first); returns how many changes were reversed (0 when none are applied).
+
+    Example:
+        clearclass.clean("runs/dogs")
+        apply_actions("runs/dogs", "runs/dogs/clean/actions.csv")
+        print(undo("runs/dogs"), "changes reversed")
+    """
+    run_dir = _run_folder(run)
+    folder = run_dir / CLEAN_FOLDER
+    log_path = folder / LOG_FILE
+    with fileio.exclusive(folder, what="run"):
+        if not log_path.is_file():
+            say(f"Nothing to undo: no actions are applied to the photos of {run_dir}.")
+            return 0
+        try:
+            log = json.loads(log_path.read_text(encoding="utf-8"))
+            operations = list(log["operations"])
+            problems = [problem for op in operations if (problem := _undo_problem(op))]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RunError(f"{log_path} is damaged ({type(e).__name__}: {e}); the changes it "
+                           "logged must be reversed by hand.") from None
+        if problems:
+            raise RunError(f"Cannot undo {log_path}: {len(problems)} change(s) no longer match "
+                           f"the files, e.g. {problems[0]}. Nothing was changed; put the "
+                           "files back as the log says, or move them by hand.")
+        reversed_count = sum(_reverse(op) for op in reversed(operations))
+        for op in operations:
+            if op["op"] == "rewrite":
+                Path(op["backup"]).unlink(missing_ok=True)
+        log_path.unlink()
+        _remove_empty_folders(folder / REMOVED)
+    say(f"Reversed {reversed_count} change(s) to {log.get('data', 'the photos')}; they are "
+        "as before the apply.")
+    return reversed_count
+
+
+# --- finding ---------------------------------------------------------------------------------
+
+def _run_folder(run: str | Path) -> Path:
+    run_dir = fileio.settled(Path(run).expanduser())
+    if not (run_dir / "split.csv").is_file():
+        raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
+                       "`clearclass train --out` wrote.")
+    if not (run_dir / "model").exists():
+        raise RunError(f"{run_dir} has no model yet. Finish training first (clearclass train "
+                       f"--resume {run_dir}).")
+    return run_dir
+
+
+def _recorded_data(run_dir: Path) -> Path | None:
+    """DATA as the run recorded it: model.json's absolute path, else config.json's."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        model = json.loads((run_dir / "model" / "model.json").read_text(encoding="utf-8"))
+        return Path(model["training"]["data"])
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        return Path(config["config"]["data"]).expanduser().resolve()
+    return None
+
+
+def _data_root(source: Path | None) -> Path | None:
+    if source is None:
+        return None
+    return source.parent if source.suffix.lower() in (".csv", ".tsv", ".txt") else source
+
+
+def _shown(path: Path, root: Path | None) -> str:
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return path.relative_to(root).as_posix()
+        with contextlib.suppress(ValueError, OSError):
+            return Path(os.path.realpath(path)).relative_to(os.path.realpath(root)).as_posix()
+    return str(path)
+
+
+def _split_name(photo: Photo, in_split: set[Path]) -> str:
+    if photo.path not in in_split:
+        return ""
+    return "valid" if photo.is_valid else "train"
+
+
+def _skipped_in_training(run_dir: Path, split: PhotoSet) -> list[Photo]:
+    """The photos of DATA that are not in the split: the files training could not read (or
+    photos added since, which are examined and left out when they can be read)."""
+    source = _recorded_data(run_dir)
+    if source is None or not source.exists():
+        warn(f"The photos {run_dir} was trained on ({source}) are not there any more; only "
+             "the photos of its split.csv are checked.")
+        return []
+    try:
+        config = _run_config(run_dir)
+        found = find_photos(source, config.get("validation_fraction", 0.2),
+                            config.get("seed", 42))
+    except DataError as e:
+        warn(f"Only the photos of {run_dir}/split.csv are checked: {e}")
+        return []
+    known = {os.path.realpath(p.path) for p in split.photos}
+    return [Photo(p.path, p.label, False) for p in found.photos
+            if os.path.realpath(p.path) not in known]
+
+
+def _run_config(run_dir: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"])
+    return {}
+
+
+def _examine_file(path: Path) -> Examined | str:
+    try:
+        return examine(path.read_bytes())[0]
+    except FileNotFoundError:
+        return MISSING
+    except UnreadableImage as e:
+        return str(e)
+    except OSError as e:
+        return f"cannot read the file: {e.strerror or e}"
+
+
+def _examine(photos: list[Photo]) -> dict[Path, Examined | str]:
+    examined = {}
+    with bar("checking photos", len(photos)) as progress:
+        for path, outcome in map_in_order(_examine_file, [p.path for p in photos],
+                                          default_workers()):
+            examined[path] = outcome
+            progress.advance()
+    return examined
+
+
+@dataclass
+class _Predicted:
+    index: dict[Path, int]
+    probabilities: np.ndarray  # photos x classes
+
+
+def _predict(classifier, photos: list[Photo]) -> _Predicted:
+    if not photos:
+        return _Predicted({}, np.zeros((0, len(classifier.info.class_ids))))
+    evaluation = predict_photos(classifier, [(p.path, p.label) for p in photos],
+                                source="photos of the run")
+    return _Predicted({path: i for i, path in enumerate(evaluation.paths)},
+                      evaluation.probabilities)
+
+
+def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
+          examined: dict[Path, Examined | str], predicted: _Predicted) -> list[Candidate]:
+    ids, name = cleaning.class_ids, cleaning.name
+    column = {c: i for i, c in enumerate(ids)}
+    found = []
+    for p in photos:  # unreadable first: no prediction, no hash
+        outcome = examined[p.path]
+        if isinstance(outcome, Examined):
+            continue
+        split = _split_name(p, in_split)
+        if outcome == MISSING:
+            found.append(Candidate(p.path, p.label, split, MISSING, KEEP,
+                                   "no longer exists: it was moved or deleted since training",
+                                   _SCORES[MISSING]))
+        else:
+            where = "" if split else "; training skipped it"
+            found.append(Candidate(p.path, p.label, split, UNREADABLE, DELETE,
+                                   f"{outcome}{where}", _SCORES[UNREADABLE]))
+
+    probabilities = predicted.probabilities
+    examples = _surest_photos(photos, predicted, column)
+    for p in photos:
+        i = predicted.index.get(p.path)
+        if i is None:
+            continue
+        row = probabilities[i]
+        best, given = int(row.argmax()), column[p.label]
+        if best == given:
+            continue
+        p_best, p_given = float(row[best]), float(row[given])
+        relabel = p_best >= RELABEL_CONFIDENCE
+        evidence = (f"the model says {name(ids[best])} {p_best:.0%}, {name(p.label)} (its "
+                    f"label) {p_given:.0%}; loss {-np.log(max(p_given, 1e-12)):.1f}")
+        found.append(Candidate(p.path, p.label, _split_name(p, in_split), MISLABELLED,
+                               RELABEL if relabel else KEEP, evidence, p_best - p_given,
+                               ids[best] if relabel else "", examples.get(ids[best]),
+                               ids[best]))
+    found += _duplicates(cleaning, photos, in_split, examined, predicted, column)
+    return found
+
+
+def _surest_photos(photos: list[Photo], predicted: _Predicted,
+                   column: dict[str, int]) -> dict[str, Path]:
+    """For each class, the photo labelled so that the model is surest of (to show what the
+    suggested class looks like)."""
+    best: dict[str, tuple[float, Path]] = {}
+    for p in photos:
+        i = predicted.index.get(p.path)
+        if i is None:
+            continue
+        score = float(predicted.probabilities[i, column[p.label]])
+        if score > best.get(p.label, (-1.0, p.path))[0]:
+            best[p.label] = (score, p.path)
+    return {label: path for label, (_, path) in best.items()}
+
+
+def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
+                examined: dict[Path, Examined | str], predicted: _Predicted,
+                column: dict[str, int]) -> list[Candidate]:
+    """Each later copy against the first: training photos come before validation ones, so
+    that the copy found across splits is the validation one."""
+    name = cleaning.name
+    index = DuplicateIndex()
+    ordered = sorted((p for p in photos if p.path in in_split
+                      and isinstance(examined[p.path], Examined)),
+                     key=lambda p: (p.is_valid, str(p.path)))
+    found = []
+    for p in ordered:
+        info = examined[p.path]
+        match = index.find(info.sha256, info.phash)
+        if match is None:
+            index.add(info.sha256, info.phash, p)
+            continue
+        first: Photo = match.key
+        copy = ("identical to" if match.kind == "identical" else
+                f"a resized or re-encoded copy ({match.bits} of 64 hash bits differ) of")
+        if first.label != p.label:
+            # Delete the copy whose label the model finds less likely for the photo.
+            chance = {label: _mean_probability(predicted, (p, first), column[label])
+                      for label in (p.label, first.label)}
+            wrong, right = (p, first) if chance[p.label] <= chance[first.label] else (first, p)
+            evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.label)}; "
+                        f"the model gives {name(right.label)} {chance[right.label]:.0%}, "
+                        f"{name(wrong.label)} {chance[wrong.label]:.0%}")
+            found.append(Candidate(wrong.path, wrong.label, _split_name(wrong, in_split),
+                                   ACROSS_CLASSES, DELETE, evidence,
+                                   _SCORES[ACROSS_CLASSES, match.kind], other=right.path,
+                                   other_label=right.label))
+        elif first.is_valid != p.is_valid:
+            valid, train = (p, first) if p.is_valid else (first, p)
+            evidence = (f"{copy} {cleaning.shown(train.path)} (train): validation scores a "
+                        "photo the model trained on")
+            found.append(Candidate(valid.path, valid.label, "valid", ACROSS_SPLITS, DELETE,
+                                   evidence, _SCORES[ACROSS_SPLITS, match.kind],
+                                   other=train.path, other_label=train.label))
+        else:
+            found.append(Candidate(p.path, p.label, _split_name(p, in_split), WITHIN_CLASS,
+                                   DELETE if match.kind == "identical" else KEEP,
+                                   f"{copy} {cleaning.shown(first.path)}",
+                                   _SCORES[WITHIN_CLASS, match.kind], other=first.path,
+                                   other_label=first.label))
+    return found
+
+
+def _mean_probability(predicted: _Predicted, photos: tuple[Photo, ...], column: int) -> float:
+    rows = [predicted.index[p.path] for p in photos if p.path in predicted.index]
+    return float(predicted.probabilities[rows, column].mean()) if rows else 0.0
+
+
+# --- writing the list ------------------------------------------------------------------------
+
+def _action_text(action: Action, name) -> str:
+    return f"relabel to {name(action.new_label)}" if action.action == RELABEL else action.action
+
+
+def _write(cleaning: Cleaning, folder: Path) -> Path:
+    actions = cleaning.actions
+    fileio.write_csv(folder / ACTIONS_FILE, COLUMNS,
+                     [(cleaning.shown(a.path), a.split, a.label, a.action, a.new_label, a.reason,
+                       a.evidence) for a in actions])
+    fileio.write_text(folder / PAGE_FILE, _page(cleaning, actions, folder))
+    return folder
+
+
+def _page(cleaning: Cleaning, actions: list[Action], folder: Path) -> str:
+    from clearclass.evaluation.page import document
+
+    e = html.escape
+    run = cleaning.run_dir
+    shown = actions[:PAGE_ROWS]
+    more = (f"<p class='muted'>The first {PAGE_ROWS} of {len(actions)}; actions.csv lists "
+            "them all.</p>" if len(actions) > PAGE_ROWS else "")
+    head = e(cleaning.summary(rows=0)).replace("\n", "<br>")
+    body = f"""<h1>Cleaning {e(run.name)}</h1>
+<p>{head}</p>
+<p>Edit <code>{e(str(folder / ACTIONS_FILE))}</code> (the action of each photo: keep, relabel
+with a <code>new_label</code>, or delete), then apply it; deleted photos are moved into
+<code>{e(str(folder / REMOVED))}</code>, and every change can be reversed:</p>
+<pre>clearclass clean {e(quote(str(run)))} --apply {e(quote(str(folder / ACTIONS_FILE)))}
+clearclass clean {e(quote(str(run)))} --undo</pre>
+<p class="muted">A mislabelled photo is shown beside the photo of the suggested class the
+model is surest of; a duplicate beside its other copy.</p>
+{_rows_html(cleaning, shown)}
+{more}"""
+    return document(f"clearclass clean: {run.name}", body)
+
+
+def _rows_html(cleaning: Cleaning, actions: list[Action]) -> str:
+    from clearclass.evaluation.page import thumbnail
+
+    e = html.escape
+
+    def thumb(path: Path | None, caption: str) -> str:
+        if path is None:
+            return "<td></td>"
+        uri = thumbnail(path)
+        image = (f'<img src="{uri}" alt="{e(caption)}">' if uri else
+                 "<div>(cannot be shown)</div>")
+        return f'<td class="thumb">{image}<div class="muted">{e(caption)}</div></td>'
+
+    rows = []
+    for i, a in enumerate(actions, start=1):
+        compared = next((c for c in a.candidates if c.other is not None), None)
+        other = thumb(None, "") if compared is None else thumb(
+            compared.other, f"{cleaning.name(compared.other_label)}: {compared.other_caption}")
+        rows.append(
+            f'<tr><td class="number">{i}</td>{thumb(a.path, cleaning.name(a.label))}{other}'
+            f"<td><code>{e(cleaning.shown(a.path))}</code> ({e(a.split or 'skipped')})<br>"
+            f"<b>{e(_action_text(a, cleaning.name))}</b>: {e(a.reason)}<br>"
+            f'<span class="muted">{e(a.evidence)}</span></td></tr>')
+    if not rows:
+        return "<p>Nothing to clean: no photo looks mislabelled, duplicated or unreadable.</p>"
+    return ("<table><tr><th>#</th><th>photo</th><th>compare with</th><th>what and why</th>"
+            "</tr>" + "".join(rows) + "</table>")
+
+
+# --- applying --------------------------------------------------------------------------------
+
+@dataclass
+class _Row:
+    line: int
+    path: str
+    label: str
+    action: str
+    new_label: str
+
+
+def _read_actions(actions_csv: Path) -> list[_Row]:
+    if not actions_csv.is_file():
+        raise DataError(f"{actions_csv} does not exist. Give the actions.csv that `clearclass "
+                        "clean RUN` wrote (RUN/clean/actions.csv), edited as you like.")
+    header, rows, _ = read_table(actions_csv)
+    columns = [column_name(c) for c in header]
+    missing = [c for c in ("path", "action") if c not in columns]
+    if missing:
+        raise DataError(f"{actions_csv} has no {' or '.join(missing)} column; it needs the "
+                        f"columns {', '.join(COLUMNS)} as `clearclass clean` writes them.")
+    at = {c: columns.index(c) for c in ("path", "label", "action", "new_label") if c in columns}
+
+    def cell(row: list[str], name: str) -> str:
+        i = at.get(name)
+        return row[i].strip() if i is not None and i < len(row) else ""
+
+    return [_Row(line, cell(r, "path"), cell(r, "label"), cell(r, "action").lower(),
+                 cell(r, "new_label")) for line, r in rows]
+
+
+@dataclass
+class _Dataset:
+    source: Path  # DATA: a folder, or a labels CSV
+    root: Path  # what the paths of actions.csv are relative to
+    photos: PhotoSet
+    by_real: dict[str, Photo]
+
+    @property
+    def is_csv(self) -> bool:
+        return self.source.is_file()
+
+
+def _current_dataset(run_dir: Path) -> _Dataset:
+    source = _recorded_data(run_dir)
+    if source is None or not source.exists():
+        raise RunError(f"The photos {run_dir} was trained on ({source}) are not there any "
+                       "more; actions can only be applied to them where they were.")
+    config = _run_config(run_dir)
+    try:
+        photos = find_photos(source, config.get("validation_fraction", 0.2),
+                             config.get("seed", 42))
+    except DataError as e:
+        raise DataError(f"The run's photos cannot be read as a dataset any more, so no action "
+                        f"was applied: {e}") from None
+    by_real = {os.path.realpath(p.path): p for p in photos.photos}
+    return _Dataset(source, _data_root(source), photos, by_real)
+
+
+@dataclass
+class _Plan:
+    operations: list[dict] = field(default_factory=list)
+    relabel_rows: dict[str, str] = field(default_factory=dict)  # real path -> new label (CSV)
+    drop_rows: set[str] = field(default_factory=set)  # real paths whose CSV rows go
+    relabelled: int = 0
+    deleted: int = 0
+
+
+def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) -> _Plan:
+    """Check every row and list the changes; one error naming the rows that cannot be
+    applied, before anything changes."""
+    class_ids = sorted({p.label for p in dataset.photos.photos} | set(dataset.photos.class_ids))
+    by_name = {n: c for c, n in zip(class_ids, display_names(class_ids))}
+    problems, plan = [], _Plan()
+    seen: dict[str, int] = {}
+    destinations: dict[Path, int] = {}
+    made: set[Path] = set()
+    for row in rows:
+        where = f"line {row.line}"
+        if row.action not in ACTIONS:
+            problems.append(f"{where}: the action {row.action or '(empty)'!r} is not one of "
+                            f"{', '.join(ACTIONS)}")
+            continue
+        if row.action == KEEP:
+            continue
+        if not row.path:
+            problems.append(f"{where}: no path")
+            continue
+        given = Path(row.path)
+        real = os.path.realpath(given if given.is_absolute() else dataset.root / given)
+        photo = dataset.by_real.get(real)
+        if photo is None:
+            gone = "no longer exists" if not os.path.lexists(real) else "is not one of its photos"
+            problems.append(f"{where}: {row.path} {gone} in {dataset.source}")
+            continue
+        if real in seen:
+            problems.append(f"{where}: {row.path} is changed on line {seen[real]} already")
+            continue
+        seen[real] = row.line
+        if row.label and row.label != photo.label:
+            problems.append(f"{where}: {row.path} is labelled {photo.label!r} now, not "
+                            f"{row.label!r}; run `clearclass clean` again for a current list")
+            continue
+        if row.action == RELABEL:
+            new = row.new_label if row.new_label in class_ids else by_name.get(row.new_label)
+            if new is None:
+                problems.append(f"{where}: new_label {row.new_label or '(empty)'!r} is not a "
+                                f"class of the run (e.g. {', '.join(class_ids[:3])})")
+                continue
+            if new == photo.label:
+                problems.append(f"{where}: relabel to {new!r}, the label it has")
+                continue
+            if dataset.is_csv:
+                plan.relabel_rows[real] = new
+            else:
+                target = _relabelled_path(dataset, photo, new)
+                if target is None:
+                    problems.append(f"{where}: {row.path} is not in a class folder of "
+                                    f"{dataset.source}")
+                    continue
+                problem = _claim(target, destinations, row.line, where)
+                if problem:
+                    problems.append(problem)
+                    continue
+                for parent in reversed(target.parents):
+                    if parent not in made and not parent.exists() and \
+                            parent.is_relative_to(dataset.root):
+                        made.add(parent)
+                        plan.operations.append({"op": "mkdir", "path": str(parent)})
+                plan.operations.append({"op": "move", "from": str(photo.path),
+                                        "to": str(target)})
+            plan.relabelled += 1
+        else:  # delete: moved aside, never deleted
+            relative = Path(_shown(photo.path, dataset.root))
+            if relative.is_absolute():
+                relative = Path(*relative.parts[1:])
+            target = folder / REMOVED / relative
+            problem = _claim(target, destinations, row.line, where)
+            if problem:
+                problems.append(problem)
+                continue
+            plan.operations.append({"op": "move", "from": str(photo.path), "to": str(target)})
+            if dataset.is_csv:
+                plan.drop_rows.add(real)
+            plan.deleted += 1
+    if problems:
+        raise DataError(f"{actions_csv}: {len(problems)} row(s) cannot be applied, so nothing "
+                        f"was changed. " + "; ".join(problems[:3])
+                        + ("; ..." if len(problems) > 3 else "") + ".")
+    if plan.relabel_rows or plan.drop_rows:
+        backup = folder / f"{dataset.source.name}.before-apply"
+        plan.operations.append({"op": "rewrite", "path": str(dataset.source),
+                                "backup": str(backup)})
+    return plan
+
+
+def _claim(target: Path, destinations: dict[Path, int], line: int, where: str) -> str:
+    if os.path.lexists(target):
+        return f"{where}: {target} exists already (a name clash); rename one of the two"
+    if target in destinations:
+        return f"{where}: line {destinations[target]} moves a photo to {target} too"
+    destinations[target] = line
+    return ""
+
+
+def _relabelled_path(dataset: _Dataset, photo: Photo, new_label: str) -> Path | None:
+    """Where a photo goes in the class folder of `new_label`, in the same split folder."""
+    root = dataset.photos.root
+    try:
+        relative = photo.path.relative_to(root)
+    except ValueError:
+        return None
+    depth = 2 if dataset.photos.layout.startswith("split folders") else 1
+    if len(relative.parts) <= depth or relative.parts[depth - 1] != photo.label:
+        return None
+    return root.joinpath(*relative.parts[:depth - 1], new_label, *relative.parts[depth:])
+
+
+def _execute(plan: _Plan, log_path: Path, dataset: _Dataset, actions_csv: Path) -> None:
+    """Log every change, then make them; the log is written before the first change, so
+    whatever moment this stops at, `undo` finds what to reverse."""
+    rewrite = next((op for op in plan.operations if op["op"] == "rewrite"), None)
+    new_table = None
+    if rewrite is not None:
+        original = dataset.source.read_bytes()
+        new_table = _edited_table(dataset.source, original, plan.relabel_rows, plan.drop_rows)
+        rewrite.update(before=_sha256(original), after=_sha256(new_table),
+                       mode=dataset.source.stat().st_mode & 0o7777)
+        fileio.write_bytes(Path(rewrite["backup"]), original)
+    log = {"format": "clearclass clean log", "version": 1, "data": str(dataset.source),
+           "actions": str(actions_csv.resolve()),
+           "applied": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False,
+           "operations": plan.operations}
+    fileio.write_json(log_path, log)
+    for op in plan.operations:
+        if op["op"] == "mkdir":
+            Path(op["path"]).mkdir()
+        elif op["op"] == "move":
+            target = Path(op["to"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(op["from"], target)
+        elif op["op"] == "rewrite":
+            _replace(Path(op["path"]), new_table, op["mode"])
+    fileio.write_json(log_path, {**log, "complete": True})
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    fileio.write_bytes(path, data)
+    os.chmod(path, mode)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Byte-order marks and the codecs that read what follows them (UTF-32 before UTF-16: the
+# UTF-32 LE mark starts with the UTF-16 LE one).
+_MARKS = {"utf-32": {b"\xff\xfe\x00\x00": "utf-32-le", b"\x00\x00\xfe\xff": "utf-32-be"},
+          "utf-16": {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"},
+          "utf-8-sig": {b"\xef\xbb\xbf": "utf-8"}}
+
+
+def _text_encoding(data: bytes) -> tuple[bytes, str]:
+    """A labels table's byte-order mark and the codec of the rest, as `find_photos` reads it."""
+    for mark, name in BOMS:
+        if data.startswith(mark):
+            return mark, _MARKS[name][mark]
+    if b"\0" in data:
+        return b"", utf16_without_bom(data) or "utf-8"
+    try:
+        data.decode("utf-8")
+        return b"", "utf-8"
+    except UnicodeDecodeError:
+        return b"", "cp1252"
+
+
+def _edited_table(csv_path: Path, data: bytes, relabel: dict[str, str],
+                  drop: set[str]) -> bytes:
+    """The labels table with the rows of `relabel` given their new label and those of `drop`
+    left out; every other line as it was, in the same encoding, delimiter and line ends."""
+    mark, codec = _text_encoding(data)
+    text = data[len(mark):].decode(codec)
+    delimiter = sniff_delimiter(text)
+    lines = list(io.StringIO(text, newline=""))
+    reader = csv.reader(iter(lines), delimiter=delimiter)
+    out, header, at, start = [], None, {}, 0
+    for row in reader:
+        end = reader.line_num
+        original = lines[start:end]
+        start = end
+        if header is None:
+            if any(cell.strip() for cell in row):
+                header = [column_name(c) for c in row]
+                at = {c: header.index(c) for c in ("path", "label")}
+            out += original
+            continue
+        rel = row[at["path"]].strip() if at["path"] < len(row) else ""
+        real = os.path.realpath(listed_file(csv_path.parent, rel)[0]) if rel else ""
+        if real in drop:
+            continue
+        if real in relabel and at["label"] < len(row):
+            row[at["label"]] = relabel[real]
+            ending = original[-1][len(original[-1].rstrip("\r\n")):]
+            buffer = io.StringIO()
+            csv.writer(buffer, delimiter=delimiter, lineterminator=ending).writerow(row)
+            out.append(buffer.getvalue())
+            continue
+        out += original
+    out += lines[start:]
+    return mark + "".join(out).encode(codec)
+
+
+# --- undoing ---------------------------------------------------------------------------------
+
+def _undo_problem(op: dict) -> str:
+    """Why `op` cannot be reversed (or found already reversed, or never made), "" if it can."""
+    kind = op.get("op")
+    if kind == "move":
+        source, target = Path(op["from"]), Path(op["to"])
+        if os.path.lexists(target) and os.path.lexists(source):
+            return f"{source} exists again, and so does {target} that it was moved to"
+        if not os.path.lexists(target) and not os.path.lexists(source):
+            return f"{source} was moved to {target}, which is gone"
+        return ""
+    if kind == "rewrite":
+        path = Path(op["path"])
+        if "after" not in op:  # the apply stopped before it
+            return ""
+        current = _sha256(path.read_bytes()) if path.is_file() else ""
+        if current not in (op["before"], op["after"]):
+            return f"{path} was edited since; its content before the apply is in {op['backup']}"
+        if current == op["after"] and not Path(op["backup"]).is_file():
+            return f"{op['backup']}, {path} before the apply, is gone"
+        return ""
+    if kind == "mkdir":
+        return ""
+    return f"an unknown change {kind!r}"
+
+
+def _reverse(op: dict) -> int:
+    """Reverse one change (if it was made); 1 if it was, else 0."""
+    kind = op["op"]
+    if kind == "move":
+        source, target = Path(op["from"]), Path(op["to"])
+        if not os.path.lexists(target):
+            return 0
+        source.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(target, source)
+        return 1
+    if kind == "rewrite":
+        path = Path(op["path"])
+        if "after" not in op or _sha256(path.read_bytes()) != op["after"]:
+            return 0
+        _replace(path, Path(op["backup"]).read_bytes(), op["mode"])
+        return 1
+    folder = Path(op["path"])  # mkdir
+    if not folder.is_dir():
+        return 0
+    if any(folder.iterdir()):
+        warn(f"{folder} was made by the apply but holds files now; it is left in place.")
+        return 0
+    folder.rmdir()
+    return 1
+
+
+def _remove_empty_folders(top: Path) -> None:
+    if not top.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
