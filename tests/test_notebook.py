@@ -79,6 +79,8 @@ def test_exploration_evaluation_and_predictions_show_themselves(executed):
     assert "Accuracy" in summary and "Most confused" in summary
     assert "Expected calibration error" in summary
     assert _data(_cell(nb, "report.plot_calibration()"), "image/png")
+    cleaning = _data(_cell(nb, "cleaning = clearclass.clean("), "text/html")[-1]
+    assert "Checked 240 photos" in cleaning and "actions.csv" in cleaning
     for start in ("classifier = run.load()", "loaded = clearclass.load("):
         cell = _cell(nb, start)
         assert _data(cell, "image/png") and "<img" in _data(cell, "text/html")[-1]
