@@ -52,7 +52,7 @@ def test_every_figure_shows_under_its_cell(executed):
     nb, _ = executed
     figure_cells = [c for c in nb.cells if c.cell_type == "code"
                     and ("plot_" in c.source or "show_batch" in c.source)]
-    assert len(figure_cells) == 4
+    assert len(figure_cells) == 5  # show_batch, confusion, most confused, top losses, calibration
     for cell in figure_cells:
         pngs = _data(cell, "image/png")
         assert pngs and len(pngs[0]) > 10_000, cell.source
