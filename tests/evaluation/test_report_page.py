@@ -69,6 +69,13 @@ def _cell_centre(page, row: int, column: int) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
+def _most_confused_cell(ev):
+    """The most frequent mistake, and its row and column in the page's matrix."""
+    pair, order = ev.most_confused()[0], ev.view_order()
+    return (pair, order.index(ev.class_names.index(pair.actual)),
+            order.index(ev.class_names.index(pair.predicted)))
+
+
 def test_the_page_makes_no_request_and_logs_no_error(page, report):
     outside = [u for u in page.requests if not u.startswith(("data:", "file:"))]
     assert outside == [] and page.errors == []
@@ -92,11 +99,7 @@ def test_every_class_is_named_legibly(page, report):
 
 
 def test_hovering_a_cell_tells_actual_predicted_count_and_rate(page, report):
-    ev = report[0]
-    pair = ev.most_confused()[0]
-    order = ev.view_order()
-    row = order.index(ev.class_names.index(pair.actual))
-    column = order.index(ev.class_names.index(pair.predicted))
+    pair, row, column = _most_confused_cell(report[0])
     page.mouse.move(*_cell_centre(page, row, column))
     tip = page.locator("#tooltip")
     assert tip.is_visible()
@@ -107,11 +110,7 @@ def test_hovering_a_cell_tells_actual_predicted_count_and_rate(page, report):
 
 
 def test_clicking_a_cell_shows_its_photos(page, report):
-    ev = report[0]
-    pair = ev.most_confused()[0]
-    order = ev.view_order()
-    row = order.index(ev.class_names.index(pair.actual))
-    column = order.index(ev.class_names.index(pair.predicted))
+    pair, row, column = _most_confused_cell(report[0])
     assert not page.locator("#cell-photos").is_visible()
     page.mouse.click(*_cell_centre(page, row, column))
     assert page.locator("#cell-photos").is_visible()
