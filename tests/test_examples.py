@@ -35,7 +35,9 @@ NEEDS_THE_INTERNET = {"download kaggle", "download imagewoof", "download imagene
 # The command examples run one after the other in one folder: train writes runs/dogs,
 # which the next ones use.
 COMMAND_ORDER = ["train", "evaluate", "clean", "predict", "export", "explore", "lr-find",
-                 "verify", "cache", "demo", *sorted(NEEDS_THE_INTERNET)]
+                 "verify", "cache", "demo", "serve", *sorted(NEEDS_THE_INTERNET)]
+# Runs until stopped; tests/test_serve.py starts it as a user does and stops it.
+RUNS_UNTIL_STOPPED = {"serve"}
 
 
 def _make_workspace(root: Path, with_run: bool) -> Path:
@@ -203,6 +205,8 @@ def command_workspace(tmp_path_factory) -> Path:
 def test_command_example_runs(command, example, command_workspace, monkeypatch):
     if command in NEEDS_THE_INTERNET:
         pytest.skip("needs the internet; tests/acquire runs it against a local server")
+    if command in RUNS_UNTIL_STOPPED:
+        pytest.skip("runs until stopped; tests/test_serve.py runs it as a subprocess")
     monkeypatch.chdir(command_workspace)
     result = CliRunner().invoke(app, shlex.split(example)[1:])
     assert result.exit_code == 0, f"{example}\n{result.output}"

@@ -415,6 +415,36 @@ def lr_find(
 
 
 @app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(
+        help="A model folder (RUN/model) or a run folder.", show_default=False,
+        metavar="MODEL")],
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; 0.0.0.0 for every network interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes; the cores are shared among them.")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(
+        min=0.001, help="Largest photo accepted, in MB (larger ones get 413).")] = 10.0,
+) -> None:
+    """Serve a model: a web page to try photos on, and an HTTP API.
+
+    Example: clearclass serve runs/dogs/model --port 8000
+
+    Open http://127.0.0.1:8000/ in a browser, or: curl -F file=@photo.jpg
+    http://127.0.0.1:8000/predict (the JSON of `clearclass predict --json`). Also GET
+    /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C.
+    """
+    try:
+        from clearclass.serve import serve as run_server
+    except ImportError as e:
+        raise ClearclassError(f"Serving needs FastAPI and uvicorn ({e}); install them with "
+                              "pip install 'clearclass[serve]'.") from None
+    run_server(model, host=host, port=port, workers=workers,
+               max_upload_bytes=int(max_upload_mb * 1_000_000))
+
+
+@app.command()
 def export(
     model: Annotated[Path, typer.Argument(
         help="A model folder (RUN/model) or a run folder.", show_default=False,

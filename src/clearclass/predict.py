@@ -175,7 +175,7 @@ class Classifier:
         def run_batch() -> None:
             probabilities = self.predict_proba_pixels(np.stack([b[2] for b in batch]))
             for (n, image, _), p in zip(batch, probabilities):
-                results[n] = self._prediction(image, p, k)
+                results[n] = self.prediction(image, p, k)
             batch.clear()
 
         for n, image in enumerate(images):
@@ -193,7 +193,9 @@ class Classifier:
             run_batch()
         return [r for r in results if r is not None]
 
-    def _prediction(self, image: ImageInput, p: np.ndarray, k: int) -> Prediction:
+    def prediction(self, image: ImageInput, p: np.ndarray, top_k: int = 5) -> Prediction:
+        """The Prediction for probabilities `p` (one row of `predict_proba_pixels`)."""
+        k = max(1, min(top_k, len(self.info.class_ids)))
         order = np.argsort(-p)[:k]
         top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
                 "probability": float(p[i])} for i in order]
@@ -368,12 +370,14 @@ class _TorchNetwork(_Network):
         return out.float().cpu().numpy()
 
 
-def load(path: str | Path, device: str = "auto", backend: str = "auto") -> Classifier:
+def load(path: str | Path, device: str = "auto", backend: str = "auto",
+         threads: int | None = None) -> Classifier:
     """Load a model bundle (a folder with model.safetensors and model.json, or a run folder).
 
     `device`: auto (CUDA, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps.
     `backend`: "onnx" (ONNX Runtime, CPU), "torch", or "auto": ONNX Runtime when the bundle
-    has model.onnx and the device is the CPU.
+    has model.onnx and the device is the CPU. `threads`: ONNX Runtime's threads (default:
+    every core this process may use; a server with several worker processes shares them).
 
     Example:
         classifier = clearclass.load("runs/dogs/model")
@@ -394,7 +398,7 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto") -> Class
         if device != "cpu":
             raise ClearclassError("The onnx backend runs on the CPU; use --device cpu.")
         try:
-            network: _Network = _OnnxNetwork(onnx_path, info)
+            network: _Network = _OnnxNetwork(onnx_path, info, threads)
         except _OnnxUnusable as e:
             again = f"`clearclass export {folder}` writes it again"
             if backend == "onnx":
