@@ -114,12 +114,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained_run):
+def server(trained_run, tmp_path_factory):
     """`clearclass serve` as a user starts it, on a free port of loopback."""
     port = _free_port()
+    # Its log goes to a file: a pipe nobody reads fills up and stops the server mid-test.
+    log = tmp_path_factory.mktemp("server") / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "clearclass", "serve", str(trained_run / "model"), "--port",
-         str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     import httpx
 
@@ -131,7 +133,7 @@ def server(trained_run):
         except httpx.TransportError:
             time.sleep(0.1)
         if process.poll() is not None:
-            pytest.fail(process.stdout.read())
+            pytest.fail(log.read_text())
     yield url
     process.terminate()
     process.wait(timeout=20)
