@@ -163,20 +163,26 @@ def labels_csv(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=DURATION)
-    seconds = parser.parse_args().seconds
+    parser.add_argument("--servers", default="clearclass,fastai",
+                        help="Which to measure (a trial of one alone is not written down).")
+    args = parser.parse_args()
+    seconds, servers = args.seconds, args.servers.split(",")
     photo = sorted((DEMO / "n02088364-beagle").glob("*.jpg"))[0].read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run([sys.executable, "-m", "clearclass", "train", str(DEMO), "--model",
                         "efficientnet_lite0", "--freeze-epochs", "1", "--epochs", "0",
                         "--out", str(tmp / "run"), "--quiet"], check=True)
-        port = free_port()
-        rows = measure("clearclass", [sys.executable, "-m", "clearclass", "serve",
-                                      str(tmp / "run" / "model"), "--port", str(port)],
-                       {}, photo, port, seconds)
+        port, rows = free_port(), []
+        if "clearclass" in servers:
+            command = [sys.executable, "-m", "clearclass", "serve",
+                       str(tmp / "run" / "model"), "--port", str(port)]
+            rows += measure("clearclass", command, {}, photo, port, seconds)
         (tmp / "fastai_app.py").write_text(FASTAI_APP.format(
             benchmarks=str(ROOT / "benchmarks"), labels=str(labels_csv(tmp))))
         port = free_port()
+        if "fastai" not in servers:
+            return
         rows += measure("fastai", [sys.executable, "-m", "uvicorn", "fastai_app:app", "--port",
                                    str(port), "--log-level", "warning"],
                         {"PYTHONPATH": str(tmp)}, photo, port, seconds)

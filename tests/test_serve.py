@@ -190,6 +190,15 @@ def test_the_page_predicts_a_photo_in_a_real_browser(server, photos):
         assert page.locator("#label").inner_text().startswith("blue")
         assert page.locator("#list .bar").count() == 3
         assert "classes" in page.locator("#about").inner_text()
+        # A photo dropped on the page, as a user drags one from their files.
+        dropped = page.evaluate_handle(
+            """bytes => { const t = new DataTransfer();
+                          t.items.add(new File([new Uint8Array(bytes)], "red.jpg",
+                                               {type: "image/jpeg"}));
+                          return t; }""", list(photos["red"].read_bytes()))
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        page.wait_for_function("document.getElementById('label').textContent"
+                               ".startsWith('red')")
         page.screenshot(path=str(Path(__file__).parents[1] / "test-artifacts" / "serve.png"))
         browser.close()
     assert errors == [] and outside == []
