@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,28 @@ def trained_run(tmp_path_factory) -> Path:
                 head_speedup=1.0,
                 workers=0, device="cpu")
     return run.run_dir
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
+    # CI installs the browser and sets CLEARCLASS_BROWSER_TESTS=required: there a missing
+    # browser fails the test instead of skipping it.
+    required = os.environ.get("CLEARCLASS_BROWSER_TESTS") == "required"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.is_file():
+        if required:
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield browser
+        browser.close()

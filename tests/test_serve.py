@@ -22,8 +22,6 @@ from clearclass.predict import load  # noqa: E402
 from clearclass.serve import create_app  # noqa: E402
 from tests.conftest import COLOURS, make_photo  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
@@ -165,40 +163,29 @@ def test_eight_clients_for_five_seconds_get_no_error(server, photos):
     assert errors == [] and len(counts) == 8 and min(counts) > 0
 
 
-def test_the_page_predicts_a_photo_in_a_real_browser(server, photos):
-    required = os.environ.get("CLEARCLASS_BROWSER_TESTS") == "required"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("playwright is not installed")
-    if not CHROMIUM.is_file():
-        if required:
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-        pytest.skip(f"{CHROMIUM} is missing")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        page = browser.new_page()
-        errors, outside = [], []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: r.url.startswith(server) or r.url.startswith("blob:")
-                or outside.append(r.url))
-        page.goto(server + "/")
-        page.locator("#choose").set_input_files(str(photos["blue"]))
-        page.wait_for_function("document.getElementById('time').textContent.length > 0")
-        assert page.locator("#label").inner_text().startswith("blue")
-        assert page.locator("#list .bar").count() == 3
-        assert "classes" in page.locator("#about").inner_text()
-        # A photo dropped on the page, as a user drags one from their files.
-        dropped = page.evaluate_handle(
-            """bytes => { const t = new DataTransfer();
-                          t.items.add(new File([new Uint8Array(bytes)], "red.jpg",
-                                               {type: "image/jpeg"}));
-                          return t; }""", list(photos["red"].read_bytes()))
-        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
-        page.wait_for_function("document.getElementById('label').textContent"
-                               ".startsWith('red')")
-        page.screenshot(path=str(Path(__file__).parents[1] / "test-artifacts" / "serve.png"))
-        browser.close()
+def test_the_page_predicts_a_photo_in_a_real_browser(server, photos, browser):
+    page = browser.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: r.url.startswith(server) or r.url.startswith("blob:")
+            or outside.append(r.url))
+    page.goto(server + "/")
+    page.locator("#choose").set_input_files(str(photos["blue"]))
+    page.wait_for_function("document.getElementById('time').textContent.length > 0")
+    assert page.locator("#label").inner_text().startswith("blue")
+    assert page.locator("#list .bar").count() == 3
+    assert "classes" in page.locator("#about").inner_text()
+    # A photo dropped on the page, as a user drags one from their files.
+    dropped = page.evaluate_handle(
+        """bytes => { const t = new DataTransfer();
+                      t.items.add(new File([new Uint8Array(bytes)], "red.jpg",
+                                           {type: "image/jpeg"}));
+                      return t; }""", list(photos["red"].read_bytes()))
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    page.wait_for_function("document.getElementById('label').textContent"
+                           ".startsWith('red')")
+    artifacts = Path(__file__).parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.screenshot(path=str(artifacts / "serve.png"))
+    page.close()
     assert errors == [] and outside == []

@@ -6,9 +6,7 @@ per-class table. A screenshot is kept in test-artifacts/ for a person to look at
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,29 +14,7 @@ from clearclass.evaluation import write_report
 from tests.conftest import REPO
 from tests.evaluation.synthetic import confused_groups
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # CI installs the browser and sets CLEARCLASS_BROWSER_TESTS=required: there a missing
-    # browser fails the test instead of skipping it.
-    required = os.environ.get("CLEARCLASS_BROWSER_TESTS") == "required"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("playwright is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.is_file():
-        if required:
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
