@@ -48,8 +48,7 @@ from shlex import quote
 import numpy as np
 
 from clearclass import fileio
-from clearclass.acquire.checks import DuplicateIndex, Examined, examine
-from clearclass.data.decode import UnreadableImage
+from clearclass.acquire.checks import DuplicateIndex, Examined, examine_file
 from clearclass.data.sources import (
     BOMS,
     Photo,
@@ -452,14 +451,8 @@ def _run_config(run_dir: Path) -> dict:
 
 
 def _examine_file(path: Path) -> Examined | str:
-    try:
-        return examine(path.read_bytes())[0]
-    except FileNotFoundError:
-        return MISSING
-    except UnreadableImage as e:
-        return str(e)
-    except OSError as e:
-        return f"cannot read the file: {e.strerror or e}"
+    """`verify`'s check of one file; a file gone since training is MISSING."""
+    return examine_file(path) if path.exists() else MISSING
 
 
 def _examine(photos: list[Photo]) -> dict[Path, Examined | str]:

@@ -49,6 +49,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 DataArg = Annotated[str, typer.Argument(help=_FIELDS["data"].metadata["help"],
                                         show_default=False, metavar="DATA")]
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
+                                        show_default=False, metavar="RUN")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
 
 
@@ -225,12 +227,13 @@ def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool
 @app.command()
 @with_settings(("device",))
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
-                                        show_default=False, metavar="RUN")],
+    run: RunArg,
     data: Annotated[Path | None, typer.Option(
-        help="Evaluate on every photo of this labelled folder or CSV (a held-out test set) "
-             "instead of the run's validation photos; the report goes to RUN/report-NAME/. "
-             "Classes are matched to the model's by folder name (or CSV label).",
+        help="Evaluate on this labelled folder or CSV (a held-out test set) instead of the "
+             "run's validation photos: its held-out photos when it marks them (valid/ or "
+             "test/ beside train/, an is_valid column), else every photo; the report goes "
+             "to RUN/report-NAME/. Classes are matched to the model's by folder name (or "
+             "CSV label), display name or WordNet id.",
         show_default=False, metavar="DIR")] = None,
     tta: Annotated[bool, typer.Option(
         "--tta", help="Test-time augmentation: also predict each photo's mirror image and "
@@ -262,8 +265,7 @@ def evaluate(
 @app.command()
 @with_settings(("device",))
 def clean(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
-                                        show_default=False, metavar="RUN")],
+    run: RunArg,
     actions: Annotated[Path | None, typer.Option(
         "--apply", help="Apply this actions.csv (RUN/clean/actions.csv, edited) to the photos: "
                         "delete moves a photo into RUN/clean/removed/, relabel moves it into "

@@ -20,7 +20,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from clearclass.data.decode import open_rgb
+from clearclass.data.decode import UnreadableImage, open_rgb
 
 MIN_SIDE = 64  # pixels: the shortest side worth training on
 # On the 240 demo photos, a copy resized to 60% and saved at JPEG quality 60 differs from its
@@ -72,6 +72,16 @@ def examine(data: bytes) -> tuple[Examined, Image.Image]:
         fmt = raw.format or "unknown"
     info = Examined(fmt, rgb.width, rgb.height, content_hash(data), perceptual_hash(rgb))
     return info, rgb
+
+
+def examine_file(path: Path) -> Examined | str:
+    """`examine` a file on disk: its description, or why it cannot be used (a string)."""
+    try:
+        return examine(path.read_bytes())[0]
+    except UnreadableImage as e:
+        return str(e)
+    except OSError as e:
+        return f"cannot read the file: {e.strerror or e}"
 
 
 def content_hash(data: bytes) -> str:

@@ -33,11 +33,10 @@ from clearclass.acquire.checks import (
     DuplicateIndex,
     Examined,
     canonical_extension,
-    examine,
+    examine_file,
     extension_fits,
 )
 from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
-from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import LINK_AGAIN, LINK_BACK, FolderLink, Found, scan_images
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path
@@ -143,7 +142,7 @@ def verify(
     index = DuplicateIndex(near_bits)
     workers = workers or default_workers()
     with bar("verifying photos", len(files)) as progress:
-        for path, outcome in map_in_order(_examine_file, files, workers):
+        for path, outcome in map_in_order(examine_file, files, workers):
             progress.advance()
             report.problems.extend(_judge(root, path, outcome, index, min_side))
 
@@ -196,15 +195,6 @@ def _shown_in(root: Path, target: Path) -> str:
     if target.is_relative_to(real_root):
         return (target.relative_to(real_root).as_posix() or ".") + "/"
     return str(target)
-
-
-def _examine_file(path: Path) -> Examined | str:
-    try:
-        return examine(path.read_bytes())[0]
-    except UnreadableImage as e:
-        return str(e)
-    except OSError as e:
-        return f"cannot read the file: {e.strerror or e}"
 
 
 def _judge(root: Path, path: Path, outcome: Examined | str, index: DuplicateIndex,
