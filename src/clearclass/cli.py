@@ -51,6 +51,8 @@ DataArg = Annotated[str, typer.Argument(help=_FIELDS["data"].metadata["help"],
                                         show_default=False, metavar="DATA")]
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `clearclass train`.",
                                         show_default=False, metavar="RUN")]
+ModelArg = Annotated[Path, typer.Argument(help="A model folder (RUN/model) or a run folder.",
+                                          show_default=False, metavar="MODEL")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
 
 
@@ -418,9 +420,7 @@ def lr_find(
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(
-        help="A model folder (RUN/model) or a run folder.", show_default=False,
-        metavar="MODEL")],
+    model: ModelArg,
     host: Annotated[str, typer.Option(
         help="Address to listen on; 0.0.0.0 for every network interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -448,9 +448,7 @@ def serve(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(
-        help="A model folder (RUN/model) or a run folder.", show_default=False,
-        metavar="MODEL")],
+    model: ModelArg,
     check: Annotated[bool, typer.Option(
         help="Run the ONNX file once and compare it with PyTorch.")] = True,
 ) -> None:
