@@ -48,7 +48,7 @@ from shlex import quote
 import numpy as np
 
 from clearclass import fileio
-from clearclass.acquire.checks import DuplicateIndex, Examined, examine_file
+from clearclass.data.checks import DuplicateIndex, Examined, examine_file
 from clearclass.data.sources import (
     BOMS,
     Photo,

@@ -31,16 +31,16 @@ from rich.table import Table
 
 from clearclass import fileio
 from clearclass.acquire import http
-from clearclass.acquire.checks import (
+from clearclass.acquire.http import FetchError, HttpClient
+from clearclass.acquire.manifest import MANIFEST, Entry, read_manifest, write_manifest
+from clearclass.acquire.providers import Candidate, Provider, get_provider
+from clearclass.data.checks import (
     MIN_SIDE,
     DuplicateIndex,
     Examined,
     canonical_extension,
     examine,
 )
-from clearclass.acquire.http import FetchError, HttpClient
-from clearclass.acquire.manifest import MANIFEST, Entry, read_manifest, write_manifest
-from clearclass.acquire.providers import Candidate, Provider, get_provider
 from clearclass.data.decode import UnreadableImage
 from clearclass.data.sources import is_image_file
 from clearclass.errors import AcquireError, SettingError

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from clearclass.acquire.checks import (
+from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
+from clearclass.data.checks import (
     MIN_SIDE,
     NEAR_DUPLICATE_BITS,
     DuplicateIndex,
@@ -36,7 +37,6 @@ from clearclass.acquire.checks import (
     examine_file,
     extension_fits,
 )
-from clearclass.acquire.manifest import MANIFEST, read_manifest, write_manifest
 from clearclass.data.sources import LINK_AGAIN, LINK_BACK, FolderLink, Found, scan_images
 from clearclass.errors import AcquireError
 from clearclass.fileio import free_path

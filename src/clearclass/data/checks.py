@@ -1,6 +1,6 @@
 """What makes a photo worth keeping: it decodes, it is big enough, it is not seen already.
 
-`search` (deciding what to save) and `verify` (judging what is on disk) apply the same
+`search` (deciding what to save), `verify` (judging what is on disk) and `clean` apply the same
 rules. Pillow must decode the whole file, EXIF orientation and colour mode handled as
 training does (`clearclass.data.decode.open_rgb`); the short side must be at least
 `MIN_SIDE` pixels; and a photo is a duplicate when its bytes are identical (SHA-256) or its
