@@ -137,6 +137,14 @@ class TrainConfig:
               "pretrained statistics are kept (on imagewoof-2k faster and more accurate), and "
               "adapted only when training from random weights.", SCHEDULE,
         default_text="off with pretrained weights")
+    frozen_stages: int | None = setting(
+        None, "Once unfrozen, the body's first N feature stages (the stem and the layers "
+              "that work at high resolution) keep their pretrained weights: "
+              "back-propagation stops before them, so an unfrozen step takes less time "
+              "(measured in benchmarks/TECHNIQUES.md). 0 trains every layer, as fastai "
+              "does.", SCHEDULE,
+        default_text="the stages at 1/4 of the photo's side or finer with pretrained "
+                     "weights (2 for efficientnet_lite0 and resnet34); 0 from random weights")
 
     device: str = setting(
         "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.", HARDWARE)
@@ -193,6 +201,8 @@ class TrainConfig:
              f"must be one of {', '.join(DEVICES)} (or cuda:N)"),
             ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
+            ("frozen_stages", self.frozen_stages is None or self.frozen_stages >= 0,
+             "must be >= 0"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
             ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
         ]
@@ -228,7 +238,7 @@ NAMES = tuple(f.name for f in fields(TrainConfig))
 # `explore` and `show_batch` how photos are split, sized and augmented.
 LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
-    "overwrite", "checkpoint_minutes"))
+    "overwrite", "checkpoint_minutes", "frozen_stages"))
 # What a resumed run may change: how it runs, never what it computes.
 RESUME_SETTINGS = ("device", "precision", "workers", "cache", "cache_limit",
                    "checkpoint_minutes", "onnx")
