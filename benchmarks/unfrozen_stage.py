@@ -59,6 +59,8 @@ def run_once(data: Path, size: int, seed: int, options: list[str], cache: Path) 
         wall = time.perf_counter() - t0
         summary = json.loads((run_dir / "summary.json").read_text())
     epochs = summary["epochs"]
+    if len(epochs) < 2:  # the warm-up run
+        return {}
     return {"wall_seconds": wall, "frozen_epoch_seconds": epochs[0]["seconds"],
             "unfrozen_epoch_seconds": epochs[1]["seconds"],
             "decode_seconds": summary["timings"]["decode_seconds"],

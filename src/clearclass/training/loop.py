@@ -73,6 +73,7 @@ from clearclass.training.checkpoint import (
     write_checkpoint,
 )
 from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
+from clearclass.training.depthwise import faster_depthwise_gradients
 from clearclass.training.distributed import Processes
 from clearclass.training.run_folder import resuming, run_dir_for, run_folder
 
@@ -386,8 +387,11 @@ def _fit_stages(session: _Session, config: TrainConfig, start: Position) -> None
         session.adapt_batchnorm = config.will_adapt_batchnorm
         session.micro_batch = _micro_batch(config, session.compute)
         top = config.learning_rate / 2
-        fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top), "unfrozen",
-                      pct_start=0.3, div=5.0, first_epoch=first_unfrozen, start=start)
+        on_cpu = session.compute.device.type == "cpu"
+        with faster_depthwise_gradients(model) if on_cpu else contextlib.nullcontext():
+            fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top),
+                          "unfrozen", pct_start=0.3, div=5.0, first_epoch=first_unfrozen,
+                          start=start)
 
 
 def prepare(config: TrainConfig, run: TrainingRun,
