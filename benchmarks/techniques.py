@@ -11,7 +11,13 @@ a number of steps after a warm-up, and reports the median and the peak resident 
   reading the decoded photo back from the cache;
 - predicting one photo in ONNX Runtime and in PyTorch.
 
-    python benchmarks/techniques.py            # writes benchmarks/TECHNIQUES.md
+- (`--small-sizes`, issue 13) the unfrozen step at 128 and 224 px: every layer trained;
+  with the depthwise weight gradient summed by hand (training/depthwise.py); with the stem
+  and the first 2 or 3 feature stages fixed (--frozen-stages); and a forward-only pass of
+  the fixed body (frozen epoch, validation) with and without BatchNorm folded.
+
+    python benchmarks/techniques.py            # writes its sections of TECHNIQUES.md
+    python benchmarks/techniques.py --small-sizes
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from cache_modes import write_section  # noqa: E402
+from vs_fastai import machine  # noqa: E402
+
 PHOTO = ROOT / "src" / "clearclass" / "demo_photos" / "n02088364-beagle"
 
 STEP_CASES = {
@@ -54,10 +64,13 @@ def step_case(options: dict, steps: int) -> dict:
     from clearclass.device import keep_freed_memory
     from clearclass.model import (
         create_model,
+        fix_early_stages,
+        fold_batchnorm,
         forward_fixed_body,
         set_body_trainable,
         set_train_mode,
     )
+    from clearclass.training.depthwise import faster_depthwise_gradients
 
     if options.get("malloc"):
         keep_freed_memory()
@@ -68,9 +81,13 @@ def step_case(options: dict, steps: int) -> dict:
     model = model.to(memory_format=fmt)
     frozen = options.get("frozen")
     set_body_trainable(model, not frozen, adapt_batchnorm=frozen == "train_bn")
+    fixed = tuple(fix_early_stages(model, options.get("fixed_stages", 0)))
     set_train_mode(model, body_fixed=frozen == "fixed",
-                   adapt_batchnorm=not options.get("micro"))
-    x = torch.randn(64, 3, 224, 224).contiguous(memory_format=fmt)
+                   adapt_batchnorm=not options.get("micro"), fixed=fixed)
+    if options.get("fast_depthwise"):
+        faster_depthwise_gradients(model).__enter__()  # for the life of this process
+    size = options.get("size", 224)
+    x = torch.randn(64, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (64,))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     forward = model
@@ -78,13 +95,15 @@ def step_case(options: dict, steps: int) -> dict:
     if options.get("compile"):
         t0 = time.perf_counter()
         forward = torch.compile(model)
-        chunk = x[: options.get("micro", 64)]
+        chunk = x[: options.get("micro") or 64]
         F.cross_entropy(forward(chunk), y[: len(chunk)]).backward()
         compile_seconds = time.perf_counter() - t0
     if frozen == "fixed":
+        body = fold_batchnorm(model) if options.get("fold") else None
+
         def forward(batch):
-            return forward_fixed_body(model, batch)
-    chunk = options.get("micro", 64)
+            return forward_fixed_body(model, batch, body)
+    chunk = options.get("micro") or 64
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
@@ -166,6 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "TECHNIQUES.md")
+    parser.add_argument("--small-sizes", action="store_true",
+                        help="only the unfrozen step and forward passes at 128 and 224 px")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -175,6 +196,9 @@ def main() -> None:
                   "predict": lambda: predict_case(args.steps * 10)}[kind]()
         result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(json.dumps(result))
+        return
+    if args.small_sizes:
+        small_sizes(args.steps, args.out)
         return
 
     lines = ["# What each speed technique buys", "",
@@ -202,7 +226,44 @@ def main() -> None:
               "(median).", ""]
     text = "\n".join(lines)
     print(text)
-    args.out.write_text(text)
+    # Its sections replace those of an earlier run; the others (--small-sizes, and
+    # unfrozen_stage.py's) are kept.
+    title, _, sections = text.partition("\n## ")
+    old = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(title + ("\n## " + old.split("\n## ", 1)[1] if "\n## " in old else ""))
+    for section in sections.split("\n## "):
+        write_section(args.out, "## " + section.rstrip("\n") + "\n")
+
+
+BASE = {"channels_last": True, "malloc": True, "micro": 16}
+SMALL_CASES = {
+    "every layer trained (before issue 13)": {},
+    "+ depthwise weight gradient summed by hand": {"fast_depthwise": True},
+    "+ stem and 2 feature stages fixed (the default)": {"fast_depthwise": True,
+                                                         "fixed_stages": 2},
+    "+ stem and 3 feature stages fixed": {"fast_depthwise": True, "fixed_stages": 3},
+    "frozen body, forward only": {"frozen": "fixed", "micro": None},
+    "frozen body, forward only, BatchNorm folded (the default)": {
+        "frozen": "fixed", "micro": None, "fold": True},
+}
+
+
+def small_sizes(steps: int, out: Path) -> None:
+    lines = ["## Unfrozen step and forward-only passes at 128 and 224 px", "",
+             f"`python benchmarks/techniques.py --small-sizes`, run on "
+             f"{time.strftime('%Y-%m-%d')}. Machine: {machine()}. efficientnet_lite0, batch "
+             "64 (unfrozen: in chunks of 16, BatchNorm statistics fixed), channels_last; each "
+             "row in a fresh process, median of the timed steps.", "",
+             "| step | 128 px | 224 px |", "| --- | ---: | ---: |"]
+    for label, options in SMALL_CASES.items():
+        cells = []
+        for size in (128, 224):
+            r = run_isolated("step", {**BASE, **options, "size": size}, steps)
+            cells.append(f"{r['seconds']:.2f} s")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    write_section(out, text)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,19 @@ passes each stage needs (forward only: 1; back-propagating to the inputs of froz
 2; training everything: 3) x photos / seconds, against this machine's matmul peak,
 measured here.
 
+A data folder with train/ and val/ (imagewoof-160) is first listed into a CSV with its
+own split, which both tools then read. `--size 128` trains and predicts at 128 px;
+`--train-only` skips the data and prediction stages (the two cases of issue 13 run this
+way). Each run's figures go to `--json`; the results page's first section puts every case
+measured so far (each JSON file in benchmarks/results/ with a `case`) side by side.
+
     pip install -e '.[benchmark]'
     python benchmarks/vs_fastai.py --repeats 3            # writes benchmarks/RESULTS.md
-    python benchmarks/vs_fastai.py --breeds 5 --models efficientnet_lite0 --repeats 3 --append
+    python benchmarks/vs_fastai.py --breeds 5 --models efficientnet_lite0 --repeats 3 \
+        --train-only --append --json benchmarks/results/vs_fastai-5-breeds.json
+    python benchmarks/vs_fastai.py --data ../shared/datasets/imagewoof-160 --size 128 \
+        --models efficientnet_lite0 --repeats 3 --train-only --append \
+        --json benchmarks/results/vs_fastai-imagewoof-160-128px.json
 """
 
 from __future__ import annotations
@@ -96,7 +106,7 @@ def _fastai_learner(data: Path, arch: str, seed: int):
     return learn
 
 
-def fastai_train(data: Path, arch: str, seed: int) -> dict:
+def fastai_train(data: Path, arch: str, seed: int, predict: bool = True) -> dict:
     from fastai.callback.core import Callback
 
     learn = _fastai_learner(data, arch, seed)
@@ -115,7 +125,8 @@ def fastai_train(data: Path, arch: str, seed: int) -> dict:
     result = {"trained_at": time.time(), "frozen_epoch_seconds": times[0],
               "unfrozen_epoch_seconds": times[1],
               "valid_accuracy": float(learn.recorder.values[-1][2])}
-    result.update(fastai_predict(learn, data))
+    if predict:
+        result.update(fastai_predict(learn, data))
     return result
 
 
@@ -279,20 +290,23 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[dict, float, fl
     return result, started, wall, peak
 
 
-def one_repeat(tool: str, arch: str, data: Path, seed: int) -> dict:
+def one_repeat(tool: str, arch: str, data: Path, seed: int, train_only: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"CLEARCLASS_CACHE_DIR": str(Path(tmp) / "cache")}  # a first run: no cache
-        common = ["--tool", tool, "--arch", arch, "--data", str(data), "--seed", str(seed)]
+        common = ["--tool", tool, "--arch", arch, "--data", str(data), "--seed", str(seed),
+                  "--size", str(SIZE)] + (["--train-only"] if train_only else [])
         run_dir = Path(tmp) / "run"
         result, started, wall, peak = run_child(["--worker", "train", *common,
                                                  "--run-dir", str(run_dir)], env)
         result["train_process_seconds"] = (result.pop("trained_at") - started
                                            if "trained_at" in result else wall)
         result["peak_memory_gb"] = peak / 1e9
-        if tool == "clearclass":
+        if tool == "clearclass" and not train_only:
             predicted, *_ = run_child(["--worker", "predict", *common,
                                        "--run-dir", str(run_dir)], env)
             result.update(predicted)
+    if train_only:
+        return result
     with tempfile.TemporaryDirectory() as tmp:
         env = {"CLEARCLASS_CACHE_DIR": str(Path(tmp) / "cache")}
         loaded, *_ = run_child(["--worker", "data", *common], env)
@@ -303,7 +317,7 @@ def one_repeat(tool: str, arch: str, data: Path, seed: int) -> dict:
 def worker(args) -> dict:
     if args.worker == "train":
         if args.tool == "fastai":
-            return fastai_train(args.data, args.arch, args.seed)
+            return fastai_train(args.data, args.arch, args.seed, predict=not args.train_only)
         return clearclass_train(args.data, args.arch, args.seed, args.run_dir)
     if args.worker == "predict":
         return clearclass_predict(args.data, args.run_dir)
@@ -446,6 +460,24 @@ def _fmt(value, unit: str) -> str:
     return f"{value:.1f} s"
 
 
+def folder_csv(data: Path, folder: Path) -> Path:
+    """A data folder (train/ and val/ class folders) listed as path,label,is_valid with
+    absolute paths, as clearclass reads it, so that both tools train on the same split."""
+    from clearclass.data.sources import find_photos
+
+    photos = find_photos(data)
+    if not any(p.is_valid for p in photos.photos):
+        raise SystemExit(f"{data} has no validation folder (valid/, val/ or test/)")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{data.name}.csv"
+    with open(target, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "is_valid"])
+        for p in photos.photos:
+            writer.writerow([str(Path(p.path).resolve()), p.label, str(p.is_valid)])
+    return target
+
+
 def subset_csv(data: Path, breeds: int, folder: Path) -> Path:
     """The CSV restricted to its first `breeds` labels, with absolute photo paths."""
     with open(data, newline="") as f:
@@ -468,6 +500,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--tools", default="fastai,clearclass")
     parser.add_argument("--breeds", type=int, help="only the first N breeds of the CSV")
+    parser.add_argument("--size", type=int, default=SIZE, help="item resize, in pixels")
+    parser.add_argument("--train-only", action="store_true",
+                        help="time training only, not the data and prediction stages")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--json", type=Path, help="also write every run to this file")
     parser.add_argument("--append", action="store_true",
@@ -479,12 +514,16 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SIZE
+    SIZE = args.size
     if args.worker:
         args.result.write_text(json.dumps(worker(args)))
         return
 
     data = args.data.resolve()
     name = dataset_name(data) + (f", its first {args.breeds} breeds" if args.breeds else "")
+    if data.is_dir():
+        data = folder_csv(data, Path(tempfile.mkdtemp(prefix="clearclass-bench-")))
     if args.breeds:
         data = subset_csv(data, args.breeds, Path(tempfile.mkdtemp(prefix="clearclass-bench-")))
     peak = matmul_peak()
@@ -493,7 +532,7 @@ def main() -> None:
         runs[arch] = {}
         for r in range(args.repeats):
             for tool in args.tools.split(","):
-                result = one_repeat(tool, arch, data, SEED + r)
+                result = one_repeat(tool, arch, data, SEED + r, args.train_only)
                 runs[arch].setdefault(tool, []).append(result)
                 print(f"{arch} run {r + 1}/{args.repeats} {tool}: " + json.dumps(
                     {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}),
@@ -501,11 +540,17 @@ def main() -> None:
     flops = {arch: forward_gflops(arch) for arch in runs}
     text = report(runs, data, name, peak, flops, args.repeats)
     print(text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "matmul_peak": peak,
-                                         "runs": runs}, indent=2))
     command = "python benchmarks/vs_fastai.py " + " ".join(sys.argv[1:])
-    section = (f"## {len(runs)} model(s), {_classes(data)} classes\n\n"
+    if args.json:
+        with open(data, newline="") as f:
+            rows = list(csv.DictReader(f))
+        valid = sum(r["is_valid"].lower() == "true" for r in rows)
+        case = {"data": name, "size": SIZE, "classes": _classes(data),
+                "train": len(rows) - valid, "valid": valid, "command": command.strip(),
+                "date": time.strftime("%Y-%m-%d")}
+        args.json.write_text(json.dumps({"machine": machine(), "matmul_peak": peak,
+                                         "case": case, "runs": runs}, indent=2))
+    section = (f"## {len(runs)} model(s), {_classes(data)} classes, {SIZE} px\n\n"
                f"`{command.strip()}`, run on {time.strftime('%Y-%m-%d')}.\n\n{text}\n")
     if args.append and args.results.exists():
         with open(args.results, "a") as f:
@@ -513,6 +558,49 @@ def main() -> None:
     else:
         args.results.write_text(f"# Benchmark results\n\nMachine: {machine()}.\n\n"
                                 + section)
+    write_side_by_side(args.results)
+
+
+def write_side_by_side(results: Path) -> None:
+    """The results page's first section: every case in benchmarks/results/vs_fastai-*.json
+    (those that record their case), the whole training process and the accuracy of each
+    tool, medians over the repeats."""
+    lines = ["## clearclass against fastai: every case side by side", "",
+             "The whole training process, start to trained model (`fine_tune(1)`: one frozen "
+             "and one unfrozen epoch), of efficientnet_lite0 with the offline ImageNet "
+             "weights, same split, weights and settings; medians over the repeats (seeds "
+             "42, 43, 44), each tool in its own process, one run at a time.", "",
+             "| case | photos (train + valid, classes) | fastai | clearclass | ratio | "
+             "fastai accuracy | clearclass accuracy | measured on |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for path in sorted((ROOT / "benchmarks" / "results").glob("vs_fastai-*.json")):
+        saved = json.loads(path.read_text())
+        case, runs = saved.get("case"), saved["runs"].get("efficientnet_lite0", {})
+        if not case or not runs.get("fastai") or not runs.get("clearclass"):
+            continue
+        med = {tool: {key: statistics.median(r[key] for r in runs[tool])
+                      for key in ("train_process_seconds", "valid_accuracy")}
+               for tool in ("fastai", "clearclass")}
+        fast, ours = med["fastai"], med["clearclass"]
+        lines.append(
+            f"| {case['data']}, {case['size']} px | {case['train']:,} + {case['valid']:,}, "
+            f"{case['classes']} | {fast['train_process_seconds']:.1f} s | "
+            f"{ours['train_process_seconds']:.1f} s | "
+            f"{ours['train_process_seconds'] / fast['train_process_seconds']:.2f}x | "
+            f"{100 * fast['valid_accuracy']:.2f}% | {100 * ours['valid_accuracy']:.2f}% | "
+            f"{case['date']}, {saved['machine'].split(',')[0]}, "
+            f"{len(runs['clearclass'])} repeats |")
+    section = "\n".join(lines) + "\n"
+    text = results.read_text()
+    heading = lines[0]
+    if heading in text:
+        start = text.index(heading)
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + text[end + 1:] if end != -1 else text[:start]
+    first = text.find("\n## ")
+    text = (text[:first + 1] + section + "\n" + text[first + 1:] if first != -1
+            else text.rstrip("\n") + "\n\n" + section)
+    results.write_text(text)
 
 
 def _classes(data: Path) -> int:

@@ -13,10 +13,13 @@ from clearclass.model import (
     body_and_head,
     classifier_keys,
     create_model,
+    fix_early_stages,
+    fold_batchnorm,
     forward_fixed_body,
     read_state_dict,
     set_body_trainable,
     set_train_mode,
+    stages_finer_than,
 )
 
 
@@ -163,3 +166,76 @@ def test_body_and_head_cover_every_parameter_once():
     ids = [id(p) for p in body + head]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert {id(p) for p in head} == {id(model.fc.weight), id(model.fc.bias)}
+
+
+def _with_real_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm layers with statistics and affine weights far from identity, as a
+    pretrained model has (a fresh model's would make folding trivially exact)."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet34", "test_resnet"])
+def test_folded_batchnorm_gives_the_same_features_and_leaves_the_model_alone(arch):
+    model = _with_real_statistics(create_model(arch, 3, pretrained=False)[0])
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert model.training, "the model's mode is put back"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    remaining = [m for m in folded.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(remaining) < sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                for m in model.modules()) / 4, "most BatchNorms are folded"
+    x = torch.randn(4, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        expected = model.forward_features(x)
+        got = folded.forward_features(x)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+    assert not any(p.requires_grad for p in folded.parameters())
+
+
+def test_a_batchnorm_that_does_not_follow_its_convolution_is_not_folded():
+    class Reordered(torch.nn.Module):  # registered conv -> bn, but bn runs first
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(3)
+
+        def forward_features(self, x):
+            return self.conv(self.bn(x))
+
+        forward = forward_features
+
+    model = _with_real_statistics(Reordered()).eval()
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
+    assert isinstance(folded.bn, torch.nn.BatchNorm2d)  # the unfolded copy
+
+
+@pytest.mark.parametrize("arch, stride, stages, last", [
+    ("efficientnet_lite0", 4, 2, "blocks.1"), ("resnet34", 4, 2, "layer1"),
+    ("convnext_tiny", 4, 1, "stages.0")])
+def test_early_stages_are_chosen_by_stride_and_take_no_gradient(arch, stride, stages, last):
+    model, _ = create_model(arch, 3, pretrained=False)
+    assert stages_finer_than(model, stride) == stages
+    names = fix_early_stages(model, stages)
+    assert names[-1].startswith(last) and last in names
+    fixed = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert fixed and all(any(n.startswith(m + ".") for m in names) for n in fixed)
+    later = next(n for n, _ in model.named_parameters() if n not in fixed)
+    assert not later.startswith(last + "."), "the stage after them still learns"
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in fixed)
+    with pytest.raises(ValueError, match="feature stages"):
+        fix_early_stages(model, 9)

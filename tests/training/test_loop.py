@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from clearclass.errors import ClearclassError, DataError, RunError
+from clearclass.errors import ClearclassError, DataError, RunError, SettingError
 from clearclass.training import TrainConfig, train
 from clearclass.training import loop as loop_module
 from tests.conftest import make_dataset, make_photo
@@ -208,3 +208,33 @@ def test_config_rejects_bad_settings_with_the_reason():
         TrainConfig(data="x", validation_fraction=1.5)
     with pytest.raises(ClearclassError, match="tfms is not a setting"):
         TrainConfig.from_dict({"data": "x", "tfms": 1})
+
+
+def test_frozen_stages_keep_the_early_weights_while_the_rest_learns(tmp_path,
+                                                                   tiny_train_settings):
+    from clearclass.bundle import load_bundle
+    from clearclass.model import create_model
+
+    data = make_dataset(tmp_path / "d", per_class=12)
+    run = train(data=str(data), out=str(tmp_path / "run"), frozen_stages=2,
+                **{**tiny_train_settings, "freeze_epochs": 0})
+    torch.manual_seed(42)
+    initial = create_model("test_resnet", 3, pretrained=False)[0].state_dict()
+    trained = load_bundle(run.model_dir)[0].state_dict()
+    for key in ("conv1.0.weight", "conv1.1.weight", "conv1.1.running_mean",
+                "layer1.0.conv1.weight"):  # the stem and stage 1 (stride 4)
+        assert torch.equal(trained[key], initial[key]), key
+    assert not torch.equal(trained["layer2.0.conv1.weight"], initial["layer2.0.conv1.weight"])
+    # From random weights the default trains every layer.
+    default = train(data=str(data), out=str(tmp_path / "run2"),
+                    **{**tiny_train_settings, "freeze_epochs": 0})
+    trained = load_bundle(default.model_dir)[0].state_dict()
+    assert not torch.equal(trained["conv1.0.weight"], initial["conv1.0.weight"])
+
+
+def test_more_frozen_stages_than_the_model_has_is_refused_before_training(
+        tmp_path, tiny_train_settings):
+    data = make_dataset(tmp_path / "d", per_class=4)
+    with pytest.raises(SettingError, match="more than the 5 feature stages test_resnet has"):
+        train(data=str(data), out=str(tmp_path / "run"), frozen_stages=6, **tiny_train_settings)
+    assert not (tmp_path / "run").exists()
