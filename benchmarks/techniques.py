@@ -104,9 +104,8 @@ def step_case(options: dict, steps: int) -> dict:
         def forward(batch):
             return forward_fixed_body(model, batch, body)
     chunk = options.get("micro") or 64
-    times = []
-    for _ in range(steps + 2):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         optimizer.zero_grad()
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if options.get("bf16") else \
@@ -115,8 +114,23 @@ def step_case(options: dict, steps: int) -> dict:
                 loss = F.cross_entropy(forward(xs), ys) * len(ys) / len(y)
             loss.backward()
         optimizer.step()
+
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        step()
         times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times[2:]), "compile_seconds": compile_seconds}
+    result = {"seconds": statistics.median(times[2:]), "compile_seconds": compile_seconds}
+    if options.get("profile"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        result["profile"] = [(e.key, e.self_cpu_time_total / total) for e in events[:8]]
+    return result
 
 
 def decode_case(steps: int) -> dict:
@@ -239,13 +253,16 @@ BASE = {"channels_last": True, "malloc": True, "micro": 16}
 SMALL_CASES = {
     "every layer trained (before issue 13)": {},
     "+ depthwise weight gradient summed by hand": {"fast_depthwise": True},
-    "+ stem and 2 feature stages fixed (the default)": {"fast_depthwise": True,
-                                                         "fixed_stages": 2},
-    "+ stem and 3 feature stages fixed": {"fast_depthwise": True, "fixed_stages": 3},
+    "+ stem and 2 feature stages fixed": {"fast_depthwise": True, "fixed_stages": 2},
+    "+ stem and 3 feature stages fixed (the default)": {"fast_depthwise": True,
+                                                         "fixed_stages": 3},
     "frozen body, forward only": {"frozen": "fixed", "micro": None},
     "frozen body, forward only, BatchNorm folded (the default)": {
         "frozen": "fixed", "micro": None, "fold": True},
 }
+
+
+DEFAULT_CASE = "+ stem and 3 feature stages fixed (the default)"
 
 
 def small_sizes(steps: int, out: Path) -> None:
@@ -262,7 +279,14 @@ def small_sizes(steps: int, out: Path) -> None:
             cells.append(f"{r['seconds']:.2f} s")
         lines.append(f"| {label} | {' | '.join(cells)} |")
         print(lines[-1], flush=True)
+    r = run_isolated("step", {**BASE, **SMALL_CASES[DEFAULT_CASE], "size": 128,
+                              "profile": True}, steps)
+    lines += ["", "Where the default unfrozen step spends its time at 128 px "
+              "(torch.profiler, 3 steps, share of self CPU time): " + "; ".join(
+                  f"{name.removeprefix('aten::')} {100 * share:.0f}%"
+                  for name, share in r["profile"]) + "."]
     text = "\n".join(lines) + "\n"
+    print(text)
     write_section(out, text)
 
 

@@ -119,14 +119,19 @@ def main() -> None:
                                                         "1", "--no-onnx"], cache)
                     warmed = True
                 result = {"case": case, "variant": variant, "seed": seed,
+                          "date": time.strftime("%Y-%m-%d"),
                           "options": VARIANTS[variant][0],
                           **run_once(data, spec["size"], seed, VARIANTS[variant][0], cache)}
                 done.append(result)
                 with open(args.results, "a") as f:
                     f.write(json.dumps(result) + "\n")
                 print(json.dumps(result), flush=True)
-    text = (f"`python benchmarks/unfrozen_stage.py --cases {args.cases} --variants "
-            f"{args.variants}`, run on {time.strftime('%Y-%m-%d')}. Machine: {machine()}.\n\n"
+    # The table shows every run in --results, whichever cases this command ran.
+    cases = [c for c in CASES if any(r["case"] == c for r in done)]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in done)]
+    dates = sorted({r.get("date", "") for r in done} - {""})
+    text = (f"`python benchmarks/unfrozen_stage.py --cases {','.join(cases)} --variants "
+            f"{','.join(variants)}`, run on {', '.join(dates)}. Machine: {machine()}.\n\n"
             "Each run: `clearclass train DATA --model efficientnet_lite0 --epochs 1 "
             "--item-resize SIZE --seed SEED` with the variant's options, photos already "
             "decoded in the cache; times are medians over the seeds; the whole run includes "

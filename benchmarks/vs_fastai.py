@@ -494,6 +494,7 @@ def subset_csv(data: Path, breeds: int, folder: Path) -> Path:
 
 
 def main() -> None:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3)
@@ -514,7 +515,6 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global SIZE
     SIZE = args.size
     if args.worker:
         args.result.write_text(json.dumps(worker(args)))
