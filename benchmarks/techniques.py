@@ -99,7 +99,11 @@ def step_case(options: dict, steps: int) -> dict:
         F.cross_entropy(forward(chunk), y[: len(chunk)]).backward()
         compile_seconds = time.perf_counter() - t0
     if frozen == "fixed":
-        body = fold_batchnorm(model) if options.get("fold") else None
+        body = fold_batchnorm(model).forward_features if options.get("fold") else None
+        if options.get("onnx"):
+            from clearclass.training.forward_only import forward_only
+
+            body = forward_only(model, True, x[:2], batches=64)
 
         def forward(batch):
             return forward_fixed_body(model, batch, body)
@@ -257,8 +261,10 @@ SMALL_CASES = {
     "+ stem and 3 feature stages fixed (the default)": {"fast_depthwise": True,
                                                          "fixed_stages": 3},
     "frozen body, forward only": {"frozen": "fixed", "micro": None},
-    "frozen body, forward only, BatchNorm folded (the default)": {
+    "frozen body, forward only, BatchNorm folded": {
         "frozen": "fixed", "micro": None, "fold": True},
+    "frozen body, forward only, in ONNX Runtime (the default)": {
+        "frozen": "fixed", "micro": None, "onnx": True},
 }
 
 

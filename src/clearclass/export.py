@@ -33,24 +33,7 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     target = folder / ONNX_FILE
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            try:
-                # The TorchScript exporter: 0.4 s for efficientnet_lite0, against 8.4 s for
-                # the dynamo one, and mature for convolutional networks. PyTorch deprecates
-                # it, so the dynamo exporter takes over where it fails or is gone.
-                torch.onnx.export(
-                    model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                    input_names=["image"], output_names=["logits"],
-                    dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                )
-            except Exception:  # noqa: BLE001  (any failure: try the other exporter)
-                program = torch.onnx.export(
-                    model, (example,), dynamo=True, opset_version=opset,
-                    input_names=["image"], output_names=["logits"],
-                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                )
-                program.save(str(tmp))
+        export_module(model, example, tmp, opset)
 
     fileio.atomic_write(target, write)
     if check:
@@ -69,6 +52,34 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     data["onnx"] = {"file": ONNX_FILE, "sha256": sha256(target)}
     fileio.write_json(info_file, data)
     return target
+
+
+def export_module(module: nn.Module, example: torch.Tensor, target: Path | io.BytesIO,
+                  opset: int = 18, fallback: bool = True) -> None:
+    """Write `module`'s forward pass as ONNX (input "image", output "logits", any batch size)
+    to a file or a buffer. `fallback`: where the TorchScript exporter fails, use the dynamo
+    one (a file only)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            # The TorchScript exporter: 0.4 s for efficientnet_lite0, against 8.4 s for
+            # the dynamo one, and mature for convolutional networks. PyTorch deprecates
+            # it, so the dynamo exporter takes over where it fails or is gone.
+            torch.onnx.export(
+                module, (example,), target if isinstance(target, io.BytesIO) else str(target),
+                dynamo=False, opset_version=opset,
+                input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        except Exception:  # noqa: BLE001  (any failure: try the other exporter)
+            if not fallback or isinstance(target, io.BytesIO):
+                raise
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, opset_version=opset,
+                input_names=["image"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            )
+            program.save(str(target))
 
 
 def check_onnx(onnx_path: Path, model: nn.Module, size: int) -> float:

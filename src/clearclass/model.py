@@ -14,6 +14,7 @@ import copy
 import difflib
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -451,14 +452,16 @@ def set_train_mode(model: nn.Module, body_fixed: bool = False,
 
 
 def forward_fixed_body(model: nn.Module, x: torch.Tensor,
-                       body: nn.Module | None = None) -> torch.Tensor:
+                       features: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> torch.Tensor:
     """Logits with the body run forward only: no activations kept for back-propagation.
 
-    `body`: a copy of the model that computes the same features faster (`fold_batchnorm`).
+    `features`: a function that computes the body's features faster (a BatchNorm-folded
+    copy, or the body in ONNX Runtime: `training/forward_only.py`).
     """
     with torch.no_grad():
-        features = (body or model).forward_features(x)
-    return model.forward_head(features)
+        found = features(x) if features is not None else model.forward_features(x)
+    return model.forward_head(found)
 
 
 def body_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -143,8 +143,8 @@ class TrainConfig:
               "back-propagation stops before them, so an unfrozen step takes less time "
               "(measured in benchmarks/TECHNIQUES.md). 0 trains every layer, as fastai "
               "does.", SCHEDULE,
-        default_text="the stages at 1/4 of the photo's side or finer with pretrained "
-                     "weights (2 for efficientnet_lite0 and resnet34); 0 from random weights")
+        default_text="the stages at 1/8 of the photo's side or finer with pretrained "
+                     "weights (3 for efficientnet_lite0 and resnet34); 0 from random weights")
 
     device: str = setting(
         "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.", HARDWARE)

@@ -56,7 +56,6 @@ from clearclass.model import (
     create_model,
     feature_stages,
     fix_early_stages,
-    fold_batchnorm,
     forward_fixed_body,
     set_body_trainable,
     set_train_mode,
@@ -75,6 +74,7 @@ from clearclass.training.checkpoint import (
 from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
 from clearclass.training.depthwise import faster_depthwise_gradients
 from clearclass.training.distributed import Processes
+from clearclass.training.forward_only import forward_only
 from clearclass.training.run_folder import resuming, run_dir_for, run_folder
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
@@ -82,7 +82,7 @@ METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch 
 MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
 SYNC_EVERY = 10  # steps between reading the loss back from the device
 # By default the unfrozen body keeps its stages at this stride or finer as pretrained.
-FROZEN_STRIDE = 4
+FROZEN_STRIDE = 8
 
 
 @dataclass
@@ -206,7 +206,8 @@ class _Session:
     micro_batch: int | None = None  # forward/backward in chunks this size (same gradient)
     frozen_stages: int = 0  # --frozen-stages, resolved for the model
     fixed_modules: tuple[str, ...] = ()  # early stages that keep their pretrained weights
-    fast_body: nn.Module | None = None  # the fixed body with BatchNorm folded, forward only
+    # The fixed body's features, computed faster (training/forward_only.py).
+    fast_body: Callable[[torch.Tensor], torch.Tensor] | None = None
     # What a training step calls: the model, or its head on the fixed body; wrapped in
     # DistributedDataParallel under torchrun.
     forward: nn.Module | None = None
@@ -525,13 +526,22 @@ def freeze_body(session: _Session, config: TrainConfig) -> None:
     set_body_trainable(session.model, False, adapt_batchnorm=config.will_adapt_batchnorm)
     session.body_fixed = not config.will_adapt_batchnorm
     session.forward = None  # rebuilt for the parameters that now learn
-    # The fixed body computes the same features with its BatchNorm folded, 24% sooner.
-    session.fast_body = fold_batchnorm(session.model) if session.body_fixed else None
+    # The fixed body's features, sooner: BatchNorm folded, in ONNX Runtime where it pays.
+    session.fast_body = forward_only(
+        session.model, True, _example(session), len(session.train_batches),
+        session.compute.dtype) if session.body_fixed else None
+
+
+def _example(session: _Session) -> torch.Tensor:
+    """A batch shaped as training's, for exporting the model."""
+    size = session.run.config.item_resize
+    return torch.randn(2, 3, size, size, device=session.compute.device).contiguous(
+        memory_format=torch.channels_last)
 
 
 def frozen_stages(config: TrainConfig, model: nn.Module) -> int:
     """--frozen-stages resolved for `model`: by default, with pretrained weights, the
-    stages at 1/4 of the photo's side or finer, whose back-propagation costs the most for
+    stages at 1/8 of the photo's side or finer, whose back-propagation costs the most for
     the least change (benchmarks/TECHNIQUES.md); from random weights, none."""
     stages = len(feature_stages(model))
     if config.frozen_stages is None:
@@ -546,14 +556,15 @@ def frozen_stages(config: TrainConfig, model: nn.Module) -> int:
 class _HeadOnFixedBody(nn.Module):
     """The model with its body run forward only, so DDP sees (and syncs) the head alone."""
 
-    def __init__(self, model: nn.Module, body: nn.Module | None = None):
+    def __init__(self, model: nn.Module,
+                 features: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.model = model
         # Not a submodule: DDP should neither sync nor broadcast the forward-only copy.
-        self.__dict__["body"] = body
+        self.__dict__["features"] = features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return forward_fixed_body(self.model, x, self.body)
+        return forward_fixed_body(self.model, x, self.features)
 
 
 def _forward_module(session: _Session) -> nn.Module:
@@ -604,9 +615,10 @@ def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], st
         position = start if epoch == start.epochs_done else Position(epoch)
         t0 = time.perf_counter()
         train_loss = train_one_epoch(session, optimizer, scheduler, epoch, stage, position)
-        # BatchNorm folded into the convolutions: the same outputs, sooner.
-        valid_loss, accuracy = evaluate(fold_batchnorm(session.model), session.valid_batches,
-                                        session.compute,
+        # The same outputs, sooner: BatchNorm folded, in ONNX Runtime where it pays.
+        logits = forward_only(session.model, False, _example(session),
+                              len(session.valid_batches), session.compute.dtype)
+        valid_loss, accuracy = evaluate(logits, session.valid_batches, session.compute,
                                         session.info.mean, session.info.std,
                                         session.processes)
         seconds = position.seconds + time.perf_counter() - t0
@@ -752,12 +764,14 @@ def _check_finite(loss: float, epoch: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: PhotoBatches, compute: devices.Compute,
-             mean: tuple, std: tuple,
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: PhotoBatches,
+             compute: devices.Compute, mean: tuple, std: tuple,
              processes: Processes | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over the validation photos (each process measures its
-    share; the sums are added up across processes)."""
-    model.eval()
+    share; the sums are added up across processes). `model`: the network, or a function
+    that gives its logits (`forward_only`)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     total_loss = torch.zeros((), device=compute.device)
     correct = torch.zeros((), device=compute.device, dtype=torch.long)
     count = 0
