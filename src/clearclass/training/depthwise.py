@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Output positions (height x width) up to which the sums are faster than oneDNN: measured
-# at 4 x 4 (18.3 -> 4.1 ms) and 7 x 7 (10.7 -> 8.1 ms); at 8 x 8 they tie, above they lose.
-MAX_OUTPUT_POSITIONS = 49
+# Output positions (height x width) up to which the sums are faster than oneDNN. Measured
+# (16 photos, 5 x 5 kernels): 4 x 4 outputs of 1,152 channels 11.1 -> 2.3 ms; at 7 x 7 it
+# depends (1,152 channels, stride 1: 7.9 -> 6.0 ms; 672 channels, stride 2: 6.0 -> 7.5 ms),
+# so only up to 5 x 5.
+MAX_OUTPUT_POSITIONS = 25
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
