@@ -23,6 +23,7 @@ a number of steps after a warm-up, and reports the median and the peak resident 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -193,6 +194,42 @@ def predict_case(steps: int) -> dict:
     return results
 
 
+DEPTHWISE_SHAPES = [(1152, 4, 5, 1), (672, 8, 5, 2), (1152, 7, 5, 1), (672, 14, 5, 2)]
+
+
+def depthwise_case(steps: int) -> dict:
+    """The weight gradient of one depthwise convolution (16 photos, channels_last) by
+    oneDNN and summed per kernel position (training/depthwise.py), for the shapes of
+    efficientnet_lite0's last stages at 128 px (4 x 4 outputs) and 224 px (7 x 7)."""
+    import torch
+
+    from clearclass.training.depthwise import depthwise_weight_gradient
+
+    results = {}
+    for channels, size, kernel, stride in DEPTHWISE_SHAPES:
+        pad = kernel // 2
+        weight = torch.randn(channels, 1, kernel, kernel)
+        x = torch.randn(16, channels, size, size).contiguous(memory_format=torch.channels_last)
+        out = (size + 2 * pad - kernel) // stride + 1
+        grad = torch.randn(16, channels, out, out).contiguous(memory_format=torch.channels_last)
+        ways = {
+            "oneDNN": functools.partial(
+                torch.ops.aten.convolution_backward, grad, x, weight, None, [stride] * 2,
+                [pad] * 2, [1, 1], False, [0, 0], channels, [False, True, False]),
+            "by hand": functools.partial(depthwise_weight_gradient, x, grad, weight.shape,
+                                         (stride, stride), (pad, pad)),
+        }
+        for way, run in ways.items():
+            times = []
+            for _ in range(steps + 3):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            results[f"{channels}x{size} k{kernel} s{stride} {way}"] = statistics.median(
+                times[3:])
+    return results
+
+
 def run_isolated(kind: str, options: dict, steps: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--case", json.dumps([kind, options]),
                           "--steps", str(steps)], capture_output=True, text=True, check=True)
@@ -211,7 +248,8 @@ def main() -> None:
         kind, options = json.loads(args.case)
         result = {"step": lambda: step_case(options, args.steps),
                   "decode": lambda: decode_case(args.steps * 5),
-                  "predict": lambda: predict_case(args.steps * 10)}[kind]()
+                  "predict": lambda: predict_case(args.steps * 10),
+                  "depthwise": lambda: depthwise_case(args.steps * 5)}[kind]()
         result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(json.dumps(result))
         return
@@ -285,6 +323,15 @@ def small_sizes(steps: int, out: Path) -> None:
             cells.append(f"{r['seconds']:.2f} s")
         lines.append(f"| {label} | {' | '.join(cells)} |")
         print(lines[-1], flush=True)
+    r = run_isolated("depthwise", {}, steps)
+    lines += ["", "Depthwise weight gradient, 16 photos, median:", "",
+              "| channels x input side, kernel, stride | output | oneDNN | by hand |",
+              "| --- | --- | ---: | ---: |"]
+    for channels, size, kernel, stride in DEPTHWISE_SHAPES:
+        key = f"{channels}x{size} k{kernel} s{stride}"
+        out = (size + 2 * (kernel // 2) - kernel) // stride + 1
+        lines.append(f"| {channels} x {size}, {kernel} x {kernel}, {stride} | {out} x {out} | "
+                     f"{1000 * r[key + ' oneDNN']:.1f} ms | {1000 * r[key + ' by hand']:.1f} ms |")
     r = run_isolated("step", {**BASE, **SMALL_CASES[DEFAULT_CASE], "size": 128,
                               "profile": True}, steps)
     lines += ["", "Where the default unfrozen step spends its time at 128 px "
