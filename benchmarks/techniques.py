@@ -329,8 +329,8 @@ def small_sizes(steps: int, out: Path) -> None:
               "| --- | --- | ---: | ---: |"]
     for channels, size, kernel, stride in DEPTHWISE_SHAPES:
         key = f"{channels}x{size} k{kernel} s{stride}"
-        out = (size + 2 * (kernel // 2) - kernel) // stride + 1
-        lines.append(f"| {channels} x {size}, {kernel} x {kernel}, {stride} | {out} x {out} | "
+        side = (size + 2 * (kernel // 2) - kernel) // stride + 1
+        lines.append(f"| {channels} x {size}, {kernel} x {kernel}, {stride} | {side} x {side} | "
                      f"{1000 * r[key + ' oneDNN']:.1f} ms | {1000 * r[key + ' by hand']:.1f} ms |")
     r = run_isolated("step", {**BASE, **SMALL_CASES[DEFAULT_CASE], "size": 128,
                               "profile": True}, steps)

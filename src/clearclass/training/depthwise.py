@@ -2,9 +2,9 @@
 
 On the CPU, PyTorch computes a depthwise convolution's weight gradient with oneDNN, which
 is slow when the output is small: for efficientnet_lite0's last stage at 128 px (1,152
-channels, 4 x 4 outputs, 5 x 5 kernels, chunks of 16 photos) it takes 18 ms, twenty times
-the forward pass, and its three blocks alone took 13% of an unfrozen training step. The
-same gradient as one multiply-and-sum per kernel position takes 4 ms there
+channels, 4 x 4 outputs, 5 x 5 kernels, chunks of 16 photos) it takes 17-18 ms, twenty
+times the forward pass, and its three blocks alone took 13% of an unfrozen training step.
+The same gradient as one multiply-and-sum per kernel position takes 4-7 ms there
 (benchmarks/TECHNIQUES.md). No library offers it, hence these few lines; the input
 gradient, and every larger convolution, stay with PyTorch.
 
@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Output positions (height x width) up to which the sums are faster than oneDNN. Measured
-# (16 photos, 5 x 5 kernels): 4 x 4 outputs of 1,152 channels 11.1 -> 2.3 ms; at 7 x 7 it
-# depends (1,152 channels, stride 1: 7.9 -> 6.0 ms; 672 channels, stride 2: 6.0 -> 7.5 ms),
-# so only up to 5 x 5.
+# Output positions (height x width) up to which the sums are faster than oneDNN, for
+# stride 1. Measured (16 photos, 5 x 5 kernels, benchmarks/TECHNIQUES.md): 4 x 4 outputs
+# of 1,152 channels 16.8 -> 6.5 ms; at 7 x 7, and with stride 2 (672 channels, 4 x 4:
+# 2.4 -> 4.1 ms), oneDNN is faster.
 MAX_OUTPUT_POSITIONS = 25
 
 
@@ -81,6 +81,7 @@ class FastGradDepthwiseConv2d(nn.Conv2d):
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
         if (weight.requires_grad and torch.is_grad_enabled() and input.device.type == "cpu"
+                and self.stride == (1, 1)
                 and input.dtype == torch.float32 and weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):
             oh = (input.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) \
