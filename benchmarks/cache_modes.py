@@ -165,15 +165,22 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(results_md: Path, section: str) -> None:
+def write_section(results_md: Path, section: str, first: bool = False) -> None:
     """Replace the section of RESULTS.md with the heading `section` starts with (or add it
-    at the end)."""
+    at the end). `first`: put it before every other section instead."""
     text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
     heading = section.splitlines()[0]
     if heading in text:
         start = text.index(heading)
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
+        if not first:
+            results_md.write_text(text[:start] + section + (text[end + 1:] if end != -1
+                                                             else ""))
+            return
+        text = text[:start] + text[end + 1:] if end != -1 else text[:start]
+    if first and "\n## " in text:
+        at = text.index("\n## ") + 1
+        text = text[:at] + section.rstrip("\n") + "\n\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     results_md.write_text(text)

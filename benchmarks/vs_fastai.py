@@ -593,17 +593,9 @@ def write_side_by_side(results: Path) -> None:
             f"{100 * fast['valid_accuracy']:.2f}% | {100 * ours['valid_accuracy']:.2f}% | "
             f"{case['date']}, {saved['machine'].split(',')[0]}, "
             f"{len(runs['clearclass'])} repeats |")
-    section = "\n".join(lines) + "\n"
-    text = results.read_text()
-    heading = lines[0]
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + text[end + 1:] if end != -1 else text[:start]
-    first = text.find("\n## ")
-    text = (text[:first + 1] + section + "\n" + text[first + 1:] if first != -1
-            else text.rstrip("\n") + "\n\n" + section)
-    results.write_text(text)
+    from cache_modes import write_section  # it imports this module: here, not at the top
+
+    write_section(results, "\n".join(lines) + "\n", first=True)
 
 
 def _classes(data: Path) -> int:

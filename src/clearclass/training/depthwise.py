@@ -84,10 +84,8 @@ class FastGradDepthwiseConv2d(nn.Conv2d):
                 and self.stride == (1, 1)
                 and input.dtype == torch.float32 and weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):
-            oh = (input.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) \
-                // self.stride[0] + 1
-            ow = (input.shape[3] + 2 * self.padding[1] - self.kernel_size[1]) \
-                // self.stride[1] + 1
+            oh = input.shape[2] + 2 * self.padding[0] - self.kernel_size[0] + 1  # stride 1
+            ow = input.shape[3] + 2 * self.padding[1] - self.kernel_size[1] + 1
             if oh * ow <= MAX_OUTPUT_POSITIONS:
                 return _DepthwiseConv2d.apply(input, weight, bias, self.stride,
                                               self.padding, self.dilation)

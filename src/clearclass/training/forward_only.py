@@ -1,9 +1,10 @@
 """Forward-only passes while training: the frozen body's features, and validation.
 
-Nothing learns in them, so an inference engine may run them. On 2 cores, efficientnet_lite0
-on a batch of 64 took 0.48 s at 128 px in PyTorch, 0.33 s with BatchNorm folded into the
-convolutions (`model.fold_batchnorm`), and 0.23 s in ONNX Runtime, which also fuses the
-activations (at 224 px: 1.55, 1.00 and 0.71 s; benchmarks/TECHNIQUES.md). Exporting the
+Nothing learns in them, so an inference engine may run them. On 2 cores, a frozen-epoch
+step of efficientnet_lite0 (batch 64) took 0.42 s at 128 px in PyTorch, 0.40 s with
+BatchNorm folded into the convolutions (`model.fold_batchnorm`), and 0.28 s in ONNX
+Runtime, which also fuses the activations (at 224 px: 1.33, 1.04 and 0.73 s;
+benchmarks/TECHNIQUES.md). Exporting the
 network and starting ONNX Runtime takes about a second, so ONNX Runtime runs a pass only
 on the CPU, in fp32, with at least `MIN_BATCHES` batches to win that back, and only once
 its output matches PyTorch's; otherwise the BatchNorm-folded copy runs in PyTorch.
