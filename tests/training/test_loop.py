@@ -238,3 +238,27 @@ def test_more_frozen_stages_than_the_model_has_is_refused_before_training(
     with pytest.raises(SettingError, match="more than the 5 feature stages test_resnet has"):
         train(data=str(data), out=str(tmp_path / "run"), frozen_stages=6, **tiny_train_settings)
     assert not (tmp_path / "run").exists()
+
+
+def test_warmup_size_resizes_the_unfrozen_warmup_steps_only(tmp_path, tiny_train_settings,
+                                                             monkeypatch):
+    seen = []
+    normalize = loop_module.normalize
+
+    def recording(images, mean, std):
+        seen.append(images.shape[-1])
+        return normalize(images, mean, std)
+
+    monkeypatch.setattr(loop_module, "normalize", recording)
+    data = make_dataset(tmp_path / "d", per_class=12)  # 29 training photos: 4 steps of 8
+    run = train(data=str(data), out=str(tmp_path / "run"), warmup_size=16,
+                **{**tiny_train_settings, "epochs": 2})
+    steps = 4
+    frozen, unfrozen = seen[:steps], seen[steps:]
+    assert frozen == [32] * steps
+    warmup = round(0.3 * 2 * steps)  # the learning rate's rise, over both unfrozen epochs
+    assert unfrozen == [16] * warmup + [32] * (2 * steps - warmup)
+    assert run.config.warmup_size == 16
+    with pytest.raises(SettingError, match="warmup_size must be between 16 and "
+                                           r"--item-resize \(32\)"):
+        TrainConfig(data="x", item_resize=32, warmup_size=48)

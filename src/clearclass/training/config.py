@@ -146,6 +146,13 @@ class TrainConfig:
         default_text="the stages at 1/8 of the photo's side or finer with pretrained "
                      "weights (3 for efficientnet_lite0 and resnet34); 0 from random weights")
 
+    warmup_size: int | None = setting(
+        None, "Once unfrozen, the steps of the learning rate's warm-up (the first 30%) see "
+              "the photos resized to this many pixels, the rest at --item-resize: fastai's "
+              "progressive resizing, within one stage. Smaller photos make those steps "
+              "cheaper (measured in benchmarks/TECHNIQUES.md).", SCHEDULE,
+        default_text="off")
+
     device: str = setting(
         "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.", HARDWARE)
     precision: str = setting(
@@ -203,6 +210,9 @@ class TrainConfig:
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             ("frozen_stages", self.frozen_stages is None or self.frozen_stages >= 0,
              "must be >= 0"),
+            ("warmup_size", self.warmup_size is None
+             or 16 <= self.warmup_size <= self.item_resize,
+             f"must be between 16 and --item-resize ({self.item_resize})"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
             ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
         ]
@@ -238,7 +248,7 @@ NAMES = tuple(f.name for f in fields(TrainConfig))
 # `explore` and `show_batch` how photos are split, sized and augmented.
 LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
-    "overwrite", "checkpoint_minutes", "frozen_stages"))
+    "overwrite", "checkpoint_minutes", "frozen_stages", "warmup_size"))
 # What a resumed run may change: how it runs, never what it computes.
 RESUME_SETTINGS = ("device", "precision", "workers", "cache", "cache_limit",
                    "checkpoint_minutes", "onnx")

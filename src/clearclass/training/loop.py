@@ -83,6 +83,8 @@ MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down lea
 SYNC_EVERY = 10  # steps between reading the loss back from the device
 # By default the unfrozen body keeps its stages at this stride or finer as pretrained.
 FROZEN_STRIDE = 8
+# The unfrozen stage's share of steps with a rising learning rate (fastai's fine_tune).
+UNFROZEN_WARMUP = 0.3
 
 
 @dataclass
@@ -206,6 +208,7 @@ class _Session:
     micro_batch: int | None = None  # forward/backward in chunks this size (same gradient)
     frozen_stages: int = 0  # --frozen-stages, resolved for the model
     fixed_modules: tuple[str, ...] = ()  # early stages that keep their pretrained weights
+    warmup_steps: int = 0  # the unfrozen stage's first steps, on photos of --warmup-size
     # The fixed body's features, computed faster (training/forward_only.py).
     fast_body: Callable[[torch.Tensor], torch.Tensor] | None = None
     # What a training step calls: the model, or its head on the fixed body; wrapped in
@@ -387,12 +390,15 @@ def _fit_stages(session: _Session, config: TrainConfig, start: Position) -> None
         session.body_fixed, session.forward, session.fast_body = False, None, None
         session.adapt_batchnorm = config.will_adapt_batchnorm
         session.micro_batch = _micro_batch(config, session.compute)
+        if config.warmup_size:
+            session.warmup_steps = round(
+                UNFROZEN_WARMUP * config.epochs * len(session.train_batches))
         top = config.learning_rate / 2
         on_cpu = session.compute.device.type == "cpu"
         with faster_depthwise_gradients(model) if on_cpu else contextlib.nullcontext():
             fit_one_cycle(session, config.epochs, (top / config.body_slowdown, top),
-                          "unfrozen", pct_start=0.3, div=5.0, first_epoch=first_unfrozen,
-                          start=start)
+                          "unfrozen", pct_start=UNFROZEN_WARMUP, div=5.0,
+                          first_epoch=first_unfrozen, start=start)
 
 
 def prepare(config: TrainConfig, run: TrainingRun,
@@ -492,6 +498,9 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
     labels = labels.to(compute.device, non_blocking=True)
     if session.augment is not None:
         images = batch_augment(images, session.augment, session.augment_gen)
+    # The scheduler counts the stage's steps, so a resumed run resizes the same ones.
+    if session.scheduler is not None and session.scheduler.last_epoch < session.warmup_steps:
+        images = resized(images, session.run.config.warmup_size)
     x = normalize(images, info.mean, info.std)
     forward = session.forward or _forward_module(session)
     chunk = session.micro_batch or len(labels)
@@ -519,6 +528,16 @@ def training_step(session: _Session, images: torch.Tensor, labels: torch.Tensor,
     else:
         optimizer.step()
     return total
+
+
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (uint8, or floats in [0, 1]) resized to `size` pixels on its longer side,
+    as floats in [0, 1], antialiased as a photo decoded at that size would be."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    height, width = x.shape[-2:]
+    scale = size / max(height, width)
+    return F.interpolate(x, size=(round(height * scale), round(width * scale)),
+                         mode="bilinear", antialias=True, align_corners=False)
 
 
 def freeze_body(session: _Session, config: TrainConfig) -> None:
