@@ -432,6 +432,8 @@ def report(runs: dict, data: Path, name: str, peak: dict, flops: dict, repeats: 
                 cells.append(statistics.median(values) if values else None)
             if arch != "efficientnet_lite0" and key == "valid_accuracy":
                 continue
+            if cells == [None, None]:  # a stage this run did not time (--train-only)
+                continue
             shown = [_fmt(v, unit) for v in cells]
             ratio = f"{cells[1] / cells[0]:.2f}x" if all(cells) and unit != "%" else ""
             lines.append(f"| {label} | {shown[0]} | {shown[1]} | {ratio} |")
@@ -450,8 +452,10 @@ def _gflops(by_tool: dict, gflop: float, peak: dict, train_photos: int) -> str:
         parts.append(f"{tool}: frozen epoch {f_rate:.0f} GFLOP/s, unfrozen {u_rate:.0f} "
                      f"GFLOP/s")
     return (f"Achieved throughput (training photos only, validation time included in the "
-            f"epoch): {'; '.join(parts)}; this machine's matmul peak: "
-            f"{peak['float32']:.0f} GFLOP/s fp32, {peak['bfloat16']:.0f} GFLOP/s bf16.")
+            f"epoch; the unfrozen epoch counted as a backward pass through every layer, "
+            f"which --frozen-stages makes shorter): {'; '.join(parts)}; this machine's "
+            f"matmul peak: {peak['float32']:.0f} GFLOP/s fp32, {peak['bfloat16']:.0f} GFLOP/s "
+            "bf16.")
 
 
 def _fmt(value, unit: str) -> str:
