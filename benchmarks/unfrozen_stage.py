@@ -43,8 +43,15 @@ VARIANTS = {
     "frozen-2": (["--frozen-stages", "2"], "stem + 2 stages fixed (to 1/4 resolution)"),
     "frozen-3": (["--frozen-stages", "3"], "stem + 3 stages fixed (to 1/8 resolution)"),
     "default": ([], "clearclass's defaults"),
+    "warmup-3/4": (["--warmup-size", "{three_quarters}"],
+                   "defaults + warm-up steps at 3/4 of the size (progressive resizing)"),
 }
 RESULTS = ROOT / "benchmarks" / "results" / "unfrozen_stage.jsonl"
+
+
+def options(variant: str, size: int) -> list[str]:
+    """The variant's options for photos of `size` pixels."""
+    return [o.format(three_quarters=size * 3 // 4) for o in VARIANTS[variant][0]]
 
 
 def run_once(data: Path, size: int, seed: int, options: list[str], cache: Path) -> dict:
@@ -120,8 +127,9 @@ def main() -> None:
                     warmed = True
                 result = {"case": case, "variant": variant, "seed": seed,
                           "date": time.strftime("%Y-%m-%d"),
-                          "options": VARIANTS[variant][0],
-                          **run_once(data, spec["size"], seed, VARIANTS[variant][0], cache)}
+                          "options": options(variant, spec["size"]),
+                          **run_once(data, spec["size"], seed, options(variant, spec["size"]),
+                                     cache)}
                 done.append(result)
                 with open(args.results, "a") as f:
                     f.write(json.dumps(result) + "\n")
