@@ -634,9 +634,7 @@ def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], st
         position = start if epoch == start.epochs_done else Position(epoch)
         t0 = time.perf_counter()
         train_loss = train_one_epoch(session, optimizer, scheduler, epoch, stage, position)
-        # The same outputs, sooner: BatchNorm folded, in ONNX Runtime where it pays.
-        logits = forward_only(session.model, False, _example(session),
-                              len(session.valid_batches), session.compute.dtype)
+        logits = _validation_logits(session)
         valid_loss, accuracy = evaluate(logits, session.valid_batches, session.compute,
                                         session.info.mean, session.info.std,
                                         session.processes)
@@ -647,6 +645,22 @@ def fit_one_cycle(session: _Session, epochs: int, rates: tuple[float, float], st
         if not finished and session.stop is not None and session.stop.requested(
                 session.processes)[0]:
             raise KeyboardInterrupt  # the checkpoint of this epoch's end is saved
+
+
+def _validation_logits(session: _Session) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's logits for validation: the same outputs, sooner."""
+    model = session.model
+    if session.fast_body is not None:  # the frozen body, already running fast: reuse it
+        model.eval()  # the head's dropout off; the next epoch sets the training mode again
+
+        def head_on_fast_body(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return forward_fixed_body(model, x, session.fast_body)
+
+        return head_on_fast_body
+    # BatchNorm folded, in ONNX Runtime where it pays.
+    return forward_only(model, False, _example(session), len(session.valid_batches),
+                        session.compute.dtype)
 
 
 def train_one_epoch(session: _Session, optimizer: torch.optim.Optimizer,
