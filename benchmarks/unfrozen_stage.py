@@ -71,7 +71,8 @@ def run_once(data: Path, size: int, seed: int, options: list[str], cache: Path) 
     return {"wall_seconds": wall, "frozen_epoch_seconds": epochs[0]["seconds"],
             "unfrozen_epoch_seconds": epochs[1]["seconds"],
             "decode_seconds": summary["timings"]["decode_seconds"],
-            "valid_accuracy": epochs[-1]["accuracy"], "load": os.getloadavg()[0]}
+            "valid_accuracy": epochs[-1]["accuracy"], "load": os.getloadavg()[0],
+            "timings": summary["timings"]}  # where the run's time went, inside the process
 
 
 def table(rows: list[dict], cases: list[str], variants: list[str]) -> str:
