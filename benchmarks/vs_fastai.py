@@ -561,7 +561,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"machine": machine(), "matmul_peak": peak,
                                          "case": case, "runs": runs}, indent=2))
     section = (f"## {len(runs)} model(s), {_classes(data)} classes, {SIZE} px\n\n"
-               f"`{command.strip()}`, run on {time.strftime('%Y-%m-%d')}.\n\n{text}\n")
+               f"`{command.strip()}`, run on {time.strftime('%Y-%m-%d')} on {machine()}."
+               f"\n\n{text}\n")
     if args.append and args.results.exists():
         with open(args.results, "a") as f:
             f.write("\n" + section)
