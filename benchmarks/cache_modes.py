@@ -174,8 +174,8 @@ def write_section(results_md: Path, section: str, first: bool = False) -> None:
         start = text.index(heading)
         end = text.find("\n## ", start + len(heading))
         if not first:
-            results_md.write_text(text[:start] + section + (text[end + 1:] if end != -1
-                                                             else ""))
+            rest = "\n" + text[end + 1:] if end != -1 else ""  # a blank line before it
+            results_md.write_text(text[:start] + section.rstrip("\n") + "\n" + rest)
             return
         text = text[:start] + text[end + 1:] if end != -1 else text[:start]
     if first and "\n## " in text:
