@@ -53,17 +53,26 @@ def _watch(out: Path, process: subprocess.Popen, until: str,
     swap puts a new folder, a new inode, in place) or the process ends ("end"); returns
     the time it happened."""
     building = out.with_name(f".{out.name}.building")
-    inode = out.stat().st_ino if out.exists() else None
+    inode = _inode(out)
     deadline = time.monotonic() + timeout
     while process.poll() is None:
         if until == "start" and building.exists():
             break
-        if until == "saved" and out.exists() and out.stat().st_ino != inode:
+        if until == "saved" and _inode(out) not in (None, inode):
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"training never reached {until!r}")
         time.sleep(0.002)
     return time.monotonic()
+
+
+def _inode(path: Path) -> int | None:
+    """The folder's inode; None when there is none, as in the instant of a swap, between
+    the previous state moved aside and the new one moved in (fileio.settled resolves it)."""
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _check_whole(out: Path, data: Path) -> str | None:
