@@ -231,8 +231,9 @@ class Cleaning:
         for column in ("#", "photo", "label", "action", "evidence"):
             table.add_column(column, overflow="fold")
         for i, a in enumerate(self.actions[:limit], start=1):
-            table.add_row(str(i), self.shown(a.path), self.name(a.label),
-                          _action_text(a, self.name), a.evidence)
+            table.add_row(*map(fileio.shown_name, (  # rich counts \xe9 as 4 characters
+                str(i), self.shown(a.path), self.name(a.label), _action_text(a, self.name),
+                a.evidence)))
         return table
 
     def _repr_html_(self) -> str:
@@ -679,9 +680,9 @@ def _read_actions(actions_csv: Path) -> list[_Row]:
                         f"columns {', '.join(COLUMNS)} as `clearclass clean` writes them.")
     at = {c: columns.index(c) for c in ("path", "label", "action", "new_label") if c in columns}
 
-    def cell(row: list[str], name: str) -> str:
+    def cell(row: list[str], name: str) -> str:  # as `_write` gave it (fileio.csv_cell)
         i = at.get(name)
-        return row[i].strip() if i is not None and i < len(row) else ""
+        return fileio.read_cell(row[i].strip()) if i is not None and i < len(row) else ""
 
     return [_Row(line, cell(r, "path"), cell(r, "label"), cell(r, "action").lower(),
                  cell(r, "new_label")) for line, r in rows]
@@ -917,7 +918,7 @@ def _edited_table(csv_path: Path, data: bytes, relabel: dict[str, str],
         if real in drop:
             continue
         if real in relabel and at["label"] < len(row):
-            row[at["label"]] = relabel[real]
+            row[at["label"]] = fileio.csv_cell(relabel[real])
             ending = original[-1][len(original[-1].rstrip("\r\n")):]
             buffer = io.StringIO()
             csv.writer(buffer, delimiter=delimiter, lineterminator=ending).writerow(row)

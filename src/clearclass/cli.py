@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import functools
 import inspect
-import json
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clearclass import __version__, progress
+from clearclass import __version__, fileio, progress
 from clearclass.errors import ClearclassError, SettingError
 from clearclass.training.config import (
     EXPLORE_SETTINGS,
@@ -347,7 +346,7 @@ def predict(
         if r.error is not None:
             typer.echo(f"error: {r.image}: {r.error}", err=True)
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        typer.echo(fileio.json_text([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             if r.error is None:
@@ -683,6 +682,7 @@ def demo(
 
 def main() -> None:
     """Entry point of the `clearclass` command."""
+    fileio.printable_streams()  # a file name that is not UTF-8 is printed escaped, \xe9
     try:
         app()
     except ClearclassError as e:

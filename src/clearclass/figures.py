@@ -11,6 +11,7 @@ without numbers, and the most-confused heatmap carries the detail.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from clearclass import fileio
+from clearclass.fileio import shown_name
 from clearclass.progress import in_notebook
 
 ANNOTATE_UP_TO = 30  # classes; beyond this, numbers in cells would be unreadable
@@ -125,7 +127,7 @@ def reliability_diagram(calibration) -> Figure:
 
 def top_losses(images: Sequence[np.ndarray], captions: Sequence[tuple]) -> Figure:
     """Photos titled predicted / actual / loss / probability, as fastai's plot_top_losses."""
-    titles = [f"{_short(p, 18)} / {_short(a, 18)}\n{loss:.2f} / {prob:.2f}"
+    titles = [f"{_cut(p, 18)} / {_cut(a, 18)}\n{loss:.2f} / {prob:.2f}"
               for p, a, loss, prob in captions]
     return photo_grid(images, titles, "predicted / actual / loss / probability")
 
@@ -142,9 +144,9 @@ def photo_grid(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: st
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
         ax.imshow(image)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(_label(title), fontsize=8)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(_label(suptitle))
     return fig
 
 
@@ -206,7 +208,7 @@ def message(text: str) -> Figure:
     fig = new_figure(5, 2)
     ax = fig.subplots()
     ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.text(0.5, 0.5, _label(text), ha="center", va="center")
     return fig
 
 
@@ -218,15 +220,25 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    _draw(fig, buffer)
     return buffer.getvalue()
 
 
 def save(fig: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG, atomically (a crash never leaves half a file)."""
     path = Path(path)
-    fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    fileio.atomic_write(path, lambda tmp: _draw(fig, tmp))
     return path
+
+
+def _draw(fig: Figure, target) -> None:
+    # A class named with an emoji or a script the font lacks is drawn with a box for each
+    # such character; matplotlib's warning about it, once per character, would tell the
+    # user nothing they can act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from",
+                                category=UserWarning)
+        fig.savefig(target, format="png")
 
 
 def _show_figures_inline() -> None:
@@ -248,4 +260,17 @@ def _show_figures_inline() -> None:
 
 
 def _short(text: str, limit: int = 24) -> str:
+    """A name as a figure shows it (`_label`), cut to `limit` characters."""
+    return _label(_cut(text, limit))
+
+
+def _cut(text: str, limit: int) -> str:
+    text = shown_name(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _label(text: str) -> str:
+    """Text from names drawn as it is: a byte that is not UTF-8 as \\xe9 (matplotlib cannot
+    draw a lone surrogate), and $ as a dollar sign (two of them would start mathtext, which
+    fails on most names)."""
+    return shown_name(text).replace("$", r"\$")

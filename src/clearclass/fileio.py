@@ -8,11 +8,13 @@ beside it and swapped in (`FolderChange`): whatever moment the process dies, a r
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,7 +54,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """`text` as UTF-8; a name that is not UTF-8 in it is written with `\\udcXX` escapes
+    (see `json_text`), so that no caller's file name can make the write fail."""
+    return atomic_write(path, lambda tmp: tmp.write_text(_escape_surrogates(text),
+                                                         encoding="utf-8"))
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -60,15 +65,134 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return write_text(path, json_text(data, indent=2) + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV file whose text cells go through `csv_cell`: names that are not UTF-8 escaped,
+    formula-looking ones quoted; `read_cell` gives back what was written."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
     return write_text(path, buffer.getvalue())
+
+
+# --- names as the file system gives them ------------------------------------------------------
+# On POSIX a file name is bytes, and Python decodes the bytes that are not UTF-8 with
+# surrogateescape: the file b"caf\xe9.jpg" is the str 'caf\udce9.jpg', which no UTF-8 text
+# can hold (Windows' names can hold lone surrogates too). What clearclass writes keeps such
+# a name, readable and valid UTF-8:
+# - CSV cells (`csv_cell`, `escape_name`): each such byte as the four characters \xe9 (another
+#   lone surrogate as \udXXX); a backslash that would read as such an escape is written
+#   \x5c, so that `unescape_name` gives back exactly the name written, for every name.
+# - JSON (`json_text`): the JSON escape \udce9, which json.loads reads back as the same str,
+#   so `os.fsencode` gives the original bytes.
+# - pages and messages (`shown_name`): \xe9, as in the CSV files.
+_NAME_ESCAPE = re.compile(r"\\(?:x(?:5c|[89a-f][0-9a-f])|ud[89a-f][0-9a-f]{2})", re.IGNORECASE)
+_TO_ESCAPE = re.compile(r"[\ud800-\udfff]|\\(?=x(?:5c|[89a-f][0-9a-f])|ud[89a-f][0-9a-f]{2})",
+                        re.IGNORECASE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    if character == "\\":
+        return "\\x5c"
+    return f"\\x{code - 0xdc00:02x}" if 0xdc80 <= code <= 0xdcff else f"\\u{code:04x}"
+
+
+def shown_name(text: str) -> str:
+    """`text` (a file or folder name, a path, a message naming one) as people read it: each
+    byte that is not UTF-8 as \\xe9.
+
+    Example:
+        print(shown_name(os.fsdecode(b"caf\\xe9.jpg")))  # caf\\xe9.jpg
+    """
+    return _SURROGATE.sub(lambda m: _escaped(m.group()), text)
+
+
+def escape_name(text: str) -> str:
+    """`text` with each byte that is not UTF-8 as \\xe9, reversibly: `unescape_name` gives
+    back `text` exactly (a backslash that would read as an escape is written \\x5c)."""
+    return _TO_ESCAPE.sub(lambda m: _escaped(m.group()), text)
+
+
+def unescape_name(text: str) -> str:
+    """The name `escape_name` wrote as `text`."""
+    def one(m: re.Match) -> str:
+        code = int(m.group()[2:], 16)
+        if m.group()[1] in "uU":
+            return chr(code)
+        return "\\" if code == 0x5C else chr(0xDC00 + code)
+
+    return _NAME_ESCAPE.sub(one, text)
+
+
+def _escape_surrogates(text: str) -> str:
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def json_text(data: Any, indent: int | None = 2, **options: Any) -> str:
+    """`data` as JSON (UTF-8 text as is): a lone surrogate (a name that is not UTF-8) as the
+    JSON escape \\udce9, so the text is valid UTF-8 and `json.loads` gives back the same str.
+    """
+    # A lone surrogate can only be inside a JSON string, where its escape means the same.
+    return _escape_surrogates(json.dumps(data, indent=indent, ensure_ascii=False, **options))
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP's "CSV
+# injection"): such a text cell is written with a ' before it, and `read_cell` takes it off.
+# A cell that starts with ' then one of these gets one more ', so that the quote is taken
+# off only where it was put. Numbers (-0.5, -1e-05) are left as they are.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|nan)")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as `write_csv` writes it: text names escaped (`escape_name`), a text that a
+    spreadsheet would run as a formula quoted with a leading '; numbers as they are."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        return value
+    value = escape_name(value)
+    if _FORMULA.match(value) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def read_cell(text: str) -> str:
+    """The text `csv_cell` was given, from the cell it wrote (a cell written otherwise,
+    by hand or by another program, comes back as it is unless it looks like one)."""
+    if _QUOTED_FORMULA.match(text):
+        text = text[1:]
+    return unescape_name(text)
+
+
+def _shown_on_error(error: UnicodeError) -> tuple[str, int]:
+    """The codec error handler "clearclass.shown": what a stream cannot encode (a name that
+    is not UTF-8, or any non-ASCII text on an ASCII terminal) as \\xe9-style escapes."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start:error.end]
+    return "".join(_escaped(c) if 0xD800 <= ord(c) <= 0xDFFF else
+                   c.encode("ascii", "backslashreplace").decode("ascii")
+                   for c in bad), error.end
+
+
+codecs.register_error("clearclass.shown", _shown_on_error)
+
+
+def printable_streams() -> None:
+    """Make sys.stdout and sys.stderr print what they cannot encode as escapes (names that
+    are not UTF-8, or accents on an ASCII terminal) instead of raising."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="clearclass.shown")
 
 
 def output_folder(path: str | Path, setting: str = "out") -> Path:

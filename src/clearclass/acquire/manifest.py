@@ -68,7 +68,8 @@ def read_manifest(folder: Path) -> list[Entry]:
                 f"{', '.join(reader.fieldnames or ()) or 'none'}; expected {', '.join(COLUMNS)}). "
                 "Move it away, or download into another folder with --out.")
         entries = []
-        for row in reader:
+        for written in reader:  # each cell as write_manifest gave it (fileio.csv_cell)
+            row = {k: fileio.read_cell(v) for k, v in written.items() if isinstance(v, str)}
             entry = Entry(
                 file=row.get("file") or "", label=row.get("class") or "",
                 source_url=row.get("source_url") or "", provider=row.get("provider") or "",

@@ -39,7 +39,7 @@ from clearclass.data.checks import (
 )
 from clearclass.data.sources import LINK_AGAIN, LINK_BACK, FolderLink, Found, scan_images
 from clearclass.errors import AcquireError
-from clearclass.fileio import free_path
+from clearclass.fileio import free_path, shown_name
 from clearclass.parallel import default_workers, map_in_order
 from clearclass.progress import bar, say, show
 
@@ -87,13 +87,14 @@ class VerifyReport:
 
     def to_table(self, limit: int = TABLE_ROWS) -> Table:
         summary = ", ".join(f"{n} {kind}" for kind, n in self.counts().most_common())
-        table = Table(title=f"{self.root}: {self.checked} photos checked; {summary}")
+        table = Table(title=shown_name(f"{self.root}: {self.checked} photos checked; {summary}"))
         columns = ("file", "problem", "detail") + (("done",) if self.actions else ())
         for column in columns:
             table.add_column(column, overflow="fold")
         for p in self.problems[:limit]:
-            row = (p.path.relative_to(self.root).as_posix(), p.kind, p.detail)
-            table.add_row(*row, *((self.actions.get(p.path, ""),) if self.actions else ()))
+            row = (p.path.relative_to(self.root).as_posix(), p.kind, p.detail,
+                   *((self.actions.get(p.path, ""),) if self.actions else ()))
+            table.add_row(*map(shown_name, row))  # rich counts \xe9 as 4 characters
         if len(self.problems) > limit:
             table.add_row(f"... and {len(self.problems) - limit} more", *[""] * (len(columns) - 1))
         return table

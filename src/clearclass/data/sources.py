@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clearclass.errors import DataError
+from clearclass.fileio import read_cell
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
@@ -432,7 +433,7 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
                 "double quotes."
             )
         cells = {name: row[i].strip() if i < len(row) else "" for name, i in at.items()}
-        rel, label = cells["path"], cells["label"]
+        rel, label = cells["path"], read_cell(cells["label"])
         if not rel or not label:
             empty.append((line, "path" if not rel else "label"))
             continue
@@ -586,8 +587,10 @@ def listed_file(base: Path, rel: str) -> tuple[Path, Path, str]:
     """The file a CSV row names, its real path, and whether it is a "file", a "folder" or
     "missing".
 
-    Relative paths are relative to the CSV's folder; Windows' backslashes are understood."""
-    candidates = [rel] + ([rel.replace("\\", "/")] if "\\" in rel else [])
+    Relative paths are relative to the CSV's folder; Windows' backslashes are understood, and
+    so are the escapes of names that are not UTF-8 (`fileio.csv_cell`: caf\\xe9.jpg)."""
+    candidates = list(dict.fromkeys([read_cell(rel), rel]))
+    candidates += [c.replace("\\", "/") for c in candidates if "\\" in c]
     for candidate in candidates:
         try:
             path = Path(candidate)
@@ -677,7 +680,7 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
     known = set(class_ids)
     try:
         with open(split, newline="", encoding="utf-8") as f:
-            photos = [Photo(Path(r["path"]), r["label"],
+            photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),
                             parse_is_valid(r["is_valid"], f"{split}, line {line}"))
                       for line, r in enumerate(csv.DictReader(f), start=2)]
         unknown = sorted({p.label for p in photos} - known)

@@ -12,14 +12,13 @@ few MB.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 
 from clearclass import fileio
 from clearclass.errors import RunError
-from clearclass.evaluation.page import document, png_uri, thumbnail
+from clearclass.evaluation.page import document, png_uri, script_json, thumbnail
 from clearclass.evaluation.results import MOST_CONFUSED_PAIRS, TOP_LOSSES, Evaluation
 from clearclass.parallel import default_workers, map_in_order
 from clearclass.progress import bar
@@ -159,9 +158,8 @@ probability of the prediction.</p>
 diagonal: the model is right more often than it says; below: it is overconfident.</p>
 <img src="{png_uri(pngs['calibration.png'])}" alt="reliability diagram">
 """
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return document(f"clearclass report: {architecture}", body,
-                    f"const DATA = {payload};\n{_SCRIPT}", style=_STYLE)
+                    f"const DATA = {script_json(data)};\n{_SCRIPT}", style=_STYLE)
 
 
 def _thumbnails(ev: Evaluation, indices: list[int], worst: list[int]) -> dict[int, tuple]:
