@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clearclass.bundle import bundle_folder
 from clearclass.data.decode import UnreadableImage, open_rgb
+from clearclass.fileio import json_text
 from clearclass.parallel import available_cores
 from clearclass.predict import Classifier, load
 
@@ -143,7 +144,7 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app = FastAPI(title=f"clearclass: {about['architecture']}, {len(about['classes'])} classes",
                   description="Predict the class of a photo. `POST /predict` with the photo "
                               "in the multipart field `file` (or several in `files`).",
-                  lifespan=lifespan)
+                  lifespan=lifespan, default_response_class=_JSON)
     largest_request = MAX_FILES * max_upload_bytes + 1_000_000
 
     @app.middleware("http")
@@ -272,8 +273,18 @@ def _about(classifier: Classifier) -> dict:
     return about
 
 
+class _JSON(JSONResponse):
+    """JSON whose class names and file names may be any the file system gives: a name that
+    is not UTF-8 is sent as the JSON escape \\udce9 (`fileio.json_text`), as `clearclass
+    predict --json` prints it, where the default encoder fails."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, indent=None, separators=(",", ":"),
+                         allow_nan=False).encode("utf-8")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+    return _JSON({"detail": message}, status_code=status)
 
 
 def app_from_environment() -> FastAPI:
