@@ -263,7 +263,9 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
                            f"clean {run_dir} --undo")
         classifier = load(run_dir / "model", device=device)
         class_ids = list(classifier.info.class_ids)
-        split = read_split(run_dir, class_ids)
+        split = read_split(run_dir, class_ids)  # checked against config.json's record
+        for note in split.notes:
+            say(note)
         data_root = _data_root(_recorded_data(run_dir))
         extra = _skipped_in_training(run_dir, split)
         examined = _examine(split.photos + extra)

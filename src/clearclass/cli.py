@@ -233,9 +233,16 @@ def evaluate(
         help="Evaluate on this labelled folder or CSV (a held-out test set) instead of the "
              "run's validation photos: its held-out photos when it marks them (valid/ or "
              "test/ beside train/, an is_valid column), else every photo; the report goes "
-             "to RUN/report-NAME/. Classes are matched to the model's by folder name (or "
-             "CSV label), display name or WordNet id.",
+             "to RUN/report-NAME/. Any of the model's classes, with any number of photos "
+             "each; classes are matched to the model's by folder name (or CSV label), "
+             "display name or WordNet id. Photos the run trained on are counted in a "
+             "warning.",
         show_default=False, metavar="DIR")] = None,
+    exclude_training: Annotated[bool, typer.Option(
+        "--exclude-training",
+        help="Leave out the photos the run trained on (its split.csv's training photos: the "
+             "same file, or a copy of its bytes), so that the accuracy is on unseen "
+             "photos.")] = False,
     tta: Annotated[bool, typer.Option(
         "--tta", help="Test-time augmentation: also predict each photo's mirror image and "
                       "report the accuracy of the two averaged (twice the time).")] = False,
@@ -259,7 +266,8 @@ def evaluate(
     from clearclass.evaluation import evaluate as run_evaluation
 
     with _output(quiet):
-        evaluation = run_evaluation(run, data=data, tta=tta, top_losses=top_losses, **settings)
+        evaluation = run_evaluation(run, data=data, tta=tta, top_losses=top_losses,
+                                    exclude_training=exclude_training, **settings)
     typer.echo(evaluation.summary())
 
 

@@ -9,16 +9,20 @@ as they are; `display_name` makes them readable (`n02085620-Chihuahua` shows as
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import hashlib
 import io
+import json
 import os
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clearclass.errors import DataError
+from clearclass.errors import DataError, RunError
 from clearclass.fileio import read_cell
 
 IMAGE_EXTENSIONS = frozenset(
@@ -155,28 +159,11 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
         raise DataError("validation_fraction must be between 0 and 1 (exclusive); got "
                         f"{validation_fraction}.")
     root = Path(data).expanduser()
-    try:
-        if not root.exists():
-            raise DataError(
-                f"{root} does not exist. Pass a folder of class folders or a CSV file.")
-        if root.is_file():
-            if root.suffix.lower() not in TABLE_SUFFIXES:
-                raise DataError(
-                    f"{root} is a file but not a CSV. Pass a folder of class folders "
-                    "(DATA/<class>/<photo>.jpg) or a CSV with columns path,label[,is_valid]."
-                )
+    with _reading(root):
+        if _is_table(root):
             photo_set = _from_csv(root, validation_fraction, seed)
-        elif not root.is_dir():
-            raise DataError(f"{root} is neither a folder nor a file. Pass a folder of class "
-                            "folders or a CSV file.")
-        elif root.suffix.lower() in TABLE_SUFFIXES and not _subfolders(root):
-            raise DataError(f"{root} is a folder, not a CSV file. Pass the CSV file itself, "
-                            "or a folder of class folders.")
         else:
             photo_set = _from_folders(root, validation_fraction, seed)
-    except OSError as e:
-        raise DataError(f"Cannot read {e.filename or root}: {e.strerror or e}. Check that it "
-                        "is there and that you may read it.") from None
     _check_classes(photo_set)
     if not photo_set.valid:  # each layout says why first; this is the last guard
         raise DataError(f"No photo of {root} is held out for validation, so accuracy could "
@@ -184,12 +171,97 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
     return photo_set
 
 
-def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet:
-    subfolders = _subfolders(root)
-    names = {d.name.lower(): d for d in subfolders}
+def list_photos(data: str | Path) -> PhotoSet:
+    """Every photo of DATA with its label, as the data gives them, under none of training's
+    rules: any number of classes, any number of photos in each.
+
+    DATA is read as `find_photos` reads it (the same layouts, links and CSV dialects, each
+    file once), but nothing is split: `is_valid` is the data's own split where it gives one
+    (`split_given`: valid/ or test/ beside train/, an is_valid column; their classes are kept
+    whether or not train/ has them), else False for every photo. What `evaluate --data`
+    reads a test set with.
+    """
+    root = Path(data).expanduser()
+    notes: list[str] = []
+    with _reading(root):
+        if _is_table(root):
+            listed, has_split = _csv_photos(root)
+            photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{root}: ")
+            layout, root, given = ("CSV with is_valid column" if has_split else "CSV",
+                                   root.parent, has_split)
+        else:
+            split = _split_folders(root)
+            if split is not None:
+                train_dir, valid_dir = split
+                found = (_photos_in_class_folders(train_dir, False, root)
+                         + _photos_in_class_folders(valid_dir, True, root))
+                layout = f"split folders ({train_dir.name}/ and {valid_dir.name}/)"
+            else:
+                folder = _class_folders_root(root, notes)
+                found = _photos_in_class_folders(folder, False, root)
+                layout, root = "class folders", folder
+            photos = _one_each([(p, real, str(p.path)) for p, real in found], notes,
+                               _KEEP_ONE_PLACE)
+            given = split is not None
+    return PhotoSet(photos, sorted({p.label for p in photos}), layout, root, notes,
+                    split_given=given)
+
+
+@contextlib.contextmanager
+def _reading(root: Path) -> Iterator[None]:
+    """A file that cannot be read while DATA is read is one error naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"Cannot read {e.filename or root}: {e.strerror or e}. Check that it "
+                        "is there and that you may read it.") from None
+
+
+def _is_table(root: Path) -> bool:
+    """Whether DATA is a labels table (True) or a folder (False); an error if neither."""
+    if not root.exists():
+        raise DataError(
+            f"{root} does not exist. Pass a folder of class folders or a CSV file.")
+    if root.is_file():
+        if root.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataError(
+                f"{root} is a file but not a CSV. Pass a folder of class folders "
+                "(DATA/<class>/<photo>.jpg) or a CSV with columns path,label[,is_valid]."
+            )
+        return True
+    if not root.is_dir():
+        raise DataError(f"{root} is neither a folder nor a file. Pass a folder of class "
+                        "folders or a CSV file.")
+    if root.suffix.lower() in TABLE_SUFFIXES and not _subfolders(root):
+        raise DataError(f"{root} is a folder, not a CSV file. Pass the CSV file itself, "
+                        "or a folder of class folders.")
+    return False
+
+
+def _split_folders(root: Path) -> tuple[Path, Path] | None:
+    """DATA's train/ and its valid/ (val/, validation/, test/) folder, when it has both."""
+    names = {d.name.lower(): d for d in _subfolders(root)}
     train_dir = names.get("train")
     valid_dir = next((names[n] for n in VALID_FOLDER_NAMES if n in names), None)
-    if train_dir is not None and valid_dir is not None:
+    return (train_dir, valid_dir) if train_dir is not None and valid_dir is not None else None
+
+
+def _class_folders_root(root: Path, notes: list[str]) -> Path:
+    """The folder that holds the class folders: DATA, or its Images/ (Stanford Dogs)."""
+    subfolders = _subfolders(root)
+    # Stanford Dogs (and its Kaggle copy) keep the class folders one level down, in Images/.
+    if not _has_images_below(subfolders):
+        nested = next((d for d in subfolders if d.name.lower() == "images"), None)
+        if nested is not None and _subfolders(nested):
+            notes.append(f"Using the class folders in {nested} (Stanford Dogs layout).")
+            return nested
+    return root
+
+
+def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet:
+    split = _split_folders(root)
+    if split is not None:
+        train_dir, valid_dir = split
         train = _photos_in_class_folders(train_dir, False, root)
         valid = _photos_in_class_folders(valid_dir, True, root)
         class_ids = sorted({p.label for p, _ in train})
@@ -213,17 +285,8 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
         layout = f"split folders ({train_dir.name}/ and {valid_dir.name}/)"
         return PhotoSet(photos, class_ids, layout, root, notes, split_given=True)
 
-    notes = []
-    # Stanford Dogs (and its Kaggle copy) keep the class folders one level down, in Images/.
-    if not _has_images_below(subfolders):
-        nested = next((d for d in subfolders if d.name.lower() == "images"), None)
-        if nested is not None and _subfolders(nested):
-            notes.append(f"Using the class folders in {nested} (Stanford Dogs layout).")
-            root_for_classes = nested
-        else:
-            root_for_classes = root
-    else:
-        root_for_classes = root
+    notes: list[str] = []
+    root_for_classes = _class_folders_root(root, notes)
     listed = _photos_in_class_folders(root_for_classes, False, root)
     photos = _one_each([(p, real, str(p.path)) for p, real in listed], notes,
                        _KEEP_ONE_PLACE)
@@ -411,6 +474,38 @@ def scan_images(top: Path, root: Path | None = None,
 
 def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet:
     base = csv_path.parent
+    listed, has_split = _csv_photos(csv_path)
+    notes: list[str] = []
+    photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
+    if has_split:
+        marked = sum(p.is_valid for p in photos)
+        train_classes = {p.label for p in photos if not p.is_valid}
+        unknown = sorted({p.label for p in photos if p.is_valid} - train_classes)
+        if unknown:
+            photos = [p for p in photos if p.label not in unknown]
+            notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
+        if not any(p.is_valid for p in photos):
+            why = ("is_valid is False on every row" if not marked else
+                   "every photo marked is_valid has a label with no training photo")
+            raise DataError(
+                f"{csv_path}: {why}, so no photo is held out and accuracy could not be "
+                "measured. Set is_valid to True for about 1 in 5 photos of each label, or "
+                "delete the is_valid column to hold out validation_fraction of each label."
+            )
+        layout = "CSV with is_valid column"
+    else:
+        photos = _stratified_split(photos, validation_fraction, seed, notes)
+        if not any(p.is_valid for p in photos):
+            raise _too_few_to_validate(csv_path)
+        layout = "CSV"
+    class_ids = sorted({p.label for p in photos})
+    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
+
+
+def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
+    """The photos a labels table lists (each with its real path and its line), and whether
+    it has an is_valid column."""
+    base = csv_path.parent
     header, rows, delimiter = read_table(csv_path)
     columns = [column_name(c) for c in header]
     if "path" not in columns or "label" not in columns:
@@ -464,31 +559,7 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
     if not listed:
         raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
                         "per photo: its path and its label.")
-    notes: list[str] = []
-    photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
-    if has_split:
-        marked = sum(p.is_valid for p in photos)
-        train_classes = {p.label for p in photos if not p.is_valid}
-        unknown = sorted({p.label for p in photos if p.is_valid} - train_classes)
-        if unknown:
-            photos = [p for p in photos if p.label not in unknown]
-            notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
-        if not any(p.is_valid for p in photos):
-            why = ("is_valid is False on every row" if not marked else
-                   "every photo marked is_valid has a label with no training photo")
-            raise DataError(
-                f"{csv_path}: {why}, so no photo is held out and accuracy could not be "
-                "measured. Set is_valid to True for about 1 in 5 photos of each label, or "
-                "delete the is_valid column to hold out validation_fraction of each label."
-            )
-        layout = "CSV with is_valid column"
-    else:
-        photos = _stratified_split(photos, validation_fraction, seed, notes)
-        if not any(p.is_valid for p in photos):
-            raise _too_few_to_validate(csv_path)
-        layout = "CSV"
-    class_ids = sorted({p.label for p in photos})
-    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
+    return listed, has_split
 
 
 def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
@@ -673,13 +744,46 @@ def _has_images_below(folders: list[Path]) -> bool:
     return any(is_image_file(p) for d in folders for p in d.iterdir() if p.is_file())
 
 
+SPLIT_FILE = "split.csv"
+# RUN/config.json records split.csv's SHA-256 under this key (runs trained since it does).
+SPLIT_CHECKSUM = "split_sha256"
+
+
+def split_checksum(run_dir: Path) -> str:
+    """The SHA-256 of RUN/split.csv as it is on disk: what config.json records."""
+    return hashlib.sha256((Path(run_dir) / SPLIT_FILE).read_bytes()).hexdigest()
+
+
 def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
     """The photos a run was trained on, as its RUN/split.csv lists them (`class_ids` in the
-    model's order): a resumed run needs exactly these, not a new look at DATA."""
-    split = Path(run_dir) / "split.csv"
+    model's order): a resumed run needs exactly these, not a new look at DATA.
+
+    The file must be the one `train` wrote: its SHA-256 is checked against the one
+    RUN/config.json records, and an edited split is an error (a run's photos and labels are
+    those it was trained on). A run trained before config.json recorded it is read
+    unchecked, with a note.
+    """
+    split = Path(run_dir) / SPLIT_FILE
     known = set(class_ids)
+    recorded = _recorded_split_checksum(Path(run_dir))
     try:
-        with open(split, newline="", encoding="utf-8") as f:
+        data = split.read_bytes()
+    except OSError as e:
+        raise DataError(f"{split} cannot be read ({e.strerror or e}); it must be as "
+                        "`clearclass train` wrote it. Restore it, or train again.") from None
+    notes = []
+    if recorded is None:
+        notes.append(f"{split} was written before clearclass recorded its checksum, so a "
+                     "change to it cannot be detected.")
+    elif hashlib.sha256(data).hexdigest() != recorded:
+        raise RunError(
+            f"{split} was changed after training: its checksum differs from the one "
+            f"{Path(run_dir) / 'config.json'} records. A run keeps the photos and labels it "
+            "was trained on: put back the split.csv it wrote, or train the run again "
+            f"(clearclass train DATA --out {run_dir} --overwrite). To train on other labels, "
+            "change them in DATA and train a new run.")
+    try:
+        with io.StringIO(data.decode("utf-8"), newline="") as f:
             photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),
                             parse_is_valid(r["is_valid"], f"{split}, line {line}"))
                       for line, r in enumerate(csv.DictReader(f), start=2)]
@@ -691,5 +795,25 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
             DataError) as e:
         raise DataError(f"{split} cannot be read ({type(e).__name__}: {e}); it must be as "
                         "`clearclass train` wrote it. Restore it, or train again.") from None
-    return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir),
+    return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir), notes,
                     split_given=True)
+
+
+def _recorded_split_checksum(run_dir: Path) -> str | None:
+    """split.csv's SHA-256 as RUN/config.json records it; None for a run trained before
+    that record (or without config.json)."""
+    config = run_dir / "config.json"
+    try:
+        recorded = json.loads(config.read_text(encoding="utf-8")).get(SPLIT_CHECKSUM)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as e:
+        raise RunError(f"{config} cannot be read ({type(e).__name__}: {e}), so "
+                       f"{run_dir / SPLIT_FILE} cannot be checked against the checksum it "
+                       "records. Restore config.json, or train the run again.") from None
+    if recorded is not None and not (isinstance(recorded, str)
+                                     and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise RunError(f"{config} records no valid checksum of {SPLIT_FILE} "
+                       f"({SPLIT_CHECKSUM}: {_shown(repr(recorded))}). Restore config.json, "
+                       "or train the run again.")
+    return recorded

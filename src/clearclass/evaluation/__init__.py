@@ -11,14 +11,16 @@ an `Evaluation` whose `plot_*` methods draw the same figures (under the cell, in
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from clearclass import fileio
-from clearclass.data.sources import display_name, find_photos, read_split
+from clearclass.bundle import sha256
+from clearclass.data.sources import Photo, display_name, list_photos, read_split
 from clearclass.errors import DataError, RunError, SettingError
 from clearclass.evaluation.report import REPORT_FILES, write_report
 from clearclass.evaluation.results import (
@@ -41,14 +43,16 @@ BATCH = 32
 
 def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
              top_losses: int = TOP_LOSSES, device: str = "auto",
-             report: str | Path | None = None) -> Evaluation:
+             report: str | Path | None = None, exclude_training: bool = False) -> Evaluation:
     """Evaluate a training run and write its report.
 
     By default on the run's own validation photos, into RUN/report/. With `data`, on the
     photos of another labelled folder (or CSV) instead, such as a held-out test split, into
-    RUN/report-<name of data's folder>/: its classes are matched to the model's by id (folder
-    name or CSV label), then by display name, and those that match neither are named and left
-    out.
+    RUN/report-<name of data's folder>/: any of the model's classes, with any number of
+    photos each; its classes are matched to the model's by id (folder name or CSV label),
+    then by display name, and those that match neither are named and left out. Photos the
+    run trained on (the same file, or a copy of its bytes) are counted in a warning;
+    `exclude_training` leaves them out.
     `tta`: also predict each photo's mirror image and report the accuracy of the two averaged.
     `report`: another folder for the report.
 
@@ -56,8 +60,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
         report = clearclass.evaluate("runs/dogs", tta=True)
         print(report.summary())
     """
-    if not isinstance(top_losses, int) or top_losses < 0:
-        raise SettingError("top_losses", f"must be a whole number >= 0; got {top_losses!r}.")
+    _check_arguments(run=run, data=data, tta=tta, top_losses=top_losses, device=device,
+                     report=report, exclude_training=exclude_training)
     run_dir = fileio.settled(Path(run).expanduser())
     if not (run_dir / "split.csv").is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
@@ -67,8 +71,11 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
                        f"one. Continue it with `clearclass train --resume {run}`.")
     classifier = load(run_dir / "model", device=device)
     class_ids = list(classifier.info.class_ids)
+    split = read_split(run_dir, class_ids)  # checked against config.json's record
+    for note in split.notes:
+        say(note)
     if data is None:
-        photos = [(p.path, p.label) for p in read_split(run_dir, class_ids).valid]
+        photos = [(p.path, p.label) for p in split.valid]
         if not photos:
             raise RunError(f"{run_dir / 'split.csv'} lists no validation photos.")
         source, folder = "validation photos", run_dir / "report"
@@ -78,6 +85,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
         # A labels file is named for its folder: data/stanford-dogs/labels.csv, stanford-dogs.
         name = re.sub(r"[^\w.-]+", "-", where.name if where.is_dir() else where.parent.name)
         source, folder = f"photos of {data}", run_dir / f"report-{name}"
+    photos = _without_training_photos(photos, split.train, source, run_dir, exclude_training)
     evaluation = predict_photos(classifier, photos, tta=tta, source=source)
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
                                          top_losses)
@@ -89,14 +97,22 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
 
     The test photos are the held-out ones when the data says which (a valid/ or test/ folder
     beside train/, or an is_valid column, as Stanford Dogs' labels.csv marks its official
-    test list), else every photo. Labels match a class by id first, then by display name
-    ("Chihuahua" for "n02085620-Chihuahua", any case), then by WordNet id (Imagewoof's
-    "n02085620"); photos of labels that match no class are left out with a warning that
-    names them. An error when none match.
+    test list), else every photo. A test set is not a training set: one class, or one photo
+    of a class, is enough (`list_photos` reads it, without training's rules). Labels match
+    a class by id first, then by display name ("Chihuahua" for "n02085620-Chihuahua", any
+    case), then by WordNet id (Imagewoof's "n02085620"); photos of labels that match no class
+    are left out with a warning that names them. An error when none match.
     """
-    found = find_photos(data, validation_fraction=0.5)
+    found = list_photos(data)
+    for note in found.notes:
+        say(note)
     photos = found.valid if found.split_given else found.photos
     if found.split_given:
+        if not photos:
+            raise DataError(
+                f"{data} marks none of its {len(found.photos)} photos as held out "
+                f"({found.layout}), so there is nothing to evaluate. Mark the test photos "
+                "(is_valid True), or remove the is_valid column to evaluate on every photo.")
         say(f"Evaluating on the {len(photos)} held-out photos of {data} ({found.layout}).")
     labels = sorted({p.label for p in photos})
     by_name: dict[str, str] = {}
@@ -128,6 +144,96 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
         say(f"{len(absent)} class(es) of the model have no photo in {data}: "
             + ", ".join(absent[:8]) + ("..." if len(absent) > 8 else ""))
     return [(p.path, matched[p.label]) for p in photos if p.label in matched]
+
+
+def _without_training_photos(photos: list[tuple[Path, str]], training: list[Photo],
+                             source: str, run_dir: Path,
+                             exclude: bool) -> list[tuple[Path, str]]:
+    """`photos`, with those the run trained on counted in a warning, or left out (`exclude`).
+
+    A photo counts when it is a training photo of RUN/split.csv (the same file, whatever
+    path or link leads to it) or a copy of one's bytes under another name. Bytes, not looks:
+    sizes are compared first and only the files of a size a training photo has are read
+    (SHA-256), so a test set of new photos costs one stat per file. A re-encoded or resized
+    copy is not found: that would mean decoding every training photo, as `clearclass clean`
+    does to find near copies (pHash).
+    """
+    trained = {os.path.realpath(p.path) for p in training}
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for p in training:
+        try:
+            by_size[os.stat(p.path).st_size].append(p.path)
+        except OSError:  # gone since training: nothing to compare with
+            continue
+    digests: dict[int, set[str]] = {}  # of the training photos of a size, read when needed
+    seen, copies = [], 0
+    for path, _ in photos:
+        if os.path.realpath(path) in trained:
+            seen.append(path)
+            continue
+        try:
+            size = os.stat(path).st_size
+            if size not in by_size:
+                continue
+            if size not in digests:
+                digests[size] = {_digest(p) for p in by_size[size]}
+            if sha256(path) in digests[size]:
+                seen.append(path)
+                copies += 1
+        except OSError:  # unreadable: predict_photos says so
+            continue
+    if not seen:
+        return photos
+    which = (f"training photos of its split.csv{f', {copies} of them as copies' if copies else ''}"
+             f": {', '.join(str(p) for p in seen[:5])}{', ...' if len(seen) > 5 else ''}")
+    if not exclude:
+        warn(f"{len(seen)} of the {len(photos)} {source} are photos {run_dir} was trained on "
+             f"({which}). The accuracy overstates how the model does on photos it has not "
+             "seen; --exclude-training leaves them out.")
+        return photos
+    left = set(seen)
+    kept = [(path, label) for path, label in photos if path not in left]
+    if not kept:
+        raise DataError(f"All {len(photos)} {source} are photos {run_dir} was trained on "
+                        f"({which}), so none is left to evaluate. Evaluate on photos it has "
+                        "not seen.")
+    say(f"Left out {len(seen)} of the {len(photos)} {source}: {run_dir} was trained on them "
+        f"({which}). Evaluating on the other {len(kept)}.")
+    return kept
+
+
+def _digest(path: Path) -> str:
+    """A file's SHA-256, or "" when it cannot be read."""
+    try:
+        return sha256(path)
+    except OSError:
+        return ""
+
+
+def _check_arguments(**arguments: object) -> None:
+    """Wrong types are one SettingError naming the argument, not a TypeError from deep in."""
+    for name in ("run", "data", "report"):
+        value = arguments[name]
+        if not (isinstance(value, (str, os.PathLike)) or (value is None and name != "run")):
+            raise SettingError(name, f"must be a path (str or pathlib.Path"
+                                     f"{'' if name == 'run' else ', or None'}); got "
+                                     f"{_described(value)}.")
+    for name in ("tta", "exclude_training"):
+        if not isinstance(arguments[name], bool):
+            raise SettingError(name, f"must be True or False; got {_described(arguments[name])}.")
+    top_losses = arguments["top_losses"]
+    if isinstance(top_losses, bool) or not isinstance(top_losses, int) or top_losses < 0:
+        raise SettingError("top_losses", f"must be a whole number >= 0; got "
+                                         f"{_described(top_losses)}.")
+    if not isinstance(arguments["device"], str):
+        raise SettingError("device", "must be a device name (auto, cpu, cuda, cuda:N or mps); "
+                                     f"got {_described(arguments['device'])}.")
+
+
+def _described(value: object) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})" if not isinstance(value, str) else text
 
 
 def _wordnet_id(label: str) -> str:

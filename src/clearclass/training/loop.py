@@ -47,7 +47,13 @@ from clearclass.data.augment import AugmentSettings, augment_settings, batch_aug
 from clearclass.data.budget import check_cache_room
 from clearclass.data.cache import default_cache_dir
 from clearclass.data.loader import PhotoBatches, decode_photos, take
-from clearclass.data.sources import PhotoSet, find_photos, read_split
+from clearclass.data.sources import (
+    SPLIT_CHECKSUM,
+    PhotoSet,
+    find_photos,
+    read_split,
+    split_checksum,
+)
 from clearclass.errors import RunError, SettingError
 from clearclass.export import export_onnx
 from clearclass.model import (
@@ -157,12 +163,13 @@ class TrainingRun:
         return self.history[-1].accuracy if self.history else float("nan")
 
     def evaluate(self, data: str | Path | None = None, tta: bool = False,
-                 device: str = "auto"):
+                 device: str = "auto", exclude_training: bool = False):
         """Evaluate this run on its validation photos, or on `data` (see
         `clearclass.evaluate`)."""
         from clearclass.evaluation import evaluate
 
-        return evaluate(self.run_dir, data=data, tta=tta, device=device)
+        return evaluate(self.run_dir, data=data, tta=tta, device=device,
+                        exclude_training=exclude_training)
 
     def load(self, device: str = "auto"):
         """The trained classifier, ready to `predict` (see `clearclass.load`)."""
@@ -1017,9 +1024,10 @@ def _write_split(photo_set: PhotoSet, run_dir: Path) -> None:
 
 def _write_config(run_dir: Path, config: TrainConfig, pretrained: Pretrained,
                   compute: devices.Compute, run_id: str) -> None:
-    # run_id is also in model.json: the two must agree in any state of the folder.
+    # run_id is also in model.json: the two must agree in any state of the folder. The
+    # split is written first, into the same change: its checksum is what read_split checks.
     data = {"config": config.to_dict(), "run_id": run_id, "pretrained": pretrained.describe(),
-            "device": compute.describe()}
+            "device": compute.describe(), SPLIT_CHECKSUM: split_checksum(run_dir)}
     fileio.write_json(run_dir / "config.json", data)
 
 
