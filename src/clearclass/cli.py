@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,13 +22,14 @@ from typing import Annotated, Any
 import typer
 
 from clearclass import __version__, fileio, progress
-from clearclass.errors import ClearclassError, SettingError
+from clearclass.errors import ClearclassError, RunError, SettingError
 from clearclass.training.config import (
     EXPLORE_SETTINGS,
     LR_FIND_SETTINGS,
     NAMES,
     OLD_VALUES,
     RENAMED,
+    RESUME_SETTINGS,
     TrainConfig,
     setting_types,
 )
@@ -156,14 +158,19 @@ def main_options(
 @app.command()
 @with_settings(TRAIN_SETTINGS)
 def train(
+    ctx: typer.Context,
     data: Annotated[str | None, typer.Argument(
         help=_FIELDS["data"].metadata["help"], show_default=False, metavar="DATA")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the run in this folder from its last checkpoint, with its own "
-             "settings (instead of DATA).", metavar="RUN", show_default=False)] = None,
+             "settings (instead of DATA). Only how it runs may be given with it: --device, "
+             "--precision, --workers, --cache, --cache-limit, --checkpoint-minutes, --onnx; "
+             "any other option is refused.", metavar="RUN", show_default=False)] = None,
     processes: Annotated[int, typer.Option(
-        help="Train in this many processes on this machine, one per GPU (or sharing the "
-             "CPU), through torchrun; --batch-size stays the total of one step.",
+        help="Train in this many processes on this machine, one per GPU (or a core each on "
+             "the CPU), through torchrun; --batch-size stays the total of one step and must "
+             "divide among them. More processes than GPUs or cores is refused before any "
+             "starts; stopping this command (Ctrl-C, SIGTERM, even SIGKILL) stops them all.",
         min=1)] = 1,
     quiet: Quiet = False,
     *,
@@ -179,36 +186,75 @@ def train(
     (also saved every --checkpoint-minutes, and on Ctrl-C). Unreadable photos are skipped
     and listed in RUN/skipped.csv.
     """
+    from clearclass.training import launch
+
     if (data is None) == (resume is None):
         raise SettingError("data", "give the photos (DATA) to start a run, or --resume RUN "
                                    "to continue one; not both." if data else
                            "is missing: give the photos (DATA), or --resume RUN.")
+    given = _given(ctx, settings)
+    if resume is not None:
+        _refuse_unresumable(resume, given)
     if processes > 1:
-        sys.exit(_torchrun(processes, data, resume, quiet, settings))
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            raise SettingError("processes", f"{processes} was given to a process that torchrun "
+                                            "started: its --nproc-per-node says how many "
+                                            "processes train. Leave out --processes.")
+        saved = launch.saved_settings(resume) if resume is not None else settings
+        launch.check(processes, given.get("device", saved.get("device", "auto")),
+                     saved.get("batch_size"), resume)
+        sys.exit(_torchrun(processes, data, resume, quiet, given))
+    launch.end_with_launcher()  # a process that torchrun started ends with it
     from clearclass.training import resume as resume_training
     from clearclass.training import train as run_training
 
-    with _output(quiet):
+    with _output(quiet), _errors_to_launcher():
         if resume is not None:
-            run = resume_training(resume, **_given(settings))
+            run = resume_training(resume, **given)
         else:
             run = run_training(data, **settings)
     if not quiet and run.processes.main:
         typer.echo(f"Next: clearclass evaluate {shlex.quote(str(run.run_dir))}")
 
 
-def _given(settings: dict) -> dict:
-    """The settings that differ from their defaults: those the user gave."""
-    return {k: v for k, v in settings.items() if v != _FIELDS[k].default}
+def _given(ctx: typer.Context, settings: dict) -> dict:
+    """The settings the user gave (on the command line, or in the environment), whatever
+    their value: `--epochs 1` is given even though 1 is the default. An old name given
+    (`--base-lr`, `--no-cache`) gives the setting it became."""
+    def typed(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+    return {name: value for name, value in settings.items()
+            if typed(name) or typed(f"no_{name}")
+            or any(typed(old) for old, new in RENAMED.items() if new == name)}
+
+
+def _refuse_unresumable(run: Path, given: dict) -> None:
+    """A resumed run keeps its settings: any other than how it runs (RESUME_SETTINGS) is
+    refused, whatever its value, rather than dropped."""
+    kept = [name for name in given if name not in RESUME_SETTINGS]
+    if not kept:
+        return
+    flags = " and ".join(_flag(name) for name in kept)
+    to_do = "To train with other settings, start a new run (clearclass train DATA ...)"
+    if {"epochs", "freeze_epochs"} & set(kept):
+        weights = run / "model" / "model.safetensors"
+        to_do = ("To train longer, start a new run from what this one learnt: clearclass "
+                 f"train DATA --weights {shlex.quote(str(weights))} --epochs N --out NEW")
+    raise RunError(f"{flags} cannot change when resuming: a resumed run keeps its own "
+                   f"settings ({run / 'config.json'}) and ends as the uninterrupted run "
+                   f"would. {to_do}; --resume may change only "
+                   f"{', '.join(_flag(name) for name in RESUME_SETTINGS)}.")
 
 
 def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool,
-              settings: dict) -> int:
+              given: dict) -> int:
     """Run this same command in `processes` processes under torchrun; its exit status."""
-    import subprocess
+    from clearclass.training import launch
 
     args = [data] if data is not None else ["--resume", str(resume)]
-    for name, value in _given(settings).items():
+    for name, value in given.items():  # exactly what the user gave, under current names
         flag = _flag(name)
         if isinstance(value, bool):
             args.append(flag if value else f"--no-{flag[2:]}")
@@ -216,13 +262,25 @@ def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool
             args += [flag, str(value)]
     if quiet:
         args.append("--quiet")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={processes}", "-m", "clearclass", "train", *args]
-    progress.say("Starting: " + shlex.join(["torchrun", *command[3:]]))
+    args = ["--debug", "train", *args] if _state["debug"] else ["train", *args]
+    progress.say("Starting: " + shlex.join(["torchrun", "--standalone",
+                                            f"--nproc-per-node={processes}", "-m",
+                                            "clearclass", *args]))
+    return launch.run(processes, args, debug=_state["debug"])
+
+
+@contextlib.contextmanager
+def _errors_to_launcher() -> Iterator[None]:
+    """In a process that `train --processes N` started, an error is left to the launcher,
+    which prints each different one once (not N times under torchrun's traceback)."""
+    from clearclass.training import launch
+
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:  # torchrun passes it on, and the run saves a checkpoint
-        return 130
+        yield
+    except (ClearclassError, OSError) as e:
+        if _state["debug"] or not launch.report_error(_message(e)):
+            raise
+        sys.exit(1)
 
 
 @app.command()
@@ -696,9 +754,7 @@ def main() -> None:
     except ClearclassError as e:
         if _state["debug"]:
             raise
-        # A bad setting is named as the user typed it on the command line.
-        message = e.as_option() if isinstance(e, SettingError) else str(e)
-        progress.err_console.print(f"[bold red]error:[/bold red] {_escape(message)}")
+        progress.err_console.print(f"[bold red]error:[/bold red] {_escape(_message(e))}")
         sys.exit(1)
     except KeyboardInterrupt:
         if _state["debug"]:
@@ -710,10 +766,16 @@ def main() -> None:
         # left whole (fileio writes beside the target, then renames).
         if _state["debug"]:
             raise
-        where = f": {e.filename}" if e.filename else ""
-        progress.err_console.print(f"[bold red]error:[/bold red] "
-                                   f"{_escape((e.strerror or str(e)) + where)}")
+        progress.err_console.print(f"[bold red]error:[/bold red] {_escape(_message(e))}")
         sys.exit(1)
+
+
+def _message(e: Exception) -> str:
+    """The one line an error is reported as."""
+    if isinstance(e, OSError):  # the system's own words and the path
+        return (e.strerror or str(e)) + (f": {e.filename}" if e.filename else "")
+    # A bad setting is named as the user typed it on the command line.
+    return e.as_option() if isinstance(e, SettingError) else str(e)
 
 
 def _escape(text: str) -> str:

@@ -7,12 +7,14 @@ threads and `verify` all follow it. `worker_context` is how every worker process
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import TypeVar
 
 from clearclass.errors import SettingError
@@ -22,17 +24,72 @@ R = TypeVar("R")
 MAX_WORKERS = 8  # past this, decoding photos is limited by the disk, not the cores
 START_METHODS = ("spawn", "fork", "forkserver")
 START_METHOD_VARIABLE = "CLEARCLASS_START_METHOD"
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # where Linux mounts the cgroups
+PROCESS_CGROUPS = Path("/proc/self/cgroup")  # the cgroups of this process
 # What a forkserver imports once for all its workers: the batch and decoding code, with
 # PyTorch, NumPy and Pillow.
 FORKSERVER_PRELOAD = ["clearclass.data.loader"]
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under taskset or Slurm)."""
+    """Cores this process may run on: its CPU affinity (taskset, Slurm, a container's
+    cpuset), and no more than its cgroup's CPU quota (`docker --cpus`, Kubernetes limits)
+    rounded up."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cpu_quota() -> float | None:
+    """The CPU time this process's cgroups allow, in cores (Linux; None when unlimited).
+
+    The tightest of its cgroup and those above it, cgroup v2 (`cpu.max`: quota and period)
+    or v1 (`cpu.cfs_quota_us` and `cpu.cfs_period_us`, -1 for none). In a container the
+    cgroup file system shows the container's own cgroup at its root.
+    """
+    quotas = []
+    for v2, folder in _cgroup_folders():
+        try:
+            if v2:
+                quota, period = (folder / "cpu.max").read_text().split()[:2]
+            else:
+                quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+                period = (folder / "cpu.cfs_period_us").read_text().strip()
+            if quota not in ("max", "-1") and int(period) > 0:
+                quotas.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            continue
+    return min(quotas) if quotas else None
+
+
+def _cgroup_folders() -> Iterator[tuple[bool, Path]]:
+    """(is v2, folder) for this process's CPU cgroup and each above it, as mounted."""
+    try:
+        lines = PROCESS_CGROUPS.read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            roots = [(True, CGROUP_ROOT)]
+        elif "cpu" in controllers.split(","):
+            roots = [(False, CGROUP_ROOT / name) for name in ("cpu", "cpu,cpuacct")]
+        else:
+            continue
+        for v2, root in roots:
+            folder = root / path.lstrip("/")
+            if not folder.is_dir():  # a host path that the container does not show
+                folder = root
+            while True:
+                yield v2, folder
+                if folder == root:
+                    break
+                folder = folder.parent
 
 
 def default_workers() -> int:
