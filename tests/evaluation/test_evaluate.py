@@ -147,11 +147,17 @@ def test_evaluate_needs_a_run_folder(tmp_path):
 
 
 def test_an_edited_split_is_read_with_the_same_is_valid_words_as_a_csv(trained_run, tmp_path):
-    """split.csv edited in a spreadsheet (1/0, yes/no) means what it means in DATA's CSV."""
+    """split.csv edited in a spreadsheet (1/0, yes/no) means what it means in DATA's CSV, in
+    a run trained before config.json recorded its checksum (a run since refuses any edit:
+    tests/robustness/test_run_integrity.py)."""
+    import json
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    del config["split_sha256"]
+    (run / "config.json").write_text(json.dumps(config))
     with open(run / "split.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     words = {"True": "1", "False": "no"}
