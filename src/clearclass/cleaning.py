@@ -38,7 +38,7 @@ import html
 import io
 import json
 import os
-import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -257,10 +257,11 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
     folder = run_dir / CLEAN_FOLDER
     with fileio.exclusive(folder, what="run"):
         if (folder / LOG_FILE).exists():
-            raise RunError(f"Actions were applied to this run's photos ({folder / LOG_FILE}), "
+            raise RunError(_stopped(run_dir, folder / LOG_FILE) or
+                           f"Actions were applied to this run's photos ({folder / LOG_FILE}), "
                            f"so {run_dir}/split.csv no longer matches them. Train again and "
-                           f"clean the new run, or put the photos back first: clearclass "
-                           f"clean {run_dir} --undo")
+                           f"clean the new run, or put the photos back first: "
+                           f"{_undo_command(run_dir)}")
         classifier = load(run_dir / "model", device=device)
         class_ids = list(classifier.info.class_ids)
         split = read_split(run_dir, class_ids)  # checked against config.json's record
@@ -314,9 +315,10 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
     with fileio.exclusive(folder, what="run"):
         log_path = folder / LOG_FILE
         if log_path.exists():
-            raise RunError(f"Actions were applied to this run's photos already ({log_path}). "
-                           f"Undo them first (clearclass clean {run_dir} --undo), or train "
-                           "again and clean the new run.")
+            raise RunError(_stopped(run_dir, log_path) or
+                           f"Actions were applied to this run's photos already ({log_path}). "
+                           f"Undo them first ({_undo_command(run_dir)}), or train again and "
+                           "clean the new run.")
         rows = _read_actions(actions_csv)
         dataset = _current_dataset(run_dir)
         # The log holds absolute paths: `undo` may run from another folder.
@@ -325,10 +327,24 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
         if not plan.operations:
             say(f"Nothing to apply: every row of {actions_csv} says keep.")
             return applied
-        _execute(plan, log_path, dataset, actions_csv)
+        steps = _Steps(sum(op["op"] == "move" for op in plan.operations))
+        try:
+            with steps:
+                _execute(plan, log_path, dataset, actions_csv, steps)
+        except KeyboardInterrupt:
+            if not steps.logged:
+                warn("Apply stopped before it changed anything.")
+            else:
+                table = ""
+                if plan.relabel_rows or plan.drop_rows:
+                    table = f", {dataset.source.name} {'' if steps.edited else 'not yet '}edited"
+                warn(f"Apply stopped: {steps.done} of {steps.total} moves made{table}; every "
+                     f"change is logged in {log_path}. Put the photos back as they were with: "
+                     f"{_undo_command(run_dir)}")
+            raise
     say(f"Applied {actions_csv} to {dataset.source}: {plan.relabelled} photo(s) relabelled, "
         f"{plan.deleted} moved into {folder / REMOVED}. Every change is logged in {log_path}; "
-        f"`clearclass clean {run_dir} --undo` puts them back.")
+        f"`{_undo_command(run_dir)}` puts them back.")
     warn(f"{run_dir}/split.csv no longer matches the photos: train again to use them, e.g. "
          f"clearclass train {dataset.source} --out NEW_RUN")
     return applied
@@ -358,6 +374,7 @@ def undo(run: str | Path) -> int:
     log_path = folder / LOG_FILE
     with fileio.exclusive(folder, what="run"):
         if not log_path.is_file():
+            _tidy(folder, [])
             say(f"Nothing to undo: no actions are applied to the photos of {run_dir}.")
             return 0
         try:
@@ -369,17 +386,86 @@ def undo(run: str | Path) -> int:
                            "logged must be reversed by hand.") from None
         if problems:
             raise RunError(f"Cannot undo {log_path}: {len(problems)} change(s) no longer match "
-                           f"the files, e.g. {problems[0]}. Nothing was changed; put the "
-                           "files back as the log says, or move them by hand.")
-        reversed_count = sum(_reverse(op) for op in reversed(operations))
-        for op in operations:
-            if op["op"] == "rewrite":
-                Path(op["backup"]).unlink(missing_ok=True)
-        log_path.unlink()
-        _remove_empty_folders(folder / REMOVED)
-    say(f"Reversed {reversed_count} change(s) to {log.get('data', 'the photos')}; they are "
+                           f"the files: {'; '.join(problems[:3])}"
+                           f"{'; ...' if len(problems) > 3 else ''}. Nothing was changed; put "
+                           "the files back as the log says, or move them by hand.")
+        steps = _Steps(len(operations))
+        try:
+            with steps:
+                if not log.get("undoing"):  # `clean` and `--apply` then say an undo stopped
+                    fileio.write_json(log_path, {**log, "undoing": True})
+                for op in reversed(operations):
+                    steps.check()
+                    steps.done += _reverse(op)
+                steps.check()
+                _tidy(folder, operations)
+                log_path.unlink()
+        except KeyboardInterrupt:
+            warn(f"Undo stopped: {steps.done} change(s) put back so far; {log_path} still lists "
+                 f"them all. Finish it with: {_undo_command(run_dir)}")
+            raise
+    say(f"Reversed {steps.done} change(s) to {log.get('data', 'the photos')}; they are "
         "as before the apply.")
-    return reversed_count
+    return steps.done
+
+
+def _undo_command(run_dir: Path) -> str:
+    return f"clearclass clean {quote(str(run_dir))} --undo"
+
+
+def _stopped(run_dir: Path, log_path: Path) -> str:
+    """What an apply or undo that was stopped before it finished left (the log at
+    `log_path` says), and the command that finishes putting the photos back; "" if none."""
+    try:
+        log = json.loads(log_path.read_text(encoding="utf-8"))
+        moves = [op for op in log["operations"] if op["op"] == "move"]
+        made = sum(os.path.lexists(op["to"]) for op in moves)
+        complete, undoing = log.get("complete"), log.get("undoing")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if undoing:
+        return (f"An undo of the actions applied to this run's photos was stopped before it "
+                f"finished ({log_path}), so they are partly put back. Finish it with: "
+                f"{_undo_command(run_dir)}")
+    if not complete:
+        return (f"An apply of actions to this run's photos was stopped before it finished "
+                f"({made} of {len(moves)} moves made; {log_path}). Put the photos back as they "
+                f"were with: {_undo_command(run_dir)} (then apply again if you like)")
+    return ""
+
+
+class _Steps:
+    """The changes an apply or undo made so far. Ctrl-C (SIGINT) and SIGTERM stop it between
+    two changes (`check`); a second Ctrl-C stops at once (`undo` finishes what it cut short).
+    Outside the main thread, where Python cannot catch signals, they keep their default."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.asked = total, 0, False
+        self.logged, self.edited = False, False  # the apply's log written; its table edited
+        self.previous: dict = {}
+
+    def __enter__(self) -> _Steps:
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    def _ask(self, signum: int, frame: object) -> None:
+        if self.asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def check(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
 
 
 # --- finding ---------------------------------------------------------------------------------
@@ -837,37 +923,70 @@ def _relabelled_path(dataset: _Dataset, photo: Photo, new_label: str) -> Path | 
     return root.joinpath(*relative.parts[:depth - 1], new_label, *relative.parts[depth:])
 
 
-def _execute(plan: _Plan, log_path: Path, dataset: _Dataset, actions_csv: Path) -> None:
+def _execute(plan: _Plan, log_path: Path, dataset: _Dataset, actions_csv: Path,
+             steps: _Steps) -> None:
     """Log every change, then make them; the log is written before the first change, so
-    whatever moment this stops at, `undo` finds what to reverse."""
+    whatever moment this stops at, `undo` finds what to reverse.
+
+    Each change can be stopped half-way and `undo` still finds the photo: a move to
+    another file system copies under a temporary name, renames, then deletes the source
+    (`fileio.move_file`), and the labels table is replaced by a rename (`_replace`) once
+    its backup is written. Ctrl-C stops between two changes (`steps`)."""
     rewrite = next((op for op in plan.operations if op["op"] == "rewrite"), None)
-    new_table = None
+    new_table = original = None
     if rewrite is not None:
         original = dataset.source.read_bytes()
         new_table = _edited_table(dataset.source, original, plan.relabel_rows, plan.drop_rows)
         rewrite.update(before=_sha256(original), after=_sha256(new_table),
                        mode=dataset.source.stat().st_mode & 0o7777)
-        fileio.write_bytes(Path(rewrite["backup"]), original)
     log = {"format": "clearclass clean log", "version": 1, "data": str(dataset.source),
            "actions": str(actions_csv.resolve()),
            "applied": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False,
            "operations": plan.operations}
+    steps.check()
     fileio.write_json(log_path, log)
+    steps.logged = True
+    if rewrite is not None:  # `undo` needs it only once the table is edited, the last change
+        fileio.write_bytes(Path(rewrite["backup"]), original)
     for op in plan.operations:
+        steps.check()
         if op["op"] == "mkdir":
             Path(op["path"]).mkdir()
         elif op["op"] == "move":
             target = Path(op["to"])
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(op["from"], target)
+            fileio.move_file(op["from"], target)
+            steps.done += 1
         elif op["op"] == "rewrite":
             _replace(Path(op["path"]), new_table, op["mode"])
+            steps.edited = True
     fileio.write_json(log_path, {**log, "complete": True})
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:
-    fileio.write_bytes(path, data)
-    os.chmod(path, mode)
+    """`path` holds `data` with `mode`: written whole under `fileio.staged_path(path)`, then
+    renamed over it (a stop leaves the old table, or the new one, and at most that copy)."""
+    staged = fileio.staged_path(path)
+    staged.unlink(missing_ok=True)
+    with open(staged, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.chmod(staged, mode)
+        os.fsync(f.fileno())
+    os.replace(staged, path)
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two files (or links) hold the same bytes: size, then SHA-256."""
+    if os.path.islink(a) or os.path.islink(b):
+        return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
+    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
+        return False
+    digests = []
+    for path in (a, b):
+        with open(path, "rb") as f:
+            digests.append(hashlib.file_digest(f, "sha256").digest())
+    return digests[0] == digests[1]
 
 
 def _sha256(data: bytes) -> str:
@@ -938,9 +1057,12 @@ def _undo_problem(op: dict) -> str:
     kind = op.get("op")
     if kind == "move":
         source, target = Path(op["from"]), Path(op["to"])
-        if os.path.lexists(target) and os.path.lexists(source):
-            return f"{source} exists again, and so does {target} that it was moved to"
-        if not os.path.lexists(target) and not os.path.lexists(source):
+        here, there = os.path.lexists(source), os.path.lexists(target)
+        if here and there and not _same_content(source, target):
+            # A move stopped between its copy and its delete leaves two identical files.
+            return (f"{source} and {target}, where the apply moved it, both exist and differ; "
+                    f"keep the one you want at {source}, delete the other")
+        if not here and not there:
             return f"{source} was moved to {target}, which is gone"
         return ""
     if kind == "rewrite":
@@ -959,17 +1081,26 @@ def _undo_problem(op: dict) -> str:
 
 
 def _reverse(op: dict) -> int:
-    """Reverse one change (if it was made); 1 if it was, else 0."""
+    """Reverse one change, from whatever point it (or an undo of it) was stopped at; 1 if
+    it had been made, else 0. `_undo_problem(op)` must be "" first."""
     kind = op["op"]
     if kind == "move":
         source, target = Path(op["from"]), Path(op["to"])
-        if not os.path.lexists(target):
-            return 0
-        source.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(target, source)
-        return 1
+        made = os.path.lexists(target)
+        if made and not os.path.lexists(source):
+            source.parent.mkdir(parents=True, exist_ok=True)
+            fileio.move_file(target, source)
+        # The photo is whole at `source` now: what else is left of the move is a copy of it
+        # (checked identical by `_undo_problem`), or part of one under a temporary name.
+        for copy in (fileio.staged_path(target), fileio.staged_path(source)):
+            if os.path.lexists(copy):
+                os.unlink(copy)
+        if os.path.lexists(target):
+            os.unlink(target)
+        return int(made)
     if kind == "rewrite":
         path = Path(op["path"])
+        fileio.staged_path(path).unlink(missing_ok=True)  # part of a table never renamed
         if "after" not in op or _sha256(path.read_bytes()) != op["after"]:
             return 0
         _replace(path, Path(op["backup"]).read_bytes(), op["mode"])
@@ -982,6 +1113,19 @@ def _reverse(op: dict) -> int:
         return 0
     folder.rmdir()
     return 1
+
+
+def _tidy(folder: Path, operations: list[dict]) -> None:
+    """What an apply leaves in RUN/clean besides the log: the labels table's backup, the
+    folders of removed/ once empty, and temp files of writes that a killed process left."""
+    for op in operations:
+        if op["op"] == "rewrite":
+            Path(op["backup"]).unlink(missing_ok=True)
+            for stray in fileio.stray_temp_files(op["backup"]):
+                stray.unlink(missing_ok=True)
+    for stray in fileio.stray_temp_files(folder / LOG_FILE):
+        stray.unlink(missing_ok=True)
+    _remove_empty_folders(folder / REMOVED)
 
 
 def _remove_empty_folders(top: Path) -> None:

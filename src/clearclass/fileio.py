@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -377,3 +378,64 @@ def changing(target: str | Path, start_empty: bool = False) -> Iterator[Path]:
         change.discard()
         raise
     change.commit()
+
+
+# --- moving a file, across file systems too ---------------------------------------------------
+
+def staged_path(target: str | Path) -> Path:
+    """The hidden name beside `target` that `move_file` copies into before renaming it to
+    `target`: at most a partial or complete copy of a file that still exists elsewhere."""
+    target = Path(target)
+    name = f".{target.name}.moving.tmp"
+    if len(os.fsencode(name)) > 255:  # the longest name most file systems allow
+        import hashlib
+
+        name = f".{hashlib.sha256(os.fsencode(target.name)).hexdigest()[:32]}.moving.tmp"
+    return target.with_name(name)
+
+
+def move_file(source: str | Path, target: str | Path) -> Path:
+    """Move a file (or a link) to `target`, which must not exist, so that a process stopped
+    at any moment leaves `source` whole, `target` whole, or both, never half of one.
+
+    On one file system this is one rename. Across two, the file is copied to
+    `staged_path(target)` (mode and times kept, as `shutil.move` keeps them), flushed to
+    disk, renamed to `target`, and only then is `source` deleted. A stop leaves a partial or
+    complete copy at the staged name (with `source` untouched), or `source` and an identical
+    `target`: whoever finishes or reverses the move compares them before deleting one.
+    """
+    source, target = Path(source), Path(target)
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "A file is in the way of a move", str(target))
+    try:
+        os.rename(source, target)
+        return target
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    staged = staged_path(target)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staged)  # a partial copy left by an earlier move that was stopped
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), staged)
+    else:
+        with open(source, "rb") as original, open(staged, "wb") as copy:
+            shutil.copyfileobj(original, copy, 1 << 20)
+            copy.flush()
+            shutil.copystat(source, staged)
+            os.fsync(copy.fileno())
+    os.rename(staged, target)
+    _sync_folder(target.parent)
+    os.unlink(source)
+    _sync_folder(source.parent)
+    return target
+
+
+def stray_temp_files(path: str | Path) -> list[Path]:
+    """The temp files that `atomic_write(path)` (or `move_file` to `path`) left beside `path`
+    when its process was killed before it could remove them."""
+    import glob
+
+    path = Path(path)
+    pattern = f".{glob.escape(path.name)}.*.tmp"
+    return sorted(path.parent.glob(pattern)) if path.parent.is_dir() else []
