@@ -21,7 +21,10 @@ folder of the same split (or edits the label in a labels CSV, every other byte o
 kept), `keep` does nothing. The whole file is checked before anything changes. Every
 change is written to RUN/clean/applied.json before it is made, and `undo(RUN)` reverses
 them, newest first, whatever moment an apply was stopped at: DATA is as it was, byte for
-byte.
+byte. A move to another file system is copied, renamed and only then deleted
+(`fileio.move_file`), so a stop leaves each photo whole somewhere; undo recognises each
+half-done step (its own too) and finishes or reverses it. Ctrl-C stops either between two
+changes and says how far it got.
 
 A photo the model trained on with a wrong label has been pulled towards that label, so
 its loss understates the problem; one frozen epoch moves a pretrained model little, and

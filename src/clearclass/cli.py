@@ -339,7 +339,8 @@ def clean(
                         "its new class folder (or edits a labels CSV).",
         metavar="ACTIONS_CSV", show_default=False)] = None,
     undo: Annotated[bool, typer.Option(
-        "--undo", help="Put the photos back as they were before the last --apply.")] = False,
+        "--undo", help="Put the photos back as they were before the last --apply, one "
+                       "stopped half-way too.")] = False,
     quiet: Quiet = False,
     *,
     settings: dict,
