@@ -39,10 +39,10 @@ STEPS = {os: ("rename", "replace", "unlink", "mkdir", "rmdir", "chmod", "fsync",
 def _second_file_system(near: Path) -> Path | None:
     """A writable folder on another file system than `near` (a tmpfs), if there is one."""
     for candidate in ("/dev/shm", tempfile.gettempdir(), Path.home()):
-        with_us = Path(candidate)
-        if with_us.is_dir() and os.access(with_us, os.W_OK) and \
-                with_us.stat().st_dev != near.stat().st_dev:
-            return with_us
+        folder = Path(candidate)
+        if folder.is_dir() and os.access(folder, os.W_OK) and \
+                folder.stat().st_dev != near.stat().st_dev:
+            return folder
     return None
 
 
@@ -309,28 +309,29 @@ def test_a_real_move_across_file_systems_stopped_mid_copy(runs, monkeypatch):
     _put_back(runs, "folder")
 
 
-# The command, with two moves across file systems slowed down (test code, not clearclass's):
-# moves from DATA fail with EXDEV as between two disks, and after the second photo is
-# deleted from DATA, each deletion waits a second (the signal arrives in it).
-SLOW_CLEARCLASS = """
+# The command, with its moves across file systems held up (test code, not clearclass's):
+# moves out of DATA fail with EXDEV, as between two disks, and once the second photo is
+# deleted from DATA (its move done), the command waits until the test has sent its signal.
+HELD_CLEARCLASS = """
 import errno, os, sys, time
-data, ready = os.path.realpath(sys.argv.pop(1)) + os.sep, sys.argv.pop(1)
+data, ready, sent = os.path.realpath(sys.argv.pop(1)) + os.sep, sys.argv.pop(1), sys.argv.pop(1)
 rename, unlink, deleted = os.rename, os.unlink, []
 def in_data(path):
     return os.path.realpath(os.fsdecode(path)).startswith(data)
-def slow_rename(a, b, *args, **kwargs):
+def crossing_rename(a, b, *args, **kwargs):
     if in_data(a) != in_data(b):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     return rename(a, b, *args, **kwargs)
-def slow_unlink(path, *args, **kwargs):
+def held_unlink(path, *args, **kwargs):
     unlink(path, *args, **kwargs)
     if in_data(path) and os.fsdecode(path).endswith(".jpg"):
         deleted.append(path)
         if len(deleted) == 2:
             open(ready, "w").close()
-        if len(deleted) >= 2:
-            time.sleep(1)
-os.rename, os.unlink = slow_rename, slow_unlink
+            deadline = time.monotonic() + 60
+            while not os.path.exists(sent) and time.monotonic() < deadline:
+                time.sleep(0.01)
+os.rename, os.unlink = crossing_rename, held_unlink
 sys.argv[0] = "clearclass"
 from clearclass.cli import main
 main()
@@ -351,9 +352,9 @@ def test_ctrl_c_during_apply_says_what_was_applied_and_how_to_undo(runs, sig, tm
     actions = tmp_path / "actions.csv"  # four deletes: four moves across file systems
     actions.write_text('path,action\nred/000.jpg,delete\n"red/001, copy.jpg",delete\n'
                        "green/002.jpg,delete\nblue/003.jpg,delete\n", encoding="utf-8")
-    ready = tmp_path / "two photos moved"
-    child = subprocess.Popen([sys.executable, "-c", SLOW_CLEARCLASS, runs.data, ready, "clean",
-                              run, "--apply", actions], stdout=subprocess.PIPE,
+    ready, sent = tmp_path / "two photos moved", tmp_path / "signal sent"
+    child = subprocess.Popen([sys.executable, "-c", HELD_CLEARCLASS, runs.data, ready, sent,
+                              "clean", run, "--apply", actions], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -361,6 +362,7 @@ def test_ctrl_c_during_apply_says_what_was_applied_and_how_to_undo(runs, sig, tm
             time.sleep(0.01)
         assert ready.exists(), child.communicate()
         child.send_signal(sig)
+        sent.touch()
         out, err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
