@@ -159,6 +159,24 @@ def test_an_error_in_every_process_is_printed_once(tmp_path):
     failed(result, "missing does not exist")  # one line, no torchrun traceback
 
 
+def test_the_processes_get_exactly_the_settings_given(monkeypatch, data):
+    """Those typed, at their defaults too (--epochs 1), under their current names (an old
+    name, an old switch), and nothing else."""
+    from typer.testing import CliRunner
+
+    from clearclass.cli import app
+    from clearclass.training import launch
+
+    started = []
+    monkeypatch.setattr(launch, "check", lambda *args: None)
+    monkeypatch.setattr(launch, "run", lambda n, args, debug: started.append(args) or 0)
+    result = CliRunner().invoke(app, ["train", str(data), "--processes", "2", "--epochs", "1",
+                                      "--base-lr", "0.01", "--no-cache", "--no-onnx", "-q"])
+    assert result.exit_code == 0, result.output
+    assert started == [["train", str(data), "--cache", "memory", "--epochs", "1",
+                        "--learning-rate", "0.01", "--no-onnx", "--quiet"]]
+
+
 def _descendants(pid: int) -> set[int]:
     """The processes below `pid` now, from /proc."""
     parents = {}
