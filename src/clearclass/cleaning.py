@@ -334,14 +334,15 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
         try:
             with steps:
                 _execute(plan, log_path, dataset, actions_csv, steps)
-        except KeyboardInterrupt:
+        except BaseException as e:  # Ctrl-C, or an error such as a full disk
+            what = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
             if not steps.logged:
-                warn("Apply stopped before it changed anything.")
+                warn(f"Apply {what} before it changed anything.")
             else:
                 table = ""
                 if plan.relabel_rows or plan.drop_rows:
                     table = f", {dataset.source.name} {'' if steps.edited else 'not yet '}edited"
-                warn(f"Apply stopped: {steps.done} of {steps.total} moves made{table}; every "
+                warn(f"Apply {what}: {steps.done} of {steps.total} moves made{table}; every "
                      f"change is logged in {log_path}. Put the photos back as they were with: "
                      f"{_undo_command(run_dir)}")
             raise
@@ -403,8 +404,9 @@ def undo(run: str | Path) -> int:
                 steps.check()
                 _tidy(folder, operations)
                 log_path.unlink()
-        except KeyboardInterrupt:
-            warn(f"Undo stopped: {steps.done} change(s) put back so far; {log_path} still lists "
+        except BaseException as e:  # Ctrl-C, or an error such as a full disk
+            what = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+            warn(f"Undo {what}: {steps.done} change(s) put back so far; {log_path} still lists "
                  f"them all. Finish it with: {_undo_command(run_dir)}")
             raise
     say(f"Reversed {steps.done} change(s) to {log.get('data', 'the photos')}; they are "

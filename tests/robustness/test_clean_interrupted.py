@@ -267,6 +267,30 @@ def test_a_copy_that_differs_from_its_photo_is_never_deleted(runs, monkeypatch):
     _put_back(runs, "folder")
 
 
+def test_a_full_disk_half_way_says_how_to_undo(runs, monkeypatch):
+    """An error that is not Ctrl-C (no space left while copying a photo across file
+    systems) says what was applied and the --undo command too, and undo restores DATA."""
+    from clearclass import cleaning
+
+    _reset(runs)
+    said, copy = [], shutil.copyfileobj
+
+    def full(source, target, length=0):
+        target.write(source.read(1000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(cleaning, "warn", said.append)
+        m.setattr(shutil, "copyfileobj", full)
+        Stop(m, runs, runs.run["folder"])  # never stops; the moves cross file systems
+        with pytest.raises(OSError, match="No space left"):
+            apply_actions(runs.run["folder"], runs.actions["folder"])
+    assert shutil.copyfileobj is copy
+    assert len(said) == 1 and "Apply failed: 1 of 4 moves made" in said[0], said
+    assert f"clearclass clean {shlex.quote(str(runs.run['folder']))} --undo" in said[0]
+    _put_back(runs, "folder")
+
+
 def test_a_real_move_across_file_systems_stopped_mid_copy(runs, monkeypatch):
     """DATA on a tmpfs, the run on the disk: a photo half-copied into RUN/clean/removed/,
     then half-copied back by an undo, and each time undone."""
