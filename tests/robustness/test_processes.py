@@ -152,6 +152,20 @@ def test_a_setting_resume_may_change_is_honoured_even_at_its_default(finished_ru
     assert (run / "model" / "model.onnx").is_file()
 
 
+def test_a_resumed_runs_damaged_config_is_one_line(finished_run, tmp_path):
+    """Readable JSON that is not a run's settings: one line that names the file (and the
+    launcher's cheap look at it for --processes lets the processes say it, once)."""
+    runs = []
+    for name, config in [("not-a-dict", {"config": 5}), ("no-data", {"config": {"seed": 1}}),
+                         ("wrong-kind", {"config": {"data": "x", "batch_size": "8"}})]:
+        run = tmp_path / name
+        shutil.copytree(finished_run, run)
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(("train", "--resume", run))
+    for result in clearclass_all(*runs):
+        failed(result, "config.json is damaged", "cannot be resumed")
+
+
 @two_cores
 def test_an_error_in_every_process_is_printed_once(tmp_path):
     result, _ = _on_cores(2, "train", tmp_path / "missing", "--out", tmp_path / "run", *TINY,

@@ -56,14 +56,14 @@ def check(processes: int, device: str, batch_size: int | None,
     name = device_name(device)  # imports PyTorch only where a GPU may be there
     kind = name.partition(":")[0]
     if kind == "cuda":
-        import torch
-
-        gpus = torch.cuda.device_count()
         if name != "cuda":
             raise SettingError("device", f"{name} names one GPU, but each of the {processes} "
                                          "processes takes a GPU of its own (process N: GPU "
                                          "N); give --device cuda, and CUDA_VISIBLE_DEVICES to "
                                          "choose the GPUs.")
+        import torch
+
+        gpus = torch.cuda.device_count()
         limit, what = gpus, f"PyTorch sees {_count(gpus, 'CUDA GPU')} on this machine"
         advice = f"use at most --processes {gpus}, one per GPU"
     elif kind == "mps":
@@ -111,13 +111,17 @@ def check(processes: int, device: str, batch_size: int | None,
 
 
 def saved_settings(run_dir: Path) -> dict[str, Any]:
-    """A run's settings from its config.json, read without PyTorch; {} where it cannot be
-    read (resuming then says why, in one line)."""
+    """A run's device and batch size, from its config.json read without PyTorch; what it
+    does not say well is left out (resuming then says what is wrong, in one line)."""
     try:
         saved = json.loads((fileio.settled(run_dir) / "config.json").read_text("utf-8"))
-        return dict(saved["config"])
-    except (OSError, ValueError, KeyError, TypeError):
+        device, batch_size = saved["config"].get("device"), saved["config"].get("batch_size")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+    kept: dict[str, Any] = {"device": device} if isinstance(device, str) else {}
+    if type(batch_size) is int and batch_size > 0:
+        kept["batch_size"] = batch_size
+    return kept
 
 
 def _count(n: int, thing: str) -> str:
