@@ -306,11 +306,15 @@ def _resumed_config(run_dir: Path, settings: dict[str, Any]) -> TrainConfig:
                            f"{name} cannot change. To train with other settings, start a "
                            "new run.")
     try:
-        saved = json.loads(config_file.read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        saved = TrainConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8"))
+                                      ["config"])
+    except SettingError as e:  # a value of the wrong kind, named
+        raise RunError(f"{config_file} is damaged ({str(e).rstrip('.')}); the run cannot be "
+                       "resumed.") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"{config_file} is damaged ({type(e).__name__}: {e}); the run cannot "
                        "be resumed.") from None
-    return make_config(TrainConfig.from_dict(saved), settings)
+    return make_config(saved, settings)
 
 
 def _read_history(run_dir: Path) -> list[EpochRow]:
