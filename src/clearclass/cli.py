@@ -263,9 +263,10 @@ def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool
     if quiet:
         args.append("--quiet")
     args = ["--debug", "train", *args] if _state["debug"] else ["train", *args]
-    progress.say("Starting: " + shlex.join(["torchrun", "--standalone",
-                                            f"--nproc-per-node={processes}", "-m",
-                                            "clearclass", *args]))
+    with _output(quiet):
+        progress.say("Starting: " + shlex.join(["torchrun", "--standalone",
+                                                f"--nproc-per-node={processes}", "-m",
+                                                "clearclass", *args]))
     return launch.run(processes, args, debug=_state["debug"])
 
 
@@ -404,8 +405,9 @@ def predict(
     results are printed); 1 when nothing was predicted because the model or an option is
     wrong (one line on stderr says what to do); 2 for a command line that cannot be parsed.
     """
-    from clearclass.predict import image_files, load
+    from clearclass.predict import check_top_k, image_files, load
 
+    check_top_k(top_k)  # before the model is loaded
     classifier = load(model, device=settings["device"])
     files = image_files(images, unreadable="report")
     results = classifier.predict_many(files, top_k=top_k, unreadable="report")
@@ -491,9 +493,20 @@ def serve(
         help="Address to listen on; 0.0.0.0 for every network interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(
-        min=1, help="Server processes; the cores are shared among them.")] = 1,
+        min=1, help="Server processes; the cores and --decode-memory-mb are shared among "
+                    "them.")] = 1,
     max_upload_mb: Annotated[float, typer.Option(
-        min=0.001, help="Largest photo accepted, in MB (larger ones get 413).")] = 10.0,
+        min=0.001, help="Largest photo accepted, in MB (larger ones get 413 as soon as the "
+                        "bytes past the limit arrive). A request may have 32 photos.")] = 10.0,
+    max_megapixels: Annotated[float, typer.Option(
+        min=0.001, help="Most pixels a photo may decode into, in millions (a JPEG counts "
+                        "the pixels of its reduced-scale decoding); more: 400, refused from "
+                        "the header, before decoding.")] = 80.0,
+    decode_memory_mb: Annotated[float, typer.Option(
+        min=1, help="Memory for the photos decoded at once, in MB, for the whole server: "
+                    "each photo's need is estimated from its header (pixels, colour mode, "
+                    "what the resize makes); photos wait their turn while others hold it, "
+                    "and one that needs more than all of it gets 400.")] = 1000.0,
 ) -> None:
     """Serve a model: a web page to try photos on, and an HTTP API.
 
@@ -502,6 +515,11 @@ def serve(
     Open http://127.0.0.1:8000/ in a browser, or: curl -F file=@photo.jpg
     http://127.0.0.1:8000/predict (the JSON of `clearclass predict --json`). Also GET
     /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C.
+
+    Memory: the model and Python (about 200 MB for a small model), --decode-memory-mb for
+    decoding, and the uploads of the requests in progress, at most twice the largest
+    request (32 x --max-upload-mb; beyond, 503 until some finish; uploads over 1 MB wait
+    in the temporary folder, $TMPDIR). A port in use is one error line and exit status 1.
     """
     try:
         from clearclass.serve import serve as run_server
@@ -509,7 +527,9 @@ def serve(
         raise ClearclassError(f"Serving needs FastAPI and uvicorn ({e}); install them with "
                               "pip install 'clearclass[serve]'.") from None
     run_server(model, host=host, port=port, workers=workers,
-               max_upload_bytes=int(max_upload_mb * 1_000_000))
+               max_upload_bytes=int(max_upload_mb * 1_000_000),
+               max_pixels=int(max_megapixels * 1_000_000),
+               decode_memory_bytes=int(decode_memory_mb * 1_000_000))
 
 
 @app.command()

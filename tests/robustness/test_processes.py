@@ -78,10 +78,11 @@ def test_the_limits_name_their_numbers(monkeypatch):
     from clearclass.training import launch
 
     cores = available_cores()
+    many = max(64, cores + 1)
     with pytest.raises(SettingError) as refusal:
-        launch.check(64, "cpu", 64)
+        launch.check(many, "cpu", many)
     assert refusal.value.as_option().startswith(
-        f"--processes 64 asks for 64 processes, but this machine has {cores} CPU core")
+        f"--processes {many} asks for {many} processes, but this machine has {cores} CPU core")
 
     monkeypatch.setattr(launch, "available_cores", lambda: 64)
     import clearclass.data.budget as budget
