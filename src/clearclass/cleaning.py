@@ -70,6 +70,7 @@ from clearclass.evaluation import predict_photos
 from clearclass.parallel import default_workers, map_in_order
 from clearclass.predict import load
 from clearclass.progress import bar, say, warn
+from clearclass.training.run_folder import run_path
 
 # The model must give the other class at least this probability for `relabel` to be
 # suggested; below it the photo is listed to look at, with `keep`. On the bundled sample
@@ -476,7 +477,7 @@ class _Steps:
 # --- finding ---------------------------------------------------------------------------------
 
 def _run_folder(run: str | Path) -> Path:
-    run_dir = fileio.settled(Path(run).expanduser())
+    run_dir = fileio.settled(run_path(run))
     if not (run_dir / "split.csv").is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
                        "`clearclass train --out` wrote.")

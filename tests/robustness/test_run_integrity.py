@@ -193,3 +193,12 @@ def test_the_api_names_an_argument_of_the_wrong_type(arguments, tmp_path):
     name = next(iter(arguments), "run")
     with pytest.raises(SettingError, match=f"^{name} must be"):
         clearclass.evaluate(run, **arguments)
+
+
+@pytest.mark.parametrize("function", ["resume", "clean"])
+def test_the_other_readers_of_a_run_name_a_run_of_the_wrong_type(function):
+    import clearclass
+    from clearclass.errors import SettingError
+
+    with pytest.raises(SettingError, match="^run must be a run folder"):
+        getattr(clearclass, function)(None)

@@ -15,6 +15,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,10 @@ from clearclass.evaluation.results import (
 )
 from clearclass.predict import Classifier, load
 from clearclass.progress import bar, say, warn
+from clearclass.training.run_folder import run_path
+
+if TYPE_CHECKING:
+    from clearclass.training.loop import TrainingRun
 
 __all__ = ["MOST_CONFUSED_PAIRS", "REPORT_FILES", "TOP_LOSSES", "Calibration",
            "CalibrationBin", "ConfusedPair", "Evaluation", "confusion_order", "evaluate",
@@ -41,7 +46,7 @@ __all__ = ["MOST_CONFUSED_PAIRS", "REPORT_FILES", "TOP_LOSSES", "Calibration",
 BATCH = 32
 
 
-def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
+def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta: bool = False,
              top_losses: int = TOP_LOSSES, device: str = "auto",
              report: str | Path | None = None, exclude_training: bool = False) -> Evaluation:
     """Evaluate a training run and write its report.
@@ -62,7 +67,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, tta: bool = False,
     """
     _check_arguments(run=run, data=data, tta=tta, top_losses=top_losses, device=device,
                      report=report, exclude_training=exclude_training)
-    run_dir = fileio.settled(Path(run).expanduser())
+    run_dir = fileio.settled(run_path(run))
     if not (run_dir / "split.csv").is_file():
         raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
                        "`clearclass train --out` wrote.")
@@ -212,14 +217,14 @@ def _digest(path: Path) -> str:
 
 def _check_arguments(**arguments: object) -> None:
     """Wrong types are one SettingError naming the argument, not a TypeError from deep in."""
-    for name in ("run", "data", "report"):
+    run_path(arguments["run"])
+    for name in ("data", "report"):
         value = arguments[name]
-        if not (isinstance(value, (str, os.PathLike)) or (value is None and name != "run")):
-            raise SettingError(name, f"must be a path (str or pathlib.Path"
-                                     f"{'' if name == 'run' else ', or None'}); got "
+        if not (value is None or isinstance(value, (str, os.PathLike))):
+            raise SettingError(name, "must be a path (a str or pathlib.Path) or None; got "
                                      f"{_described(value)}.")
     for name in ("tta", "exclude_training"):
-        if not isinstance(arguments[name], bool):
+        if not isinstance(arguments[name], (bool, np.bool_)):
             raise SettingError(name, f"must be True or False; got {_described(arguments[name])}.")
     top_losses = arguments["top_losses"]
     if isinstance(top_losses, bool) or not isinstance(top_losses, int) or top_losses < 0:

@@ -81,7 +81,7 @@ from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
 from clearclass.training.depthwise import faster_depthwise_gradients
 from clearclass.training.distributed import Processes
 from clearclass.training.forward_only import forward_only
-from clearclass.training.run_folder import resuming, run_dir_for, run_folder
+from clearclass.training.run_folder import resuming, run_dir_for, run_folder, run_path
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch table
@@ -271,7 +271,7 @@ def resume(run: str | Path, **settings: Any) -> TrainingRun:
         print(run.accuracy)
     """
     started = time.perf_counter()
-    run_dir = Path(run).expanduser()
+    run_dir = run_path(run)
     config = _resumed_config(run_dir, settings)
     processes = distributed.from_environment()
     with contextlib.ExitStack() as stack:

@@ -7,6 +7,7 @@ Kept apart from the loop (which imports PyTorch) so that the command line can re
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def resuming(run_dir: Path) -> Iterator[Path]:
     with fileio.exclusive(run_dir):
         fileio.finish_interrupted_change(run_dir)
         yield run_dir
+
+
+def run_path(run: object) -> Path:
+    """The folder a `run` argument of the API names: a path (str or pathlib.Path), or what
+    `clearclass.train` returns. Anything else is a SettingError, not a TypeError from deep
+    inside."""
+    run_dir = getattr(run, "run_dir", run)  # a TrainingRun
+    if not isinstance(run_dir, (str, os.PathLike)):
+        text = repr(run)
+        raise SettingError("run", "must be a run folder (a str or pathlib.Path, or what "
+                                  "clearclass.train returns); got "
+                                  f"{text if len(text) <= 60 else text[:57] + '...'} "
+                                  f"({type(run).__name__}).")
+    return Path(run_dir).expanduser()
 
 
 def run_dir_for(config: TrainConfig) -> Path:
