@@ -132,6 +132,24 @@ def test_predict_json_gives_the_path_and_the_class_back_exactly(data, run):
     assert json.loads(results[2].stdout.decode("utf-8")) == answers
 
 
+def test_serve_answers_with_a_class_named_in_latin1(data, run):
+    from fastapi.testclient import TestClient
+
+    from clearclass.serve import create_app
+
+    with TestClient(create_app(run / "model")) as client:
+        about = client.get("/model")
+        assert about.status_code == 200, about.text  # was a 500: surrogates not allowed
+        classes = json.loads(about.content.decode("utf-8"))["classes"]
+        assert LATIN1 in [c["id"] for c in classes]
+        with open(data / FORMULA / CAFE, "rb") as f:
+            answer = client.post("/predict", params={"top_k": 4},
+                                 files={"file": ("photo.jpg", f, "image/jpeg")})
+        assert answer.status_code == 200, answer.text
+        top = json.loads(answer.content.decode("utf-8"))["top_k"]
+        assert LATIN1 in [t["class_id"] for t in top]
+
+
 def test_clean_apply_and_undo_move_a_photo_named_in_latin1(data, run):
     before = {d: sorted(os.listdir(os.fsencode(data / d))) for d in os.listdir(data)}
     result = _run("clean", run, "--device", "cpu", env={"PYTHONIOENCODING": "ascii:strict"})
