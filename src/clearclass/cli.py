@@ -163,9 +163,9 @@ def train(
         help=_FIELDS["data"].metadata["help"], show_default=False, metavar="DATA")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the run in this folder from its last checkpoint, with its own "
-             "settings (instead of DATA). Only how it runs may be given with it: --device, "
-             "--precision, --workers, --cache, --cache-limit, --checkpoint-minutes, --onnx; "
-             "any other option is refused.", metavar="RUN", show_default=False)] = None,
+             "settings (instead of DATA). Only how it runs may be given with it: "
+             f"{', '.join(map(_flag, RESUME_SETTINGS))}; any other option is refused.",
+        metavar="RUN", show_default=False)] = None,
     processes: Annotated[int, typer.Option(
         help="Train in this many processes on this machine, one per GPU (or a core each on "
              "the CPU), through torchrun; --batch-size stays the total of one step and must "
@@ -245,7 +245,7 @@ def _refuse_unresumable(run: Path, given: dict) -> None:
     raise RunError(f"{flags} cannot change when resuming: a resumed run keeps its own "
                    f"settings ({run / 'config.json'}) and ends as the uninterrupted run "
                    f"would. {to_do}; --resume may change only "
-                   f"{', '.join(_flag(name) for name in RESUME_SETTINGS)}.")
+                   f"{', '.join(map(_flag, RESUME_SETTINGS))}.")
 
 
 def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool,
