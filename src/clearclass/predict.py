@@ -20,6 +20,7 @@ import base64
 import html
 import io
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +167,9 @@ class Classifier:
         if unreadable not in UNREADABLE:
             raise SettingError("unreadable", f"must be one of {', '.join(UNREADABLE)}; got "
                                              f"{unreadable!r}.")
-        if batch_size < 1:
-            raise SettingError("batch_size", f"must be at least 1; got {batch_size}.")
-        k = max(1, min(top_k, len(self.info.class_ids)))
+        _check_count("batch_size", batch_size)
+        k = min(check_top_k(top_k), len(self.info.class_ids))
+        images = _photo_list(images)
         results: list[Prediction | None] = [None] * len(images)
         batch: list[tuple[int, ImageInput, np.ndarray]] = []
 
@@ -195,7 +196,7 @@ class Classifier:
 
     def prediction(self, image: ImageInput, p: np.ndarray, top_k: int = 5) -> Prediction:
         """The Prediction for probabilities `p` (one row of `predict_proba_pixels`)."""
-        k = max(1, min(top_k, len(self.info.class_ids)))
+        k = min(check_top_k(top_k), len(self.info.class_ids))
         order = np.argsort(-p)[:k]
         top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
                 "probability": float(p[i])} for i in order]
@@ -205,6 +206,8 @@ class Classifier:
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, one row per photo (N x classes)."""
+        _check_count("batch_size", batch_size)
+        images = _photo_list(images)
         rows = []
         for start in range(0, len(images), batch_size):
             pixels = np.stack([self.preprocess(im) for im in images[start : start + batch_size]])
@@ -238,11 +241,50 @@ class Classifier:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise UnreadableInput(image, "an array image must be height x width x 3, "
                                              "dtype uint8 (RGB)")
+            image = _with_pixels(image, image.shape[1], image.shape[0])
             image = Image.fromarray(image)
         if isinstance(image, Image.Image):
-            return crop_or_pad(resize_to_fit(to_rgb(image), size, method), size, method)
+            _with_pixels(image, *image.size)
+            # The same resize as a file's: a strip keeps its middle (data.decode.LONGEST_FIT).
+            return crop_or_pad(resize_to_fit(image, size, method), size, method)
         raise UnreadableInput(image, f"cannot predict on a {type(image).__name__}; give a "
                                      "path, a PIL image or a uint8 array")
+
+
+def _with_pixels(image: Any, width: int, height: int) -> Any:
+    """`image`, or UnreadableInput when it has no pixels (0 x N)."""
+    if width < 1 or height < 1:
+        raise UnreadableInput(image, f"an image of {width} x {height} pixels has nothing to "
+                                     "predict on; give one of at least 1 x 1")
+    return image
+
+
+def check_top_k(top_k: Any) -> int:
+    """`top_k` when it is a whole number of at least 1; SettingError otherwise (a top_k of
+    0 used to be taken for 1, where the server answers 400)."""
+    return _check_count("top_k", top_k)
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SettingError(name, f"must be a whole number of at least 1; got {value!r} "
+                                 f"({type(value).__name__}).")
+    if value < 1:
+        raise SettingError(name, f"must be at least 1; got {value}.")
+    return int(value)
+
+
+def _photo_list(images: Any) -> Sequence[ImageInput]:
+    """`images` as a sequence of photos; SettingError for one photo given where a list of
+    them is wanted (a path would be read letter by letter) or for something else."""
+    if isinstance(images, (str, Path, Image.Image, np.ndarray)):
+        raise SettingError("images", f"must be a list of photos; got one "
+                                     f"({_describe(images)}): use predict(photo) for one, "
+                                     "or predict_many([photo]).")
+    if isinstance(images, Iterable) and not isinstance(images, (bytes, dict)):
+        return images if isinstance(images, Sequence) else list(images)
+    raise SettingError("images", f"must be a list of photos (paths, PIL images or uint8 "
+                                 f"arrays); got {images!r} ({type(images).__name__}).")
 
 
 class UnreadableInput(DataError):
@@ -383,8 +425,16 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto",
         classifier = clearclass.load("runs/dogs/model")
         print(classifier.predict("new.jpg").label, classifier.classes[:3])
     """
-    if backend not in BACKENDS:
+    if not isinstance(path, (str, os.PathLike)):
+        raise SettingError("path", f"must be a model folder (RUN/model) or a run folder, as a "
+                                   f"str or Path; got {path!r} ({type(path).__name__}).")
+    if not isinstance(device, str):
+        raise SettingError("device", f"must be a name such as auto, cpu, cuda or mps; got "
+                                     f"{device!r} ({type(device).__name__}).")
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ClearclassError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+    if threads is not None:
+        _check_count("threads", threads)
     folder = bundle_folder(path)
     info = read_info(folder)
     device = device_name(device)

@@ -11,9 +11,18 @@ Runtime on the CPU when the bundle has model.onnx; then PyTorch is never importe
   the bundle sits in its run folder), OpenAPI docs at `/docs`.
 
 Bad input is a 4xx answer with a JSON message, never a 500 and never a stopped server: a
-file over `max_upload_bytes` (413), not an image (415), more pixels than `max_pixels` (a
-decompression bomb: 400, checked from the header before anything is decoded), an empty or
-undecodable file (400). Requests that arrive together are predicted together: a
+file over `max_upload_bytes` (413, as soon as the bytes past the limit arrive, chunked or
+not: `limits.UploadLimits`), not an image (415), more pixels decoded than `max_pixels` (a
+decompression bomb: 400) or more memory than the decoding budget (400), both judged from
+the header before anything is decoded, an empty or undecodable file (400).
+
+Memory is bounded for the process as a whole: photos are decoded with the rules of
+`clearclass predict` (`data.decode.load_item`: a JPEG at a reduced scale, a strip cut to
+its middle before it is resized), and the photos being decoded at once, from one request
+or from many, hold at most `decode_memory_bytes` of estimated memory between them
+(`limits.MemoryBudget`); the others wait their turn. The upload bytes held by requests in
+progress (in memory or in the temporary folder) are bounded too (503 past the bound).
+Requests that arrive together are predicted together: a
 micro-batcher gathers the photos that queued while the network ran (up to `MAX_BATCH`) into
 one ONNX Runtime run, which uses every core given to the process, while photos are decoded
 on the request threads. With `--workers N`, each of the N processes gets cores / N threads,
@@ -25,10 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import io
+import errno
 import math
 import os
-import warnings
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,18 +47,32 @@ from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
 
 from clearclass.bundle import bundle_folder
-from clearclass.data.decode import UnreadableImage, open_rgb
+from clearclass.data.decode import (
+    NOT_AN_IMAGE,
+    DecodeCost,
+    UnreadableImage,
+    decode_cost,
+    load_item,
+)
+from clearclass.errors import SettingError
 from clearclass.fileio import json_text
 from clearclass.parallel import available_cores
 from clearclass.predict import Classifier, load
+from clearclass.serve.limits import HELD_REQUESTS, MemoryBudget, UploadLimits, largest_request
 
 MAX_UPLOAD_BYTES = 10 * 1000 * 1000  # per photo: 10 MB
 # A phone photo has 12-50 megapixels; a file claiming far more is a decompression bomb (a few
 # KB that would decode into gigabytes). Pillow's own guard starts at 89 MP with a warning.
+# Counted as decoded: a JPEG decoded at a reduced scale (draft mode) counts those pixels.
 MAX_PIXELS = 80_000_000
+# The estimated memory of the photos decoded at once, for the whole server (shared among
+# --workers). 1 GB decodes an 80 MP RGB PNG (about 370 MB) two at a time, 80 MP of grey
+# (130 MB) seven at a time, a 12 MP phone JPEG (decoded at 1/8 or 1/4 scale, under 10 MB)
+# by the hundred; an 80 MP photo with transparency (about 1 GB) alone, one with 16-bit
+# or grey-and-alpha pixels not at all (refused, naming --decode-memory-mb).
+DECODE_MEMORY_BYTES = 1000 * 1000 * 1000
 MAX_FILES = 32  # photos in one request
 MAX_BATCH = 16  # photos in one run of the network
 # Seconds the batcher waits for more photos after the first. 0: a batch is what queued
@@ -57,6 +80,11 @@ MAX_BATCH = 16  # photos in one run of the network
 # p99 at 4 clients from 76 to 102 ms in benchmarks/serve_load.py.)
 BATCH_WAIT = 0.0
 MODEL_VARIABLE, THREADS_VARIABLE = "CLEARCLASS_SERVE_MODEL", "CLEARCLASS_SERVE_THREADS"
+# The limits of `serve`, handed to each uvicorn worker process (its share where shared).
+LIMIT_VARIABLES = {"max_upload_bytes": "CLEARCLASS_SERVE_MAX_BYTES",
+                   "max_pixels": "CLEARCLASS_SERVE_MAX_PIXELS",
+                   "decode_memory_bytes": "CLEARCLASS_SERVE_DECODE_BYTES",
+                   "max_held_bytes": "CLEARCLASS_SERVE_HELD_BYTES"}
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -123,8 +151,15 @@ class MicroBatcher:
 
 
 def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_pixels: int = MAX_PIXELS, threads: int | None = None) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, threads: int | None = None,
+               decode_memory_bytes: int = DECODE_MEMORY_BYTES,
+               max_held_bytes: int | None = None) -> FastAPI:
     """The FastAPI app that serves `model` (a bundle folder or a run folder).
+
+    `max_upload_bytes`: the largest photo; `max_pixels`: the most pixels a photo may
+    decode into; `decode_memory_bytes`: the estimated memory of the photos decoded at once;
+    `max_held_bytes`: the upload bytes requests in progress may hold at once (default:
+    HELD_REQUESTS requests of the largest size).
 
     Example:
         from fastapi.testclient import TestClient
@@ -145,16 +180,11 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                   description="Predict the class of a photo. `POST /predict` with the photo "
                               "in the multipart field `file` (or several in `files`).",
                   lifespan=lifespan, default_response_class=_JSON)
-    largest_request = MAX_FILES * max_upload_bytes + 1_000_000
-
-    @app.middleware("http")
-    async def refuse_huge_bodies(request: Request, call_next):
-        # Before the body is read: a 2 GB upload is refused at once, not spooled to disk.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > largest_request:
-            return _error(413, f"The request has {int(length):,} bytes; a photo may have "
-                               f"{max_upload_bytes:,} and a request {MAX_FILES} photos.")
-        return await call_next(request)
+    budget = MemoryBudget(decode_memory_bytes)
+    app.state.decode_budget = budget
+    app.add_middleware(UploadLimits, max_photo_bytes=max_upload_bytes, max_photos=MAX_FILES,
+                       max_held_bytes=max_held_bytes)
+    size, method = classifier.info.size, classifier.info.resize_method
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError):
@@ -223,40 +253,53 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                 if isinstance(a, _Rejected) else a for f, a in zip(files, answers)]
 
     async def _predict_one(upload: UploadFile, top_k: int) -> dict:
+        # The photo stays in Starlette's spooled file (memory up to 1 MB, then the temporary
+        # folder); the decoder reads it from there, never a copy of it in bytes.
         name = upload.filename or "upload"
-        data = await upload.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
+        if upload.size is not None and upload.size > max_upload_bytes:  # UploadLimits's job
             raise _Rejected(413, f"{name} is larger than {max_upload_bytes:,} bytes, the "
                                  "limit for one photo (clearclass serve --max-upload-mb).")
-        if not data:
+        if not upload.size:
             raise _Rejected(400, f"{name} is empty.")
-        pixels = await run_in_threadpool(_pixels, classifier, data, name, max_pixels)
+        cost = await run_in_threadpool(_judge, upload.file, name, size, method, max_pixels,
+                                       budget.total)
+        async with budget.hold(cost.bytes):
+            pixels = await run_in_threadpool(_decode, upload.file, name, size, method)
         row = await batcher.probabilities(pixels)
         return classifier.prediction(name, row, top_k).to_dict()
 
     return app
 
 
-def _pixels(classifier: Classifier, data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """The model's input for an uploaded photo; _Rejected with the status and reason."""
+def _judge(file, name: str, size: int, method: str, max_pixels: int,
+           max_bytes: int) -> DecodeCost:
+    """What decoding an uploaded photo takes, from its header; _Rejected if too much."""
     try:
-        with warnings.catch_warnings():  # a large image is judged below, by max_pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as header:  # reads the header only
-                width, height = header.size
-    except UnidentifiedImageError:
-        raise _Rejected(415, f"{name} is not an image, or one in a format Pillow cannot "
-                             "read (JPEG, PNG, WebP, GIF, BMP, TIFF are).") from None
-    except (Image.DecompressionBombError, OSError, ValueError) as e:
+        cost = decode_cost(file, size, method)
+    except UnreadableImage as e:
+        if str(e) == NOT_AN_IMAGE:
+            raise _Rejected(415, f"{name} is not an image, or one in a format Pillow cannot "
+                                 "read (JPEG, PNG, WebP, GIF, BMP, TIFF are).") from None
         raise _Rejected(400, f"{name} cannot be read as an image ({e}).") from None
-    if width * height > max_pixels:
-        raise _Rejected(400, f"{name} is {width} x {height} = {width * height:,} pixels, more "
-                             f"than the limit of {max_pixels:,}: refused without decoding it.")
+    (width, height), pixels = cost.decoded, cost.decoded_pixels
+    if pixels > max_pixels:
+        raise _Rejected(400, f"{name} is {width} x {height} = {pixels:,} pixels, more than "
+                             f"the limit of {max_pixels:,}: refused without decoding it "
+                             "(clearclass serve --max-megapixels).")
+    if cost.bytes > max_bytes:
+        raise _Rejected(400, f"{name}: {cost.describe()}, more than this server decodes at "
+                             f"once ({max_bytes / 1e6:,.0f} MB): refused without decoding it "
+                             "(clearclass serve --decode-memory-mb).")
+    return cost
+
+
+def _decode(file, name: str, size: int, method: str) -> np.ndarray:
+    """The model's input for an uploaded photo, decoded as `clearclass predict` does."""
+    file.seek(0)
     try:
-        image = open_rgb(io.BytesIO(data), min_size=classifier.info.size)
-    except (UnreadableImage, OSError, ValueError) as e:
+        return load_item(file, size, method, max_bytes=None)  # judged by _judge
+    except UnreadableImage as e:
         raise _Rejected(400, f"{name} cannot be decoded ({e}).") from None
-    return classifier.preprocess(image)
 
 
 def _about(classifier: Classifier) -> dict:
@@ -288,23 +331,65 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def app_from_environment() -> FastAPI:
-    """The app for uvicorn's worker processes: the model and thread count come from
-    $CLEARCLASS_SERVE_MODEL and $CLEARCLASS_SERVE_THREADS (set by `serve`)."""
+    """The app for uvicorn's worker processes: the model, thread count and limits come from
+    $CLEARCLASS_SERVE_MODEL, $CLEARCLASS_SERVE_THREADS and LIMIT_VARIABLES (set by
+    `serve`)."""
     threads = os.environ.get(THREADS_VARIABLE, "")
+    limits = {name: int(os.environ[variable]) for name, variable in LIMIT_VARIABLES.items()
+              if os.environ.get(variable, "").isdigit()}
     return create_app(os.environ[MODEL_VARIABLE],
-                      max_upload_bytes=int(os.environ.get("CLEARCLASS_SERVE_MAX_BYTES",
-                                                          MAX_UPLOAD_BYTES)),
-                      threads=int(threads) if threads.isdigit() else None)
+                      threads=int(threads) if threads.isdigit() else None, **limits)
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
-    """Serve `model` until stopped (Ctrl-C): `workers` processes, cores shared among them."""
+          max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+          decode_memory_bytes: int = DECODE_MEMORY_BYTES) -> None:
+    """Serve `model` until stopped (Ctrl-C): `workers` processes, cores and the decoding
+    memory shared among them.
+
+    A port that another program holds, a host that is not this machine's and a port that
+    needs privileges each raise SettingError before anything starts.
+    """
     import uvicorn
 
     load(model, device="cpu")  # a bad model is one clear error here, not one per worker
+    _check_address(host, port)
+    largest = largest_request(max_upload_bytes, MAX_FILES)
     os.environ[MODEL_VARIABLE] = str(Path(model).expanduser().resolve())
     os.environ[THREADS_VARIABLE] = str(max(1, available_cores() // workers))
-    os.environ["CLEARCLASS_SERVE_MAX_BYTES"] = str(max_upload_bytes)
+    shares = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
+              "decode_memory_bytes": decode_memory_bytes // workers,
+              "max_held_bytes": max(largest, HELD_REQUESTS * largest // workers)}
+    for name, variable in LIMIT_VARIABLES.items():
+        os.environ[variable] = str(shares[name])
     uvicorn.run("clearclass.serve:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level="info")
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind host:port as uvicorn will, and let go: a busy port is one clear error here,
+    not uvicorn's log line and exit status 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror:
+            raise SettingError("host", f"{host!r} is not a name or address this machine "
+                                       "knows; use 127.0.0.1 (this machine only) or 0.0.0.0 "
+                                       "(every network interface).") from None
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise SettingError("port", f"{port} on {host} is in use by another program; "
+                                           "stop it, or choose another port with "
+                                           "--port.") from None
+            if e.errno == errno.EACCES:
+                raise SettingError("port", f"{port} needs administrator rights (ports below "
+                                           "1024 do); choose one above 1024, e.g. --port "
+                                           "8000.") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise SettingError("host", f"{host} is not an address of this machine; use "
+                                           "127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                                           "network interface).") from None
+            raise SettingError("port", f"{port} on {host} cannot be listened on "
+                                       f"({e.strerror or e}).") from None
