@@ -506,7 +506,7 @@ def serve(
         min=1, help="Memory for the photos decoded at once, in MB, for the whole server: "
                     "each photo's need is estimated from its header (pixels, colour mode, "
                     "what the resize makes); photos wait their turn while others hold it, "
-                    "and one that needs more than all of it gets 400.")] = 1000.0,
+                    "and one that needs more than all of it gets 400.")] = 1100.0,
 ) -> None:
     """Serve a model: a web page to try photos on, and an HTTP API.
 
@@ -516,10 +516,11 @@ def serve(
     http://127.0.0.1:8000/predict (the JSON of `clearclass predict --json`). Also GET
     /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C.
 
-    Memory: the model and Python (about 200 MB for a small model), --decode-memory-mb for
-    decoding, and the uploads of the requests in progress, at most twice the largest
-    request (32 x --max-upload-mb; beyond, 503 until some finish; uploads over 1 MB wait
-    in the temporary folder, $TMPDIR). A port in use is one error line and exit status 1.
+    Memory: what Python, ONNX Runtime and the model take (0.11 GB with a tiny model),
+    --decode-memory-mb for decoding, and the uploads of the requests in progress, at most
+    twice the largest request (32 x --max-upload-mb; beyond, 503 until some finish;
+    uploads over 1 MB wait in the temporary folder, $TMPDIR). A port in use is one error
+    line and exit status 1.
     """
     try:
         from clearclass.serve import serve as run_server

@@ -71,13 +71,15 @@ def _photo(folder: Path, kind: str, side: int) -> Path:
         options, suffix = {"progressive": True, "quality": 90}, "jpg"
     elif kind == "WebP":
         suffix = "webp"
+    elif kind == "F":
+        image, suffix = Image.fromarray(rgb[..., 0].astype(np.float32) / 255, "F"), "tif"
     path = folder / f"{kind.replace(' ', '_').replace(';', '').replace('+', '_')}.{suffix}"
     image.save(path, **options)
     return path
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("kind", ["L", "RGB", "RGBA", "P+transparency", "I;16",
+@pytest.mark.parametrize("kind", ["L", "RGB", "RGBA", "P+transparency", "I;16", "F",
                                   "progressive JPEG", "WebP"])
 def test_the_estimate_covers_the_measured_peak(tmp_path, kind):
     """Measured at 3000 x 3000 (9 MP): the estimate is at least the peak, and not wildly
@@ -169,6 +171,24 @@ def test_grey_and_black_and_white_photos_decode_as_before(tmp_path):
             new = fitted_size(*rgb.size, size, method)
             expected = np.asarray(rgb.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0))
             assert np.array_equal(resize_to_fit(image, size, method), expected)
+
+
+def test_16_and_32_bit_and_float_pixels_are_scaled_as_before():
+    """Scaled in place now (one float copy at a time, not four): the same grey levels."""
+    rng = np.random.default_rng(0)
+    for pixels, mode in [(rng.integers(0, 65535, (300, 500)).astype(np.uint16), "I;16"),
+                         (rng.integers(0, 200, (300, 500)).astype(np.int32), "I"),
+                         (rng.random((300, 500), dtype=np.float32), "F"),
+                         (rng.random((300, 500), dtype=np.float32) * 300, "F")]:
+        image = Image.fromarray(pixels)
+        assert image.mode == mode
+        top = {"F": 1.0 if pixels.max() <= 1 else 255.0}.get(
+            mode, 65535.0 if pixels.max() > 255 else 255.0)
+        grey = np.clip(pixels.astype(np.float32) * (255.0 / top), 0, 255).round()
+        rgb = Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
+        new = fitted_size(500, 300, 32, "crop")
+        expected = np.asarray(rgb.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0))
+        assert np.array_equal(resize_to_fit(image, 32, "crop"), expected), mode
 
 
 def _png_with_exif_after_the_pixels(orientation: int) -> bytes:

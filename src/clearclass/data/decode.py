@@ -50,12 +50,13 @@ LONGEST_FIT = 8
 MAX_DECODE_BYTES = 2_000_000_000
 # Peak bytes per decoded pixel while a photo of this mode becomes RGB: the decoded image
 # plus the conversions alive at the same time (Pillow keeps RGB in 4 bytes a pixel).
-# Measured as the peak resident memory of `load_item` on 4000 x 4000 photos of each mode,
-# rounded up; a palette with a transparent colour goes through RGBA.
+# Measured as the peak resident memory of `load_item` on 4000 x 4000 photos of each mode
+# (tests/robustness/test_decode_cost.py measures some again), rounded up; a palette with a
+# transparent colour goes through RGBA.
 _BYTES_PER_PIXEL = {"1": 2, "L": 1.5, "P": 5.5, "P+transparency": 13, "RGB": 4.5,
-                    "CMYK": 13, "YCbCr": 9, "LA": 16.5, "PA": 16.5, "RGBA": 12.5,
-                    "I;16": 10.5, "I;16B": 10.5, "I;16L": 10.5, "I;16N": 10.5, "I": 14.5,
-                    "F": 14.5}
+                    "CMYK": 8.5, "YCbCr": 8.5, "LA": 16.5, "PA": 16.5, "RGBA": 12.5,
+                    "I;16": 8.5, "I;16B": 8.5, "I;16L": 8.5, "I;16N": 8.5, "I": 12.5,
+                    "F": 12.5}
 _UNKNOWN_MODE_BYTES = 20
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 # libwebp decodes into a buffer of its own (4 bytes a pixel), copied into the image.
@@ -234,7 +235,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # convert("L") would clip 16-bit values to 255 (a white image); scale them instead.
         # In place: one float copy of the photo at a time, not four.
-        pixels = np.asarray(img, dtype=np.float32)
+        pixels = np.array(img, dtype=np.float32)  # a copy of its own, written in place
         if img.mode == "F":
             top = 1.0 if pixels.max(initial=0) <= 1.0 else 255.0
         else:

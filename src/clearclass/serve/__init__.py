@@ -56,7 +56,7 @@ from clearclass.data.decode import (
     decode_cost,
     load_item,
 )
-from clearclass.errors import SettingError
+from clearclass.errors import ClearclassError, SettingError
 from clearclass.fileio import json_text
 from clearclass.parallel import available_cores
 from clearclass.predict import Classifier, load
@@ -68,11 +68,13 @@ MAX_UPLOAD_BYTES = 10 * 1000 * 1000  # per photo: 10 MB
 # Counted as decoded: a JPEG decoded at a reduced scale (draft mode) counts those pixels.
 MAX_PIXELS = 80_000_000
 # The estimated memory of the photos decoded at once, for the whole server (shared among
-# --workers). 1 GB decodes an 80 MP RGB PNG (about 370 MB) two at a time, 80 MP of grey
-# (130 MB) seven at a time, a 12 MP phone JPEG (decoded at 1/8 or 1/4 scale, under 10 MB)
-# by the hundred; an 80 MP photo with transparency (about 1 GB) alone, one with 16-bit
-# or grey-and-alpha pixels not at all (refused, naming --decode-memory-mb).
-DECODE_MEMORY_BYTES = 1000 * 1000 * 1000
+# --workers): enough for any photo of MAX_PIXELS in the usual modes to be decoded, alone,
+# the largest being 80 MP of palette with a transparent colour (1,048 MB) or RGBA (1,008
+# MB). 1.1 GB decodes 80 MP RGB PNGs (368 MB) two at a time, 80 MP of grey (128 MB) eight
+# at a time, a 12 MP phone JPEG (decoded at 1/8 scale: under 10 MB; 80 MB if progressive)
+# by the hundred; 80 MP of grey-and-alpha pixels, or a WebP of 80 MP (1.3 GB), is refused,
+# naming --decode-memory-mb.
+DECODE_MEMORY_BYTES = 1100 * 1000 * 1000
 MAX_FILES = 32  # photos in one request
 MAX_BATCH = 16  # photos in one run of the network
 # Seconds the batcher waits for more photos after the first. 0: a batch is what queued
@@ -181,7 +183,6 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                               "in the multipart field `file` (or several in `files`).",
                   lifespan=lifespan, default_response_class=_JSON)
     budget = MemoryBudget(decode_memory_bytes)
-    app.state.decode_budget = budget
     app.add_middleware(UploadLimits, max_photo_bytes=max_upload_bytes, max_photos=MAX_FILES,
                        max_held_bytes=max_held_bytes)
     size, method = classifier.info.size, classifier.info.resize_method
@@ -362,8 +363,14 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers:
               "max_held_bytes": max(largest, HELD_REQUESTS * largest // workers)}
     for name, variable in LIMIT_VARIABLES.items():
         os.environ[variable] = str(shares[name])
-    uvicorn.run("clearclass.serve:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="info")
+    try:
+        uvicorn.run("clearclass.serve:app_from_environment", factory=True, host=host,
+                    port=port, workers=workers, log_level="info")
+    except SystemExit as e:
+        if e.code != 3:  # uvicorn's STARTUP_FAILURE, not `predict`'s "some photos failed"
+            raise
+        raise ClearclassError("The server did not start; the log line above says why "
+                              "(another program took the port since it was checked?).") from None
 
 
 def _check_address(host: str, port: int) -> None:

@@ -248,14 +248,13 @@ class MemoryBudget:
     def __init__(self, total: int):
         self.total, self.used = total, 0
         self.waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
-        self.peak = 0  # the most bytes held at once, for tests and benchmarks
 
     @contextlib.asynccontextmanager
     async def hold(self, amount: int):
         """Hold `amount` bytes of the budget (at most all of it) while the block runs."""
         amount = min(amount, self.total)
         if not self.waiting and self.used + amount <= self.total:
-            self._take(amount)
+            self.used += amount
         else:
             entry = (amount, asyncio.get_running_loop().create_future())
             self.waiting.append(entry)
@@ -265,17 +264,14 @@ class MemoryBudget:
                 if entry[1].done() and not entry[1].cancelled():
                     self._release(amount)  # granted, then cancelled before it could run
                 else:
-                    self.waiting.remove(entry)
+                    with contextlib.suppress(ValueError):  # _wake may have dropped it
+                        self.waiting.remove(entry)
                     self._wake()
                 raise
         try:
             yield
         finally:
             self._release(amount)
-
-    def _take(self, amount: int) -> None:
-        self.used += amount
-        self.peak = max(self.peak, self.used)
 
     def _release(self, amount: int) -> None:
         self.used -= amount
@@ -285,5 +281,5 @@ class MemoryBudget:
         while self.waiting and self.used + self.waiting[0][0] <= self.total:
             amount, future = self.waiting.popleft()
             if not future.done():
-                self._take(amount)
+                self.used += amount
                 future.set_result(None)
