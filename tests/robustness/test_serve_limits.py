@@ -318,6 +318,50 @@ def test_a_body_that_is_not_multipart_is_refused_past_1_mb(serve):
     assert server.peak_memory() < 300 * MB
 
 
+def _start_upload(port: int, photos: int, photo_bytes: int) -> socket.socket:
+    """A chunked upload of `photos` parts sent whole but for its end: the server holds
+    them while it waits for the rest."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+                 f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode())
+    for n in range(photos):
+        part = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; "
+                f"filename=\"{n}.jpg\"\r\n\r\n").encode() + b"\xff" * photo_bytes + b"\r\n"
+        sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    return sock
+
+
+def test_uploads_held_by_requests_in_progress_are_bounded(serve):
+    # --max-upload-mb 1: a request may have 33 MB, and the requests in progress together
+    # twice that. Two slow uploads of 30 MB each hold 60 MB; a third is answered 503 with
+    # Retry-After when it passes 66 MB, and once the two have gone, photos are served again.
+    # Before, nothing bounded what slow uploads together held.
+    server = serve("--max-upload-mb", "1")
+    slow = [_start_upload(server.port, 30, 990_000)]
+    time.sleep(1)
+    slow.append(_start_upload(server.port, 30, 990_000))
+    time.sleep(1)
+    third = _start_upload(server.port, 10, 990_000)
+    third.settimeout(30)
+    reply = b""
+    with contextlib.suppress(OSError):
+        while b"}" not in reply:
+            more = third.recv(65536)
+            if not more:
+                break
+            reply += more
+    third.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), reply[:300]
+    assert b"retry-after: 2" in head.lower()
+    assert "more uploads than it holds at once" in json.loads(body)["detail"]
+    for sock in slow:
+        sock.close()
+    time.sleep(1)
+    answer = httpx.post(server.url + "/predict", files={"file": ("a.jpg", _jpeg())}, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
 def test_uploads_held_at_once_are_bounded_for_the_whole_process():
     """A second upload that would take the bytes held by requests in progress past the
     bound is answered 503 (Retry-After), while the first goes on."""

@@ -45,8 +45,9 @@ _TURNED = (2, 3, 4, 5, 6, 7, 8)  # EXIF orientations that need a flip or a rotat
 # is the same either way.
 LONGEST_FIT = 8
 # The most memory decoding one photo may take, estimated before decoding (`decode_cost`).
-# Above Pillow's own guard (179 million pixels) only for photos with transparency or in
-# 16- and 32-bit modes; `clearclass serve` uses a smaller budget shared by all its photos.
+# Pillow's own guard refuses more than 179 million pixels; this refuses fewer only for
+# photos with transparency, 32-bit pixels or WebPs (above 120 to 160 million pixels).
+# `clearclass serve` gives a smaller budget, shared by all the photos it decodes at once.
 MAX_DECODE_BYTES = 2_000_000_000
 # Peak bytes per decoded pixel while a photo of this mode becomes RGB: the decoded image
 # plus the conversions alive at the same time (Pillow keeps RGB in 4 bytes a pixel).

@@ -196,7 +196,7 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
-        return _error(error.status_code, str(error.detail))
+        return _error(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
@@ -288,9 +288,10 @@ def _judge(file, name: str, size: int, method: str, max_pixels: int,
                              f"the limit of {max_pixels:,}: refused without decoding it "
                              "(clearclass serve --max-megapixels).")
     if cost.bytes > max_bytes:
-        raise _Rejected(400, f"{name}: {cost.describe()}, more than this server decodes at "
-                             f"once ({max_bytes / 1e6:,.0f} MB): refused without decoding it "
-                             "(clearclass serve --decode-memory-mb).")
+        raise _Rejected(400, f"{name}: {cost.describe()}, more than this server process "
+                             f"decodes at once ({max_bytes / 1e6:,.0f} MB): refused without "
+                             "decoding it (clearclass serve --decode-memory-mb, shared among "
+                             "its --workers).")
     return cost
 
 
@@ -327,8 +328,8 @@ class _JSON(JSONResponse):
                          allow_nan=False).encode("utf-8")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return _JSON({"detail": message}, status_code=status)
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return _JSON({"detail": message}, status_code=status, headers=headers)
 
 
 def app_from_environment() -> FastAPI:
