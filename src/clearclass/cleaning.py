@@ -41,7 +41,6 @@ import html
 import io
 import json
 import os
-import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ from clearclass.data.sources import (
 )
 from clearclass.errors import DataError, RunError
 from clearclass.evaluation import predict_photos
-from clearclass.parallel import default_workers, map_in_order
+from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
 from clearclass.predict import load
 from clearclass.progress import bar, say, warn
 from clearclass.training.run_folder import run_path
@@ -440,38 +439,14 @@ def _stopped(run_dir: Path, log_path: Path) -> str:
     return ""
 
 
-class _Steps:
+class _Steps(StopBetweenSteps):
     """The changes an apply or undo made so far. Ctrl-C (SIGINT) and SIGTERM stop it between
-    two changes (`check`); a second Ctrl-C stops at once (`undo` finishes what it cut short).
-    Outside the main thread, where Python cannot catch signals, they keep their default."""
-
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
-                    if s is not None)
+    two changes (`check`); a second Ctrl-C stops at once (`undo` finishes what it cut short)."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.asked = total, 0, False
+        super().__init__()
+        self.total, self.done = total, 0
         self.logged, self.edited = False, False  # the apply's log written; its table edited
-        self.previous: dict = {}
-
-    def __enter__(self) -> _Steps:
-        with contextlib.suppress(ValueError):  # not the main thread
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._ask)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-
-    def _ask(self, signum: int, frame: object) -> None:
-        if self.asked and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.asked = True
-
-    def check(self) -> None:
-        if self.asked:
-            raise KeyboardInterrupt
 
 
 # --- finding ---------------------------------------------------------------------------------

@@ -6,16 +6,18 @@ threads and `verify` all follow it. `worker_context` is how every worker process
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from clearclass.errors import SettingError
 
@@ -150,6 +152,48 @@ def ignore_interrupts(worker_id: int = 0) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class StopBetweenSteps:
+    """Ctrl-C (SIGINT) and SIGTERM ask long work to stop between two of its steps (`asked`,
+    `check`), where what it wrote agrees with itself; a second Ctrl-C stops at once
+    (KeyboardInterrupt) unless `second_stops` is False. Training and `clean --apply/--undo`
+    stop this way. Outside the main thread, where Python cannot catch signals, the default
+    behaviour is kept."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
+
+    def __init__(self, second_stops: bool = True) -> None:
+        self.asked, self.second_stops = False, second_stops
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopBetweenSteps:
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            if handler is not None:  # None: a handler not set from Python, left as it is
+                signal.signal(sig, handler)
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            if signum == signal.SIGINT and self.second_stops:
+                raise KeyboardInterrupt
+            return
+        self.asked = True
+        self.first_asked()
+
+    def first_asked(self) -> None:
+        """Called on the first request, in the signal handler: say what will happen."""
+
+    def check(self) -> None:
+        """Between two steps: KeyboardInterrupt if a stop was asked for."""
+        if self.asked:
+            raise KeyboardInterrupt
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:

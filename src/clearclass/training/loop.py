@@ -27,7 +27,6 @@ import json
 import math
 import random
 import shutil
-import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -67,7 +66,7 @@ from clearclass.model import (
     set_train_mode,
     stages_finer_than,
 )
-from clearclass.parallel import default_workers
+from clearclass.parallel import StopBetweenSteps, default_workers
 from clearclass.progress import LiveTable, bar, quiet, say, warn
 from clearclass.training import distributed
 from clearclass.training.checkpoint import (
@@ -750,38 +749,17 @@ def _seed_step(session: _Session, epoch: int, step: int) -> None:
     torch.manual_seed(seed)
 
 
-class _StopRequest:
+class _StopRequest(StopBetweenSteps):
     """Ctrl-C (SIGINT) and SIGTERM ask training to stop at the next step, after saving a
-    checkpoint; a second Ctrl-C stops at once. Outside the main thread (where Python
-    cannot catch signals) the default behaviour is kept."""
-
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
-                    if s is not None)
+    checkpoint; a second Ctrl-C stops at once, but not under torchrun: it passes the user's
+    Ctrl-C on to every process (a second signal to each), then waits 30 s before it kills
+    them."""
 
     def __init__(self, tell: bool = True, under_torchrun: bool = False) -> None:
-        self.asked, self.tell = False, tell  # tell: this process prints (process 0)
-        self.under_torchrun = under_torchrun
-        self.previous: dict[int, Any] = {}
+        super().__init__(second_stops=not under_torchrun)
+        self.tell = tell  # this process prints (process 0)
 
-    def __enter__(self) -> _StopRequest:
-        with contextlib.suppress(ValueError):  # not the main thread
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._ask)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _ask(self, signum: int, frame: Any) -> None:
-        if self.asked:
-            # A second Ctrl-C stops at once, but not under torchrun: it passes the user's
-            # Ctrl-C on to every process (a second signal to each), then waits 30 s before
-            # it kills them.
-            if signum == signal.SIGINT and not self.under_torchrun:
-                raise KeyboardInterrupt
-            return
-        self.asked = True
+    def first_asked(self) -> None:
         if self.tell:
             warn("Stopping after this step, once a checkpoint is saved (Ctrl-C again to "
                  "stop at once, without saving)...")
@@ -797,6 +775,7 @@ class _StopRequest:
         stop, due = distributed.any_process(flags, processes).tolist()
         self.asked = bool(stop)
         return self.asked, bool(due)
+
 
 def _check_finite(loss: float, epoch: int) -> None:
     if not math.isfinite(loss):
