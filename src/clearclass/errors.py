@@ -46,6 +46,15 @@ class ModelFileError(ClearclassError, ValueError):
 class RunError(ClearclassError):
     """A run folder is missing what a command needs, or would be overwritten."""
 
+    @classmethod
+    def edited(cls, path: object, record: object, run_dir: object) -> RunError:
+        """A file of the run that differs from the checksum `record` keeps of it."""
+        return cls(f"{path} was changed after training: its checksum differs from the one "
+                   f"{record} records. A run keeps the settings, photos and labels it was "
+                   "trained with: put back the file training wrote, or train the run again "
+                   f"(clearclass train DATA --out {run_dir} --overwrite). To train with other "
+                   "settings or labels, start a new run.")
+
 
 class AcquireError(ClearclassError):
     """Photos or a dataset could not be fetched, or what arrived is not what was expected."""

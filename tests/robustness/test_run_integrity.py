@@ -2,9 +2,10 @@
 command line.
 
 split.csv is under the run's integrity records (its SHA-256 in config.json): an edited split
-is one error, whoever reads it (resume, evaluate, clean), and a run from before the record
-still works. A test set is not a training set: one class or one photo of a class is enough,
-and photos the run trained on are counted (or left out, --exclude-training).
+is one error, whoever reads it (resume, evaluate, clean); so is any other file a resume reads
+(the checkpoint records them), and a run from before the records still works. A test set is
+not a training set: one class or one photo of a class is enough, and photos the run trained
+on are counted (or left out, --exclude-training).
 """
 
 from __future__ import annotations
@@ -109,13 +110,57 @@ def test_an_edited_split_is_one_error_for_resume_evaluate_and_clean(stopped_run,
     assert not (run / "report").exists() and not (run / "clean").exists()
 
 
+def _edit_config(run: Path) -> Path:
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["epochs"] = 9  # train longer than the run was set to
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    return run / "config.json"
+
+
+def _edit_metrics(run: Path) -> Path:
+    text = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(text.replace(",frozen", ",unfrozen"))
+    return run / "metrics.csv"
+
+
+def _edit_position(run: Path) -> Path:
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    state["position"]["epochs_done"] = 3  # skip two epochs
+    (run / "checkpoint" / "state.json").write_text(json.dumps(state, indent=2))
+    return run / "checkpoint" / "state.json"
+
+
+def _edit_weights(run: Path) -> Path:
+    path = run / "checkpoint" / "state.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # one bit of one weight: still a valid file
+    path.write_bytes(bytes(data))
+    return path
+
+
+@needs_signals
+def test_a_file_edited_after_the_checkpoint_is_one_error_for_resume(stopped_run, tmp_path):
+    """Whatever a resume reads besides split.csv: the settings, the epochs so far, the
+    checkpoint's position and its tensors."""
+    edits = (_edit_config, _edit_metrics, _edit_position, _edit_weights)
+    runs = [_copy(stopped_run, tmp_path / edit.__name__) for edit in edits]
+    edited = [edit(run) for edit, run in zip(edits, runs)]
+    results = clearclass_all(*(("train", "--resume", run, "--quiet") for run in runs))
+    for path, result, run in zip(edited, results, runs):
+        failed(result, f"{path} was changed after training", "--overwrite", "new run")
+        assert (run / "checkpoint" / "state.json").exists()  # nothing was trained or saved
+
+
 @needs_signals
 def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped_run,
                                                                          tmp_path):
     run = _copy(stopped_run, tmp_path / "older")
     config = json.loads((run / "config.json").read_text())
-    del config["split_sha256"]  # as every run trained before the record
+    del config["split_sha256"]  # as every run trained before the records
     (run / "config.json").write_text(json.dumps(config))
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    del state["checksums"], state["checksum"]
+    (run / "checkpoint" / "state.json").write_text(json.dumps(state))
     evaluated, cleaned = clearclass_all(("evaluate", run, "--device", "cpu"),
                                         ("clean", run, "--device", "cpu"))
     resumed = clearclass("train", "--resume", run)

@@ -776,12 +776,7 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
         notes.append(f"{split} was written before clearclass recorded its checksum, so a "
                      "change to it cannot be detected.")
     elif hashlib.sha256(data).hexdigest() != recorded:
-        raise RunError(
-            f"{split} was changed after training: its checksum differs from the one "
-            f"{Path(run_dir) / 'config.json'} records. A run keeps the photos and labels it "
-            "was trained on: put back the split.csv it wrote, or train the run again "
-            f"(clearclass train DATA --out {run_dir} --overwrite). To train on other labels, "
-            "change them in DATA and train a new run.")
+        raise RunError.edited(split, Path(run_dir) / "config.json", run_dir)
     try:
         with io.StringIO(data.decode("utf-8"), newline="") as f:
             photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),

@@ -10,6 +10,11 @@ metrics.csv:
   hyper-parameters, the learning-rate scheduler's and the gradient scaler's state, and the
   model's description (classes, preprocessing) to rebuild it.
 
+A resume trusts nothing it has not checked: `state.json` records the SHA-256 of
+`state.safetensors` and of the run files a resume reads besides (RECORDED_FILES: the
+settings, the split, the epochs' metrics) as they were saved, and one of its own content;
+`read_checkpoint` refuses a checkpoint whose files were changed since, naming the file.
+
 No random-number state is stored: every random draw of a step (augmentation, dropout) is
 seeded from (seed, rank, epoch, step), and the order of an epoch's batches from (seed,
 epoch), so the position alone restores them on any number of processes.
@@ -20,6 +25,7 @@ optimizer's state, and `torch.load` of a pickle can run code).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,13 +36,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from clearclass import fileio
-from clearclass.bundle import ModelInfo
+from clearclass.bundle import ModelInfo, sha256
 from clearclass.errors import RunError
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 TENSORS_FILE = "state.safetensors"
 FORMAT_VERSION = 1
+# The run's files a resume reads besides the checkpoint, recorded (SHA-256) when it is saved.
+RECORDED_FILES = ("config.json", "split.csv", "metrics.csv")
+CHECKSUMS, OWN_CHECKSUM = "checksums", "checksum"  # state.json's keys for the records
 
 
 @dataclass
@@ -130,7 +139,33 @@ def write_checkpoint(folder: Path, *, model: nn.Module, info: ModelInfo, run_id:
         state["scaler"] = scaler.state_dict()
     folder.mkdir(parents=True, exist_ok=True)
     fileio.atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    # The run's files as they are now, in the change this checkpoint is written into.
+    state[CHECKSUMS] = {TENSORS_FILE: sha256(folder / TENSORS_FILE)}
+    for name in RECORDED_FILES:
+        if (folder.parent / name).is_file():
+            state[CHECKSUMS][name] = sha256(folder.parent / name)
+    state = json.loads(fileio.json_text(state))  # as it will read back: keys as text, lists
+    state[OWN_CHECKSUM] = _own_checksum(state)
     fileio.write_json(folder / STATE_FILE, state)
+
+
+def _own_checksum(state: dict[str, Any]) -> str:
+    """The SHA-256 of state.json's content as read (keys sorted, its own checksum left out)."""
+    content = {k: v for k, v in state.items() if k != OWN_CHECKSUM}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _changed_file(state: dict[str, Any], folder: Path) -> Path | None:
+    """The first file of the checkpoint (state.json included) or of the run that differs
+    from what state.json recorded when it was saved; None if none does, or if the
+    checkpoint was saved before the records were kept."""
+    if OWN_CHECKSUM in state and state[OWN_CHECKSUM] != _own_checksum(state):
+        return folder / STATE_FILE
+    for name, recorded in state.get(CHECKSUMS, {}).items():
+        path = (folder if name == TENSORS_FILE else folder.parent) / name
+        if not path.is_file() or sha256(path) != recorded:
+            return path
+    return None
 
 
 def read_checkpoint(run_dir: Path) -> Checkpoint | None:
@@ -143,12 +178,16 @@ def read_checkpoint(run_dir: Path) -> Checkpoint | None:
         if state.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format version {state.get('format_version')!r}, this clearclass "
                              f"reads {FORMAT_VERSION}")
+        changed = _changed_file(state, folder)
+        if changed is not None:
+            record = "it" if changed.name == STATE_FILE else folder / STATE_FILE
+            raise RunError.edited(changed, record, run_dir)
         tensors = load_file(str(folder / TENSORS_FILE))
         info = ModelInfo.from_json({**state["model"], "weights": {
             "file": TENSORS_FILE, "sha256": "0" * 64}}, folder / STATE_FILE)
         return Checkpoint(folder, Position(**state["position"]), state.get("stage"),
                           state["run_id"], info, state, tensors)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"The checkpoint in {folder} cannot be read ({type(e).__name__}: {e}). "
                        f"RUN/model holds the last finished epoch; to train again, start a new "
                        "run (--overwrite).") from None
