@@ -494,7 +494,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes; the cores and --decode-memory-mb are shared among "
-                    "them.")] = 1,
+                    "them (at most 4 per core).")] = 1,
     max_upload_mb: Annotated[float, typer.Option(
         min=0.001, help="Largest photo accepted, in MB (larger ones get 413 as soon as the "
                         "bytes past the limit arrive). A request may have 32 photos.")] = 10.0,

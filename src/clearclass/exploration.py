@@ -36,7 +36,7 @@ from clearclass.data.decode import (
 from clearclass.data.loader import keep_as_is
 from clearclass.data.sources import Photo, PhotoSet, find_photos
 from clearclass.errors import DataError, SettingError
-from clearclass.parallel import default_workers
+from clearclass.parallel import check_process_count, default_workers
 from clearclass.progress import bar, say, show
 from clearclass.training.config import EXPLORE_SETTINGS, TrainConfig, make_config
 
@@ -198,6 +198,7 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
               for i in rng.sample(members, min(len(members), SAMPLES_PER_CLASS + 2))}
 
     paths = [p.path for p in photo_set.photos]
+    check_process_count("workers", config.workers, "processes that decode photos")
     workers = default_workers() if config.workers is None else config.workers
     loader = DataLoader(_Inspect(paths, wanted), batch_size=None, collate_fn=keep_as_is,
                         num_workers=workers if len(paths) >= 64 else 0)

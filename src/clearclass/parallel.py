@@ -99,6 +99,29 @@ def default_workers() -> int:
     return min(available_cores(), MAX_WORKERS)
 
 
+# Worker processes per core past which more only cost memory: decoding photos and running
+# the network keep a core busy, so a fourth worker on a core waits three quarters of the
+# time, while each holds a process of its own (a worker that imports PyTorch again, as
+# spawn does on macOS and Windows: 510 MB measured; `--workers 64` on 2 cores would take
+# the machine's memory before it decoded a photo).
+PROCESSES_PER_CORE = 4
+
+
+def check_process_count(setting: str, count: int | None, what: str) -> None:
+    """SettingError when `count` processes (a `--workers` setting: None is the default)
+    are more than this machine's cores can run (PROCESSES_PER_CORE per core); before any
+    starts."""
+    cores = available_cores()
+    limit = PROCESSES_PER_CORE * cores
+    if count is not None and count > limit:
+        raise SettingError(setting, f"{count} asks for {count} {what}, but this machine has "
+                                    f"{cores} CPU core{'s' * (cores != 1)} for this command "
+                                    f"(its CPU affinity and quota), and past "
+                                    f"{PROCESSES_PER_CORE} a core each process only adds its "
+                                    f"memory; use at most {limit}, or leave it out for the "
+                                    "default.")
+
+
 def start_method() -> str:
     """How worker processes start here: `$CLEARCLASS_START_METHOD`, else the method this
     process set, else the platform's default (without fixing it, as asking Python would)."""

@@ -287,3 +287,17 @@ def test_cores_follow_the_cgroup_quota(monkeypatch, tmp_path):
     assert parallel.available_cores() == 4
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert parallel.available_cores() == 64
+
+
+@linux
+def test_more_workers_than_the_cores_can_run_is_refused_before_any_starts(data, tmp_path):
+    """--workers of train, explore and serve: the same class of count as --processes (on
+    one core, at most 4; each refused before a worker starts, in one line)."""
+    model = tmp_path / "no-model-needed"  # serve refuses before it reads the model
+    for args in (("train", data, "--out", tmp_path / "run", *TINY, "--workers", "5"),
+                 ("explore", data, "--out", tmp_path / "explore", "--workers", "5"),
+                 ("serve", model, "--workers", "5")):
+        result, seconds = _on_cores(1, *args)
+        failed(result, "--workers 5 asks for 5", "1 CPU core ", "at most 4")
+        assert seconds < 60, seconds
+    assert not (tmp_path / "run").exists()

@@ -58,7 +58,7 @@ from clearclass.data.decode import (
 )
 from clearclass.errors import ClearclassError, SettingError
 from clearclass.fileio import json_text
-from clearclass.parallel import available_cores
+from clearclass.parallel import available_cores, check_process_count
 from clearclass.predict import Classifier, load
 from clearclass.serve.limits import HELD_REQUESTS, MemoryBudget, UploadLimits, largest_request
 
@@ -354,6 +354,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers:
     """
     import uvicorn
 
+    check_process_count("workers", workers, "server processes")
     load(model, device="cpu")  # a bad model is one clear error here, not one per worker
     _check_address(host, port)
     largest = largest_request(max_upload_bytes, MAX_FILES)

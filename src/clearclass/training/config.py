@@ -91,7 +91,7 @@ class TrainConfig:
              "mult).", PHOTOS)
     workers: int | None = setting(
         None, "Processes that decode photos (with --cache off, every epoch); 0 decodes in "
-              "the main process.", PHOTOS,
+              "the main process; at most 4 per core.", PHOTOS,
         default_text="one per core, at most 8")
     cache: str = setting(
         "disk", "Where decoded photos are kept between epochs: disk ($CLEARCLASS_CACHE_DIR, "

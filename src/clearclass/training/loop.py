@@ -66,7 +66,7 @@ from clearclass.model import (
     set_train_mode,
     stages_finer_than,
 )
-from clearclass.parallel import StopBetweenSteps, default_workers
+from clearclass.parallel import StopBetweenSteps, check_process_count, default_workers
 from clearclass.progress import LiveTable, bar, quiet, say, warn
 from clearclass.training import distributed
 from clearclass.training.checkpoint import (
@@ -958,6 +958,7 @@ def _decode(photo_set: PhotoSet, config: TrainConfig, run_dir: Path, processes: 
 
 def _workers_per_process(config: TrainConfig, processes: Processes) -> int | None:
     """--workers, or the cores shared among the processes on this machine."""
+    check_process_count("workers", config.workers, "processes that decode photos")
     if config.workers is not None or processes.local_world_size == 1:
         return config.workers
     return max(1, default_workers() // processes.local_world_size)
