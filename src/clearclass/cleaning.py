@@ -50,6 +50,7 @@ from shlex import quote
 import numpy as np
 
 from clearclass import fileio
+from clearclass.bundle import sha256
 from clearclass.data.checks import DuplicateIndex, Examined, examine_file
 from clearclass.data.sources import (
     BOMS,
@@ -963,11 +964,7 @@ def _same_content(a: Path, b: Path) -> bool:
         return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
     if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
         return False
-    digests = []
-    for path in (a, b):
-        with open(path, "rb") as f:
-            digests.append(hashlib.file_digest(f, "sha256").digest())
-    return digests[0] == digests[1]
+    return sha256(a) == sha256(b)
 
 
 def _sha256(data: bytes) -> str:
