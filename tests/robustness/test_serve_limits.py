@@ -30,6 +30,8 @@ from PIL import Image
 import clearclass
 from clearclass.errors import DataError, SettingError
 from tests.conftest import COLOURS, make_photo
+from tests.robustness.test_runs import clearclass as run_command
+from tests.robustness.test_runs import failed
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -450,31 +452,15 @@ def test_the_decoding_budget_is_first_come_first_served_and_survives_cancellatio
 # --- the smaller cases: one line each -----------------------------------------------------
 
 
-def _clearclass(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "clearclass", *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def _one_line(result: subprocess.CompletedProcess, *words: str) -> str:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
 def test_serve_on_a_busy_port_is_one_line_and_exit_1(trained_run):
     # Before: uvicorn's log line and exit status 3, predict's "some photos unreadable".
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _clearclass("serve", trained_run / "model", "--port", str(port))
-    _one_line(result, f"--port {port}", "in use")
-    _one_line(_clearclass("serve", trained_run / "model", "--host", "no-such-host.invalid"),
+        result = run_command("serve", trained_run / "model", "--port", str(port))
+    failed(result, f"--port {port}", "in use")
+    failed(run_command("serve", trained_run / "model", "--host", "no-such-host.invalid"),
               "--host")
 
 
@@ -482,7 +468,7 @@ def test_top_k_below_1_is_refused_by_predict_and_the_api(trained_run, tmp_path):
     # Before: taken for 1 (where the server answers 400).
     photo = make_photo(tmp_path / "red.jpg", COLOURS["red"])
     for k in ("0", "-2"):
-        _one_line(_clearclass("predict", trained_run / "model", photo, "--top-k", k),
+        failed(run_command("predict", trained_run / "model", photo, "--top-k", k),
                   "--top-k must be at least 1")
     classifier = clearclass.load(trained_run / "model")
     for call in (lambda: classifier.predict(photo, top_k=0),
