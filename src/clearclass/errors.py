@@ -6,6 +6,9 @@ exits 1. Every message says what happened, what was expected and what to do next
 
 from __future__ import annotations
 
+import numbers
+import os
+
 
 class ClearclassError(Exception):
     """Base class of every error clearclass reports to the user."""
@@ -62,3 +65,30 @@ class AcquireError(ClearclassError):
 
 class CredentialsError(AcquireError):
     """An API key or Kaggle credentials are missing or were refused."""
+
+
+# --- arguments of the Python API of the wrong kind: one SettingError naming the argument,
+# not a TypeError from deep inside (scikit-learn's check_scalar, in two functions) ---------
+
+def described(value: object) -> str:
+    """A value as an error message shows it: its repr, cut to 60 characters, and its type."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text if isinstance(value, str) else f"{text} ({type(value).__name__})"
+
+
+def check_count(setting: str, value: object, least: int = 1) -> int:
+    """`value` when it is a whole number of at least `least` (not True, "9" or 9.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SettingError(setting, f"must be a whole number of at least {least}; got "
+                                    f"{described(value)}.")
+    if value < least:
+        raise SettingError(setting, f"must be at least {least}; got {value}.")
+    return int(value)
+
+
+def check_path(setting: str, value: object, what: str = "a path") -> None:
+    """SettingError unless `value` is a str or an os.PathLike (pathlib.Path)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise SettingError(setting, f"must be {what} (a str or pathlib.Path); got "
+                                    f"{described(value)}.")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import numbers
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from clearclass.data.decode import (
 )
 from clearclass.data.loader import keep_as_is
 from clearclass.data.sources import Photo, PhotoSet, find_photos
-from clearclass.errors import DataError, SettingError
+from clearclass.errors import DataError, check_count, check_path
 from clearclass.parallel import check_process_count, default_workers
 from clearclass.progress import bar, say, show
 from clearclass.training.config import EXPLORE_SETTINGS, TrainConfig, make_config
@@ -90,14 +88,14 @@ class Exploration:
         """A row of sample photos per class, CLASSES_PER_PAGE classes a page."""
         from clearclass import figures
 
-        _check_count("page", page)
+        check_count("page", page)
         start = (page - 1) * CLASSES_PER_PAGE
         return figures.class_samples(self.samples[start : start + CLASSES_PER_PAGE])
 
     def plot_augmented(self, photos: int = 4, versions: int = 4) -> Figure:
         """A few training photos as loaded, each followed by augmented versions of it."""
-        _check_count("photos", photos)
-        _check_count("versions", versions, least=0)
+        check_count("photos", photos)
+        check_count("versions", versions, least=0)
         names = dict(zip(self.photo_set.class_ids, self.photo_set.display_names))
         return _augmented_grid(self._readable_training_photos(), names, self.config, photos,
                                versions)
@@ -110,7 +108,7 @@ class Exploration:
         """Write unreadable.csv and the figures into `out`; returns the figures' paths."""
         from clearclass import figures
 
-        _check_path("out", out)
+        check_path("out", out, "a folder")
         out = fileio.output_folder(out)
         fileio.write_csv(out / "unreadable.csv", ("path", "reason"),
                          [(str(p), r) for p, r in self.unreadable])
@@ -186,7 +184,7 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
         print(found.size_stats())
     """
     if out is not None:
-        _check_path("out", out)
+        check_path("out", out, "a folder")
     config = make_config(data, settings, allowed=EXPLORE_SETTINGS)
     photo_set = find_photos(config.data, config.validation_fraction, config.seed)
     rng = random.Random(config.seed)
@@ -232,25 +230,10 @@ def show_batch(data: str | Path | TrainConfig, n: int = 9, **settings: Any) -> F
         figure = clearclass.show_batch("photos/", n=9)
         figure.savefig("batch.png")
     """
-    _check_count("n", n)
+    check_count("n", n)
     config = make_config(data, settings, allowed=EXPLORE_SETTINGS)
     photo_set = find_photos(config.data, config.validation_fraction, config.seed)
     return _batch_figure(photo_set.train, photo_set, config, n)
-
-
-def _check_count(name: str, value: Any, least: int = 1) -> None:
-    """A count argument is a whole number (not a str, a float or True): else one
-    SettingError naming it, not a TypeError from deep inside."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise SettingError(name, f"must be a whole number >= {least}; got {value!r}"
-                                 + ("" if isinstance(value, str) else
-                                    f" ({type(value).__name__})") + ".")
-
-
-def _check_path(name: str, value: Any) -> None:
-    if not isinstance(value, (str, os.PathLike)):
-        raise SettingError(name, f"must be a folder (str or pathlib.Path); got {value!r} "
-                                 f"({type(value).__name__}).")
 
 
 def print_report(result: Exploration) -> None:
@@ -327,7 +310,7 @@ def _batch_figure(photos: list[Photo], photo_set: PhotoSet, config: TrainConfig,
                   n: int) -> Figure:
     from clearclass import figures
 
-    _check_count("n", n)
+    check_count("n", n)
     picked, squares = _squares(photos, config, n, random.Random(config.seed), positions=True)
     if not picked:
         raise DataError(f"No readable training photo in {photo_set.root}.")

@@ -20,7 +20,6 @@ import base64
 import html
 import io
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,15 @@ from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resiz
 from clearclass.data.decode import load_item as _load_item
 from clearclass.data.sources import is_image_file
 from clearclass.device import device_name
-from clearclass.errors import ClearclassError, DataError, ModelFileError, SettingError
+from clearclass.errors import (
+    ClearclassError,
+    DataError,
+    ModelFileError,
+    SettingError,
+    check_count,
+    check_path,
+    described,
+)
 from clearclass.parallel import available_cores
 
 if TYPE_CHECKING:
@@ -167,7 +174,7 @@ class Classifier:
         if unreadable not in UNREADABLE:
             raise SettingError("unreadable", f"must be one of {', '.join(UNREADABLE)}; got "
                                              f"{unreadable!r}.")
-        _check_count("batch_size", batch_size)
+        check_count("batch_size", batch_size)
         k = min(check_top_k(top_k), len(self.info.class_ids))
         images = _photo_list(images)
         results: list[Prediction | None] = [None] * len(images)
@@ -206,7 +213,7 @@ class Classifier:
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, one row per photo (N x classes)."""
-        _check_count("batch_size", batch_size)
+        check_count("batch_size", batch_size)
         images = _photo_list(images)
         rows = []
         for start in range(0, len(images), batch_size):
@@ -262,16 +269,7 @@ def _with_pixels(image: Any, width: int, height: int) -> Any:
 def check_top_k(top_k: Any) -> int:
     """`top_k` when it is a whole number of at least 1; SettingError otherwise (a top_k of
     0 used to be taken for 1, where the server answers 400)."""
-    return _check_count("top_k", top_k)
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SettingError(name, f"must be a whole number of at least 1; got {value!r} "
-                                 f"({type(value).__name__}).")
-    if value < 1:
-        raise SettingError(name, f"must be at least 1; got {value}.")
-    return int(value)
+    return check_count("top_k", top_k)
 
 
 def _photo_list(images: Any) -> Sequence[ImageInput]:
@@ -425,16 +423,14 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto",
         classifier = clearclass.load("runs/dogs/model")
         print(classifier.predict("new.jpg").label, classifier.classes[:3])
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise SettingError("path", f"must be a model folder (RUN/model) or a run folder, as a "
-                                   f"str or Path; got {path!r} ({type(path).__name__}).")
+    check_path("path", path, "a model folder (RUN/model) or a run folder")
     if not isinstance(device, str):
         raise SettingError("device", f"must be a name such as auto, cpu, cuda or mps; got "
-                                     f"{device!r} ({type(device).__name__}).")
+                                     f"{described(device)}.")
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ClearclassError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
     if threads is not None:
-        _check_count("threads", threads)
+        check_count("threads", threads)
     folder = bundle_folder(path)
     info = read_info(folder)
     device = device_name(device)

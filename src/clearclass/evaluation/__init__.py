@@ -22,7 +22,14 @@ import numpy as np
 from clearclass import fileio
 from clearclass.bundle import sha256
 from clearclass.data.sources import Photo, display_name, list_photos, read_split
-from clearclass.errors import DataError, RunError, SettingError
+from clearclass.errors import (
+    DataError,
+    RunError,
+    SettingError,
+    check_count,
+    check_path,
+    described,
+)
 from clearclass.evaluation.report import REPORT_FILES, write_report
 from clearclass.evaluation.results import (
     MOST_CONFUSED_PAIRS,
@@ -219,26 +226,15 @@ def _check_arguments(**arguments: object) -> None:
     """Wrong types are one SettingError naming the argument, not a TypeError from deep in."""
     run_path(arguments["run"])
     for name in ("data", "report"):
-        value = arguments[name]
-        if not (value is None or isinstance(value, (str, os.PathLike))):
-            raise SettingError(name, "must be a path (a str or pathlib.Path) or None; got "
-                                     f"{_described(value)}.")
+        if arguments[name] is not None:
+            check_path(name, arguments[name], "a path or None")
     for name in ("tta", "exclude_training"):
         if not isinstance(arguments[name], (bool, np.bool_)):
-            raise SettingError(name, f"must be True or False; got {_described(arguments[name])}.")
-    top_losses = arguments["top_losses"]
-    if isinstance(top_losses, bool) or not isinstance(top_losses, int) or top_losses < 0:
-        raise SettingError("top_losses", f"must be a whole number >= 0; got "
-                                         f"{_described(top_losses)}.")
+            raise SettingError(name, f"must be True or False; got {described(arguments[name])}.")
+    check_count("top_losses", arguments["top_losses"], least=0)
     if not isinstance(arguments["device"], str):
         raise SettingError("device", "must be a device name (auto, cpu, cuda, cuda:N or mps); "
-                                     f"got {_described(arguments['device'])}.")
-
-
-def _described(value: object) -> str:
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{text} ({type(value).__name__})" if not isinstance(value, str) else text
+                                     f"got {described(arguments['device'])}.")
 
 
 def _wordnet_id(label: str) -> str:

@@ -7,12 +7,11 @@ Kept apart from the loop (which imports PyTorch) so that the command line can re
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from clearclass import fileio
-from clearclass.errors import RunError, SettingError
+from clearclass.errors import RunError, SettingError, check_path
 from clearclass.training.config import TrainConfig
 
 
@@ -58,12 +57,7 @@ def run_path(run: object) -> Path:
     `clearclass.train` returns. Anything else is a SettingError, not a TypeError from deep
     inside."""
     run_dir = getattr(run, "run_dir", run)  # a TrainingRun
-    if not isinstance(run_dir, (str, os.PathLike)):
-        text = repr(run)
-        raise SettingError("run", "must be a run folder (a str or pathlib.Path, or what "
-                                  "clearclass.train returns); got "
-                                  f"{text if len(text) <= 60 else text[:57] + '...'} "
-                                  f"({type(run).__name__}).")
+    check_path("run", run_dir, "a run folder, or what clearclass.train returns")
     return Path(run_dir).expanduser()
 
 
