@@ -310,7 +310,8 @@ def set_body_trainable(model: nn.Module, trainable: bool, adapt_batchnorm: bool 
     """Freeze or unfreeze everything but the head.
 
     `adapt_batchnorm`: as fastai's `train_bn`, a frozen body keeps its BatchNorm (and other
-    norm) layers trainable. Without it the body is fixed, and training runs it forward only.
+    norm) layers trainable. Without it the body is frozen whole, statistics included, and
+    training runs it forward only.
     """
     head = set(classifier_keys(model))
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS)
@@ -334,7 +335,7 @@ def stages_finer_than(model: nn.Module, stride: int) -> int:
     return sum(1 for _, s in feature_stages(model) if s <= stride)
 
 
-def fix_early_stages(model: nn.Module, stages: int) -> list[str]:
+def freeze_early_stages(model: nn.Module, stages: int) -> list[str]:
     """Keep the pretrained weights of the body's first `stages` feature stages, stem
     included: their parameters take no gradient, so back-propagation stops before them.
     Returns the names of their modules (to be kept in evaluation mode while training).
@@ -347,7 +348,7 @@ def fix_early_stages(model: nn.Module, stages: int) -> list[str]:
         return []
     found = feature_stages(model)
     if stages > len(found):
-        raise ValueError(f"{type(model).__name__} has {len(found)} feature stages; cannot fix "
+        raise ValueError(f"{type(model).__name__} has {len(found)} feature stages; cannot freeze "
                          f"the first {stages}")
     boundary = found[stages - 1][0]
     names, reached = [], False
@@ -424,21 +425,21 @@ def _same_outputs(model: nn.Module, folded: nn.Module) -> bool:
                                atol=1e-4 * float(expected.abs().max()) + 1e-6))
 
 
-def set_train_mode(model: nn.Module, body_fixed: bool = False,
-                   adapt_batchnorm: bool = True, fixed: tuple[str, ...] = ()) -> None:
+def set_train_mode(model: nn.Module, body_forward_only: bool = False,
+                   adapt_batchnorm: bool = True, frozen: tuple[str, ...] = ()) -> None:
     """Training mode, with the body (or only its BatchNorm statistics) as in evaluation.
 
-    `body_fixed`: the body uses its pretrained BatchNorm statistics and no dropout, so its
+    `body_forward_only`: the body uses its pretrained BatchNorm statistics and no dropout, so its
     features are those it gives at prediction time, and nothing in it needs gradients.
     `adapt_batchnorm=False`: BatchNorm layers normalise with their running statistics and
     do not update them; their scale and shift still learn. A layer's output then depends on
     its own photo only, not on the rest of the batch.
-    `fixed`: modules (`fix_early_stages`) run as in evaluation: their BatchNorm statistics
+    `frozen`: modules (`freeze_early_stages`) run as in evaluation: their BatchNorm statistics
     and weights stay as pretrained.
     """
     model.train()
     heads = classifier_names(model)
-    if body_fixed:
+    if body_forward_only:
         for name, module in model.named_children():
             if not any(h == name or h.startswith(name + ".") for h in heads):
                 module.eval()
@@ -448,11 +449,11 @@ def set_train_mode(model: nn.Module, body_fixed: bool = False,
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
-    for name in fixed:
+    for name in frozen:
         model.get_submodule(name).eval()
 
 
-def forward_fixed_body(model: nn.Module, x: torch.Tensor,
+def forward_frozen_body(model: nn.Module, x: torch.Tensor,
                        features: Callable[[torch.Tensor], torch.Tensor] | None = None
                        ) -> torch.Tensor:
     """Logits with the body run forward only: no activations kept for back-propagation.

@@ -63,6 +63,20 @@ def start(processes: Processes, device: torch.device) -> None:
         dist.init_process_group("gloo")
 
 
+def wrap(module: torch.nn.Module, processes: Processes,
+         device: torch.device) -> torch.nn.Module:
+    """What a training step calls: `module` in DistributedDataParallel when training in
+    several processes (it averages the gradients across them during backward), else
+    `module` itself. Built anew for each stage: DDP syncs the parameters that learn when it
+    is built."""
+    if not processes.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module,
+                                   device_ids=[device] if device.type == "cuda" else None)
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

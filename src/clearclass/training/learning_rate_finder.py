@@ -20,14 +20,11 @@ import torch
 from clearclass.errors import RunError
 from clearclass.model import set_train_mode
 from clearclass.progress import bar, say
+from clearclass.run_folder import run_folder, run_name
 from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
-from clearclass.training.loop import (
-    TrainingRun,
-    freeze_body,
-    prepare,
-    training_step,
-)
-from clearclass.training.run_folder import run_folder, run_name
+from clearclass.training.loop import Setup, Stage, begin_stage, set_up, training_step
+from clearclass.training.run import TrainingRun
+from clearclass.training.saving import RunSaver
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -83,7 +80,8 @@ def lr_find(
                        "split it used into a folder of its own. Choose another out.")
     # The folder (plot, config.json, split.csv) appears whole or not at all.
     with run_folder(dataclasses.replace(config, overwrite=True)) as (run_dir, staging):
-        result = _find(TrainingRun(run_dir, config, staging=staging), start_learning_rate,
+        run = TrainingRun(run_dir, config)
+        result = _find(run, RunSaver(run, staging=staging), start_learning_rate,
                        end_learning_rate, steps)
         from clearclass import figures
 
@@ -94,28 +92,42 @@ def lr_find(
     return result
 
 
-def _find(run: TrainingRun, start_learning_rate: float, end_learning_rate: float,
-          steps: int) -> LearningRateSuggestion:
+def _find(run: TrainingRun, saver: RunSaver, start_learning_rate: float,
+          end_learning_rate: float, steps: int) -> LearningRateSuggestion:
     config = run.config
-    session = prepare(config, run)
-    model = session.model
+    setup = set_up(run, saver)
+    model = setup.model
     saved = copy.deepcopy(model.state_dict())
-    freeze_body(session, config)
-    set_train_mode(model, body_fixed=session.body_fixed)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=start_learning_rate, betas=(0.9, 0.99), eps=1e-5,
-                                  weight_decay=config.weight_decay)
+    with begin_stage("frozen", setup, config, run.processes, 0, 1,
+                     (start_learning_rate, start_learning_rate), 0.99, 25.0) as stage:
+        set_train_mode(model, body_forward_only=stage.body_forward_only)
+        # One group at a rate set by hand every step, in place of the stage's schedule.
+        stage.state.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=start_learning_rate,
+            betas=(0.9, 0.99), eps=1e-5, weight_decay=config.weight_decay)
+        rates, losses = _sweep(setup, stage, start_learning_rate, end_learning_rate, steps)
+    model.load_state_dict(saved)
+    finite = [(rate, loss) for rate, loss in zip(rates, losses) if math.isfinite(loss)]
+    rates, losses = [f[0] for f in finite], [f[1] for f in finite]
+    return LearningRateSuggestion(rates, losses, suggest_valley(rates, losses))
+
+
+def _sweep(setup: Setup, stage: Stage, start_learning_rate: float, end_learning_rate: float,
+           steps: int) -> tuple[list[float], list[float]]:
+    """Train with the learning rate growing exponentially from start to end, a step at a
+    time; the smoothed loss at each rate (stopped once it diverges)."""
+    optimizer = stage.state.optimizer
     growth = (end_learning_rate / start_learning_rate) ** (1 / max(steps - 1, 1))
     rates, losses = [], []
     smoothed, best, step, epoch = 0.0, math.inf, 0, 0
     with bar("finding a learning rate", steps) as progress:
         while step < steps:
-            session.train_batches.set_epoch(epoch)
-            for images, labels in session.train_batches:
+            setup.train_batches.set_epoch(epoch)
+            for images, labels in setup.train_batches:
                 rate = start_learning_rate * growth**step
                 for group in optimizer.param_groups:
                     group["lr"] = rate
-                loss = training_step(session, images, labels, optimizer).item()
+                loss = training_step(setup, stage, images, labels).item()
                 # Exponential moving average with bias correction, as fastai smooths.
                 smoothed = 0.98 * smoothed + 0.02 * loss
                 value = smoothed / (1 - 0.98 ** (step + 1))
@@ -128,10 +140,7 @@ def _find(run: TrainingRun, start_learning_rate: float, end_learning_rate: float
                     step = steps
                     break
             epoch += 1
-    model.load_state_dict(saved)
-    finite = [(rate, loss) for rate, loss in zip(rates, losses) if math.isfinite(loss)]
-    rates, losses = [f[0] for f in finite], [f[1] for f in finite]
-    return LearningRateSuggestion(rates, losses, suggest_valley(rates, losses))
+    return rates, losses
 
 
 def suggest_valley(rates: list[float], losses: list[float]) -> float:
