@@ -20,6 +20,7 @@ import torch
 from clearclass.errors import RunError
 from clearclass.model import set_train_mode
 from clearclass.progress import bar, say
+from clearclass.run_folder import run_folder, run_name
 from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
 from clearclass.training.loop import (
     TrainingRun,
@@ -27,7 +28,6 @@ from clearclass.training.loop import (
     prepare,
     training_step,
 )
-from clearclass.training.run_folder import run_folder, run_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
