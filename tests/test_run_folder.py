@@ -312,3 +312,40 @@ def test_an_unreadable_photo_path_in_skipped_reads_back_as_written(run, tmp_path
     odd = make_photo(tmp_path / "=cmd.jpg")  # a cell a spreadsheet would run: written quoted
     run.write_skipped([(odd, "cannot be decoded")])
     assert run.skipped() == [(str(odd), "cannot be decoded")]
+
+
+# --- the commands that read a run, through RunFolder -----------------------------------------
+
+def test_apply_refuses_a_run_whose_config_is_damaged_naming_it(run, tmp_path):
+    """clean and apply used to fall back to the default split settings in silence."""
+    from clearclass.cleaning import apply_actions
+
+    actions = tmp_path / "actions.csv"
+    actions.write_text("path,action\n")
+    run.config_file.write_text('{"config": {"data": 5}}')
+    with pytest.raises(RunError, match="is damaged") as caught:
+        apply_actions(run.path, actions)
+    assert str(caught.value).startswith(str(run.config_file))
+
+
+def test_serve_shows_the_runs_accuracy_and_none_from_a_damaged_history(run):
+    from types import SimpleNamespace
+
+    from clearclass.serve import _about
+
+    classifier = SimpleNamespace(info=run.model_info(), backend="pytorch", path=run.model_dir)
+    assert _about(classifier)["accuracy"] == pytest.approx(2 / 3, abs=1e-6)
+    run.metrics_file.write_text("epoch\n0\n")
+    assert _about(classifier)["accuracy"] is None  # the page works without it
+    run.metrics_file.unlink()
+    assert _about(classifier)["accuracy"] is None
+
+
+def test_the_launcher_reads_a_resumed_runs_device_and_batch_size(run):
+    from clearclass.training.launch import saved_settings
+
+    assert saved_settings(run.path) == {"device": "auto", "batch_size": 64}
+    run.config_file.write_text('{"config": [1]}')
+    assert saved_settings(run.path) == {}  # resuming then says what is wrong, in one line
+    run.config_file.unlink()
+    assert saved_settings(run.path) == {}
