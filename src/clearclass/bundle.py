@@ -230,9 +230,14 @@ def bundle_folder(path: str | Path) -> Path:
 def read_info(folder: Path) -> ModelInfo:
     """The bundle's model.json, checked (`ModelInfo.from_json`); ModelFileError otherwise."""
     source = Path(folder) / INFO_FILE
+    return ModelInfo.from_json(_read_info_json(source), source)
+
+
+def _read_info_json(source: Path) -> Any:
+    """model.json's JSON value, unchecked; a ModelFileError naming it when it is not JSON."""
     try:
         text = source.read_bytes().decode("utf-8-sig")  # an editor may have added a BOM
-        data = json.loads(text)
+        return json.loads(text)
     except OSError as e:
         raise ModelFileError(f"Could not read {source}: {e.strerror or e}.") from None
     except UnicodeDecodeError:
@@ -246,7 +251,21 @@ def read_info(folder: Path) -> ModelInfo:
     except (ValueError, RecursionError) as e:  # a number too long, nesting too deep
         raise ModelFileError(f"{source} cannot be read as JSON ({type(e).__name__}). Restore "
                              "the file from a copy, or train the model again.") from None
-    return ModelInfo.from_json(data, source)
+
+
+def _write_info_json(folder: Path, data: dict[str, Any]) -> None:
+    """model.json, the one way it is written (`save_bundle`, `record_onnx`)."""
+    fileio.write_json(Path(folder) / INFO_FILE, data)
+
+
+def record_onnx(folder: str | Path) -> None:
+    """Record the SHA-256 of the bundle's model.onnx in its model.json (prediction uses the
+    file only while it matches); every other field is kept as it is, byte for byte."""
+    source = Path(folder) / INFO_FILE
+    data = _read_info_json(source)
+    ModelInfo.from_json(data, source)  # a damaged model.json is not written back
+    data["onnx"] = {"file": ONNX_FILE, "sha256": sha256(Path(folder) / ONNX_FILE)}
+    _write_info_json(Path(folder), data)
 
 
 def sha256(path: Path) -> str:
@@ -286,7 +305,7 @@ def save_bundle(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
         weights = new / WEIGHTS_FILE
         fileio.atomic_write(weights,
                             lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        fileio.write_json(new / INFO_FILE, info.to_json(sha256(weights), versions))
+        _write_info_json(new, info.to_json(sha256(weights), versions))
     return folder
 
 

@@ -46,6 +46,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,7 +61,6 @@ from clearclass.data.sources import (
     display_names,
     find_photos,
     listed_file,
-    read_split,
     read_table,
     sniff_delimiter,
     utf16_without_bom,
@@ -70,7 +70,10 @@ from clearclass.evaluation import predict_photos
 from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
 from clearclass.predict import load
 from clearclass.progress import bar, say, warn
-from clearclass.training.run_folder import run_path
+from clearclass.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from clearclass.training.config import TrainConfig
 
 # The model must give the other class at least this probability for `relabel` to be
 # suggested; below it the photo is listed to look at, with `keep`. On the bundled sample
@@ -257,7 +260,8 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
         for action in cleaning.actions[:5]:
             print(action.action, action.path.name, action.evidence)
     """
-    run_dir = _run_folder(run)
+    run_folder = RunFolder.open(run, needs_model=True)
+    run_dir = run_folder.path
     folder = run_dir / CLEAN_FOLDER
     with fileio.exclusive(folder, what="run"):
         if (folder / LOG_FILE).exists():
@@ -266,13 +270,13 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
                            f"so {run_dir}/split.csv no longer matches them. Train again and "
                            f"clean the new run, or put the photos back first: "
                            f"{_undo_command(run_dir)}")
-        classifier = load(run_dir / "model", device=device)
+        classifier = load(run_folder.model_dir, device=device)
         class_ids = list(classifier.info.class_ids)
-        split = read_split(run_dir, class_ids)  # checked against config.json's record
+        split = run_folder.split(class_ids)  # checked against config.json's record
         for note in split.notes:
             say(note)
-        data_root = _data_root(_recorded_data(run_dir))
-        extra = _skipped_in_training(run_dir, split)
+        data_root = _data_root(_recorded_data(run_folder))
+        extra = _skipped_in_training(run_folder, split)
         examined = _examine(split.photos + extra)
         # Photos of DATA that are not in the split and can be read were added since.
         photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
@@ -313,7 +317,8 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
         print(applied.relabelled, "relabelled,", applied.deleted, "moved aside")
         undo("runs/dogs")  # and back
     """
-    run_dir = _run_folder(run)
+    run_folder = RunFolder.open(run, needs_model=True)
+    run_dir = run_folder.path
     folder = run_dir / CLEAN_FOLDER
     actions_csv = Path(actions).expanduser()
     with fileio.exclusive(folder, what="run"):
@@ -324,7 +329,7 @@ def apply_actions(run: str | Path, actions: str | Path) -> AppliedActions:
                            f"Undo them first ({_undo_command(run_dir)}), or train again and "
                            "clean the new run.")
         rows = _read_actions(actions_csv)
-        dataset = _current_dataset(run_dir)
+        dataset = _current_dataset(run_folder)
         # The log holds absolute paths: `undo` may run from another folder.
         plan = _plan(rows, dataset, folder.resolve(), actions_csv)
         applied = AppliedActions(dataset.source, log_path, plan.relabelled, plan.deleted)
@@ -374,7 +379,7 @@ def undo(run: str | Path) -> int:
         apply_actions("runs/dogs", "runs/dogs/clean/actions.csv")
         print(undo("runs/dogs"), "changes reversed")
     """
-    run_dir = _run_folder(run)
+    run_dir = RunFolder.open(run, needs_model=True).path
     folder = run_dir / CLEAN_FOLDER
     log_path = folder / LOG_FILE
     with fileio.exclusive(folder, what="run"):
@@ -452,26 +457,12 @@ class _Steps(StopBetweenSteps):
 
 # --- finding ---------------------------------------------------------------------------------
 
-def _run_folder(run: str | Path) -> Path:
-    run_dir = fileio.settled(run_path(run))
-    if not (run_dir / "split.csv").is_file():
-        raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
-                       "`clearclass train --out` wrote.")
-    if not (run_dir / "model").exists():
-        raise RunError(f"{run_dir} has no model yet. Finish training first (clearclass train "
-                       f"--resume {run_dir}).")
-    return run_dir
-
-
-def _recorded_data(run_dir: Path) -> Path | None:
+def _recorded_data(run: RunFolder) -> Path:
     """DATA as the run recorded it: model.json's absolute path, else config.json's."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        model = json.loads((run_dir / "model" / "model.json").read_text(encoding="utf-8"))
-        return Path(model["training"]["data"])
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        return Path(config["config"]["data"]).expanduser().resolve()
-    return None
+    data = run.model_info().training.get("data")
+    if isinstance(data, str):
+        return Path(data)
+    return Path(_run_config(run).data).expanduser().resolve()
 
 
 def _data_root(source: Path | None) -> Path | None:
@@ -495,18 +486,18 @@ def _split_name(photo: Photo, in_split: set[Path]) -> str:
     return "valid" if photo.is_valid else "train"
 
 
-def _skipped_in_training(run_dir: Path, split: PhotoSet) -> list[Photo]:
+def _skipped_in_training(run: RunFolder, split: PhotoSet) -> list[Photo]:
     """The photos of DATA that are not in the split: the files training could not read (or
     photos added since, which are examined and left out when they can be read)."""
-    source = _recorded_data(run_dir)
-    if source is None or not source.exists():
+    run_dir = run.path
+    source = _recorded_data(run)
+    if not source.exists():
         warn(f"The photos {run_dir} was trained on ({source}) are not there any more; only "
              "the photos of its split.csv are checked.")
         return []
     try:
-        config = _run_config(run_dir)
-        found = find_photos(source, config.get("validation_fraction", 0.2),
-                            config.get("seed", 42))
+        config = _run_config(run)
+        found = find_photos(source, config.validation_fraction, config.seed)
     except DataError as e:
         warn(f"Only the photos of {run_dir}/split.csv are checked: {e}")
         return []
@@ -515,10 +506,10 @@ def _skipped_in_training(run_dir: Path, split: PhotoSet) -> list[Photo]:
             if os.path.realpath(p.path) not in known]
 
 
-def _run_config(run_dir: Path) -> dict:
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"])
-    return {}
+def _run_config(run: RunFolder) -> TrainConfig:
+    """The run's settings. Every run has a config.json (`RunFolder.open` checks it); one
+    that is damaged is an error naming it, as resuming the run would be."""
+    return run.config(cannot="restore it from a copy, or train the run again")
 
 
 def _examine_file(path: Path) -> Examined | str:
@@ -770,15 +761,15 @@ class _Dataset:
         return self.source.is_file()
 
 
-def _current_dataset(run_dir: Path) -> _Dataset:
-    source = _recorded_data(run_dir)
-    if source is None or not source.exists():
+def _current_dataset(run: RunFolder) -> _Dataset:
+    run_dir = run.path
+    source = _recorded_data(run)
+    if not source.exists():
         raise RunError(f"The photos {run_dir} was trained on ({source}) are not there any "
                        "more; actions can only be applied to them where they were.")
-    config = _run_config(run_dir)
+    config = _run_config(run)
     try:
-        photos = find_photos(source, config.get("validation_fraction", 0.2),
-                             config.get("seed", 42))
+        photos = find_photos(source, config.validation_fraction, config.seed)
     except DataError as e:
         raise DataError(f"The run's photos cannot be read as a dataset any more, so no action "
                         f"was applied: {e}") from None

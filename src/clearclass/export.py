@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from clearclass import fileio
-from clearclass.bundle import INFO_FILE, ONNX_FILE, bundle_folder, load_bundle, sha256
+from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle, record_onnx
 from clearclass.errors import ModelFileError
 
 
@@ -47,10 +46,7 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     # Recorded once model.onnx is in place and checked. A process killed in between leaves
     # model.json with no checksum (prediction then tries the file and falls back to PyTorch
     # if ONNX Runtime refuses it) or the previous file's (a mismatch: PyTorch is used).
-    info_file = folder / INFO_FILE
-    data = json.loads(info_file.read_text(encoding="utf-8-sig"))
-    data["onnx"] = {"file": ONNX_FILE, "sha256": sha256(target)}
-    fileio.write_json(info_file, data)
+    record_onnx(folder)
     return target
 
 

@@ -13,7 +13,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import json
 import os
 import random
 import re
@@ -754,18 +753,23 @@ def split_checksum(run_dir: Path) -> str:
     return hashlib.sha256((Path(run_dir) / SPLIT_FILE).read_bytes()).hexdigest()
 
 
-def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
+def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoSet:
     """The photos a run was trained on, as its RUN/split.csv lists them (`class_ids` in the
     model's order): a resumed run needs exactly these, not a new look at DATA.
 
-    The file must be the one `train` wrote: its SHA-256 is checked against the one
-    RUN/config.json records, and an edited split is an error (a run's photos and labels are
-    those it was trained on). A run trained before config.json recorded it is read
-    unchecked, with a note.
+    The file must be the one `train` wrote: its SHA-256 is checked against `recorded`, what
+    RUN/config.json records (`RunFolder.split` reads it), and an edited split is an error
+    (a run's photos and labels are those it was trained on). A run trained before
+    config.json recorded it (`recorded` None) is read unchecked, with a note.
     """
     split = Path(run_dir) / SPLIT_FILE
+    config = Path(run_dir) / "config.json"
     known = set(class_ids)
-    recorded = _recorded_split_checksum(Path(run_dir))
+    if recorded is not None and not (isinstance(recorded, str)
+                                     and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise RunError(f"{config} records no valid checksum of {SPLIT_FILE} "
+                       f"({SPLIT_CHECKSUM}: {_shown(repr(recorded))}). Restore config.json, "
+                       "or train the run again.")
     try:
         data = split.read_bytes()
     except OSError as e:
@@ -776,7 +780,7 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
         notes.append(f"{split} was written before clearclass recorded its checksum, so a "
                      "change to it cannot be detected.")
     elif hashlib.sha256(data).hexdigest() != recorded:
-        raise RunError.edited(split, Path(run_dir) / "config.json", run_dir)
+        raise RunError.edited(split, config, run_dir)
     try:
         with io.StringIO(data.decode("utf-8"), newline="") as f:
             photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),
@@ -792,23 +796,3 @@ def read_split(run_dir: Path, class_ids: list[str]) -> PhotoSet:
                         "`clearclass train` wrote it. Restore it, or train again.") from None
     return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir), notes,
                     split_given=True)
-
-
-def _recorded_split_checksum(run_dir: Path) -> str | None:
-    """split.csv's SHA-256 as RUN/config.json records it; None for a run trained before
-    that record (or without config.json)."""
-    config = run_dir / "config.json"
-    try:
-        recorded = json.loads(config.read_text(encoding="utf-8")).get(SPLIT_CHECKSUM)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, AttributeError) as e:
-        raise RunError(f"{config} cannot be read ({type(e).__name__}: {e}), so "
-                       f"{run_dir / SPLIT_FILE} cannot be checked against the checksum it "
-                       "records. Restore config.json, or train the run again.") from None
-    if recorded is not None and not (isinstance(recorded, str)
-                                     and re.fullmatch(r"[0-9a-f]{64}", recorded)):
-        raise RunError(f"{config} records no valid checksum of {SPLIT_FILE} "
-                       f"({SPLIT_CHECKSUM}: {_shown(repr(recorded))}). Restore config.json, "
-                       "or train the run again.")
-    return recorded

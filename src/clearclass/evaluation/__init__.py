@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clearclass import fileio
 from clearclass.bundle import sha256
-from clearclass.data.sources import Photo, display_name, list_photos, read_split
+from clearclass.data.sources import Photo, display_name, list_photos
 from clearclass.errors import (
     DataError,
     RunError,
@@ -42,7 +41,7 @@ from clearclass.evaluation.results import (
 )
 from clearclass.predict import Classifier, load
 from clearclass.progress import bar, say, warn
-from clearclass.training.run_folder import run_path
+from clearclass.run_folder import RunFolder, run_path
 
 if TYPE_CHECKING:
     from clearclass.training.loop import TrainingRun
@@ -74,22 +73,17 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     """
     _check_arguments(run=run, data=data, tta=tta, top_losses=top_losses, device=device,
                      report=report, exclude_training=exclude_training)
-    run_dir = fileio.settled(run_path(run))
-    if not (run_dir / "split.csv").is_file():
-        raise RunError(f"{run_dir} is not a training run (no split.csv). Give the folder that "
-                       "`clearclass train --out` wrote.")
-    if not (run_dir / "model").exists() and (run_dir / "checkpoint").is_dir():
-        raise RunError(f"{run} has no finished epoch yet, only a checkpoint inside the first "
-                       f"one. Continue it with `clearclass train --resume {run}`.")
-    classifier = load(run_dir / "model", device=device)
+    run_folder = RunFolder.open(run, needs_model=True)
+    run_dir = run_folder.path
+    classifier = load(run_folder.model_dir, device=device)
     class_ids = list(classifier.info.class_ids)
-    split = read_split(run_dir, class_ids)  # checked against config.json's record
+    split = run_folder.split(class_ids)  # checked against config.json's record
     for note in split.notes:
         say(note)
     if data is None:
         photos = [(p.path, p.label) for p in split.valid]
         if not photos:
-            raise RunError(f"{run_dir / 'split.csv'} lists no validation photos.")
+            raise RunError(f"{run_folder.split_file} lists no validation photos.")
         source, folder = "validation photos", run_dir / "report"
     else:
         photos = labelled_photos(data, class_ids)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import errno
 import math
 import os
@@ -56,10 +55,11 @@ from clearclass.data.decode import (
     decode_cost,
     load_item,
 )
-from clearclass.errors import ClearclassError, SettingError
+from clearclass.errors import ClearclassError, RunError, SettingError
 from clearclass.fileio import json_text
 from clearclass.parallel import available_cores, check_process_count
 from clearclass.predict import Classifier, load
+from clearclass.run_folder import RunFolder
 from clearclass.serve.limits import HELD_REQUESTS, MemoryBudget, UploadLimits, largest_request
 
 MAX_UPLOAD_BYTES = 10 * 1000 * 1000  # per photo: 10 MB
@@ -310,11 +310,13 @@ def _about(classifier: Classifier) -> dict:
              "classes": [{"id": c, "name": n} for c, n in zip(info.class_ids, info.class_names)],
              "size": info.size, "resize_method": info.resize_method, "mean": list(info.mean),
              "std": list(info.std), "backend": classifier.backend, "accuracy": None}
-    metrics = bundle_folder(classifier.path).parent / "metrics.csv"
-    with contextlib.suppress(OSError, KeyError, ValueError, csv.Error, IndexError):
-        with open(metrics, newline="", encoding="utf-8") as f:
-            accuracy = float(list(csv.DictReader(f))[-1]["accuracy"])
-        about["accuracy"] = accuracy if math.isfinite(accuracy) else None
+    # The accuracy of the run the model comes from, when it lies in a run folder. A bundle
+    # copied elsewhere has none, and a damaged metrics.csv only leaves it out: the page
+    # classifies photos without it.
+    with contextlib.suppress(RunError):
+        history = RunFolder(bundle_folder(classifier.path).parent).history()
+        if history and math.isfinite(history[-1].accuracy):
+            about["accuracy"] = history[-1].accuracy
     return about
 
 

@@ -18,7 +18,6 @@ of N copies under torchrun's ChildFailedError traceback.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -28,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clearclass import fileio
 from clearclass.errors import ClearclassError, RunError, SettingError
 from clearclass.parallel import available_cores
+from clearclass.run_folder import RunFolder
 
 # Memory one training process takes before it holds a single photo: Python, PyTorch, a
 # model and its optimizer. Measured on the CPU with the smallest model there is (timm's
@@ -114,9 +113,9 @@ def saved_settings(run_dir: Path) -> dict[str, Any]:
     """A run's device and batch size, from its config.json read without PyTorch; what it
     does not say well is left out (resuming then says what is wrong, in one line)."""
     try:
-        saved = json.loads((fileio.settled(run_dir) / "config.json").read_text("utf-8"))
-        device, batch_size = saved["config"].get("device"), saved["config"].get("batch_size")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        saved = RunFolder(run_dir).record()["config"]
+        device, batch_size = saved.get("device"), saved.get("batch_size")
+    except (RunError, KeyError, AttributeError):
         return {}
     kept: dict[str, Any] = {"device": device} if isinstance(device, str) else {}
     if type(batch_size) is int and batch_size > 0:
