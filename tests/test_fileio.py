@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +107,6 @@ def test_settled_finds_a_file_below_a_folder_being_swapped(tmp_path):
     assert fileio.settled(tmp_path / "other") == tmp_path / "other"
 
 
-@pytest.mark.skipif(os.name == "nt", reason="no flock on Windows")
 def test_one_writer_at_a_time(tmp_path):
     from clearclass.errors import RunError
 
@@ -114,6 +117,45 @@ def test_one_writer_at_a_time(tmp_path):
     with fileio.exclusive(tmp_path / "run"):  # released, even after the error
         pass
     assert os.listdir(tmp_path) == []
+
+
+_HOLD = """
+import sys, time
+from clearclass import fileio
+from clearclass.errors import RunError
+try:
+    with fileio.exclusive(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
+except RunError as e:
+    print(e, flush=True)
+"""
+
+
+def _holder(folder: Path, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _HOLD, str(folder), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_second_process_is_refused_at_once_and_a_killed_one_holds_nothing(tmp_path):
+    folder = tmp_path / "run"
+    first = _holder(folder, 60)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        second = _holder(folder, 0)
+        out, _ = second.communicate(timeout=60)
+        assert out.strip() == (f"Another clearclass process is writing {folder}; wait for it "
+                               "to finish, or choose another --out.")
+        assert time.monotonic() - started < 30, "refused without waiting for the lock"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (tmp_path / ".run.lock").exists(), "left by the killed process"
+    third = _holder(folder, 0)
+    assert third.communicate(timeout=60)[0].strip() == "held"
+    assert os.listdir(tmp_path) == [], "removed by the process that finished"
 
 
 def test_a_copy_leaves_out_other_writers_work_in_progress(tmp_path):

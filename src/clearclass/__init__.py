@@ -10,13 +10,22 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from typing import TYPE_CHECKING
 
 # Operators MPS lacks must fall back to the CPU; PyTorch reads this once, at import.
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
-__version__ = "0.1.0"
+# pyproject.toml is the one place the version is written; the installed package's metadata
+# carries it here (and to model.json, `clearclass --version`, the downloader's User-Agent).
+try:
+    __version__ = importlib.metadata.version("clearclass")
+except importlib.metadata.PackageNotFoundError:
+    # Imported from a source tree that was never installed (PYTHONPATH=src): there is no
+    # metadata, and pyproject.toml is not shipped with the package to read instead. A local
+    # version (PEP 440) says so, and still parses and sorts as a version.
+    __version__ = "0+unknown"
 
 # Imported on first use, so that `clearclass --help` does not wait for torch.
 _PUBLIC = {

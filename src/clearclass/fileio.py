@@ -260,33 +260,40 @@ def _work_in_progress(folder: str, names: list[str]) -> set[str]:
 
 @contextlib.contextmanager
 def exclusive(folder: str | Path, what: str = "--out") -> Iterator[None]:
-    """Only one process at a time may write `folder`; a second one gets a clear error.
+    """Only one process at a time may write `folder`; a second one gets a clear error at once.
 
-    The lock is the operating system's (flock), so a killed process never leaves it held.
+    The lock is the operating system's (flock on Unix, LockFileEx on Windows, through the
+    filelock package) on `.NAME.lock` beside the folder, so a killed process never leaves
+    it held.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        yield
-        return
+    from filelock import FileLock, Timeout
+
     from clearclass.errors import RunError
 
     folder = Path(folder)
-    lock = folder.with_name(f".{folder.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    path = folder.with_name(f".{folder.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=0)  # not waiting: a second writer is told at once
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"Another clearclass process is writing {folder}; wait for it to "
-                           f"finish, or choose another {what}.") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise RunError(f"Another clearclass process is writing {folder}; wait for it to "
+                       f"finish, or choose another {what}.") from None
+    try:
+        yield
     finally:
-        os.close(fd)
+        # The lock file goes once the work is done, so that only runs stay beside runs, and
+        # `run_dir_for` takes a lock file for a run being started. It is removed while still
+        # locked: removed after the release, it could be the file a next writer has just
+        # locked. Removing a lock file has its own race: a process that opened it just
+        # before would lock the removed file once this one lets go, while a third creates a
+        # new file and locks that. filelock refuses a lock on a file without a name
+        # (st_nlink 0, since filelock 3.21, the floor in pyproject.toml), so that process is
+        # told another one is writing, as it was a moment before. Windows cannot remove an
+        # open file: there filelock removes it after the release, where it is free.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        lock.release()
 
 
 def foreign_entries(folder: Path, expected: Iterable[str]) -> list[str]:

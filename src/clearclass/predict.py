@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from clearclass import progress
+from clearclass import onnx_runtime, progress
 from clearclass.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -319,7 +319,7 @@ class _OnnxNetwork(_Network):
     def __init__(self, onnx_path: Path, info: ModelInfo, threads: int | None = None):
         """Raises _OnnxUnusable where PyTorch may do instead; ModelFileError where model.json
         contradicts an ONNX file it vouches for (PyTorch would meet the same contradiction)."""
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (missing: an ImportError, not "cannot load" below)
 
         recorded = info.checksums.get(ONNX_FILE)  # None: exported before it was recorded
         try:
@@ -329,13 +329,9 @@ class _OnnxNetwork(_Network):
         if damaged:
             raise _OnnxUnusable(f"{onnx_path} does not match the checksum {INFO_FILE} records "
                                 "for it (it was cut short or changed)")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = onnx_runtime.session(onnx_path, threads or available_cores(),
+                                                inter_op_threads=1, optimization="all")
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             in_shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
         except Exception as e:  # noqa: BLE001  (onnxruntime's errors derive from Exception)

@@ -22,7 +22,7 @@ from torch import nn
 from clearclass import fileio
 from clearclass.bundle import ModelInfo, save_bundle
 from clearclass.errors import RunError
-from clearclass.export import export_onnx  # MERGE: onnx_runtime.export_bundle
+from clearclass.onnx_runtime import export_bundle
 from clearclass.progress import warn
 from clearclass.run_folder import EpochRow, RunFolder
 from clearclass.training.checkpoint import CHECKPOINT_DIR, Position, write_checkpoint
@@ -177,7 +177,7 @@ def save_onnx(run: TrainingRun) -> None:
     if not run.config.onnx or not run.history:
         return
     try:
-        export_onnx(run.model_dir)
+        export_bundle(run.model_dir)
     except Exception as e:  # the safetensors bundle is complete without it
         warn(f"Could not export {run.config.model} to ONNX ({type(e).__name__}: {e}); "
              "prediction will use PyTorch.")

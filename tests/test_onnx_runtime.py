@@ -1,0 +1,55 @@
+"""onnx_runtime: the one way clearclass writes ONNX, starts ONNX Runtime and compares outputs."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from clearclass import onnx_runtime
+from clearclass.onnx_runtime import EXPORT_TOLERANCE, export_module, outputs_match, session
+
+
+def test_outputs_match_within_the_tolerance_of_the_largest_value():
+    expected = np.array([[10.0, -2.0, 0.5]], dtype=np.float32)
+    assert outputs_match(expected + 0.9 * EXPORT_TOLERANCE * 10, expected)
+    assert not outputs_match(expected + 1.1 * EXPORT_TOLERANCE * 10, expected)
+    assert not outputs_match(expected[:, :2], expected), "another shape"
+    assert not outputs_match(np.full_like(expected, np.nan), expected)
+    assert outputs_match(np.zeros((0, 3)), np.zeros((0, 3)))
+    tensor = torch.from_numpy(expected)  # tensors too, as model.fold_batchnorm compares them
+    assert outputs_match(tensor + 1e-4, tensor) and not outputs_match(tensor + 1, tensor)
+
+
+def test_a_module_written_to_memory_runs_in_a_session_with_the_options_asked_for():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    buffer = io.BytesIO()
+    export_module(module, x, buffer, fallback=False)
+    runner = session(buffer.getvalue(), 2, inter_op_threads=1, spinning=False, log_level=3)
+    options = runner.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.log_severity_level == 3
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    got = runner.run(None, {"image": x[:1].numpy()})[0]  # any batch size
+    with torch.no_grad():
+        assert outputs_match(got, module(x[:1]).numpy())
+
+
+def test_a_file_session_takes_onnx_runtimes_defaults(tmp_path):
+    module = torch.nn.Flatten().eval()
+    export_module(module, torch.zeros(1, 3, 2, 2), tmp_path / "m.onnx")
+    options = session(tmp_path / "m.onnx").get_session_options()
+    assert options.intra_op_num_threads == 0 and options.inter_op_num_threads == 0
+    with pytest.raises(ValueError, match="optimization must be one of"):
+        session(tmp_path / "m.onnx", optimization="most")
+
+
+def test_the_export_command_module_keeps_its_names():
+    from clearclass import export
+
+    assert export.export_module is onnx_runtime.export_module
+    assert export.check_onnx is onnx_runtime.check_onnx
