@@ -28,12 +28,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # Climbing imports in files that other work of issue 22 rewrites; each entry is
 # (file relative to src/clearclass, imported module).
 KNOWN = {
-    # issue 22: removed when the rewrite of the training loop lands (it then imports
-    # onnx_runtime.export_bundle, which export.export_onnx calls).
-    ("training/loop.py", "clearclass.export"),
-    # issue 22: removed when the rewrite of the training loop lands (TrainingRun.evaluate
-    # imports the evaluation lazily).
-    ("training/loop.py", "clearclass.evaluation"),
+    # `run.evaluate()` in a notebook: TrainingRun hands over to the evaluation when called
+    # (imported then, inside the method), as fastai's Learner hands over to its
+    # interpretation. Nothing in training depends on it.
+    ("training/run.py", "clearclass.evaluation"),
 }
 
 

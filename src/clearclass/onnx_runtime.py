@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearclass import fileio
-from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle
+from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle, record_onnx
 from clearclass.errors import ModelFileError
 
 if TYPE_CHECKING:
