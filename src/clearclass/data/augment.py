@@ -205,3 +205,13 @@ def _reflected(coords: torch.Tensor) -> torch.Tensor:
 def _logit(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(1e-7, 1 - 1e-7)
     return torch.log(x / (1 - x))
+
+
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (uint8, or floats in [0, 1]) resized to `size` pixels on its longer side,
+    as floats in [0, 1], antialiased as a photo decoded at that size would be."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    height, width = x.shape[-2:]
+    scale = size / max(height, width)
+    return F.interpolate(x, size=(round(height * scale), round(width * scale)),
+                         mode="bilinear", antialias=True, align_corners=False)

@@ -36,13 +36,18 @@ from torch import nn
 from clearclass import device as devices
 from clearclass import fileio
 from clearclass.bundle import ModelInfo
-from clearclass.data.augment import AugmentSettings, augment_settings, batch_augment, normalize
+from clearclass.data.augment import (
+    AugmentSettings,
+    augment_settings,
+    batch_augment,
+    normalize,
+    resized,
+)
 from clearclass.data.loader import PhotoBatches, take
 from clearclass.data.reading import read_photos, workers_per_process
-from clearclass.data.sources import PhotoSet, find_photos
+from clearclass.data.sources import find_photos
 from clearclass.errors import RunError, SettingError
 from clearclass.model import (
-    Pretrained,
     body_and_head,
     create_model,
     feature_stages,
@@ -67,7 +72,7 @@ from clearclass.training.checkpoint import Checkpoint, Position, read_checkpoint
 from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
 from clearclass.training.distributed import Processes
 from clearclass.training.run import TrainingRun
-from clearclass.training.saving import RunSaver, StageState, finish, save_onnx
+from clearclass.training.saving import RunSaver, StageState, finish, model_info, save_onnx
 from clearclass.training.stopping import StopRequest
 
 MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
@@ -487,16 +492,6 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
     return total / count, right / count
 
 
-def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    """A batch (uint8, or floats in [0, 1]) resized to `size` pixels on its longer side,
-    as floats in [0, 1], antialiased as a photo decoded at that size would be."""
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
-    height, width = x.shape[-2:]
-    scale = size / max(height, width)
-    return F.interpolate(x, size=(round(height * scale), round(width * scale)),
-                         mode="bilinear", antialias=True, align_corners=False)
-
-
 def frozen_stages(config: TrainConfig, model: nn.Module) -> int:
     """--frozen-stages resolved for `model`: by default, with pretrained weights, the
     stages at 1/8 of the photo's side or finer, whose back-propagation costs the most for
@@ -532,20 +527,3 @@ def check_finite(loss: float, epoch: int) -> None:
             "high for this model and data. Lower the learning rate (--learning-rate; "
             "`clearclass lr-find` suggests one)."
         )
-
-
-def model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained,
-               run_id: str) -> ModelInfo:
-    """What the bundle says of the model: classes, preprocessing, where it came from."""
-    return ModelInfo(
-        architecture=config.model,
-        class_ids=list(photo_set.class_ids),
-        class_names=photo_set.display_names,
-        size=config.item_resize,
-        resize_method=config.resize_method,
-        mean=pretrained.mean,
-        std=pretrained.std,
-        training={"run_id": run_id, "data": str(Path(config.data).resolve()),
-                  "pretrained": pretrained.describe(),
-                  "train_photos": len(photo_set.train), "valid_photos": len(photo_set.valid)},
-    )

@@ -21,11 +21,14 @@ from torch import nn
 
 from clearclass import fileio
 from clearclass.bundle import ModelInfo, save_bundle
+from clearclass.data.sources import PhotoSet
 from clearclass.errors import RunError
+from clearclass.model import Pretrained
 from clearclass.onnx_runtime import export_bundle
 from clearclass.progress import warn
 from clearclass.run_folder import EpochRow, RunFolder
 from clearclass.training.checkpoint import CHECKPOINT_DIR, Position, write_checkpoint
+from clearclass.training.config import TrainConfig
 from clearclass.training.run import TrainingRun
 
 
@@ -181,3 +184,20 @@ def save_onnx(run: TrainingRun) -> None:
     except Exception as e:  # the safetensors bundle is complete without it
         warn(f"Could not export {run.config.model} to ONNX ({type(e).__name__}: {e}); "
              "prediction will use PyTorch.")
+
+
+def model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained,
+               run_id: str) -> ModelInfo:
+    """What the bundle says of the model: classes, preprocessing, where it came from."""
+    return ModelInfo(
+        architecture=config.model,
+        class_ids=list(photo_set.class_ids),
+        class_names=photo_set.display_names,
+        size=config.item_resize,
+        resize_method=config.resize_method,
+        mean=pretrained.mean,
+        std=pretrained.std,
+        training={"run_id": run_id, "data": str(Path(config.data).resolve()),
+                  "pretrained": pretrained.describe(),
+                  "train_photos": len(photo_set.train), "valid_photos": len(photo_set.valid)},
+    )
