@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import html
 import io
 import json
 import os
@@ -244,10 +243,10 @@ class Cleaning:
         return table
 
     def _repr_html_(self) -> str:
-        head = html.escape(self.summary(rows=0)).replace("\n", "<br>")
-        return (f"<div><p>{head}</p>{_rows_html(self, self.actions[:10])}"
-                "<p>All of them: <code>actions</code>, <code>mislabelled</code>, "
-                "<code>duplicates</code>, <code>unreadable</code>.</p></div>")
+        from clearclass import pages
+
+        return pages.render("cleaning.html", summary=self.summary(rows=0),
+                            rows=_rows(self, self.actions[:10]))
 
 
 def clean(run: str | Path, device: str = "auto") -> Cleaning:
@@ -667,55 +666,33 @@ def _write(cleaning: Cleaning, folder: Path) -> Path:
 
 
 def _page(cleaning: Cleaning, actions: list[Action], folder: Path) -> str:
-    from clearclass.evaluation.page import document
+    from clearclass import pages
 
-    e = html.escape
     run = cleaning.run_dir
-    shown = actions[:PAGE_ROWS]
-    more = (f"<p class='muted'>The first {PAGE_ROWS} of {len(actions)}; actions.csv lists "
-            "them all.</p>" if len(actions) > PAGE_ROWS else "")
-    head = e(cleaning.summary(rows=0)).replace("\n", "<br>")
-    body = f"""<h1>Cleaning {e(run.name)}</h1>
-<p>{head}</p>
-<p>Edit <code>{e(str(folder / ACTIONS_FILE))}</code> (the action of each photo: keep, relabel
-with a <code>new_label</code>, or delete), then apply it; deleted photos are moved into
-<code>{e(str(folder / REMOVED))}</code>, and every change can be reversed:</p>
-<pre>clearclass clean {e(quote(str(run)))} --apply {e(quote(str(folder / ACTIONS_FILE)))}
-clearclass clean {e(quote(str(run)))} --undo</pre>
-<p class="muted">A mislabelled photo is shown beside the photo of the suggested class the
-model is surest of; a duplicate beside its other copy.</p>
-{_rows_html(cleaning, shown)}
-{more}"""
-    return document(f"clearclass clean: {run.name}", body)
+    return pages.render(
+        "clean.html", run=run, summary=cleaning.summary(rows=0),
+        actions_csv=str(folder / ACTIONS_FILE), removed=str(folder / REMOVED),
+        run_argument=quote(str(run)), actions_argument=quote(str(folder / ACTIONS_FILE)),
+        rows=_rows(cleaning, actions[:PAGE_ROWS]), listed=len(actions))
 
 
-def _rows_html(cleaning: Cleaning, actions: list[Action]) -> str:
-    from clearclass.evaluation.page import thumbnail
+def _rows(cleaning: Cleaning, actions: list[Action]) -> list[dict]:
+    """What the page and the notebook show of each action, for cleaning_rows.html."""
+    from clearclass.pages import thumbnail
 
-    e = html.escape
-
-    def thumb(path: Path | None, caption: str) -> str:
-        if path is None:
-            return "<td></td>"
-        uri = thumbnail(path)
-        image = (f'<img src="{uri}" alt="{e(caption)}">' if uri else
-                 "<div>(cannot be shown)</div>")
-        return f'<td class="thumb">{image}<div class="muted">{e(caption)}</div></td>'
+    def thumb(path: Path, caption: str) -> dict:
+        return {"uri": thumbnail(path), "caption": caption}
 
     rows = []
     for i, a in enumerate(actions, start=1):
         compared = next((c for c in a.candidates if c.other is not None), None)
-        other = thumb(None, "") if compared is None else thumb(
+        other = None if compared is None else thumb(
             compared.other, f"{cleaning.name(compared.other_label)}: {compared.other_caption}")
-        rows.append(
-            f'<tr><td class="number">{i}</td>{thumb(a.path, cleaning.name(a.label))}{other}'
-            f"<td><code>{e(cleaning.shown(a.path))}</code> ({e(a.split or 'skipped')})<br>"
-            f"<b>{e(_action_text(a, cleaning.name))}</b>: {e(a.reason)}<br>"
-            f'<span class="muted">{e(a.evidence)}</span></td></tr>')
-    if not rows:
-        return "<p>Nothing to clean: no photo looks mislabelled, duplicated or unreadable.</p>"
-    return ("<table><tr><th>#</th><th>photo</th><th>compare with</th><th>what and why</th>"
-            "</tr>" + "".join(rows) + "</table>")
+        rows.append({"number": i, "photo": thumb(a.path, cleaning.name(a.label)),
+                     "other": other, "path": cleaning.shown(a.path),
+                     "split": a.split or "skipped", "action": _action_text(a, cleaning.name),
+                     "reason": a.reason, "evidence": a.evidence})
+    return rows
 
 
 # --- applying --------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ their labels, as fastai's `dls.show_batch()`.
 
 from __future__ import annotations
 
-import base64
-import html
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,23 +134,14 @@ class Exploration:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from clearclass import figures
+        from clearclass import figures, pages
 
-        e = html.escape
-        rows = "".join(f"<tr><td style='text-align:left'>{e(name)}</td><td>{train}</td>"
-                       f"<td>{valid}</td></tr>" for name, (train, valid) in self.counts().items())
         stats = "; ".join(f"{k} {a} / {b} / {c}" for k, (a, b, c) in self.size_stats().items())
-        bad = "".join(f"<li><code>{e(str(p))}</code>: {e(r)}</li>"
-                      for p, r in self.unreadable[:10])
-        png = base64.b64encode(figures.png_bytes(self.plot_samples())).decode("ascii")
-        return (f"<div><p>{len(self.photo_set.class_ids)} classes ({e(self.photo_set.layout)})"
-                f", {len(self.sizes)} readable photos.</p>"
-                "<table><tr><th>class</th><th>train</th><th>valid</th></tr>" + rows
-                + f"</table><p>Photo sizes (min / median / max, pixels): {e(stats)}</p>"
-                + (f"<p>{len(self.unreadable)} unreadable file(s):</p><ul>{bad}</ul>"
-                   if self.unreadable else "")
-                + f'<img style="max-width:100%" alt="sample photos" '
-                  f'src="data:image/png;base64,{png}"></div>')
+        return pages.render(
+            "exploration.html", classes=len(self.photo_set.class_ids),
+            layout=self.photo_set.layout, readable=len(self.sizes), counts=self.counts(),
+            sizes=stats, unreadable=self.unreadable,
+            samples=pages.png_uri(figures.png_bytes(self.plot_samples())))
 
 
 class _Inspect(Dataset):

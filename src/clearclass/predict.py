@@ -16,9 +16,6 @@ In a notebook, a `Prediction` that ends a cell shows as the photo with its top-k
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,20 +115,11 @@ class Prediction:
         return figures.png_bytes(self.plot())
 
     def _repr_html_(self) -> str:
-        if self.error is not None:
-            return (f"<p><code>{html.escape(self.image)}</code>: "
-                    f"{html.escape(self.error)}</p>")
-        buffer = io.BytesIO()
-        Image.fromarray(self.shown_photo()).save(buffer, format="JPEG", quality=85)
-        photo = base64.b64encode(buffer.getvalue()).decode("ascii")
-        rows = "".join(
-            f"<tr><td style='text-align:left'>{html.escape(t['label'])}</td>"
-            f"<td style='text-align:right'>{t['probability']:.1%}</td></tr>" for t in self.top_k)
-        return (f"<div style='display:flex;gap:1em;align-items:flex-start'>"
-                f"<img alt='{html.escape(self.image)}' src='data:image/jpeg;base64,{photo}'>"
-                f"<div><p><b>{html.escape(self.label)}</b> ({self.probability:.1%})</p>"
-                f"<table><tr><th>class</th><th>probability</th></tr>{rows}</table>"
-                f"<p><code>{html.escape(self.image)}</code></p></div></div>")
+        from clearclass import pages
+
+        photo = "" if self.error is not None else pages.jpeg_uri(
+            Image.fromarray(self.shown_photo()), quality=85)
+        return pages.render("prediction.html", p=self, photo=photo)
 
 
 class Classifier:

@@ -17,7 +17,6 @@ bars that vanish when done; elsewhere (a pipe, a log file), plain lines and no b
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import sys
 import time
@@ -132,9 +131,8 @@ class _NotebookBar(Bar):
         timing = f"{_clock(elapsed)}<{_clock(left) if left is not None else '?'}"
         text = f"{self.description} {self.done}/{self.total} [{timing}] {self.info}".rstrip()
         return {"text/plain": text,
-                "text/html": f'<div><progress value="{self.done}" max="{max(self.total, 1)}" '
-                             'style="width:300px;vertical-align:middle"></progress> '
-                             f"{html.escape(text)}</div>"}
+                "text/html": _render("progress_bar.html", done=self.done, total=self.total,
+                                     text=text)}
 
 
 @contextlib.contextmanager
@@ -196,17 +194,20 @@ class LiveTable:
         return "\n".join(self._line(r) for r in (self.header, *self.rows))
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-                       + "</tr>" for row in self.rows)
-        return (f'<table class="clearclass-epochs"><thead><tr style="text-align:left">{head}'
-                f"</tr></thead><tbody>{body}</tbody></table>")
+        return _render("live_table.html", header=self.header, rows=self.rows)
 
 
 def show(renderable) -> None:
     """Print a rich table (or other renderable) when messages are shown."""
     if enabled():
         console.print(renderable)
+
+
+def _render(template: str, **context) -> str:
+    # Imported when first shown: a command that shows no HTML never loads Jinja2 or Pillow.
+    from clearclass import pages
+
+    return pages.render(template, **context)
 
 
 def _clock(seconds: float) -> str:

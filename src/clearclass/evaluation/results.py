@@ -9,7 +9,6 @@ and per_class.csv all follow that order.
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,26 +308,10 @@ class Evaluation:
         return self.summary(pairs=5)
 
     def _repr_html_(self) -> str:
-        from clearclass import figures
-        from clearclass.evaluation.page import png_uri
+        from clearclass import figures, pages
 
-        e = html.escape
         pairs = self.most_confused()[:5]
-        rows = "".join(f"<tr><td>{e(p.actual)}</td><td>{e(p.predicted)}</td>"
-                       f"<td>{p.count}</td><td>{p.rate:.0%}</td></tr>" for p in pairs)
-        heatmap = ""
-        if pairs:
-            uri = png_uri(figures.png_bytes(self.plot_most_confused(5)))
-            heatmap = f'<img style="max-width:520px" alt="most confused classes" src="{uri}">'
-        report = (f"<p>Report: <code>{e(str(self.report_dir / 'index.html'))}</code></p>"
-                  if self.report_dir else "")
-        return (
-            "<div><table>" + "".join(f"<tr><th style='text-align:left'>{e(k)}</th>"
-                                     f"<td style='text-align:left'>{e(v)}</td></tr>"
-                                     for k, v in self.facts()) + "</table>"
-            + ("<p>Most confused (actual, predicted, count, share of actual):</p><table>"
-               + rows + "</table>" + heatmap if pairs
-               else f"<p>No mistakes on the {e(self.source)}.</p>")
-            + report + "<p>More: <code>plot_confusion_matrix()</code>, <code>plot_most_confused"
-            "(pairs=5)</code>, <code>plot_top_losses(9)</code>, <code>plot_calibration()</code>, "
-            "<code>per_class()</code>, <code>calibration()</code>.</p></div>")
+        heatmap = pages.png_uri(figures.png_bytes(self.plot_most_confused(5))) if pairs else ""
+        return pages.render("evaluation.html", facts=self.facts(), pairs=pairs, heatmap=heatmap,
+                            source=self.source,
+                            report=self.report_dir and str(self.report_dir / "index.html"))

@@ -1,0 +1,190 @@
+"""Names that are HTML and script payloads, opened in a real browser (Debian's chromium,
+driven by Playwright): class names from a labels CSV (a slash cannot be in a file name),
+photo and folder names on disk. The evaluation report, the cleaning page and the served page
+show every name literally; no dialog opens, no payload's script or event handler runs, and
+no payload makes the browser log an error (an injected <img src=x> would fail to load).
+
+One tiny run serves the three pages.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clearclass.data.sources import display_name
+from clearclass.fileio import read_cell
+from tests.conftest import make_photo
+
+# Class names (labels in the CSV, so they may hold a slash), each a different way out.
+CLASSES = ("<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>",
+           "\"quoted' &amp; {{ 7*7 }} <!--<script>")
+# Folder and file names (no slash): their scripts set window.pwned or window.__pwned.
+FOLDERS = ("<svg onload=window.pwned=1> one", "<b onmouseover=alert(3)>two", "\"three'")
+FILES = ("<img src=x onerror=window.__pwned=1>.png", "\"quoted' name.png",
+         "a&amp;b {{ 7*7 }}.png", "<!--<script>.png", "<iframe src=javascript:alert(4)>.png",
+         "plain.png")
+COLOURS = ((200, 40, 40), (40, 170, 60), (40, 60, 200))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny run on the payload names, with its report and cleaning page written."""
+    from clearclass.cleaning import clean
+    from clearclass.evaluation import evaluate
+    from clearclass.training import train
+
+    root = tmp_path_factory.mktemp("payloads")
+    rows = []
+    for c, (label, folder, colour) in enumerate(zip(CLASSES, FOLDERS, COLOURS)):
+        for i, name in enumerate(FILES):
+            make_photo(root / folder / name, colour, seed=10 * c + i)
+            # Each name is a validation photo of one class: the report shows them all.
+            rows.append((f"{folder}/{name}", label, int(i // 2 == c)))
+    # A copy of a photo under another class: the cleaning page lists at least this one.
+    (root / FOLDERS[1] / "copy.png").write_bytes((root / FOLDERS[0] / FILES[5]).read_bytes())
+    rows.append((f"{FOLDERS[1]}/copy.png", CLASSES[1], 0))
+    with (root / "labels.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("path", "label", "is_valid"), *rows])
+    out = root / "run"
+    train(data=str(root / "labels.csv"), out=str(out), model="test_resnet", pretrained=False,
+          item_resize=32, batch_size=8, epochs=0, freeze_epochs=1, learning_rate=1e-2,
+          head_speedup=1.0, workers=0, device="cpu", onnx=False)
+    clean(out, device="cpu")
+    evaluate(out, device="cpu")
+    return out
+
+
+class Watched:
+    """A browser page that records dialogs and console errors."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        # Not a payload: the served page's fetch of a photo the server refuses, and the
+        # browser's own request for /favicon.ico, log their 4xx.
+        refused = (message.location.get("url", "").endswith(("/predict", "/favicon.ico"))
+                   and "the server responded with a status of 4" in message.text)
+        if message.type == "error" and not refused:
+            self.errors.append(f"{message.text} ({message.location.get('url')})")
+
+    def check(self) -> str:
+        """No payload ran: the page's text, for the names to be looked up in."""
+        page = self.page
+        assert self.dialogs == [] and self.errors == []
+        assert page.evaluate("[typeof window.pwned, typeof window.__pwned]") == [
+            "undefined", "undefined"]
+        return page.locator("body").inner_text()
+
+
+@pytest.fixture
+def watched(browser):
+    watched = Watched(browser)
+    yield watched
+    watched.page.close()
+
+
+def test_the_report_shows_every_name_and_runs_no_payload(run, watched):
+    page = watched.page
+    page.goto((run / "report" / "index.html").as_uri())
+    # The page's script writes names too: a cell's photos, and the tooltip on hover.
+    shown = []
+    for cell in page.locator("#cells rect").all():
+        cell.hover()
+        shown.append(page.locator("#tooltip").inner_text())
+        cell.click()
+        shown.append(page.locator("#cell-photos").inner_text())
+    text = watched.check() + "\n".join(shown)
+    for name in map(display_name, CLASSES):
+        assert name in text and name in "\n".join(shown)
+    for name in FILES:  # every one is a validation photo: in the top losses
+        assert name in text
+
+
+def test_the_cleaning_page_shows_every_name_and_runs_no_payload(run, watched):
+    from clearclass.cleaning import PAGE_ROWS
+
+    page = watched.page
+    page.goto((run / "clean" / "index.html").as_uri())
+    text = watched.check()
+    listed = [read_cell(r["path"]) for r in csv.DictReader(
+        (run / "clean" / "actions.csv").open(encoding="utf-8"))][:PAGE_ROWS]
+    assert f"{FOLDERS[1]}/copy.png" in text  # the copy across classes, in its evidence
+    for path in listed:
+        assert path in text
+    for name in map(display_name, CLASSES):
+        assert name in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(run, tmp_path_factory):
+    """`clearclass serve RUN/model` on a free port of loopback."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a pipe nobody reads fills up
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clearclass", "serve", str(run / "model"), "--port", str(port)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if process.poll() is not None:
+                pytest.fail(log.read_text())
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_served_page_shows_every_name_and_runs_no_payload(run, server, watched):
+    page = watched.page
+    page.goto(server + "/")
+    photo = run.parent / FOLDERS[0] / FILES[0]
+    page.locator("#choose").set_input_files(str(photo))
+    page.wait_for_function("document.getElementById('time').textContent.length > 0")
+    bars = page.locator("#list").inner_text()
+    for name in map(display_name, CLASSES):  # three classes: each one has its bar
+        assert name in bars
+    # A refused upload: the server's message names the file, and the page shows it as text.
+    page.locator("#choose").set_input_files(
+        {"name": FILES[4], "mimeType": "image/png", "buffer": b"not a photo"})
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    assert FILES[4] in page.locator("#error").inner_text()
+    watched.check()
+
+
+def test_the_names_reach_the_pages_scripts_as_json(run):
+    """The report's data, read back from its <script>: the names exactly, nothing lost."""
+    page = (run / "report" / "index.html").read_text(encoding="utf-8")
+    script = page.split("const DATA = ", 1)[1].split(";\n", 1)[0]
+    assert "<" not in script and ">" not in script and "&" not in script
+    data = json.loads(script)
+    assert sorted(data["classes"]) == sorted(map(display_name, CLASSES))
+    assert {p[0] for p in data["photos"].values()} == set(FILES)
