@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import html
 import shlex
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clearclass import pages
 from clearclass.progress import LiveTable
 from clearclass.run_folder import METRICS_HEADER, METRICS_WIDTHS, EpochRow
 from clearclass.training.config import TrainConfig
@@ -72,6 +72,4 @@ class TrainingRun:
                 f"{len(self.history)} epoch(s), accuracy {self.accuracy:.2%})")
 
     def _repr_html_(self) -> str:
-        return (f"<p>Run <code>{html.escape(str(self.run_dir))}</code>: "
-                f"{html.escape(self.config.model)}, validation accuracy "
-                f"<b>{self.accuracy:.2%}</b>.</p>" + self.epoch_table()._repr_html_())
+        return pages.render("training_run.html", run=self, table=self.epoch_table())
