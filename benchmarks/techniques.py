@@ -65,9 +65,9 @@ def step_case(options: dict, steps: int) -> dict:
     from clearclass.device import keep_freed_memory
     from clearclass.model import (
         create_model,
-        fix_early_stages,
+        freeze_early_stages,
         fold_batchnorm,
-        forward_fixed_body,
+        forward_frozen_body,
         set_body_trainable,
         set_train_mode,
     )
@@ -82,9 +82,9 @@ def step_case(options: dict, steps: int) -> dict:
     model = model.to(memory_format=fmt)
     frozen = options.get("frozen")
     set_body_trainable(model, not frozen, adapt_batchnorm=frozen == "train_bn")
-    fixed = tuple(fix_early_stages(model, options.get("fixed_stages", 0)))
-    set_train_mode(model, body_fixed=frozen == "fixed",
-                   adapt_batchnorm=not options.get("micro"), fixed=fixed)
+    fixed = tuple(freeze_early_stages(model, options.get("fixed_stages", 0)))
+    set_train_mode(model, body_forward_only=frozen == "fixed",
+                   adapt_batchnorm=not options.get("micro"), frozen=fixed)
     if options.get("fast_depthwise"):
         faster_depthwise_gradients(model).__enter__()  # for the life of this process
     size = options.get("size", 224)
@@ -107,7 +107,7 @@ def step_case(options: dict, steps: int) -> dict:
             body = forward_only(model, True, x[:2], batches=64)
 
         def forward(batch):
-            return forward_fixed_body(model, batch, body)
+            return forward_frozen_body(model, batch, body)
     chunk = options.get("micro") or 64
 
     def step() -> None:

@@ -13,9 +13,9 @@ from clearclass.model import (
     body_and_head,
     classifier_keys,
     create_model,
-    fix_early_stages,
     fold_batchnorm,
-    forward_fixed_body,
+    forward_frozen_body,
+    freeze_early_stages,
     read_state_dict,
     set_body_trainable,
     set_train_mode,
@@ -141,7 +141,7 @@ def test_frozen_body_trains_only_the_head_unless_norm_layers_are_asked_for():
 
 def test_train_modes_fix_the_body_or_only_its_statistics():
     model, _ = create_model("test_resnet", 3, pretrained=False)
-    set_train_mode(model, body_fixed=True)
+    set_train_mode(model, body_forward_only=True)
     assert not model.layer1.training and not model.conv1[1].training
     assert model.training and model.fc.training  # the head's dropout still works
     set_train_mode(model, adapt_batchnorm=False)
@@ -154,7 +154,7 @@ def test_fixed_body_forward_matches_the_model_and_keeps_no_graph():
     model, _ = create_model("test_resnet", 3, pretrained=False)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    logits = forward_fixed_body(model, x)
+    logits = forward_frozen_body(model, x)
     assert torch.allclose(logits, model(x), atol=1e-6)
     logits.sum().backward()
     assert model.fc.weight.grad is not None and model.conv1[0].weight.grad is None
@@ -228,7 +228,7 @@ def test_a_batchnorm_that_does_not_follow_its_convolution_is_not_folded():
 def test_early_stages_are_chosen_by_stride_and_take_no_gradient(arch, stride, stages, last):
     model, _ = create_model(arch, 3, pretrained=False)
     assert stages_finer_than(model, stride) == stages
-    names = fix_early_stages(model, stages)
+    names = freeze_early_stages(model, stages)
     assert names[-1].startswith(last) and last in names
     fixed = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert fixed and all(any(n.startswith(m + ".") for m in names) for n in fixed)
@@ -238,4 +238,4 @@ def test_early_stages_are_chosen_by_stride_and_take_no_gradient(arch, stride, st
     model(x).sum().backward()
     assert all(p.grad is None for n, p in model.named_parameters() if n in fixed)
     with pytest.raises(ValueError, match="feature stages"):
-        fix_early_stages(model, 9)
+        freeze_early_stages(model, 9)

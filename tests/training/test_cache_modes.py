@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from clearclass.data import reading as reading_module
 from clearclass.errors import SettingError
-from clearclass.training import loop as loop_module
 from clearclass.training import train
 from tests.conftest import make_dataset
 
@@ -38,7 +38,7 @@ def test_a_cache_too_small_is_refused_before_any_decoding(tmp_path, tiny_train_s
     def never(*args, **kwargs):
         raise AssertionError("decoding started")
 
-    monkeypatch.setattr(loop_module, "decode_photos", never)
+    monkeypatch.setattr(reading_module, "decode_photos", never)
     with pytest.raises(SettingError) as caught:
         train(data=str(data), out=str(tmp_path / "run"),
               **{**tiny_train_settings, "cache": cache, "cache_limit": "1KB"})

@@ -87,10 +87,10 @@ def test_interrupted_training_keeps_the_last_finished_epoch(tmp_path, tiny_train
     data = make_dataset(tmp_path / "d", per_class=6)
     real_step = loop_module.train_one_epoch
 
-    def interrupt_in_second_epoch(session, optimizer, scheduler, epoch, stage, start=None):
+    def interrupt_in_second_epoch(run, setup, stage, epoch, *rest):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real_step(session, optimizer, scheduler, epoch, stage, start)
+        return real_step(run, setup, stage, epoch, *rest)
 
     monkeypatch.setattr(loop_module, "train_one_epoch", interrupt_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
@@ -124,7 +124,9 @@ def test_a_full_disk_while_saving_keeps_the_previous_epoch_and_says_so(
     import errno
 
     data = make_dataset(tmp_path / "d", per_class=6)
-    real_save, calls = loop_module.save_bundle, []
+    from clearclass.training import saving
+
+    real_save, calls = saving.save_bundle, []
 
     def disk_fills_up(model, info, folder):
         calls.append(folder)
@@ -132,7 +134,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_epoch_and_says_so(
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
         return real_save(model, info, folder)
 
-    monkeypatch.setattr(loop_module, "save_bundle", disk_fills_up)
+    monkeypatch.setattr(saving, "save_bundle", disk_fills_up)
     with pytest.raises(RunError, match="holds the model as of epoch 0.*Free some space"):
         train(data=str(data), out=str(tmp_path / "run"), **tiny_train_settings)
     info = json.loads((tmp_path / "run" / "model" / "model.json").read_text())

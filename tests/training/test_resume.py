@@ -257,9 +257,9 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
 
     real = loop.train_one_epoch
 
-    def stop_once_saved(session, optimizer, scheduler, epoch, stage, start=None):
-        session.stop.asked = True  # as Ctrl-C does: stop at the next step, after saving
-        return real(session, optimizer, scheduler, epoch, stage, start)
+    def stop_once_saved(run, setup, stage, epoch, start, saver, stop):
+        stop.asked = True  # as Ctrl-C does: stop at the next step, after saving
+        return real(run, setup, stage, epoch, start, saver, stop)
 
     monkeypatch.setattr(loop, "train_one_epoch", stop_once_saved)
     out = tmp_path / "run"
