@@ -50,6 +50,7 @@ from clearclass.errors import (
     described,
 )
 from clearclass.parallel import available_cores
+from clearclass.task import SINGLE_LABEL
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -211,10 +212,7 @@ class Classifier:
 
     def predict_proba_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for preprocessed uint8 squares (N x size x size x 3)."""
-        logits = self.network.logits(pixels)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
+        return SINGLE_LABEL.probabilities(self.network.logits(pixels))
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """A photo as the model's square uint8 input (size x size x 3).

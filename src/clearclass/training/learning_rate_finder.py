@@ -22,7 +22,7 @@ from clearclass.model import set_train_mode
 from clearclass.progress import bar, say
 from clearclass.run_folder import run_folder, run_name
 from clearclass.training.config import LR_FIND_SETTINGS, TrainConfig, make_config
-from clearclass.training.loop import Setup, Stage, begin_stage, set_up, training_step
+from clearclass.training.loop import Setup, Stage, StagePlan, begin_stage, set_up, training_step
 from clearclass.training.run import TrainingRun
 from clearclass.training.saving import RunSaver
 
@@ -98,8 +98,8 @@ def _find(run: TrainingRun, saver: RunSaver, start_learning_rate: float,
     setup = set_up(run, saver)
     model = setup.model
     saved = copy.deepcopy(model.state_dict())
-    with begin_stage("frozen", setup, config, run.processes, 0, 1,
-                     (start_learning_rate, start_learning_rate), 0.99, 25.0) as stage:
+    plan = StagePlan("frozen", 0, 1, (start_learning_rate, start_learning_rate), 0.99, 25.0)
+    with begin_stage(plan, setup, config, run.processes) as stage:
         set_train_mode(model, body_forward_only=stage.body_forward_only)
         # One group at a rate set by hand every step, in place of the stage's schedule.
         stage.state.optimizer = torch.optim.AdamW(

@@ -24,17 +24,16 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clearclass import device as devices
-from clearclass import fileio
 from clearclass.bundle import ModelInfo
 from clearclass.data.augment import (
     AugmentSettings,
@@ -67,12 +66,14 @@ from clearclass.run_folder import (
     run_folder,
     run_path,
 )
+from clearclass.task import SINGLE_LABEL, SingleLabel
 from clearclass.training import distributed, speedups
-from clearclass.training.checkpoint import Checkpoint, Position, read_checkpoint
-from clearclass.training.config import RESUME_SETTINGS, TrainConfig, make_config
+from clearclass.training.checkpoint import Checkpoint, Position
+from clearclass.training.config import TrainConfig, make_config
 from clearclass.training.distributed import Processes
+from clearclass.training.resuming import finished_run, resumed_config, resumed_run
 from clearclass.training.run import TrainingRun
-from clearclass.training.saving import RunSaver, StageState, finish, model_info, save_onnx
+from clearclass.training.saving import RunSaver, StageState, finish, model_info
 from clearclass.training.stopping import StopRequest
 
 MIN_STEPS_PER_EPOCH = 8  # below this, warn: one-cycle warm-up and cool-down leave no training
@@ -121,45 +122,14 @@ def resume(run: str | Path, **settings: Any) -> TrainingRun:
     """
     started = time.perf_counter()
     run_dir = run_path(run)
-    if not fileio.settled(run_dir).exists():
-        raise RunError(f"{run_dir} does not exist. A run that stops before its first "
-                       "checkpoint (the end of its first epoch, or --checkpoint-minutes into "
-                       "it) leaves nothing to resume: start it again.")
-    folder = RunFolder.open(run_dir)
-    for name in settings:
-        if name not in RESUME_SETTINGS:
-            raise RunError(f"A resumed run keeps its own settings ({run_dir}/config.json); "
-                           f"{name} cannot change. To train with other settings, start a "
-                           "new run.")
-    config = make_config(folder.config(), settings)
+    config = resumed_config(run_dir, settings)
     processes = distributed.from_environment()
     with resuming(run_dir) if processes.main else quiet():
-        checkpoint = read_checkpoint(run_dir)
-        training = TrainingRun(run_dir, config, processes=processes)
-        training.history = RunFolder(run_dir).history()
+        training, checkpoint = resumed_run(run_dir, config, processes)
         if checkpoint is None:
-            return _finished(training)
-        training.run_id = checkpoint.run_id
-        training.history = training.history[:checkpoint.position.epochs_done]
-        say(f"Resuming {run_dir} at epoch {checkpoint.position.epochs_done}, batch "
-            f"{checkpoint.position.step}.")
+            return finished_run(training)
         return fine_tune(training, RunSaver(training, saved=checkpoint.position), started,
                          checkpoint)
-
-
-def _finished(run: TrainingRun) -> TrainingRun:
-    """A run with no checkpoint: finished (nothing to do), or not resumable."""
-    total = run.config.freeze_epochs + run.config.epochs
-    if len(run.history) < total:
-        raise RunError(
-            f"{run.run_dir} has no checkpoint to resume from: it holds {len(run.history)} of "
-            f"{total} epochs, saved by a clearclass older than checkpoints, or stopped before "
-            "its first save. Train again with --overwrite.")
-    if run.processes.main and run.config.onnx and not (run.model_dir / "model.onnx").exists():
-        save_onnx(run)  # a run killed between its last epoch and the export
-    say(f"{run.run_dir} finished all {total} epochs; nothing to resume (validation accuracy "
-        f"{run.accuracy:.2%}).")
-    return run
 
 
 @dataclass
@@ -175,16 +145,31 @@ class Setup:
     augment_generator: torch.Generator  # reseeded every step (`seed_step`)
     scaler: torch.amp.GradScaler | None  # float16 only
     frozen_stages: int  # --frozen-stages, resolved for the model
+    task: SingleLabel = SINGLE_LABEL  # the loss, the metric and the decision (task.py)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of fine_tune: its epochs and its one-cycle schedule."""
+
+    name: str  # "frozen" (the head learns) or "unfrozen" (everything learns)
+    first_epoch: int
+    epochs: int
+    rates: tuple[float, float]  # peak learning rates of the body and of the head
+    pct_start: float  # the share of steps with a rising learning rate
+    div: float  # the learning rate starts at peak / div
+
+    @property
+    def end(self) -> int:
+        return self.first_epoch + self.epochs
 
 
 @dataclass
 class Stage:
-    """One stage of fine_tune and what its steps call; what a checkpoint saves of it is
-    `state`."""
+    """A stage being trained; what a checkpoint saves of it is `state`."""
 
+    plan: StagePlan
     state: StageState  # its name, optimizer and schedule
-    first_epoch: int
-    epochs: int
     forward: nn.Module  # what a step calls: wrapped in DistributedDataParallel under torchrun
     calls: speedups.StageForward
     warmup_steps: int = 0  # the first steps, on photos of --warmup-size
@@ -213,37 +198,20 @@ def fine_tune(run: TrainingRun, saver: RunSaver, started: float,
         # fastai's `slice(base_lr)`: norm layers at a tenth. The head learns faster than
         # fastai's because it is one zero-initialised linear layer on raw features where
         # fastai's normalises them first (measured: benchmarks/README.md).
-        plan = [("frozen", 0, config.freeze_epochs, (lr / 10, lr * config.head_speedup),
-                 0.99, 25.0),
-                ("unfrozen", config.freeze_epochs, config.epochs,
-                 (lr / 2 / config.body_slowdown, lr / 2), UNFROZEN_WARMUP, 5.0)]
+        plan = [StagePlan("frozen", 0, config.freeze_epochs,
+                          (lr / 10, lr * config.head_speedup), pct_start=0.99, div=25.0),
+                StagePlan("unfrozen", config.freeze_epochs, config.epochs,
+                          (lr / 2 / config.body_slowdown, lr / 2), UNFROZEN_WARMUP, 5.0)]
         with StopRequest(processes) as stop:
-            for name, first, epochs, rates, pct_start, div in plan:
-                if not epochs or start.epochs_done >= first + epochs:
-                    continue
-                with begin_stage(name, setup, config, processes, first, epochs, rates,
-                                 pct_start, div) as stage:
-                    if checkpoint is not None and checkpoint.stage == name and (
-                            start.epochs_done > first or start.step > 0):
-                        checkpoint.load_optimizer(stage.state.optimizer)
-                        checkpoint.load_scheduler(stage.state.scheduler)
-                        checkpoint.load_scaler(setup.scaler)
-                    for epoch in range(max(first, start.epochs_done), first + epochs):
-                        position = start if epoch == start.epochs_done else Position(epoch)
-                        t0 = time.perf_counter()
-                        train_loss = train_one_epoch(run, setup, stage, epoch, position,
-                                                     saver, stop)
-                        valid_loss, accuracy = validate(
-                            stage.calls.validation(len(setup.valid_batches)),
-                            setup.valid_batches, setup.compute, setup.info, processes)
-                        seconds = position.seconds + time.perf_counter() - t0
-                        row = EpochRow(epoch, train_loss, valid_loss, accuracy, seconds, name)
-                        if table is not None:
-                            table.add_row(row.cells())
-                        last = epoch == config.freeze_epochs + config.epochs - 1
-                        saver.epoch_done(row, stage.state, finished=last)
-                        if not last and stop.requested()[0]:
-                            raise KeyboardInterrupt  # the epoch's checkpoint is saved
+            for stage_plan in plan:
+                if stage_plan.epochs and start.epochs_done < stage_plan.end:
+                    with begin_stage(stage_plan, setup, config, processes) as stage:
+                        if checkpoint is not None and checkpoint.stage == stage_plan.name and (
+                                start.epochs_done > stage_plan.first_epoch or start.step > 0):
+                            checkpoint.load_optimizer(stage.state.optimizer)
+                            checkpoint.load_scheduler(stage.state.scheduler)
+                            checkpoint.load_scaler(setup.scaler)
+                        fit_stage(run, setup, stage, start, saver, stop, table)
     except KeyboardInterrupt:
         saver.interrupted()
         raise
@@ -253,6 +221,27 @@ def fine_tune(run: TrainingRun, saver: RunSaver, started: float,
         finish(run, started)
         say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
     return run
+
+
+def fit_stage(run: TrainingRun, setup: Setup, stage: Stage, start: Position, saver: RunSaver,
+              stop: StopRequest, table: LiveTable | None) -> None:
+    """The stage's epochs (from `start` when resuming): train, validate, show and save."""
+    config, plan = run.config, stage.plan
+    for epoch in range(max(plan.first_epoch, start.epochs_done), plan.end):
+        position = start if epoch == start.epochs_done else Position(epoch)
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch(run, setup, stage, epoch, position, saver, stop)
+        valid_loss, accuracy = validate(stage.calls.validation(len(setup.valid_batches)),
+                                        setup.valid_batches, setup.compute, setup.info,
+                                        run.processes, setup.task)
+        seconds = position.seconds + time.perf_counter() - t0
+        row = EpochRow(epoch, train_loss, valid_loss, accuracy, seconds, plan.name)
+        if table is not None:
+            table.add_row(row.cells())
+        last = epoch == config.freeze_epochs + config.epochs - 1
+        saver.epoch_done(row, stage.state, finished=last)
+        if not last and stop.requested()[0]:
+            raise KeyboardInterrupt  # the epoch's checkpoint is saved
 
 
 def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = None) -> Setup:
@@ -341,13 +330,11 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
 
 
 @contextlib.contextmanager
-def begin_stage(name: str, setup: Setup, config: TrainConfig, processes: Processes,
-                first_epoch: int, epochs: int, rates: tuple[float, float], pct_start: float,
-                div: float):
-    """The stage `name` ready to train: what learns, AdamW over it with `rates` (the peak
-    learning rates of the body and of the head), fastai's one-cycle schedule, and what a
-    step calls."""
-    model, frozen = setup.model, name == "frozen"
+def begin_stage(plan: StagePlan, setup: Setup, config: TrainConfig,
+                processes: Processes) -> Iterator[Stage]:
+    """The stage ready to train: what learns, AdamW over it with the plan's peak rates,
+    fastai's one-cycle schedule, and what a step calls."""
+    model, frozen, rates = setup.model, plan.name == "frozen", plan.rates
     adapt = config.will_adapt_batchnorm
     if frozen:  # only the head learns (and, with --adapt-batchnorm, the norm layers)
         set_body_trainable(model, False, adapt_batchnorm=adapt)
@@ -362,14 +349,15 @@ def begin_stage(name: str, setup: Setup, config: TrainConfig, processes: Process
     # fastai's schedule: warm up from lr/div, cosine down to lr/1e5; beta1 0.95-0.85-0.95.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[rate for g, rate in zip(groups, rates) if g],
-        total_steps=epochs * len(setup.train_batches), pct_start=pct_start, div_factor=div,
-        final_div_factor=1e5 / div, base_momentum=0.85, max_momentum=0.95)
-    warmup = round(pct_start * epochs * len(setup.train_batches)) \
+        total_steps=plan.epochs * len(setup.train_batches), pct_start=plan.pct_start,
+        div_factor=plan.div, final_div_factor=1e5 / plan.div, base_momentum=0.85,
+        max_momentum=0.95)
+    warmup = round(plan.pct_start * plan.epochs * len(setup.train_batches)) \
         if config.warmup_size and not frozen else 0
     with speedups.stage(model, setup.compute, frozen=frozen, adapt_batchnorm=adapt,
                         batch_size=config.batch_size, item_resize=config.item_resize,
                         train_batches=len(setup.train_batches)) as calls:
-        yield Stage(StageState(name, optimizer, scheduler), first_epoch, epochs,
+        yield Stage(plan, StageState(plan.name, optimizer, scheduler),
                     distributed.wrap(calls.step, processes, setup.compute.device), calls,
                     warmup_steps=warmup, body_forward_only=frozen and not adapt,
                     adapt_batchnorm=True if frozen else adapt, frozen_modules=frozen_modules)
@@ -454,7 +442,7 @@ def training_step(setup: Setup, stage: Stage, images: torch.Tensor, labels: torc
         no_sync = getattr(stage.forward, "no_sync", None)
         with no_sync() if no_sync and k < len(chunks) - 1 else contextlib.nullcontext():
             with compute.autocast:
-                loss = F.cross_entropy(stage.forward(xs), ys) * (len(ys) / len(labels))
+                loss = setup.task.loss(stage.forward(xs), ys) * (len(ys) / len(labels))
             (setup.scaler.scale(loss) if setup.scaler is not None else loss).backward()
         total += loss.detach()
     if setup.scaler is not None:
@@ -467,9 +455,10 @@ def training_step(setup: Setup, stage: Stage, images: torch.Tensor, labels: torc
 
 @torch.no_grad()
 def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Compute,
-             info: ModelInfo, processes: Processes | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over the validation photos (each process measures its
-    share; the sums are added up across processes). `model`: the network, or a function
+             info: ModelInfo, processes: Processes | None = None,
+             task: SingleLabel = SINGLE_LABEL) -> tuple[float, float]:
+    """Mean loss and accuracy over the validation photos (each process measures its share;
+    the sums are added up across processes). `model`: the network, or a function
     that gives its logits (`speedups.StageForward.validation`)."""
     if isinstance(model, nn.Module):
         model.eval()
@@ -481,8 +470,8 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
         labels = labels.to(compute.device, non_blocking=True)
         with compute.autocast:
             logits = model(x)
-        total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
+        total_loss += task.loss(logits.float(), labels, reduction="sum")
+        correct += task.correct(logits, labels)
         count += len(labels)
     sums = torch.stack([total_loss.double(), correct.double(),
                         torch.tensor(float(count), dtype=torch.float64, device=compute.device)])
