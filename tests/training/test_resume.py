@@ -167,7 +167,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(few_photos, tiny_
     """ENOSPC while saving: inside an epoch, a warning and training goes on; at the end of
     an epoch, an error that says what RUN still holds, and RUN holds it."""
     from clearclass.training import checkpoint as checkpoints
-    from clearclass.training import loop, train
+    from clearclass.training import loop, saving, train
 
     real = checkpoints.write_checkpoint
     calls = {"n": 0}
@@ -178,7 +178,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(few_photos, tiny_
             raise OSError(28, "No space left on device", str(folder))
         real(folder, **kw)
 
-    monkeypatch.setattr(loop, "write_checkpoint", fail_after_first)
+    monkeypatch.setattr(saving, "write_checkpoint", fail_after_first)
     out = tmp_path / "run"
     settings = {**tiny_train_settings, "epochs": 2, "checkpoint_minutes": 0.0}
     with pytest.raises(RunError, match="Could not save epoch 1") as failure:
@@ -188,7 +188,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(few_photos, tiny_
     assert len(_metrics(out)) == 1 and _position(out)["epochs_done"] == 1
     assert read_checkpoint(out).position == Position(1)
 
-    monkeypatch.setattr(loop, "write_checkpoint", real)
+    monkeypatch.setattr(saving, "write_checkpoint", real)
     resumed = loop.resume(out)
     assert len(resumed.history) == 3
 
