@@ -65,9 +65,9 @@ def step_case(options: dict, steps: int) -> dict:
     from clearclass.device import keep_freed_memory
     from clearclass.model import (
         create_model,
-        freeze_early_stages,
         fold_batchnorm,
         forward_frozen_body,
+        freeze_early_stages,
         set_body_trainable,
         set_train_mode,
     )
