@@ -137,7 +137,7 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (f"Classifier({self.info.architecture}, {len(self.info.class_ids)} classes, "
-                f"{self.info.size} px, {self.backend}, from {str(self.path)!r})")
+                f"{self.info.item_resize} px, {self.backend}, from {str(self.path)!r})")
 
     @property
     def classes(self) -> list[str]:
@@ -228,7 +228,7 @@ class Classifier:
 
         A photo that cannot be used raises UnreadableInput (a DataError) saying why.
         """
-        size, method = self.info.size, self.info.resize_method
+        size, method = self.info.item_resize, self.info.resize_method
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
@@ -338,8 +338,8 @@ class _OnnxNetwork(_Network):
             problem = (f"{source} lists {classes} class{'es' * (classes != 1)} but "
                        f"{ONNX_FILE} has {out_shape[-1]} outputs")
         elif (len(in_shape) == 4 and all(isinstance(d, int) for d in in_shape[2:])
-              and in_shape[2:] != [info.size, info.size]):
-            problem = (f"{source} gives the input size as {info.size} px but {ONNX_FILE} "
+              and in_shape[2:] != [info.item_resize, info.item_resize]):
+            problem = (f"{source} gives the input size as {info.item_resize} px but {ONNX_FILE} "
                        f"takes {in_shape[2]} x {in_shape[3]} px")
         if problem and recorded is None:
             raise _OnnxUnusable(problem)  # perhaps the export of other weights
