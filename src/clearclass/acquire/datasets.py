@@ -146,9 +146,9 @@ def _fastai(client: HttpClient, name: str, size: str, out: Path, keep: bool) -> 
             raise AcquireError(f"{folder} has no {split}/ folder; the archive is not laid out "
                                "as fastai publishes it. Remove the folder and download again.")
         for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            label = f"{class_dir.name}-{CLASS_NAMES[class_dir.name]}" \
+            class_id = f"{class_dir.name}-{CLASS_NAMES[class_dir.name]}" \
                 if class_dir.name in CLASS_NAMES else class_dir.name
-            rows += [(f"{split}/{class_dir.name}/{f.name}", label, is_valid)
+            rows += [(f"{split}/{class_dir.name}/{f.name}", class_id, is_valid)
                      for f in sorted(class_dir.iterdir()) if f.is_file() and is_image_file(f)]
     return _with_labels(f"{name} ({size})", folder, rows,
                         "the official split: train/ for training, val/ for validation")
