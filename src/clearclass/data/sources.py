@@ -322,8 +322,8 @@ def _one_each(listed: list[tuple[Photo, Path, str]], notes: list[str], fix: str,
         if other.class_id != photo.class_id:
             raise DataError(
                 f"{prefix}{other_where} and {where} are the same photo with two labels, "
-                f"'{_shown(other.class_id)}' and '{_shown(photo.class_id)}'; a photo can have only "
-                f"one. {fix}."
+                f"'{_one_line(other.class_id)}' and '{_one_line(photo.class_id)}'; a photo can "
+                f"have only one. {fix}."
             )
         if other.is_valid != photo.is_valid:
             raise DataError(
@@ -510,7 +510,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
     if "path" not in columns or "label" not in columns:
         raise DataError(
             f"{csv_path} must have a header with columns path,label[,is_valid]; "
-            f"found {_shown(', '.join(c for c in columns if c)) or 'no header'}."
+            f"found {_one_line(', '.join(c for c in columns if c)) or 'no header'}."
         )
     twice = next((c for c in ("path", "label", "is_valid") if columns.count(c) > 1), None)
     if twice:
@@ -537,7 +537,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
             continue
         is_valid = (parse_is_valid(cells["is_valid"], f"{csv_path}, line {line}")
                     if has_split else False)
-        listed.append((Photo(path, class_id, is_valid), real, f"line {line} ({_shown(rel)})"))
+        listed.append((Photo(path, class_id, is_valid), real, f"line {line} ({_one_line(rel)})"))
     if empty:
         line, what = empty[0]
         raise DataError(
@@ -547,13 +547,13 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
     if folders:
         raise DataError(
             f"{len(folders)} path(s) listed in {csv_path} are folders, not photos, e.g. "
-            f"{_shown(folders[0])}. List one photo file per row, or pass a folder of class folders "
-            "as DATA instead of the CSV."
+            f"{_one_line(folders[0])}. List one photo file per row, or pass a folder of class "
+            "folders as DATA instead of the CSV."
         )
     if missing:
         raise DataError(
             f"{len(missing)} file(s) listed in {csv_path} do not exist (paths are relative to "
-            f"{base}), e.g. {_shown(missing[0])}."
+            f"{base}), e.g. {_one_line(missing[0])}."
         )
     if not listed:
         raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
@@ -640,7 +640,7 @@ def sniff_delimiter(text: str) -> str:
     return max(_DELIMITERS, key=lambda d: len(header(d)))
 
 
-def _shown(text: str, limit: int = 80) -> str:
+def _one_line(text: str, limit: int = 80) -> str:
     """Text from a file as a one-line message shows it: control characters escaped, cut
     short."""
     text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
@@ -768,7 +768,7 @@ def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoS
     if recorded is not None and not (isinstance(recorded, str)
                                      and re.fullmatch(r"[0-9a-f]{64}", recorded)):
         raise RunError(f"{config} records no valid checksum of {SPLIT_FILE} "
-                       f"({SPLIT_CHECKSUM}: {_shown(repr(recorded))}). Restore config.json, "
+                       f"({SPLIT_CHECKSUM}: {_one_line(repr(recorded))}). Restore config.json, "
                        "or train the run again.")
     try:
         data = split.read_bytes()
