@@ -182,8 +182,8 @@ def _stanford_dogs(client: HttpClient, out: Path, keep: bool) -> DatasetDownload
 
 def _with_labels(name: str, folder: Path, rows: list[tuple[str, str, bool]],
                  layout: str) -> DatasetDownload:
-    labels = fileio.write_csv(folder / LABELS, ("path", "label", "is_valid"), rows)
-    return DatasetDownload(name, folder, labels, layout, classes=len({r[1] for r in rows}),
+    labels_csv = fileio.write_csv(folder / LABELS, ("path", "label", "is_valid"), rows)
+    return DatasetDownload(name, folder, labels_csv, layout, classes=len({r[1] for r in rows}),
                            train=sum(1 for r in rows if not r[2]),
                            valid=sum(1 for r in rows if r[2]))
 
