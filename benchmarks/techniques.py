@@ -13,8 +13,8 @@ a number of steps after a warm-up, and reports the median and the peak resident 
 
 - (`--small-sizes`, issue 13) the unfrozen step at 128 and 224 px: every layer trained;
   with the depthwise weight gradient summed by hand (training/depthwise.py); with the stem
-  and the first 2 or 3 feature stages fixed (--frozen-stages); and a forward-only pass of
-  the fixed body (frozen epoch, validation) with and without BatchNorm folded.
+  and the first 2 or 3 feature stages frozen (--frozen-stages); and a forward-only pass of
+  the frozen body (frozen epoch, validation) with and without BatchNorm folded.
 
     python benchmarks/techniques.py            # writes its sections of TECHNIQUES.md
     python benchmarks/techniques.py --small-sizes
@@ -54,7 +54,7 @@ STEP_CASES = {
                                        "threads": 1},
     "frozen: BatchNorm trained (fastai train_bn), back-propagation": {
         "channels_last": True, "malloc": True, "frozen": "train_bn"},
-    "frozen: body forward only": {"channels_last": True, "malloc": True, "frozen": "fixed"},
+    "frozen: body forward only": {"channels_last": True, "malloc": True, "frozen": "forward_only"},
 }
 
 
@@ -65,9 +65,9 @@ def step_case(options: dict, steps: int) -> dict:
     from clearclass.device import keep_freed_memory
     from clearclass.model import (
         create_model,
-        freeze_early_stages,
         fold_batchnorm,
         forward_frozen_body,
+        freeze_early_stages,
         set_body_trainable,
         set_train_mode,
     )
@@ -82,9 +82,9 @@ def step_case(options: dict, steps: int) -> dict:
     model = model.to(memory_format=fmt)
     frozen = options.get("frozen")
     set_body_trainable(model, not frozen, adapt_batchnorm=frozen == "train_bn")
-    fixed = tuple(freeze_early_stages(model, options.get("fixed_stages", 0)))
-    set_train_mode(model, body_forward_only=frozen == "fixed",
-                   adapt_batchnorm=not options.get("micro"), frozen=fixed)
+    frozen_modules = tuple(freeze_early_stages(model, options.get("frozen_stages", 0)))
+    set_train_mode(model, body_forward_only=frozen == "forward_only",
+                   adapt_batchnorm=not options.get("micro"), frozen=frozen_modules)
     if options.get("fast_depthwise"):
         faster_depthwise_gradients(model).__enter__()  # for the life of this process
     size = options.get("size", 224)
@@ -99,7 +99,7 @@ def step_case(options: dict, steps: int) -> dict:
         chunk = x[: options.get("micro") or 64]
         F.cross_entropy(forward(chunk), y[: len(chunk)]).backward()
         compile_seconds = time.perf_counter() - t0
-    if frozen == "fixed":
+    if frozen == "forward_only":
         body = fold_batchnorm(model).forward_features if options.get("fold") else None
         if options.get("onnx"):
             from clearclass.training.forward_only import forward_only
@@ -295,14 +295,14 @@ BASE = {"channels_last": True, "malloc": True, "micro": 16}
 SMALL_CASES = {
     "every layer trained (before issue 13)": {},
     "+ depthwise weight gradient summed by hand": {"fast_depthwise": True},
-    "+ stem and 2 feature stages fixed": {"fast_depthwise": True, "fixed_stages": 2},
+    "+ stem and 2 feature stages fixed": {"fast_depthwise": True, "frozen_stages": 2},
     "+ stem and 3 feature stages fixed (the default)": {"fast_depthwise": True,
-                                                         "fixed_stages": 3},
-    "frozen body, forward only": {"frozen": "fixed", "micro": None},
+                                                         "frozen_stages": 3},
+    "frozen body, forward only": {"frozen": "forward_only", "micro": None},
     "frozen body, forward only, BatchNorm folded": {
-        "frozen": "fixed", "micro": None, "fold": True},
+        "frozen": "forward_only", "micro": None, "fold": True},
     "frozen body, forward only, in ONNX Runtime (the default)": {
-        "frozen": "fixed", "micro": None, "onnx": True},
+        "frozen": "forward_only", "micro": None, "onnx": True},
 }
 
 

@@ -205,7 +205,7 @@ def clearclass_data(data: Path, seed: int) -> dict:
     index = {c: i for i, c in enumerate(photos.class_ids)}
     train = [i for i, p in enumerate(photos.photos) if not p.is_valid]
     batches = PhotoBatches(take(decoded.pixels, train),
-                           [index[photos.photos[i].label] for i in train], SIZE, "crop", BATCH,
+                           [index[photos.photos[i].class_id] for i in train], SIZE, "crop", BATCH,
                            training=True, seed=seed)
     settings, gen, n = augment_settings("standard"), torch.Generator().manual_seed(seed), 0
     for images, labels in batches:
@@ -484,7 +484,7 @@ def folder_csv(data: Path, folder: Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "is_valid"])
         for p in photos.photos:
-            writer.writerow([str(Path(p.path).resolve()), p.label, str(p.is_valid)])
+            writer.writerow([str(Path(p.path).resolve()), p.class_id, str(p.is_valid)])
     return target
 
 

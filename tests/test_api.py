@@ -82,7 +82,7 @@ def test_evaluation_and_prediction_show_themselves(trained_run, tmp_path):
     assert "test_resnet, 3 classes" in repr(classifier)
     photo = make_photo(tmp_path / "red.jpg", COLOURS["red"], seed=5)
     prediction = classifier.predict(photo, top_k=2)
-    assert prediction.label == "red"
+    assert prediction.class_name == "red"
     assert "<img" in prediction._repr_html_() and "red" in prediction._repr_html_()
     assert prediction._repr_png_().startswith(b"\x89PNG")
     assert set(prediction.to_dict()) == {"image", "label", "class_id", "probability", "top_k"}

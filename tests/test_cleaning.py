@@ -114,14 +114,15 @@ def test_swapped_labels_are_among_the_first_candidates(dogs):
         assert path.resolve() in first, (path, [(a.path.name, a.evidence) for a in actions[:10]])
         found = next(c for c in dogs.cleaning.mislabelled if c.path == path.resolve())
         if found.action == "relabel":
-            assert found.new_label == true_breed, found
+            assert found.new_class_id == true_breed == found.new_label, found  # old name too
     relabelled = [c for c in dogs.cleaning.mislabelled
                   if c.path in {p.resolve() for p in dogs.swapped}]
     assert sum(c.action == "relabel" for c in relabelled) >= 3, relabelled
 
 
 def test_planted_duplicates_and_a_truncated_file_are_found(dogs):
-    by_path = {c.path: c for c in dogs.cleaning.candidates if c.problem != MISLABELLED}
+    assert dogs.cleaning.candidates == dogs.cleaning.findings  # the old name still works
+    by_path = {c.path: c for c in dogs.cleaning.findings if c.problem != MISLABELLED}
     leak = by_path[dogs.leak.resolve()]
     assert (leak.problem, leak.action, leak.split) == (ACROSS_SPLITS, "delete", "valid")
     assert "identical to train/" in leak.evidence

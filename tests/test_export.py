@@ -76,7 +76,8 @@ def test_onnx_export_matches_pytorch(trained_run, tmp_path):
     path = export_onnx(folder)
     model, info = load_bundle(folder)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).normal(size=(5, 3, info.size, info.size)).astype(np.float32)
+    side = info.item_resize
+    x = np.random.default_rng(0).normal(size=(5, 3, side, side)).astype(np.float32)
     got = session.run(None, {"image": x})[0]
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()

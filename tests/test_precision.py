@@ -27,7 +27,7 @@ def dog_classifier_and_photos(tmp_path_factory):
     root = real_photo_root()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
     files = files[:: max(1, len(files) // 120)][:120]
-    pixels = np.stack([load_item(f, info.size, info.resize_method) for f in files])
+    pixels = np.stack([load_item(f, info.item_resize, info.resize_method) for f in files])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     return model.eval(), normalize(images, info.mean, info.std).contiguous()
 

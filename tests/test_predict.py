@@ -21,14 +21,14 @@ def test_load_and_predict_a_path_an_image_and_an_array(trained_run, tmp_path):
     assert classifier.classes == ["blue", "green", "red"]
     path = make_photo(tmp_path / "red.jpg", COLOURS["red"], size=(64, 50), seed=999)
     by_path = classifier.predict(path, top_k=2)
-    assert by_path.label == "red" and by_path.class_id == "red"
+    assert by_path.class_name == by_path.label == "red" and by_path.class_id == "red"
     assert len(by_path.top_k) == 2
     assert by_path.top_k[0]["probability"] == by_path.probability
     assert by_path.top_k[0]["probability"] >= by_path.top_k[1]["probability"]
     pil = Image.open(path)
     assert classifier.predict(pil).probability == pytest.approx(by_path.probability, abs=1e-6)
     array = np.asarray(pil.convert("RGB"))
-    assert classifier.predict(array).label == "red"
+    assert classifier.predict(array).class_name == "red"
 
 
 def test_a_run_folder_is_accepted_as_the_model(trained_run):
@@ -87,7 +87,7 @@ def test_onnx_backend_agrees_with_torch_and_needs_no_torch(trained_run, tmp_path
     script = (
         "import sys, clearclass\n"
         f"c = clearclass.load({str(folder)!r})\n"
-        f"print(c.backend, c.predict({str(photos[0])!r}).label)\n"
+        f"print(c.backend, c.predict({str(photos[0])!r}).class_name)\n"
         "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -129,7 +129,7 @@ def test_predict_many_reports_each_unreadable_input_and_predicts_the_rest(traine
     assert "uint8" in errors[4]
     assert errors[5] == "is a folder with no images in it"
     for r in (results[1], results[2]):
-        assert (r.label, r.class_id, r.top_k) == ("", "", []) and np.isnan(r.probability)
+        assert (r.class_name, r.class_id, r.top_k) == ("", "", []) and np.isnan(r.probability)
         assert r.to_dict() == {"image": r.image, "error": r.error}
         assert r.error in r._repr_html_() and r._repr_png_() is None
     # The good photos are predicted as they are alone, whatever batch they fell in.

@@ -68,7 +68,7 @@ def test_every_file_written_reads_back(run, data):
     assert split.class_ids == ["blue", "red"] and split.notes == []
     assert sorted(p.path for p in split.photos) == sorted(
         p.resolve() for p in data.glob("*/*.jpg"))
-    assert {p.label for p in split.valid} == {"red", "blue"}
+    assert {p.class_id for p in split.valid} == {"red", "blue"}
     history = run.history()
     assert [r.epoch for r in history] == [0, 1] and history[0].seconds == 65
     assert history[1].accuracy == pytest.approx(2 / 3, abs=1e-6)

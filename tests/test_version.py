@@ -22,6 +22,6 @@ def test_model_json_records_the_version():
     from clearclass.bundle import ModelInfo
 
     info = ModelInfo(architecture="test_resnet", class_ids=["a", "b"], class_names=["a", "b"],
-                     size=32, resize_method="squish", mean=(0.5,) * 3, std=(0.5,) * 3)
+                     item_resize=32, resize_method="squish", mean=(0.5,) * 3, std=(0.5,) * 3)
     data = info.to_json("0" * 64, {"torch": "2"})
     assert data["versions"] == {"clearclass": clearclass.__version__, "torch": "2"}

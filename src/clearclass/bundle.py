@@ -45,7 +45,7 @@ class ModelInfo:
     architecture: str
     class_ids: list[str]
     class_names: list[str]
-    size: int
+    item_resize: int  # pixels: the side of the square input (model.json's preprocessing.size)
     resize_method: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -53,6 +53,11 @@ class ModelInfo:
     # The SHA-256 of each file model.json vouches for, by name (model.safetensors, and
     # model.onnx once exported): read from model.json, empty for a model not saved yet.
     checksums: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        """The input side in pixels; kept for code written before `item_resize`."""
+        return self.item_resize
 
     def to_json(self, weights_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
         return {
@@ -62,7 +67,7 @@ class ModelInfo:
             "num_classes": len(self.class_ids),
             "classes": [{"id": i, "name": n} for i, n in zip(self.class_ids, self.class_names)],
             "preprocessing": {
-                "size": self.size,
+                "size": self.item_resize,
                 "resize_method": self.resize_method,
                 "mean": list(self.mean),
                 "std": list(self.std),
@@ -187,7 +192,7 @@ class _JsonChecker:
             checksums[ONNX_FILE] = self.checksum(onnx, "onnx.")
         training = self.get(data, "training", dict) if "training" in data else {}
         return ModelInfo(architecture=architecture, class_ids=ids, class_names=names,
-                         size=size, resize_method=method, mean=mean, std=std,
+                         item_resize=size, resize_method=method, mean=mean, std=std,
                          training=training, checksums=checksums)
 
 

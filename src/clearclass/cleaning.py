@@ -108,27 +108,47 @@ _SCORES = {UNREADABLE: 3.0, MISSING: 2.9, (ACROSS_CLASSES, "identical"): 2.6,
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Finding:
     """One reason to look at one photo: what was found, the action suggested, the evidence.
 
     `other` is the photo it duplicates, or (for a mislabelling) a photo the model is
-    surest of in the suggested class. `label` and `new_label` are class ids (folder names).
+    surest of in the suggested class. `class_id`, `new_class_id` and `other_class_id` are
+    class ids (folder names, or the label cells of a labels CSV).
     """
 
     path: Path
-    label: str
+    class_id: str
     split: str  # "train", "valid", or "" for a file training skipped
     problem: str
     action: str
     evidence: str
     score: float
-    new_label: str = ""
+    new_class_id: str = ""
     other: Path | None = None
-    other_label: str = ""  # the other copy's label, or the class the model says
+    other_class_id: str = ""  # the other copy's class, or the class the model says
 
     @property
     def other_caption(self) -> str:
         return "other copy" if self.problem != MISLABELLED else "surest photo of the class"
+
+    @property
+    def label(self) -> str:
+        """The class id; kept for code written before `class_id`."""
+        return self.class_id
+
+    @property
+    def new_label(self) -> str:
+        """The suggested class id; kept for code written before `new_class_id`."""
+        return self.new_class_id
+
+    @property
+    def other_label(self) -> str:
+        """The other photo's class id; kept for code written before `other_class_id`."""
+        return self.other_class_id
+
+
+# What `clean` returned lists of before it was named `Finding`.
+Candidate = Finding
 
 
 @dataclass(frozen=True)
@@ -136,63 +156,83 @@ class Action:
     """A row of actions.csv: one photo, every problem found with it, one action."""
 
     path: Path
-    label: str
+    class_id: str  # actions.csv's `label` column
     split: str
     action: str
-    new_label: str
+    new_class_id: str  # actions.csv's `new_label` column
     reason: str
     evidence: str
     score: float
-    candidates: tuple[Candidate, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def label(self) -> str:
+        """The class id; kept for code written before `class_id`."""
+        return self.class_id
+
+    @property
+    def new_label(self) -> str:
+        """The class id to relabel to; kept for code written before `new_class_id`."""
+        return self.new_class_id
+
+    @property
+    def candidates(self) -> tuple[Finding, ...]:
+        """The findings; kept for code written before `findings`."""
+        return self.findings
 
 
 @dataclass(repr=False)
 class Cleaning:
     """What `clean` found in a run's photos, as data: `mislabelled`, `duplicates`,
-    `unreadable` (lists of `Candidate`, most likely first) and `actions` (one per photo,
+    `unreadable` (lists of `Finding`, most likely first) and `actions` (one per photo,
     as in actions.csv).
 
     Example:
         cleaning = clearclass.clean("runs/dogs")
         print(cleaning.summary())
         for c in cleaning.mislabelled[:3]:
-            print(c.path.name, c.label, "->", c.new_label or "?", c.evidence)
+            print(c.path.name, c.class_id, "->", c.new_class_id or "?", c.evidence)
     """
 
     run_dir: Path
     data_root: Path | None  # paths in actions.csv are relative to it
     class_ids: list[str]
     class_names: list[str]
-    candidates: list[Candidate]
+    findings: list[Finding]
     checked: Counter = field(default_factory=Counter)  # photos checked by split
     folder: Path | None = None  # RUN/clean, once written
 
     @property
-    def mislabelled(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.problem == MISLABELLED]
+    def candidates(self) -> list[Finding]:
+        """The findings; kept for code written before `findings`."""
+        return self.findings
 
     @property
-    def duplicates(self) -> list[Candidate]:
-        return [c for c in self.candidates
+    def mislabelled(self) -> list[Finding]:
+        return [c for c in self.findings if c.problem == MISLABELLED]
+
+    @property
+    def duplicates(self) -> list[Finding]:
+        return [c for c in self.findings
                 if c.problem in (ACROSS_SPLITS, ACROSS_CLASSES, WITHIN_CLASS)]
 
     @property
-    def unreadable(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.problem in (UNREADABLE, MISSING)]
+    def unreadable(self) -> list[Finding]:
+        return [c for c in self.findings if c.problem in (UNREADABLE, MISSING)]
 
     @property
     def actions(self) -> list[Action]:
         """One action per photo, most likely problem first: delete wins over relabel, which
         wins over keep."""
-        by_path: dict[Path, list[Candidate]] = {}
-        for c in self.candidates:
+        by_path: dict[Path, list[Finding]] = {}
+        for c in self.findings:
             by_path.setdefault(c.path, []).append(c)
         rows = []
         for path, found in by_path.items():
             found.sort(key=lambda c: -c.score)
             chosen = min(found, key=lambda c: (ACTIONS[::-1].index(c.action), -c.score))
-            rows.append(Action(path, found[0].label, found[0].split, chosen.action,
-                               chosen.new_label if chosen.action == RELABEL else "",
+            rows.append(Action(path, found[0].class_id, found[0].split, chosen.action,
+                               chosen.new_class_id if chosen.action == RELABEL else "",
                                "; ".join(dict.fromkeys(c.problem for c in found)),
                                " | ".join(c.evidence for c in found), found[0].score,
                                tuple(found)))
@@ -205,10 +245,10 @@ class Cleaning:
 
     def shown(self, path: Path) -> str:
         """`path` as actions.csv writes it: relative to DATA when inside it."""
-        return _shown(path, self.data_root)
+        return _relative_text(path, self.data_root)
 
     def counts(self) -> Counter:
-        return Counter(c.problem for c in self.candidates)
+        return Counter(c.problem for c in self.findings)
 
     def summary(self, rows: int = 5) -> str:
         """What was checked and found, the first rows, and where the files are."""
@@ -219,7 +259,7 @@ class Cleaning:
         lines = [f"Checked {sum(self.checked.values())} photos of {self.run_dir} ({checked}): "
                  f"{found}."]
         for i, a in enumerate(self.actions[:rows], start=1):
-            lines.append(f"  {i}. {self.shown(a.path)} ({self.name(a.label)}): "
+            lines.append(f"  {i}. {self.shown(a.path)} ({self.name(a.class_id)}): "
                          f"{_action_text(a, self.name)}; {a.evidence}")
         if self.folder is not None:
             lines.append(f"Actions to edit: {self.folder / ACTIONS_FILE}")
@@ -238,7 +278,7 @@ class Cleaning:
             table.add_column(column, overflow="fold")
         for i, a in enumerate(self.actions[:limit], start=1):
             table.add_row(*map(fileio.shown_name, (  # rich counts \xe9 as 4 characters
-                str(i), self.shown(a.path), self.name(a.label), _action_text(a, self.name),
+                str(i), self.shown(a.path), self.name(a.class_id), _action_text(a, self.name),
                 a.evidence)))
         return table
 
@@ -279,13 +319,13 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
         examined = _examine(split.photos + extra)
         # Photos of DATA that are not in the split and can be read were added since.
         photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
-        readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.label]
+        readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.class_id]
         in_split = {p.path for p in split.photos}
         predicted = _predict(classifier, [p for p in readable if p.path in in_split])
         cleaning = Cleaning(run_dir, data_root, class_ids, list(classifier.info.class_names),
                             [], Counter(_split_name(p, in_split) for p in photos))
-        cleaning.candidates = _find(cleaning, photos, in_split, examined, predicted)
-        cleaning.candidates.sort(key=lambda c: (-c.score, str(c.path)))
+        cleaning.findings = _find(cleaning, photos, in_split, examined, predicted)
+        cleaning.findings.sort(key=lambda c: (-c.score, str(c.path)))
         cleaning.folder = _write(cleaning, folder)
     _warn_if_unsure(predicted, run_dir)
     return cleaning
@@ -470,7 +510,8 @@ def _data_root(source: Path | None) -> Path | None:
     return source.parent if source.suffix.lower() in (".csv", ".tsv", ".txt") else source
 
 
-def _shown(path: Path, root: Path | None) -> str:
+def _relative_text(path: Path, root: Path | None) -> str:
+    """`path` relative to `root` (through links too), in / form; else `path` whole."""
     if root is not None:
         with contextlib.suppress(ValueError):
             return path.relative_to(root).as_posix()
@@ -501,7 +542,7 @@ def _skipped_in_training(run: RunFolder, split: PhotoSet) -> list[Photo]:
         warn(f"Only the photos of {run_dir}/split.csv are checked: {e}")
         return []
     known = {os.path.realpath(p.path) for p in split.photos}
-    return [Photo(p.path, p.label, False) for p in found.photos
+    return [Photo(p.path, p.class_id, False) for p in found.photos
             if os.path.realpath(p.path) not in known]
 
 
@@ -535,14 +576,14 @@ class _Predicted:
 def _predict(classifier, photos: list[Photo]) -> _Predicted:
     if not photos:
         return _Predicted({}, np.zeros((0, len(classifier.info.class_ids))))
-    evaluation = predict_photos(classifier, [(p.path, p.label) for p in photos],
+    evaluation = predict_photos(classifier, [(p.path, p.class_id) for p in photos],
                                 source="photos of the run")
     return _Predicted({path: i for i, path in enumerate(evaluation.paths)},
                       evaluation.probabilities)
 
 
 def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
-          examined: dict[Path, Examined | str], predicted: _Predicted) -> list[Candidate]:
+          examined: dict[Path, Examined | str], predicted: _Predicted) -> list[Finding]:
     ids, name = cleaning.class_ids, cleaning.name
     column = {c: i for i, c in enumerate(ids)}
     found = []
@@ -552,12 +593,12 @@ def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
             continue
         split = _split_name(p, in_split)
         if outcome == MISSING:
-            found.append(Candidate(p.path, p.label, split, MISSING, KEEP,
+            found.append(Finding(p.path, p.class_id, split, MISSING, KEEP,
                                    "no longer exists: it was moved or deleted since training",
                                    _SCORES[MISSING]))
         else:
             where = "" if split else "; training skipped it"
-            found.append(Candidate(p.path, p.label, split, UNREADABLE, DELETE,
+            found.append(Finding(p.path, p.class_id, split, UNREADABLE, DELETE,
                                    f"{outcome}{where}", _SCORES[UNREADABLE]))
 
     probabilities = predicted.probabilities
@@ -567,14 +608,14 @@ def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
         if i is None:
             continue
         row = probabilities[i]
-        best, given = int(row.argmax()), column[p.label]
+        best, given = int(row.argmax()), column[p.class_id]
         if best == given:
             continue
         p_best, p_given = float(row[best]), float(row[given])
         relabel = p_best >= RELABEL_CONFIDENCE
-        evidence = (f"the model says {name(ids[best])} {p_best:.0%}, {name(p.label)} (its "
+        evidence = (f"the model says {name(ids[best])} {p_best:.0%}, {name(p.class_id)} (its "
                     f"label) {p_given:.0%}; loss {-np.log(max(p_given, 1e-12)):.1f}")
-        found.append(Candidate(p.path, p.label, _split_name(p, in_split), MISLABELLED,
+        found.append(Finding(p.path, p.class_id, _split_name(p, in_split), MISLABELLED,
                                RELABEL if relabel else KEEP, evidence, 1.0 - p_given,
                                ids[best] if relabel else "", examples.get(ids[best]),
                                ids[best]))
@@ -591,15 +632,15 @@ def _surest_photos(photos: list[Photo], predicted: _Predicted,
         i = predicted.index.get(p.path)
         if i is None:
             continue
-        score = float(predicted.probabilities[i, column[p.label]])
-        if score > best.get(p.label, (-1.0, p.path))[0]:
-            best[p.label] = (score, p.path)
-    return {label: path for label, (_, path) in best.items()}
+        score = float(predicted.probabilities[i, column[p.class_id]])
+        if score > best.get(p.class_id, (-1.0, p.path))[0]:
+            best[p.class_id] = (score, p.path)
+    return {class_id: path for class_id, (_, path) in best.items()}
 
 
 def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
                 examined: dict[Path, Examined | str], predicted: _Predicted,
-                column: dict[str, int]) -> list[Candidate]:
+                column: dict[str, int]) -> list[Finding]:
     """Each later copy against the first: training photos come before validation ones, so
     that the copy found across splits is the validation one."""
     name = cleaning.name
@@ -617,31 +658,32 @@ def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
         first: Photo = match.key
         copy = ("identical to" if match.kind == "identical" else
                 f"a resized or re-encoded copy ({match.bits} of 64 hash bits differ) of")
-        if first.label != p.label:
+        if first.class_id != p.class_id:
             # Delete the copy whose label the model finds less likely for the photo.
-            chance = {label: _mean_probability(predicted, (p, first), column[label])
-                      for label in (p.label, first.label)}
-            wrong, right = (p, first) if chance[p.label] <= chance[first.label] else (first, p)
-            evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.label)}; "
-                        f"the model gives {name(right.label)} {chance[right.label]:.0%}, "
-                        f"{name(wrong.label)} {chance[wrong.label]:.0%}")
-            found.append(Candidate(wrong.path, wrong.label, _split_name(wrong, in_split),
+            chance = {c: _mean_probability(predicted, (p, first), column[c])
+                      for c in (p.class_id, first.class_id)}
+            wrong, right = ((p, first) if chance[p.class_id] <= chance[first.class_id]
+                            else (first, p))
+            evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.class_id)}; "
+                        f"the model gives {name(right.class_id)} {chance[right.class_id]:.0%}, "
+                        f"{name(wrong.class_id)} {chance[wrong.class_id]:.0%}")
+            found.append(Finding(wrong.path, wrong.class_id, _split_name(wrong, in_split),
                                    ACROSS_CLASSES, DELETE, evidence,
                                    _SCORES[ACROSS_CLASSES, match.kind], other=right.path,
-                                   other_label=right.label))
+                                   other_class_id=right.class_id))
         elif first.is_valid != p.is_valid:
             valid, train = (p, first) if p.is_valid else (first, p)
             evidence = (f"{copy} {cleaning.shown(train.path)} (train): validation scores a "
                         "photo the model trained on")
-            found.append(Candidate(valid.path, valid.label, "valid", ACROSS_SPLITS, DELETE,
+            found.append(Finding(valid.path, valid.class_id, "valid", ACROSS_SPLITS, DELETE,
                                    evidence, _SCORES[ACROSS_SPLITS, match.kind],
-                                   other=train.path, other_label=train.label))
+                                   other=train.path, other_class_id=train.class_id))
         else:
-            found.append(Candidate(p.path, p.label, _split_name(p, in_split), WITHIN_CLASS,
+            found.append(Finding(p.path, p.class_id, _split_name(p, in_split), WITHIN_CLASS,
                                    DELETE if match.kind == "identical" else KEEP,
                                    f"{copy} {cleaning.shown(first.path)}",
                                    _SCORES[WITHIN_CLASS, match.kind], other=first.path,
-                                   other_label=first.label))
+                                   other_class_id=first.class_id))
     return found
 
 
@@ -653,14 +695,14 @@ def _mean_probability(predicted: _Predicted, photos: tuple[Photo, ...], column: 
 # --- writing the list ------------------------------------------------------------------------
 
 def _action_text(action: Action, name) -> str:
-    return f"relabel to {name(action.new_label)}" if action.action == RELABEL else action.action
+    return f"relabel to {name(action.new_class_id)}" if action.action == RELABEL else action.action
 
 
 def _write(cleaning: Cleaning, folder: Path) -> Path:
     actions = cleaning.actions
     fileio.write_csv(folder / ACTIONS_FILE, COLUMNS,
-                     [(cleaning.shown(a.path), a.split, a.label, a.action, a.new_label, a.reason,
-                       a.evidence) for a in actions])
+                     [(cleaning.shown(a.path), a.split, a.class_id, a.action, a.new_class_id,
+                       a.reason, a.evidence) for a in actions])
     fileio.write_text(folder / PAGE_FILE, _page(cleaning, actions, folder))
     return folder
 
@@ -685,10 +727,10 @@ def _rows(cleaning: Cleaning, actions: list[Action]) -> list[dict]:
 
     rows = []
     for i, a in enumerate(actions, start=1):
-        compared = next((c for c in a.candidates if c.other is not None), None)
+        compared = next((c for c in a.findings if c.other is not None), None)
         other = None if compared is None else thumb(
-            compared.other, f"{cleaning.name(compared.other_label)}: {compared.other_caption}")
-        rows.append({"number": i, "photo": thumb(a.path, cleaning.name(a.label)),
+            compared.other, f"{cleaning.name(compared.other_class_id)}: {compared.other_caption}")
+        rows.append({"number": i, "photo": thumb(a.path, cleaning.name(a.class_id)),
                      "other": other, "path": cleaning.shown(a.path),
                      "split": a.split or "skipped", "action": _action_text(a, cleaning.name),
                      "reason": a.reason, "evidence": a.evidence})
@@ -701,9 +743,9 @@ def _rows(cleaning: Cleaning, actions: list[Action]) -> list[dict]:
 class _Row:
     line: int
     path: str
-    label: str
+    class_id: str  # the `label` column
     action: str
-    new_label: str
+    new_class_id: str  # the `new_label` column
 
 
 def _read_actions(actions_csv: Path) -> list[_Row]:
@@ -766,7 +808,7 @@ class _Plan:
 def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) -> _Plan:
     """Check every row and list the changes; one error naming the rows that cannot be
     applied, before anything changes."""
-    class_ids = sorted({p.label for p in dataset.photos.photos} | set(dataset.photos.class_ids))
+    class_ids = sorted({p.class_id for p in dataset.photos.photos} | set(dataset.photos.class_ids))
     by_name = {n: c for c, n in zip(class_ids, display_names(class_ids))}
     problems, plan = [], _Plan()
     seen: dict[str, int] = {}
@@ -794,17 +836,18 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
             problems.append(f"{where}: {row.path} is changed on line {seen[real]} already")
             continue
         seen[real] = row.line
-        if row.label and row.label != photo.label:
-            problems.append(f"{where}: {row.path} is labelled {photo.label!r} now, not "
-                            f"{row.label!r}; run `clearclass clean` again for a current list")
+        if row.class_id and row.class_id != photo.class_id:
+            problems.append(f"{where}: {row.path} is labelled {photo.class_id!r} now, not "
+                            f"{row.class_id!r}; run `clearclass clean` again for a current list")
             continue
         if row.action == RELABEL:
-            new = row.new_label if row.new_label in class_ids else by_name.get(row.new_label)
+            new = (row.new_class_id if row.new_class_id in class_ids
+                   else by_name.get(row.new_class_id))
             if new is None:
-                problems.append(f"{where}: new_label {row.new_label or '(empty)'!r} is not a "
+                problems.append(f"{where}: new_label {row.new_class_id or '(empty)'!r} is not a "
                                 f"class of the run (e.g. {', '.join(class_ids[:3])})")
                 continue
-            if new == photo.label:
+            if new == photo.class_id:
                 problems.append(f"{where}: relabel to {new!r}, the label it has")
                 continue
             if dataset.is_csv:
@@ -828,7 +871,7 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
                                         "to": str(target)})
             plan.relabelled += 1
         else:  # delete: moved aside, never deleted
-            relative = Path(_shown(photo.path, dataset.root))
+            relative = Path(_relative_text(photo.path, dataset.root))
             if relative.is_absolute():
                 relative = Path(*relative.parts[1:])
             target = folder / REMOVED / relative
@@ -860,17 +903,17 @@ def _claim(target: Path, destinations: dict[Path, int], line: int, where: str) -
     return ""
 
 
-def _relabelled_path(dataset: _Dataset, photo: Photo, new_label: str) -> Path | None:
-    """Where a photo goes in the class folder of `new_label`, in the same split folder."""
+def _relabelled_path(dataset: _Dataset, photo: Photo, new_class_id: str) -> Path | None:
+    """Where a photo goes in the class folder of `new_class_id`, in the same split folder."""
     root = dataset.photos.root
     try:
         relative = photo.path.relative_to(root)
     except ValueError:
         return None
     depth = 2 if dataset.photos.layout.startswith("split folders") else 1
-    if len(relative.parts) <= depth or relative.parts[depth - 1] != photo.label:
+    if len(relative.parts) <= depth or relative.parts[depth - 1] != photo.class_id:
         return None
-    return root.joinpath(*relative.parts[:depth - 1], new_label, *relative.parts[depth:])
+    return root.joinpath(*relative.parts[:depth - 1], new_class_id, *relative.parts[depth:])
 
 
 def _execute(plan: _Plan, log_path: Path, dataset: _Dataset, actions_csv: Path,

@@ -420,7 +420,7 @@ def predict(
         for r in results:
             if r.error is None:
                 others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r.top_k[1:])
-                typer.echo(f"{r.image}: {r.label} ({r.probability:.1%})"
+                typer.echo(f"{r.image}: {r.class_name} ({r.probability:.1%})"
                            + (f"; then {others}" if others else ""))
     if any(r.error is not None for r in results):
         raise typer.Exit(3)  # some inputs failed; the exit statuses are in the help

@@ -44,8 +44,8 @@ def run_demo(out: str | Path = "clearclass-demo") -> Path:
     names = dict(zip(classifier.info.class_ids, classifier.info.class_names))
     for prediction in classifier.predict_many(photos, top_k=3):
         actual = names[Path(prediction.image).parent.name]
-        say(f"  {Path(prediction.image).name} (true class {actual}): predicted {prediction.label} "
-            f"{prediction.probability:.0%}")
+        say(f"  {Path(prediction.image).name} (true class {actual}): predicted "
+            f"{prediction.class_name} {prediction.probability:.0%}")
 
     report = evaluation.report_dir / "index.html"
     say(f"\nDone. Report: {report}")

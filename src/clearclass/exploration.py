@@ -68,7 +68,7 @@ class Exploration:
         counts = {names[c]: [0, 0] for c in self.photo_set.class_ids}
         for p in self.photo_set.photos:
             if p.path not in bad:
-                counts[names[p.label]][p.is_valid] += 1
+                counts[names[p.class_id]][p.is_valid] += 1
         return {name: (train, valid) for name, (train, valid) in counts.items()}
 
     def size_stats(self) -> dict[str, tuple[int, int, int]]:
@@ -179,7 +179,7 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
     rng = random.Random(config.seed)
     by_class: dict[str, list[int]] = {c: [] for c in photo_set.class_ids}
     for i, p in enumerate(photo_set.photos):
-        by_class[p.label].append(i)
+        by_class[p.class_id].append(i)
     # A few more than shown per class, in case some turn out unreadable.
     wanted = {i for members in by_class.values()
               for i in rng.sample(members, min(len(members), SAMPLES_PER_CLASS + 2))}
@@ -237,7 +237,7 @@ def print_report(result: Exploration) -> None:
     bad = {c: 0 for c in photo_set.class_ids}
     for p in photo_set.photos:
         if p.path in unreadable:
-            bad[p.label] += 1
+            bad[p.class_id] += 1
     total_train = total_valid = 0
     for cid, (train, valid) in photo_set.counts().items():
         total_train, total_valid = total_train + train, total_valid + valid
@@ -306,7 +306,7 @@ def _batch_figure(photos: list[Photo], photo_set: PhotoSet, config: TrainConfig,
     names = dict(zip(photo_set.class_ids, photo_set.display_names))
     columns = min(len(picked), int(np.ceil(np.sqrt(len(picked)))))
     return figures.photo_grid(list(_augment(squares, config, config.seed)),
-                              [names[p.label] for p in picked], columns=columns)
+                              [names[p.class_id] for p in picked], columns=columns)
 
 
 def _augmented_grid(photos: list[Photo], names: dict[str, str], config: TrainConfig,
@@ -321,7 +321,7 @@ def _augmented_grid(photos: list[Photo], names: dict[str, str], config: TrainCon
     images, titles = [], []
     for k, photo in enumerate(picked):
         images.append(squares[k])
-        titles.append(f"{names[photo.label]} (as loaded)")
+        titles.append(f"{names[photo.class_id]} (as loaded)")
         for r in range(versions):
             images.append(augmented[k * versions + r])
             titles.append("augmented")

@@ -45,9 +45,9 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     worst = float(mistakes.max()) if mistakes.count() else 1.0
     ax.imshow(np.ma.masked_where(~eye, rates), cmap="Blues", vmin=0, vmax=1)
     red = ax.imshow(mistakes, cmap="Reds", vmin=0, vmax=worst)
-    labels = [_short(s) for s in names]
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
-    ax.set_yticks(range(n), labels, fontsize=font)
+    shown_names = [_short(s) for s in names]
+    ax.set_xticks(range(n), shown_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), shown_names, fontsize=font)
     if not many:
         for a in range(n):
             for p in range(n):
@@ -80,9 +80,9 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Seque
     fig = new_figure(side + 1.5, side)
     ax = fig.subplots()
     im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(int(off.max()), 1))
-    labels = [_short(names[i], 28) for i in chosen]
-    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=9)
-    ax.set_yticks(range(k), labels, fontsize=9)
+    shown_names = [_short(names[i], 28) for i in chosen]
+    ax.set_xticks(range(k), shown_names, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(k), shown_names, fontsize=9)
     for a in range(k):
         for p in range(k):
             value = sub[a, p]
@@ -193,9 +193,9 @@ def prediction(image: np.ndarray, top_k: Sequence[dict], title: str = "") -> Fig
     photo.axis("off")
     if title:
         photo.set_title(_short(title, 40), fontsize=9)
-    labels = [_short(t["label"], 28) for t in top_k][::-1]
+    shown_names = [_short(t["label"], 28) for t in top_k][::-1]
     values = [t["probability"] for t in top_k][::-1]
-    bars.barh(labels, values, color=["tab:blue"] * (len(values) - 1) + ["tab:green"])
+    bars.barh(shown_names, values, color=["tab:blue"] * (len(values) - 1) + ["tab:green"])
     bars.set_xlim(0, 1)
     bars.set_xlabel("probability")
     for y, v in enumerate(values):

@@ -144,7 +144,7 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
 
     folder = bundle_folder(path)
     model, info = load_bundle(folder)
-    example = torch.randn(2, 3, info.size, info.size)
+    example = torch.randn(2, 3, info.item_resize, info.item_resize)
     target = folder / ONNX_FILE
 
     def write(tmp: Path) -> None:
@@ -152,7 +152,7 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
 
     fileio.atomic_write(target, write)
     if check:
-        got, expected = _outputs(target, model, info.size)
+        got, expected = _outputs(target, model, info.item_resize)
         if not outputs_match(got, expected):
             target.unlink()
             raise ModelFileError(

@@ -102,17 +102,18 @@ def script_json(data: Any) -> Markup:
     Example:
         print(script_json({"name": "</script><!--<script>"}))
     """
-    text = json.dumps(_shown(data), separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(_with_shown_names(data), separators=(",", ":"), ensure_ascii=False)
     return Markup(re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group()], text))
 
 
-def _shown(data: Any) -> Any:
+def _with_shown_names(data: Any) -> Any:
+    """`data` with every string in it (keys too) as `fileio.shown_name` shows it."""
     if isinstance(data, str):
         return shown_name(data)
     if isinstance(data, dict):
-        return {_shown(k): _shown(v) for k, v in data.items()}
+        return {_with_shown_names(k): _with_shown_names(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_shown(v) for v in data]
+        return [_with_shown_names(v) for v in data]
     return data
 
 

@@ -66,25 +66,32 @@ class Prediction:
     """The most likely class of one photo, and the `top_k` most likely with probabilities.
 
     For a photo that could not be read (`predict_many(..., unreadable="report")`), `error`
-    says why; label and class_id are then empty, probability is nan and top_k is [].
+    says why; class_name and class_id are then empty, probability is nan and top_k is [].
 
     Example:
         prediction = clearclass.load("runs/dogs/model").predict("new.jpg")
-        print(prediction.label, f"{prediction.probability:.0%}", prediction.top_k[:2])
+        print(prediction.class_name, f"{prediction.probability:.0%}", prediction.top_k[:2])
     """
 
     image: str
-    label: str  # display name
-    class_id: str
+    class_name: str  # the display name: "Shih-Tzu"
+    class_id: str  # the folder name (or labels CSV cell): "n02086240-Shih-Tzu"
     probability: float
     top_k: list[dict] = field(default_factory=list)  # [{"label", "class_id", "probability"}]
     source: Any = field(default=None, repr=False, compare=False)  # the photo, to show it
     error: str | None = None  # why the photo could not be read; None when it was predicted
 
+    @property
+    def label(self) -> str:
+        """The display name; kept for code written before `class_name`."""
+        return self.class_name
+
     def to_dict(self) -> dict:
+        """What `clearclass predict --json` prints and the HTTP API answers: the display name
+        is its "label", there and in `top_k` (an output format, unchanged)."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
-        return {"image": self.image, "label": self.label, "class_id": self.class_id,
+        return {"image": self.image, "label": self.class_name, "class_id": self.class_id,
                 "probability": self.probability, "top_k": self.top_k}
 
     def shown_photo(self) -> np.ndarray:
@@ -131,7 +138,7 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (f"Classifier({self.info.architecture}, {len(self.info.class_ids)} classes, "
-                f"{self.info.size} px, {self.backend}, from {str(self.path)!r})")
+                f"{self.info.item_resize} px, {self.backend}, from {str(self.path)!r})")
 
     @property
     def classes(self) -> list[str]:
@@ -158,7 +165,7 @@ class Classifier:
         Example:
             classifier = clearclass.load("runs/dogs/model")
             for p in classifier.predict_many(["new.jpg", "gone.jpg"], unreadable="report"):
-                print(p.image, p.error or p.label)  # gone.jpg does not exist
+                print(p.image, p.error or p.class_name)  # gone.jpg does not exist
         """
         if unreadable not in UNREADABLE:
             raise SettingError("unreadable", f"must be one of {', '.join(UNREADABLE)}; got "
@@ -219,7 +226,7 @@ class Classifier:
 
         A photo that cannot be used raises UnreadableInput (a DataError) saying why.
         """
-        size, method = self.info.size, self.info.resize_method
+        size, method = self.info.item_resize, self.info.resize_method
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
@@ -329,8 +336,8 @@ class _OnnxNetwork(_Network):
             problem = (f"{source} lists {classes} class{'es' * (classes != 1)} but "
                        f"{ONNX_FILE} has {out_shape[-1]} outputs")
         elif (len(in_shape) == 4 and all(isinstance(d, int) for d in in_shape[2:])
-              and in_shape[2:] != [info.size, info.size]):
-            problem = (f"{source} gives the input size as {info.size} px but {ONNX_FILE} "
+              and in_shape[2:] != [info.item_resize, info.item_resize]):
+            problem = (f"{source} gives the input size as {info.item_resize} px but {ONNX_FILE} "
                        f"takes {in_shape[2]} x {in_shape[3]} px")
         if problem and recorded is None:
             raise _OnnxUnusable(problem)  # perhaps the export of other weights
@@ -403,7 +410,7 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto",
 
     Example:
         classifier = clearclass.load("runs/dogs/model")
-        print(classifier.predict("new.jpg").label, classifier.classes[:3])
+        print(classifier.predict("new.jpg").class_name, classifier.classes[:3])
     """
     check_path("path", path, "a model folder (RUN/model) or a run folder")
     if not isinstance(device, str):

@@ -255,7 +255,7 @@ class RunFolder:
 
     def write_split(self, photo_set: PhotoSet) -> None:
         """split.csv: every photo's absolute path, label and is_valid."""
-        rows = [(str(p.path.resolve()), p.label, p.is_valid) for p in photo_set.photos]
+        rows = [(str(p.path.resolve()), p.class_id, p.is_valid) for p in photo_set.photos]
         fileio.write_csv(self.split_file, SPLIT_HEADER, rows)
 
     def write_config(self, config: TrainConfig, record: dict[str, Any]) -> None:

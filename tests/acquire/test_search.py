@@ -188,7 +188,7 @@ def test_classes_from_a_file_become_slugged_folders(web, tmp_path):
                       "shiba inu": [web.file("/s.jpg", photo(42))]})
     report = search(classes_file=classes, provider="pexels", per_class=1, out=tmp_path / "o",
                     environ={"PEXELS_API_KEY": "k", "CLEARCLASS_PEXELS_URL": web.url}, **FAST)
-    assert [(c.label, c.query) for c in report.classes] == \
+    assert [(c.class_id, c.query) for c in report.classes] == \
         [("golden_retriever", "Golden Retriever"), ("shiba_inu", "shiba inu")]
     assert (tmp_path / "o" / "golden_retriever").is_dir()
 

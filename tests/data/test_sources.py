@@ -137,7 +137,7 @@ def test_without_drops_unreadable_and_rejects_emptied_class(tmp_path):
     photos = find_photos(root)
     one = {photos.photos[0].path}
     assert len(photos.without(one).photos) == 3
-    every_a = {p.path for p in photos.photos if p.label == "a"}
+    every_a = {p.path for p in photos.photos if p.class_id == "a"}
     with pytest.raises(DataError, match=r"Class 'a' has no readable image.*" + str(Path("d", "a"))):
         photos.without(every_a)
 
@@ -254,7 +254,7 @@ def test_without_rejects_a_set_left_with_no_validation_or_training_photo(tmp_pat
     with pytest.raises(DataError, match=r"None of the 2 validation photos could be decoded"):
         photos.without({p.path for p in photos.valid})
     with pytest.raises(DataError, match=r"Class 'a' has no readable training photo"):
-        photos.without({p.path for p in photos.train if p.label == "a"})
+        photos.without({p.path for p in photos.train if p.class_id == "a"})
 
 
 def test_a_class_folder_linked_back_to_data_is_an_error(tmp_path):

@@ -64,7 +64,7 @@ def read(folder: Path, content: bytes) -> ModelInfo | None:
     # What was accepted is what prediction needs.
     assert len(info.class_ids) == len(info.class_names) == len(set(info.class_ids)) >= 1
     assert all(isinstance(i, str) and i for i in info.class_ids)
-    assert isinstance(info.size, int) and info.size >= 1
+    assert isinstance(info.item_resize, int) and info.item_resize >= 1
     assert info.resize_method in RESIZE_METHODS
     assert len(info.mean) == len(info.std) == 3
     assert all(math.isfinite(v) for v in info.mean) and all(v > 0 for v in info.std)

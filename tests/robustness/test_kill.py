@@ -100,7 +100,7 @@ def _check_whole(out: Path, data: Path) -> str | None:
     expected = find_photos(data, settings["validation_fraction"], settings["seed"])
     with open(run / "split.csv", newline="") as f:
         split = {(r["path"], r["label"], r["is_valid"] == "True") for r in csv.DictReader(f)}
-    assert split == {(str(p.path.resolve()), p.label, p.is_valid) for p in expected.photos}
+    assert split == {(str(p.path.resolve()), p.class_id, p.is_valid) for p in expected.photos}
     return config["run_id"]
 
 

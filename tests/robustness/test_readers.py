@@ -90,7 +90,7 @@ def test_a_good_table_reads_the_same_however_a_spreadsheet_saved_it(
     photos = read_csv(folder / "good.csv", text.encode(encoding))
     assert photos is not None
     assert sorted(p.path for p in photos.photos) == sorted(folder / p for p in PHOTOS)
-    assert all(p.path.parent.name == p.label for p in photos.photos)
+    assert all(p.path.parent.name == p.class_id for p in photos.photos)
     assert photos.valid and all(c[0] for c in photos.counts().values())
 
 

@@ -267,13 +267,13 @@ def test_warmup_size_resizes_the_unfrozen_warmup_steps_only(tmp_path, tiny_train
 
 
 def test_the_frozen_epochs_validation_is_the_saved_models(tmp_path, tiny_train_settings):
-    # The frozen epoch validates through the fast copy of its fixed body; the figures must
+    # The frozen epoch validates through the fast copy of its frozen body; the figures must
     # be the whole model's, as `clearclass evaluate` computes them from the saved bundle.
     import clearclass
 
     data = make_dataset(tmp_path / "d", per_class=12)
     run = train(data=str(data), out=str(tmp_path / "run"), adapt_batchnorm=False,
-                **{**tiny_train_settings, "epochs": 0})  # a fixed body, run forward only
+                **{**tiny_train_settings, "epochs": 0})  # a frozen body, run forward only
     assert [r.stage for r in run.history] == ["frozen"]
     evaluation = clearclass.evaluate(run.run_dir, device="cpu")
     assert evaluation.accuracy == pytest.approx(run.history[0].accuracy, abs=1e-6)

@@ -146,9 +146,9 @@ def _fastai(client: HttpClient, name: str, size: str, out: Path, keep: bool) -> 
             raise AcquireError(f"{folder} has no {split}/ folder; the archive is not laid out "
                                "as fastai publishes it. Remove the folder and download again.")
         for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            label = f"{class_dir.name}-{CLASS_NAMES[class_dir.name]}" \
+            class_id = f"{class_dir.name}-{CLASS_NAMES[class_dir.name]}" \
                 if class_dir.name in CLASS_NAMES else class_dir.name
-            rows += [(f"{split}/{class_dir.name}/{f.name}", label, is_valid)
+            rows += [(f"{split}/{class_dir.name}/{f.name}", class_id, is_valid)
                      for f in sorted(class_dir.iterdir()) if f.is_file() and is_image_file(f)]
     return _with_labels(f"{name} ({size})", folder, rows,
                         "the official split: train/ for training, val/ for validation")
@@ -182,8 +182,8 @@ def _stanford_dogs(client: HttpClient, out: Path, keep: bool) -> DatasetDownload
 
 def _with_labels(name: str, folder: Path, rows: list[tuple[str, str, bool]],
                  layout: str) -> DatasetDownload:
-    labels = fileio.write_csv(folder / LABELS, ("path", "label", "is_valid"), rows)
-    return DatasetDownload(name, folder, labels, layout, classes=len({r[1] for r in rows}),
+    labels_csv = fileio.write_csv(folder / LABELS, ("path", "label", "is_valid"), rows)
+    return DatasetDownload(name, folder, labels_csv, layout, classes=len({r[1] for r in rows}),
                            train=sum(1 for r in rows if not r[2]),
                            valid=sum(1 for r in rows if r[2]))
 

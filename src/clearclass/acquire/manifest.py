@@ -24,7 +24,7 @@ class Entry:
     """One saved photo and its source."""
 
     file: str  # relative to DIR, with forward slashes: beagle/pexels-1234.jpg
-    label: str  # the class (folder) it was saved under
+    class_id: str  # the class (folder) it was saved under
     source_url: str
     provider: str
     author: str = ""
@@ -37,6 +37,11 @@ class Entry:
     phash: str = ""  # 16 hex digits; "" when unknown
 
     @property
+    def label(self) -> str:
+        """The class (folder) name; kept for code written before `class_id`."""
+        return self.class_id
+
+    @property
     def phash_int(self) -> int | None:
         try:
             return int(self.phash, 16) if self.phash else None
@@ -44,8 +49,8 @@ class Entry:
             return None
 
 
-# The CSV calls the label "class", which is a Python keyword.
-COLUMNS = tuple("class" if f.name == "label" else f.name for f in fields(Entry))
+# The CSV calls the class id "class" (a Python keyword, so not the field's name).
+COLUMNS = tuple("class" if f.name == "class_id" else f.name for f in fields(Entry))
 
 
 def read_manifest(folder: Path) -> list[Entry]:
@@ -71,7 +76,7 @@ def read_manifest(folder: Path) -> list[Entry]:
         for written in reader:  # each cell as write_manifest gave it (fileio.csv_cell)
             row = {k: fileio.read_cell(v) for k, v in written.items() if isinstance(v, str)}
             entry = Entry(
-                file=row.get("file") or "", label=row.get("class") or "",
+                file=row.get("file") or "", class_id=row.get("class") or "",
                 source_url=row.get("source_url") or "", provider=row.get("provider") or "",
                 author=row.get("author") or "", licence=row.get("licence") or "",
                 page_url=row.get("page_url") or "", photo_id=row.get("photo_id") or "",

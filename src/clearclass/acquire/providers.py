@@ -1,7 +1,7 @@
 """Image search providers: each turns a query into candidate photos, page after page.
 
 A provider is a small class: where its API lives, which environment variable holds its
-key, and how one page of results becomes `Candidate`s (image URL, page URL, author,
+key, and how one page of results becomes `SearchHit`s (image URL, page URL, author,
 licence, the provider's photo id). `Provider.candidates(query)` pages until the results
 run out. DuckDuckGo goes through the `ddgs` package; the others through their REST APIs,
 whose base URL `CLEARCLASS_<PROVIDER>_URL` replaces (for tests and proxies).
@@ -25,7 +25,7 @@ from clearclass.progress import warn
 
 
 @dataclass(frozen=True)
-class Candidate:
+class SearchHit:
     """A photo a provider offers for a query; author and licence are "" when not given."""
 
     image_url: str
@@ -87,7 +87,7 @@ class Provider:
                                f"{cls.default_url}; got {base_url!r}.")
         return cls(client, key, base_url)
 
-    def candidates(self, query: str) -> Iterator[Candidate]:
+    def candidates(self, query: str) -> Iterator[SearchHit]:
         """Every candidate for `query`, page after page, until the results run out.
 
         A page that brings no photo not already offered also ends it: some services repeat
@@ -103,7 +103,7 @@ class Provider:
             if not new:
                 return
 
-    def page(self, query: str, cursor: Any) -> tuple[list[Candidate], Any]:
+    def page(self, query: str, cursor: Any) -> tuple[list[SearchHit], Any]:
         """One page of results, and the cursor of the next page (None after the last).
 
         The cursor is the page number (from `first_page`), or what the service's answer
@@ -111,7 +111,7 @@ class Provider:
         """
         raise NotImplementedError
 
-    def used(self, candidate: Candidate) -> None:
+    def used(self, candidate: SearchHit) -> None:
         """Tell the service a photo was kept, where its terms ask for it."""
 
     def _get_json(self, path: str, params: dict[str, Any],
@@ -163,7 +163,7 @@ class Pexels(Provider):
     # large2x is at most 1880 px wide: plenty for training; originals can be 20 MB.
     sizes = ("large2x", "large", "original", "medium")
 
-    def page(self, query: str, cursor: Any) -> tuple[list[Candidate], Any]:
+    def page(self, query: str, cursor: Any) -> tuple[list[SearchHit], Any]:
         # Later pages: the parameters of the answer's next_page URL, sent to our base URL
         # (following the URL itself would bypass CLEARCLASS_PEXELS_URL).
         params = {"query": query, "per_page": 80, "page": cursor} \
@@ -173,7 +173,7 @@ class Pexels(Provider):
         for photo in _list(body.get("photos")):
             src = photo.get("src") or {}
             url = next((src[s] for s in self.sizes if src.get(s)), "")
-            found.append(Candidate(url, str(photo.get("url") or ""),
+            found.append(SearchHit(url, str(photo.get("url") or ""),
                                    str(photo.get("photographer") or ""), self.licence,
                                    str(photo.get("id", "")), self.name))
         next_page = body.get("next_page")
@@ -199,7 +199,7 @@ class Unsplash(Provider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Client-ID {self.key}", "Accept-Version": "v1"}
 
-    def page(self, query: str, number: int) -> tuple[list[Candidate], int | None]:
+    def page(self, query: str, number: int) -> tuple[list[SearchHit], int | None]:
         body = self._get_json("/search/photos",
                               {"query": query, "page": number, "per_page": 30},
                               self._headers()) or {}
@@ -207,7 +207,7 @@ class Unsplash(Provider):
         for photo in _list(body.get("results")):
             urls, links = photo.get("urls") or {}, photo.get("links") or {}
             url = next((urls[s] for s in self.sizes if urls.get(s)), "")
-            found.append(Candidate(url, str(links.get("html") or ""),
+            found.append(SearchHit(url, str(links.get("html") or ""),
                                    str((photo.get("user") or {}).get("name") or ""),
                                    self.licence, str(photo.get("id", "")), self.name,
                                    str(links.get("download_location") or "")))
@@ -216,7 +216,7 @@ class Unsplash(Provider):
             else bool(found)
         return found, number + 1 if more else None
 
-    def used(self, candidate: Candidate) -> None:
+    def used(self, candidate: SearchHit) -> None:
         ping = candidate.download_ping
         # The key goes only to the API it belongs to, never to a URL an answer pointed at.
         if not ping or urlsplit(ping)[:2] != urlsplit(self.base_url)[:2]:
@@ -240,13 +240,13 @@ class Pixabay(Provider):
     per_page = 200
     max_hits = 500  # the API returns at most 500 results per query
 
-    def page(self, query: str, number: int) -> tuple[list[Candidate], int | None]:
+    def page(self, query: str, number: int) -> tuple[list[SearchHit], int | None]:
         params = {"key": self.key, "q": query[:100], "page": number, "per_page": self.per_page,
                   "image_type": "photo"}
         body = self._get_json("/api/", params)
         if body is None:
             return [], None
-        found = [Candidate(str(hit.get("largeImageURL") or hit.get("webformatURL") or ""),
+        found = [SearchHit(str(hit.get("largeImageURL") or hit.get("webformatURL") or ""),
                            str(hit.get("pageURL") or ""), str(hit.get("user") or ""),
                            self.licence, str(hit.get("id", "")), self.name)
                  for hit in _list(body.get("hits"))]
@@ -290,7 +290,7 @@ class Flickr(Provider):
     max_results = 4000  # deeper pages repeat earlier results
     sizes = ("url_l", "url_c", "url_z", "url_m")  # 1024, 800, 640, 500 px on the long side
 
-    def page(self, query: str, number: int) -> tuple[list[Candidate], int | None]:
+    def page(self, query: str, number: int) -> tuple[list[SearchHit], int | None]:
         params = {"method": "flickr.photos.search", "api_key": self.key, "text": query,
                   "license": self.licences, "sort": "relevance", "content_type": 1,
                   "media": "photos", "extras": "license,owner_name," + ",".join(self.sizes),
@@ -311,7 +311,7 @@ class Flickr(Provider):
             if not url and photo.get("server") and photo.get("secret"):
                 url = f"https://live.staticflickr.com/{photo['server']}/{pid}_" \
                       f"{photo['secret']}_b.jpg"
-            found.append(Candidate(url, f"https://www.flickr.com/photos/{owner}/{pid}",
+            found.append(SearchHit(url, f"https://www.flickr.com/photos/{owner}/{pid}",
                                    str(photo.get("ownername") or owner),
                                    FLICKR_LICENCES.get(str(photo.get("license")), ""),
                                    pid, self.name))
@@ -337,14 +337,14 @@ class SerpApi(Provider):
     def _says_no_more(self, error: FetchError) -> bool:
         return self._no_results(error.detail)
 
-    def page(self, query: str, number: int) -> tuple[list[Candidate], int | None]:
+    def page(self, query: str, number: int) -> tuple[list[SearchHit], int | None]:
         params = {"engine": "google_images", "q": query, "ijn": number, "api_key": self.key}
         body = self._get_json("/search.json", params)
         if body is None or self._no_results(str(body.get("error") or "")):
             return [], None
         if body.get("error"):
             raise AcquireError(f"SerpApi search failed: {body['error']}")
-        found = [Candidate(str(r.get("original") or ""), str(r.get("link") or ""), "", "", "",
+        found = [SearchHit(str(r.get("original") or ""), str(r.get("link") or ""), "", "", "",
                            self.name) for r in _list(body.get("images_results"))]
         return found, number + 1 if found else None
 
@@ -355,7 +355,7 @@ class DuckDuckGo(Provider):
     name, title = "duckduckgo", "DuckDuckGo"
     per_page = 100
 
-    def page(self, query: str, number: int) -> tuple[list[Candidate], int | None]:
+    def page(self, query: str, number: int) -> tuple[list[SearchHit], int | None]:
         from ddgs import DDGS
         from ddgs.exceptions import DDGSException, TimeoutException
 
@@ -373,7 +373,7 @@ class DuckDuckGo(Provider):
             raise AcquireError(
                 f"DuckDuckGo image search failed: {e}. DuckDuckGo limits automated searches; "
                 "wait a few minutes, or use another --provider.") from None
-        found = [Candidate(_absolute(str(r.get("image") or "")), str(r.get("url") or ""), "",
+        found = [SearchHit(_absolute(str(r.get("image") or "")), str(r.get("url") or ""), "",
                            "", "", self.name) for r in results or [] if isinstance(r, dict)]
         return found, number + 1 if found else None
 

@@ -33,7 +33,7 @@ from clearclass import fileio
 from clearclass.acquire import http
 from clearclass.acquire.http import FetchError, HttpClient
 from clearclass.acquire.manifest import MANIFEST, Entry, read_manifest, write_manifest
-from clearclass.acquire.providers import Candidate, Provider, get_provider
+from clearclass.acquire.providers import Provider, SearchHit, get_provider
 from clearclass.data.checks import (
     MIN_SIDE,
     DuplicateIndex,
@@ -70,7 +70,7 @@ class CrossClass:
 class ClassResult:
     """What search did for one class."""
 
-    label: str  # the folder name
+    class_id: str  # the folder name
     query: str
     wanted: int
     before: int  # photos already in the folder
@@ -78,6 +78,11 @@ class ClassResult:
     downloaded: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # reason -> one case, for messages
+
+    @property
+    def label(self) -> str:
+        """The folder name; kept for code written before `class_id`."""
+        return self.class_id
     ran_out: bool = False  # the provider had no more results
     gave_up: bool = False  # stopped after DOWNLOADS_PER_WANTED downloads per photo wanted
 
@@ -109,7 +114,7 @@ class SearchReport:
     def to_table(self) -> Table:
         table = Table(title=f"{self.saved} photo(s) saved in {self.out} ({self.provider})")
         # The query is shown only where it is not just the folder name.
-        queries = any(c.query != c.label for c in self.classes)
+        queries = any(c.query != c.class_id for c in self.classes)
         columns = ("class",) + (("query",) if queries else ()) + \
             ("wanted", "had", "new", "total", "not kept")
         for column in columns:
@@ -117,7 +122,7 @@ class SearchReport:
                              else "right", overflow="fold")
         for c in self.classes:
             skipped = ", ".join(f"{n} {reason}" for reason, n in c.skipped.most_common())
-            table.add_row(c.label, *((c.query,) if queries else ()), str(c.wanted),
+            table.add_row(c.class_id, *((c.query,) if queries else ()), str(c.wanted),
                           str(c.before), str(len(c.saved)), str(c.total), skipped)
         return table
 
@@ -167,17 +172,17 @@ def search(
     source = get_provider(provider, client, environ)  # a missing key fails before any work
     out.mkdir(parents=True, exist_ok=True)
     entries = read_manifest(out)
-    index, by_url, have = _index_existing(out, entries, [label for label, _ in classes],
+    index, by_url, have = _index_existing(out, entries, [class_id for class_id, _ in classes],
                                           min_side)
 
     results: list[ClassResult] = []
     cross: list[CrossClass] = []
     try:
-        for label, query in classes:
-            result = ClassResult(label, query, per_class, have[label])
+        for class_id, query in classes:
+            result = ClassResult(class_id, query, per_class, have[class_id])
             results.append(result)
             if result.before >= per_class:
-                say(f"{label}: {result.before} photo(s) already in {out / label}, none "
+                say(f"{class_id}: {result.before} photo(s) already in {out / class_id}, none "
                     "needed.")
                 continue
             _fill_class(result, source, client, out, entries, index, by_url, cross,
@@ -198,24 +203,24 @@ def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: 
                 cross: list[CrossClass], *, min_side: int, max_side: int | None,
                 workers: int, max_bytes: int) -> None:
     """Download, judge and save candidates until the class is full or they run out."""
-    label = result.label
+    class_id = result.class_id
     needed = result.wanted - result.before
     budget = max(MIN_DOWNLOADS, DOWNLOADS_PER_WANTED * needed)
 
-    def new_candidates() -> Iterator[Candidate]:
+    def new_candidates() -> Iterator[SearchHit]:
         for candidate in source.candidates(result.query):
             known = by_url.get(candidate.image_url)
             if known is None:
                 yield candidate
-            elif known.label != label:  # (one already saved in this class is in `before`)
+            elif known.class_id != class_id:  # (one already saved in this class is in `before`)
                 result.skip(OTHER_CLASS, candidate.image_url)
-                cross.append(CrossClass(known.file, known.label, label, candidate.image_url))
+                cross.append(CrossClass(known.file, known.class_id, class_id, candidate.image_url))
 
-    def fetch(candidate: Candidate) -> _Fetched | tuple[str, str]:
+    def fetch(candidate: SearchHit) -> _Fetched | tuple[str, str]:
         return _fetch(client, candidate, max_bytes, min_side, max_side)
 
-    folder = out / label
-    with bar(label, needed) as progress:
+    folder = out / class_id
+    with bar(class_id, needed) as progress:
         for candidate, fetched in map_in_order(fetch, itertools.islice(new_candidates(), budget),
                                                workers):
             result.downloaded += 1
@@ -227,16 +232,17 @@ def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: 
             match = index.find(info.sha256, info.phash)
             if match is not None:
                 kept = match.key
-                if kept.label == label:
+                if kept.class_id == class_id:
                     result.skip(IDENTICAL if match.kind == "identical" else NEAR,
                                 f"{candidate.image_url} (like {kept.file})")
                 else:
                     result.skip(OTHER_CLASS, candidate.image_url)
-                    cross.append(CrossClass(kept.file, kept.label, label, candidate.image_url))
+                    cross.append(CrossClass(kept.file, kept.class_id, class_id,
+                                            candidate.image_url))
                 continue
             path = fileio.free_path(folder / f"{_file_stem(candidate, info)}{fetched.extension}")
             fileio.write_bytes(path, fetched.payload)
-            entry = Entry(path.relative_to(out).as_posix(), label, candidate.image_url,
+            entry = Entry(path.relative_to(out).as_posix(), class_id, candidate.image_url,
                           candidate.provider, candidate.author, candidate.licence,
                           candidate.page_url, candidate.photo_id, fetched.width,
                           fetched.height, info.sha256, info.phash_hex)
@@ -255,7 +261,7 @@ def _fill_class(result: ClassResult, source: Provider, client: HttpClient, out: 
         _say_short(result, source, budget)
 
 
-def _fetch(client: HttpClient, candidate: Candidate, max_bytes: int, min_side: int,
+def _fetch(client: HttpClient, candidate: SearchHit, max_bytes: int, min_side: int,
            max_side: int | None) -> _Fetched | tuple[str, str]:
     """Download and judge one candidate (on a worker thread): the photo to save, or
     (reason, example) why not."""
@@ -287,7 +293,7 @@ def _jpeg(rgb: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _index_existing(out: Path, entries: list[Entry], labels: list[str], min_side: int
+def _index_existing(out: Path, entries: list[Entry], class_ids: list[str], min_side: int
                     ) -> tuple[DuplicateIndex, dict[str, Entry], Counter]:
     """What DIR already holds: the manifest's photos, and photos put in the class folders
     by other means (hashed here; they count towards per_class when they are usable)."""
@@ -296,10 +302,10 @@ def _index_existing(out: Path, entries: list[Entry], labels: list[str], min_side
     for entry in entries:
         index.add(entry.sha256, entry.phash_int, entry)
         by_url.setdefault(entry.source_url, entry)
-        have[entry.label] += 1
+        have[entry.class_id] += 1
         listed.add(entry.file)
-    for label in labels:
-        folder = out / label
+    for class_id in class_ids:
+        folder = out / class_id
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
@@ -311,8 +317,8 @@ def _index_existing(out: Path, entries: list[Entry], labels: list[str], min_side
             except (UnreadableImage, OSError):
                 continue
             if info.short_side >= min_side:
-                index.add(info.sha256, info.phash, Entry(rel, label, "", "local file"))
-                have[label] += 1
+                index.add(info.sha256, info.phash, Entry(rel, class_id, "", "local file"))
+                have[class_id] += 1
     return index, by_url, have
 
 
@@ -322,7 +328,7 @@ def _say_short(result: ClassResult, source: Provider, budget: int) -> None:
     else:
         why = f"{source.title} has no more results for {result.query!r}"
     skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.most_common())
-    warn(f"{result.label}: {result.total} of {result.wanted} photos; {why}"
+    warn(f"{result.class_id}: {result.total} of {result.wanted} photos; {why}"
          + (f" (not kept: {skipped})" if skipped else "") + ".")
     for reason in (FAILED, UNREADABLE):
         if reason in result.examples and result.skipped[reason] >= 3:
@@ -377,21 +383,21 @@ def _classes(queries: Sequence[str], classes_file: str | Path | None) -> list[tu
     if not wanted:
         raise AcquireError("No classes to search for: give queries (clearclass search beagle "
                            "pug ...) or a file with one per line (--classes FILE).")
-    classes, by_label = [], {}
+    classes, query_of = [], {}
     for query in dict.fromkeys(wanted):
-        label = slugify(query)
-        if not label:
+        class_id = slugify(query)
+        if not class_id:
             raise AcquireError(f"The query {query!r} has no letter or digit to name its "
                                "folder after; rephrase it.")
-        if label in by_label:
-            raise AcquireError(f"The queries {by_label[label]!r} and {query!r} would share the "
-                               f"folder {label}/; make them differ by more than punctuation "
+        if class_id in query_of:
+            raise AcquireError(f"The queries {query_of[class_id]!r} and {query!r} would share the "
+                               f"folder {class_id}/; make them differ by more than punctuation "
                                "or case.")
-        by_label[label] = query
-        classes.append((label, query))
+        query_of[class_id] = query
+        classes.append((class_id, query))
     return classes
 
 
-def _file_stem(candidate: Candidate, info: Examined) -> str:
+def _file_stem(candidate: SearchHit, info: Examined) -> str:
     photo_id = re.sub(r"[^A-Za-z0-9_-]+", "_", candidate.photo_id).strip("_")[:40]
     return f"{candidate.provider}-{photo_id or info.sha256[:16]}"

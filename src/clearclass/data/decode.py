@@ -153,9 +153,9 @@ def _decode(source: str | Path | IO[bytes], min_size: int | None,
                 if min_size and img.format == "JPEG":
                     img.draft("RGB", (min_size, min_size))
                 if judge is not None:
-                    judge(_cost(img, _shown(stored, orientation), orientation, *fit))
+                    judge(_cost(img, _upright_size(stored, orientation), orientation, *fit))
                 img.load()
-                shown = _shown(stored, orientation)
+                shown = _upright_size(stored, orientation)
                 if orientation in _TURNED:
                     img = ImageOps.exif_transpose(img)
                 return img, shown
@@ -196,7 +196,7 @@ def _png_orientation(fp: IO[bytes]) -> int:
     return 1
 
 
-def _shown(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
+def _upright_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
     """Width and height as shown, from the stored ones."""
     return (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
 

@@ -205,14 +205,14 @@ class PhotoFailure:
 
 
 class PhotoSquares(Dataset):
-    """Item (i, position): (photo i's size x size x 3 uint8 square cut at position, label).
+    """Item (i, position): (photo i's size x size x 3 uint8 square cut at position, class index).
 
     Picklable when `pixels` is (PhotoFiles, CachedPixels): what DataLoader workers get.
     """
 
-    def __init__(self, pixels: Sequence[np.ndarray], labels: Sequence[int], size: int,
+    def __init__(self, pixels: Sequence[np.ndarray], targets: Sequence[int], size: int,
                  method: str):
-        self.pixels, self.labels = pixels, [int(label) for label in labels]
+        self.pixels, self.targets = pixels, [int(target) for target in targets]
         self.size, self.method = size, method
 
     def __len__(self) -> int:
@@ -224,16 +224,16 @@ class PhotoSquares(Dataset):
             pixels = self.pixels[i]
         except (RunError, OSError) as e:  # a photo or cache entry gone since the check
             return PhotoFailure(str(e))
-        return crop_or_pad(pixels, self.size, self.method, position), self.labels[i]
+        return crop_or_pad(pixels, self.size, self.method, position), self.targets[i]
 
 
 def stack_squares(items: list) -> tuple[torch.Tensor, torch.Tensor] | PhotoFailure:
-    """DataLoader collate function: squares stacked N x S x S x 3 uint8, int64 labels."""
+    """DataLoader collate function: squares stacked N x S x S x 3 uint8, int64 class indices."""
     for item in items:
         if isinstance(item, PhotoFailure):
             return item
     images = torch.from_numpy(np.stack([square for square, _ in items]))
-    return images, torch.tensor([label for _, label in items], dtype=torch.long)
+    return images, torch.tensor([target for _, target in items], dtype=torch.long)
 
 
 class _EpochBatches:
@@ -258,7 +258,7 @@ class _EpochBatches:
 
 
 class PhotoBatches:
-    """Batches of (uint8 images N x 3 x S x S channels_last, int64 labels).
+    """Batches of (uint8 images N x 3 x S x S channels_last, int64 class indices).
 
     training=True: shuffled, random crop positions, last partial batch dropped (as fastai,
     so BatchNorm never sees a batch of one). The order is drawn from `seed` and the epoch
@@ -279,17 +279,17 @@ class PhotoBatches:
 
     Example:
         decoded = decode_photos(sorted(Path("photos").rglob("*.jpg")), 224, "crop")
-        labels = [0] * len(decoded.kept)
-        batches = PhotoBatches(decoded.pixels, labels, 224, "crop", 8, training=True)
+        targets = [0] * len(decoded.kept)
+        batches = PhotoBatches(decoded.pixels, targets, 224, "crop", 8, training=True)
         batches.set_epoch(1, start_batch=1)  # resume epoch 1 at its second batch
-        for images, labels in batches:
+        for images, targets in batches:
             print(images.shape)  # torch.Size([8, 3, 224, 224])
     """
 
     def __init__(
         self,
         pixels: Sequence[np.ndarray],
-        labels: Sequence[int],
+        targets: Sequence[int],
         size: int,
         method: str,
         batch_size: int,
@@ -299,13 +299,13 @@ class PhotoBatches:
         workers: int | None = 0,
         shard: tuple[int, int] = (0, 1),
     ):
-        if len(pixels) != len(labels):
-            raise ValueError("pixels and labels differ in length")
+        if len(pixels) != len(targets):
+            raise ValueError("pixels and targets differ in length")
         rank, world = shard
         if not 0 <= rank < world:
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size; "
                              f"got {shard}")
-        self.pixels, self.labels = pixels, torch.as_tensor(list(labels), dtype=torch.long)
+        self.pixels, self.targets = pixels, torch.as_tensor(list(targets), dtype=torch.long)
         self.size, self.method, self.batch_size = size, method, batch_size
         self.training, self.seed, self.epoch, self.start_batch = training, seed, 0, 0
         self.shard = (rank, world)
@@ -357,14 +357,14 @@ class PhotoBatches:
     def _finish(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, PhotoFailure):
             raise RunError(batch.message)
-        images, labels = batch
+        images, targets = batch
         if self.pin_memory:
-            images, labels = images.pin_memory(), labels.pin_memory()
+            images, targets = images.pin_memory(), targets.pin_memory()
         # N x H x W x C viewed as N x C x H x W is channels_last, with no copy.
-        return images.permute(0, 3, 1, 2), labels
+        return images.permute(0, 3, 1, 2), targets
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        squares = PhotoSquares(self.pixels, self.labels.tolist(), self.size, self.method)
+        squares = PhotoSquares(self.pixels, self.targets.tolist(), self.size, self.method)
         for batch in self.epoch_plan()[self.start_batch:]:
             yield self._finish(stack_squares([squares[key] for key in batch]))
 
@@ -376,7 +376,7 @@ class PhotoBatches:
             # for seconds: it serves every epoch. Two batches ahead per worker keep the
             # training step fed.
             self._loader = DataLoader(
-                PhotoSquares(self.pixels, self.labels.tolist(), self.size, self.method),
+                PhotoSquares(self.pixels, self.targets.tolist(), self.size, self.method),
                 batch_sampler=_EpochBatches(self), num_workers=self.workers,
                 collate_fn=stack_squares, prefetch_factor=2,
                 multiprocessing_context=worker_context(),

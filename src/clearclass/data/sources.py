@@ -53,7 +53,7 @@ class Photo:
     """One labelled photo: its file, its class id, and whether it is held out."""
 
     path: Path
-    label: str
+    class_id: str
     is_valid: bool
 
 
@@ -82,8 +82,8 @@ class PhotoSet:
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Photos per class id, as (train, valid)."""
-        train = Counter(p.label for p in self.photos if not p.is_valid)
-        valid = Counter(p.label for p in self.photos if p.is_valid)
+        train = Counter(p.class_id for p in self.photos if not p.is_valid)
+        valid = Counter(p.class_id for p in self.photos if p.is_valid)
         return {c: (train[c], valid[c]) for c in self.class_ids}
 
     def without(self, unreadable: set[Path]) -> PhotoSet:
@@ -94,8 +94,8 @@ class PhotoSet:
         So is a set left with no validation photo: its accuracy could not be measured.
         """
         kept = [p for p in self.photos if p.path not in unreadable]
-        present = {p.label for p in kept}
-        trained = {p.label for p in kept if not p.is_valid}
+        present = {p.class_id for p in kept}
+        trained = {p.class_id for p in kept if not p.is_valid}
         for class_id in self.class_ids:
             if class_id not in present:
                 raise DataError(
@@ -202,7 +202,7 @@ def list_photos(data: str | Path) -> PhotoSet:
             photos = _one_each([(p, real, str(p.path)) for p, real in found], notes,
                                _KEEP_ONE_PLACE)
             given = split is not None
-    return PhotoSet(photos, sorted({p.label for p in photos}), layout, root, notes,
+    return PhotoSet(photos, sorted({p.class_id for p in photos}), layout, root, notes,
                     split_given=given)
 
 
@@ -263,12 +263,12 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
         train_dir, valid_dir = split
         train = _photos_in_class_folders(train_dir, False, root)
         valid = _photos_in_class_folders(valid_dir, True, root)
-        class_ids = sorted({p.label for p, _ in train})
-        unknown = sorted({p.label for p, _ in valid} - set(class_ids))
+        class_ids = sorted({p.class_id for p, _ in train})
+        unknown = sorted({p.class_id for p, _ in valid} - set(class_ids))
         notes = []
         if unknown:
             # A validation class the model never trains on can only be scored as wrong.
-            valid = [(p, real) for p, real in valid if p.label not in unknown]
+            valid = [(p, real) for p, real in valid if p.class_id not in unknown]
             notes.append(
                 f"Ignored {len(unknown)} class folder(s) in {valid_dir.name}/ with no "
                 f"counterpart in train/: {', '.join(unknown[:5])}"
@@ -292,7 +292,7 @@ def _from_folders(root: Path, validation_fraction: float, seed: int) -> PhotoSet
     photos = _stratified_split(photos, validation_fraction, seed, notes)
     if not any(p.is_valid for p in photos):
         raise _too_few_to_validate(root_for_classes)
-    class_ids = sorted({p.label for p in photos})
+    class_ids = sorted({p.class_id for p in photos})
     return PhotoSet(photos, class_ids, "class folders", root_for_classes, notes)
 
 
@@ -319,11 +319,11 @@ def _one_each(listed: list[tuple[Photo, Path, str]], notes: list[str], fix: str,
             kept.append(photo)
             continue
         other, other_where = first[real]
-        if other.label != photo.label:
+        if other.class_id != photo.class_id:
             raise DataError(
                 f"{prefix}{other_where} and {where} are the same photo with two labels, "
-                f"'{_shown(other.label)}' and '{_shown(photo.label)}'; a photo can have only "
-                f"one. {fix}."
+                f"'{_one_line(other.class_id)}' and '{_one_line(photo.class_id)}'; a photo can "
+                f"have only one. {fix}."
             )
         if other.is_valid != photo.is_valid:
             raise DataError(
@@ -478,10 +478,10 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
     photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
     if has_split:
         marked = sum(p.is_valid for p in photos)
-        train_classes = {p.label for p in photos if not p.is_valid}
-        unknown = sorted({p.label for p in photos if p.is_valid} - train_classes)
+        train_classes = {p.class_id for p in photos if not p.is_valid}
+        unknown = sorted({p.class_id for p in photos if p.is_valid} - train_classes)
         if unknown:
-            photos = [p for p in photos if p.label not in unknown]
+            photos = [p for p in photos if p.class_id not in unknown]
             notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
         if not any(p.is_valid for p in photos):
             why = ("is_valid is False on every row" if not marked else
@@ -497,7 +497,7 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
         if not any(p.is_valid for p in photos):
             raise _too_few_to_validate(csv_path)
         layout = "CSV"
-    class_ids = sorted({p.label for p in photos})
+    class_ids = sorted({p.class_id for p in photos})
     return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
 
 
@@ -510,7 +510,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
     if "path" not in columns or "label" not in columns:
         raise DataError(
             f"{csv_path} must have a header with columns path,label[,is_valid]; "
-            f"found {_shown(', '.join(c for c in columns if c)) or 'no header'}."
+            f"found {_one_line(', '.join(c for c in columns if c)) or 'no header'}."
         )
     twice = next((c for c in ("path", "label", "is_valid") if columns.count(c) > 1), None)
     if twice:
@@ -527,8 +527,8 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
                 "double quotes."
             )
         cells = {name: row[i].strip() if i < len(row) else "" for name, i in at.items()}
-        rel, label = cells["path"], read_cell(cells["label"])
-        if not rel or not label:
+        rel, class_id = cells["path"], read_cell(cells["label"])
+        if not rel or not class_id:
             empty.append((line, "path" if not rel else "label"))
             continue
         path, real, kind = listed_file(base, rel)
@@ -537,7 +537,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
             continue
         is_valid = (parse_is_valid(cells["is_valid"], f"{csv_path}, line {line}")
                     if has_split else False)
-        listed.append((Photo(path, label, is_valid), real, f"line {line} ({_shown(rel)})"))
+        listed.append((Photo(path, class_id, is_valid), real, f"line {line} ({_one_line(rel)})"))
     if empty:
         line, what = empty[0]
         raise DataError(
@@ -547,13 +547,13 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
     if folders:
         raise DataError(
             f"{len(folders)} path(s) listed in {csv_path} are folders, not photos, e.g. "
-            f"{_shown(folders[0])}. List one photo file per row, or pass a folder of class folders "
-            "as DATA instead of the CSV."
+            f"{_one_line(folders[0])}. List one photo file per row, or pass a folder of class "
+            "folders as DATA instead of the CSV."
         )
     if missing:
         raise DataError(
             f"{len(missing)} file(s) listed in {csv_path} do not exist (paths are relative to "
-            f"{base}), e.g. {_shown(missing[0])}."
+            f"{base}), e.g. {_one_line(missing[0])}."
         )
     if not listed:
         raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
@@ -640,7 +640,7 @@ def sniff_delimiter(text: str) -> str:
     return max(_DELIMITERS, key=lambda d: len(header(d)))
 
 
-def _shown(text: str, limit: int = 80) -> str:
+def _one_line(text: str, limit: int = 80) -> str:
     """Text from a file as a one-line message shows it: control characters escaped, cut
     short."""
     text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
@@ -692,19 +692,19 @@ def _stratified_split(
     """Hold out `validation_fraction` of each class, so that every class is scored on validation."""
     by_class: dict[str, list[Photo]] = defaultdict(list)
     for p in photos:
-        by_class[p.label].append(p)
+        by_class[p.class_id].append(p)
     rng = random.Random(seed)
     result = []
-    for label in sorted(by_class):
-        members = sorted(by_class[label], key=lambda p: str(p.path))
+    for class_id in sorted(by_class):
+        members = sorted(by_class[class_id], key=lambda p: str(p.path))
         rng.shuffle(members)
         n_valid = round(len(members) * validation_fraction)
         if len(members) >= 2:
             n_valid = min(max(n_valid, 1), len(members) - 1)
         else:
             n_valid = 0
-            notes.append(f"Class '{label}' has only one photo: it is used for training only.")
-        result.extend(Photo(p.path, p.label, i < n_valid) for i, p in enumerate(members))
+            notes.append(f"Class '{class_id}' has only one photo: it is used for training only.")
+        result.extend(Photo(p.path, p.class_id, i < n_valid) for i, p in enumerate(members))
     return result
 
 
@@ -717,7 +717,7 @@ def _check_classes(photo_set: PhotoSet) -> None:
             f"Found {found} in {photo_set.root}; a classifier needs at least 2. Put each "
             f"class's photos in its own folder: {photo_set.root}/<class>/<photo>.jpg."
         )
-    trained = {p.label for p in photo_set.photos if not p.is_valid}
+    trained = {p.class_id for p in photo_set.photos if not p.is_valid}
     untrained = [c for c in photo_set.class_ids if c not in trained]
     if untrained:
         raise DataError(
@@ -728,7 +728,7 @@ def _check_classes(photo_set: PhotoSet) -> None:
 
 def _class_folder(photo_set: PhotoSet, class_id: str) -> Path:
     for p in photo_set.photos:
-        if p.label == class_id:
+        if p.class_id == class_id:
             return p.path.parent
     return photo_set.root / class_id
 
@@ -768,7 +768,7 @@ def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoS
     if recorded is not None and not (isinstance(recorded, str)
                                      and re.fullmatch(r"[0-9a-f]{64}", recorded)):
         raise RunError(f"{config} records no valid checksum of {SPLIT_FILE} "
-                       f"({SPLIT_CHECKSUM}: {_shown(repr(recorded))}). Restore config.json, "
+                       f"({SPLIT_CHECKSUM}: {_one_line(repr(recorded))}). Restore config.json, "
                        "or train the run again.")
     try:
         data = split.read_bytes()
@@ -786,7 +786,7 @@ def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoS
             photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),
                             parse_is_valid(r["is_valid"], f"{split}, line {line}"))
                       for line, r in enumerate(csv.DictReader(f), start=2)]
-        unknown = sorted({p.label for p in photos} - known)
+        unknown = sorted({p.class_id for p in photos} - known)
         if unknown or not photos:
             raise ValueError(f"classes not in the model: {', '.join(unknown[:3])}" if unknown
                              else "no photos")

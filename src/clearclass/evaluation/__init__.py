@@ -81,7 +81,7 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     for note in split.notes:
         say(note)
     if data is None:
-        photos = [(p.path, p.label) for p in split.valid]
+        photos = [(p.path, p.class_id) for p in split.valid]
         if not photos:
             raise RunError(f"{run_folder.split_file} lists no validation photos.")
         source, folder = "validation photos", run_dir / "report"
@@ -120,7 +120,7 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
                 f"({found.layout}), so there is nothing to evaluate. Mark the test photos "
                 "(is_valid True), or remove the is_valid column to evaluate on every photo.")
         say(f"Evaluating on the {len(photos)} held-out photos of {data} ({found.layout}).")
-    labels = sorted({p.label for p in photos})
+    given = sorted({p.class_id for p in photos})
     by_name: dict[str, str] = {}
     for cid in class_ids:
         by_name.setdefault(display_name(cid).casefold(), cid)
@@ -128,18 +128,18 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
             by_name.setdefault(_wordnet_id(cid), cid)
     known = set(class_ids)
     matched: dict[str, str] = {}
-    for label in labels:
-        if label in known:
-            matched[label] = label
-        elif display_name(label).casefold() in by_name:
-            matched[label] = by_name[display_name(label).casefold()]
-        elif _wordnet_id(label) and _wordnet_id(label) in by_name:  # n02086240, n02086240-Pug
-            matched[label] = by_name[_wordnet_id(label)]
+    for class_id in given:
+        if class_id in known:
+            matched[class_id] = class_id
+        elif display_name(class_id).casefold() in by_name:
+            matched[class_id] = by_name[display_name(class_id).casefold()]
+        elif _wordnet_id(class_id) and _wordnet_id(class_id) in by_name:  # n02086240, n02086240-Pug
+            matched[class_id] = by_name[_wordnet_id(class_id)]
     if not matched:
-        raise DataError(f"None of the {len(labels)} classes of {data} is a class of this model "
-                        f"(e.g. {', '.join(labels[:3])}; the model's: {', '.join(class_ids[:3])}"
+        raise DataError(f"None of the {len(given)} classes of {data} is a class of this model "
+                        f"(e.g. {', '.join(given[:3])}; the model's: {', '.join(class_ids[:3])}"
                         "...). Name the class folders (or CSV labels) as in the training data.")
-    unmatched = Counter(p.label for p in photos if p.label not in matched)
+    unmatched = Counter(p.class_id for p in photos if p.class_id not in matched)
     if unmatched:
         warn(f"{len(unmatched)} class(es) of {data} are not classes of this model and were "
              "left out: " + ", ".join(f"{c} ({n} photos)" for c, n in
@@ -149,7 +149,7 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
     if absent:
         say(f"{len(absent)} class(es) of the model have no photo in {data}: "
             + ", ".join(absent[:8]) + ("..." if len(absent) > 8 else ""))
-    return [(p.path, matched[p.label]) for p in photos if p.label in matched]
+    return [(p.path, matched[p.class_id]) for p in photos if p.class_id in matched]
 
 
 def _without_training_photos(photos: list[tuple[Path, str]], training: list[Photo],
@@ -198,7 +198,7 @@ def _without_training_photos(photos: list[tuple[Path, str]], training: list[Phot
              "seen; --exclude-training leaves them out.")
         return photos
     left = set(seen)
-    kept = [(path, label) for path, label in photos if path not in left]
+    kept = [(path, class_id) for path, class_id in photos if path not in left]
     if not kept:
         raise DataError(f"All {len(photos)} {source} are photos {run_dir} was trained on "
                         f"({which}), so none is left to evaluate. Evaluate on photos it has "
@@ -231,9 +231,9 @@ def _check_arguments(**arguments: object) -> None:
                                      f"got {described(arguments['device'])}.")
 
 
-def _wordnet_id(label: str) -> str:
+def _wordnet_id(class_id: str) -> str:
     """The WordNet id a class id starts with (ImageNet, Stanford Dogs, Imagewoof), else ""."""
-    found = re.match(r"n\d{8}(?![\d])", label)
+    found = re.match(r"n\d{8}(?![\d])", class_id)
     return found.group(0) if found else ""
 
 
@@ -246,11 +246,11 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]], tta: 
     index = {c: i for i, c in enumerate(classifier.info.class_ids)}
     kept, targets, probabilities, mirrored, batch, skipped = [], [], [], [], [], []
     with bar(f"predicting {source}", len(photos)) as progress:
-        for n, (path, label) in enumerate(photos):
+        for n, (path, class_id) in enumerate(photos):
             try:
                 batch.append(classifier.preprocess(path))
                 kept.append(path)
-                targets.append(index[label])
+                targets.append(index[class_id])
             except DataError as e:
                 skipped.append(str(e))  # "PATH: reason."
             if len(batch) == BATCH or (n == len(photos) - 1 and batch):

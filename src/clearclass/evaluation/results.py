@@ -223,7 +223,7 @@ class Evaluation:
     def photo(self, i: int) -> np.ndarray:
         """Photo number `i` as the model saw it (a square uint8 array; without the model's
         preprocessing, a 224 px centre crop)."""
-        size, method = ((self.model.size, self.model.resize_method) if self.model is not None
+        size, method = ((self.model.item_resize, self.model.resize_method) if self.model is not None
                         else (224, "crop"))
         try:
             return load_item(self.paths[i], size, method)
@@ -272,7 +272,7 @@ class Evaluation:
         facts = []
         if self.model is not None:
             facts.append(("Model", f"{self.model.architecture}, {len(self.class_ids)} classes, "
-                                   f"{self.model.size} px ({self.model.resize_method})"))
+                                   f"{self.model.item_resize} px ({self.model.resize_method})"))
         facts += [("Photos", f"{len(self.targets)} {self.source}"),
                   ("Accuracy", f"{self.accuracy:.2%}")]
         if self.tta_accuracy is not None:

@@ -185,7 +185,7 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     budget = MemoryBudget(decode_memory_bytes)
     app.add_middleware(UploadLimits, max_photo_bytes=max_upload_bytes, max_photos=MAX_FILES,
                        max_held_bytes=max_held_bytes)
-    size, method = classifier.info.size, classifier.info.resize_method
+    size, method = classifier.info.item_resize, classifier.info.resize_method
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError):
@@ -308,7 +308,7 @@ def _about(classifier: Classifier) -> dict:
     info = classifier.info
     about = {"architecture": info.architecture,
              "classes": [{"id": c, "name": n} for c, n in zip(info.class_ids, info.class_names)],
-             "size": info.size, "resize_method": info.resize_method, "mean": list(info.mean),
+             "size": info.item_resize, "resize_method": info.resize_method, "mean": list(info.mean),
              "std": list(info.std), "backend": classifier.backend, "accuracy": None}
     # The accuracy of the run the model comes from, when it lies in a run folder. A bundle
     # copied elsewhere has none, and a damaged metrics.csv only leaves it out: the page

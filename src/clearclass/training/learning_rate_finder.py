@@ -123,11 +123,11 @@ def _sweep(setup: Setup, stage: Stage, start_learning_rate: float, end_learning_
     with bar("finding a learning rate", steps) as progress:
         while step < steps:
             setup.train_batches.set_epoch(epoch)
-            for images, labels in setup.train_batches:
+            for images, targets in setup.train_batches:
                 rate = start_learning_rate * growth**step
                 for group in optimizer.param_groups:
                     group["lr"] = rate
-                loss = training_step(setup, stage, images, labels).item()
+                loss = training_step(setup, stage, images, targets).item()
                 # Exponential moving average with bias correction, as fastai smooths.
                 smoothed = 0.98 * smoothed + 0.02 * loss
                 value = smoothed / (1 - 0.98 ** (step + 1))

@@ -315,7 +315,7 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
         # Each process takes its share of every batch: --batch-size stays the photos of one
         # step, whatever the number of processes, and so does the learning rate.
         return PhotoBatches(take(photos.pixels, indices),
-                            [class_index[photo_set.photos[i].label] for i in indices],
+                            [class_index[photo_set.photos[i].class_id] for i in indices],
                             config.item_resize, config.resize_method,
                             config.batch_size // processes.world_size,
                             training=training, seed=config.seed,
@@ -388,13 +388,13 @@ def train_one_epoch(run: TrainingRun, setup: Setup, stage: Stage, epoch: int,
     with bar(f"epoch {epoch} ({stage.state.name})", steps) as progress:
         progress.advance(start.step)
         t0 = time.perf_counter()
-        for step, (images, labels) in enumerate(setup.train_batches, start=start.step):
+        for step, (images, targets) in enumerate(setup.train_batches, start=start.step):
             waited += time.perf_counter() - t0  # the device had nothing to do meanwhile
             seed_step(setup, run.config.seed, processes.rank, epoch, step)
-            loss = training_step(setup, stage, images, labels, run.config.warmup_size)
+            loss = training_step(setup, stage, images, targets, run.config.warmup_size)
             stage.state.scheduler.step()
-            total += loss * len(labels)
-            count += len(labels)
+            total += loss * len(targets)
+            count += len(targets)
             progress.advance()
             synced = step % SYNC_EVERY == SYNC_EVERY - 1 or step == steps - 1
             if synced:
@@ -419,12 +419,12 @@ def train_one_epoch(run: TrainingRun, setup: Setup, stage: Stage, epoch: int,
     return loss_sum / max(photos, 1)
 
 
-def training_step(setup: Setup, stage: Stage, images: torch.Tensor, labels: torch.Tensor,
+def training_step(setup: Setup, stage: Stage, images: torch.Tensor, targets: torch.Tensor,
                   warmup_size: int | None = None) -> torch.Tensor:
     """Augment, forward, backward and step on one batch; returns the loss (on the device)."""
     compute, optimizer = setup.compute, stage.state.optimizer
     images = images.to(compute.device, non_blocking=True)
-    labels = labels.to(compute.device, non_blocking=True)
+    targets = targets.to(compute.device, non_blocking=True)
     if setup.augment is not None:
         images = batch_augment(images, setup.augment, setup.augment_generator)
     # The scheduler counts the stage's steps, so a resumed run resizes the same ones.
@@ -436,13 +436,13 @@ def training_step(setup: Setup, stage: Stage, images: torch.Tensor, labels: torc
     # In chunks (speedups.py), activations for back-propagation are held for one chunk at a
     # time; with BatchNorm statistics fixed, the summed gradient is the whole batch's. Under
     # DDP, gradients are averaged across processes once, after the last chunk.
-    chunks = list(zip(x.split(stage.calls.micro_batch or len(labels)), labels.split(
-        stage.calls.micro_batch or len(labels))))
+    chunks = list(zip(x.split(stage.calls.micro_batch or len(targets)), targets.split(
+        stage.calls.micro_batch or len(targets))))
     for k, (xs, ys) in enumerate(chunks):
         no_sync = getattr(stage.forward, "no_sync", None)
         with no_sync() if no_sync and k < len(chunks) - 1 else contextlib.nullcontext():
             with compute.autocast:
-                loss = setup.task.loss(stage.forward(xs), ys) * (len(ys) / len(labels))
+                loss = setup.task.loss(stage.forward(xs), ys) * (len(ys) / len(targets))
             (setup.scaler.scale(loss) if setup.scaler is not None else loss).backward()
         total += loss.detach()
     if setup.scaler is not None:
@@ -465,14 +465,14 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
     total_loss = torch.zeros((), device=compute.device)
     correct = torch.zeros((), device=compute.device, dtype=torch.long)
     count = 0
-    for images, labels in batches:
+    for images, targets in batches:
         x = normalize(images.to(compute.device, non_blocking=True), info.mean, info.std)
-        labels = labels.to(compute.device, non_blocking=True)
+        targets = targets.to(compute.device, non_blocking=True)
         with compute.autocast:
             logits = model(x)
-        total_loss += task.loss(logits.float(), labels, reduction="sum")
-        correct += task.correct(logits, labels)
-        count += len(labels)
+        total_loss += task.loss(logits.float(), targets, reduction="sum")
+        correct += task.correct(logits, targets)
+        count += len(targets)
     sums = torch.stack([total_loss.double(), correct.double(),
                         torch.tensor(float(count), dtype=torch.float64, device=compute.device)])
     total, right, count = distributed.sum_all(sums, processes or Processes()).tolist()
