@@ -29,9 +29,7 @@ from PIL import Image
 
 import clearclass
 from clearclass.errors import DataError, SettingError
-from tests.conftest import COLOURS, make_photo
-from tests.robustness.test_runs import clearclass as run_command
-from tests.robustness.test_runs import failed
+from tests.conftest import COLOURS, failed, make_photo, run_cli
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -458,18 +456,17 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_1(trained_run):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_command("serve", trained_run / "model", "--port", str(port))
+        result = run_cli("serve", trained_run / "model", "--port", str(port))
     failed(result, f"--port {port}", "in use")
-    failed(run_command("serve", trained_run / "model", "--host", "no-such-host.invalid"),
-              "--host")
+    failed(run_cli("serve", trained_run / "model", "--host", "no-such-host.invalid"), "--host")
 
 
 def test_top_k_below_1_is_refused_by_predict_and_the_api(trained_run, tmp_path):
     # Before: taken for 1 (where the server answers 400).
     photo = make_photo(tmp_path / "red.jpg", COLOURS["red"])
     for k in ("0", "-2"):
-        failed(run_command("predict", trained_run / "model", photo, "--top-k", k),
-                  "--top-k must be at least 1")
+        failed(run_cli("predict", trained_run / "model", photo, "--top-k", k),
+               "--top-k must be at least 1")
     classifier = clearclass.load(trained_run / "model")
     for call in (lambda: classifier.predict(photo, top_k=0),
                  lambda: classifier.predict_many([photo], top_k=-1),
