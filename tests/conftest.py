@@ -201,6 +201,50 @@ def trained_run(tmp_path_factory) -> Path:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+# --- which modules a run of the tests exercises ------------------------------------------------
+# CLEARCLASS_CALLED_MODULES=FILE pytest -m "not slow": at the end, FILE lists each module of
+# src/clearclass and whether a function of it ran in the test process (importing one does
+# not count: one test imports them all). The quick tier must leave none out. (coverage is
+# not among the test dependencies; this costs the run some speed, so only on request.)
+
+def pytest_configure(config):
+    if os.environ.get("CLEARCLASS_CALLED_MODULES"):
+        import threading
+
+        source = str(REPO / "src" / "clearclass")
+        called = config._clearclass_called = set()
+
+        def record(frame, event, arg):
+            if event == "call" and frame.f_code.co_name != "<module>":
+                name = frame.f_code.co_filename
+                if name.startswith(source):
+                    called.add(name)
+
+        sys.setprofile(record)
+        threading.setprofile(record)
+
+
+def pytest_unconfigure(config):
+    called = getattr(config, "_clearclass_called", None)
+    if called is None:
+        return
+    sys.setprofile(None)
+    source = REPO / "src" / "clearclass"
+    lines = []
+    for path in sorted(source.rglob("*.py")):
+        module = ".".join(("clearclass", *path.relative_to(source).with_suffix("").parts))
+        lines.append(f"{'called' if str(path) in called else 'NOT CALLED'} "
+                     f"{module.removesuffix('.__init__')}")
+    Path(os.environ["CLEARCLASS_CALLED_MODULES"]).write_text("\n".join(lines) + "\n")
+
+
+def pytest_collection_modifyitems(items):
+    """A test in a real browser is slow: seconds to start chromium, more to drive it."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""

@@ -44,6 +44,7 @@ def test_a_misspelt_or_mistyped_setting_fails_before_anything_is_written(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a learning-rate search, figures, a batch
 def test_lr_find_explore_and_show_batch_take_the_data_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = make_dataset(tmp_path / "photos", per_class=8)
@@ -110,6 +111,7 @@ def test_auto_device_needs_no_pytorch_where_no_gpu_can_be():
     assert out == ["cpu", "False", "False"]
 
 
+@pytest.mark.slow  # several trainings
 def test_messages_go_through_the_clearclass_logger(tmp_path, capsys):
     data = make_dataset(tmp_path / "photos", per_class=8)
     with progress.quiet():

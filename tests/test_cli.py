@@ -109,6 +109,7 @@ def test_explore_writes_figures_and_counts_unreadable(tmp_path):
     assert "short side 40 / 40 / 40" in result.output
 
 
+@pytest.mark.slow  # 100 steps of the learning-rate search
 def test_lr_find_suggests_a_rate_and_plots(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=6)
     result = runner.invoke(app, ["lr-find", str(data), "--out", str(tmp_path / "lr"), "-q",

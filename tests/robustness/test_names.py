@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from clearclass import fileio
 from tests.conftest import make_photo, run_cli, tiny_options
 
+pytestmark = pytest.mark.slow  # real processes, one per command, each importing PyTorch
+
 SCRIPT, FORMULA, EMOJI = "<!--<script>", "=1+2", "\U0001f436 dog"
 LATIN1 = os.fsdecode(b"\xe9t\xe9")  # a class folder named in Latin-1: 'ét\xe9' is not UTF-8
 CAFE = os.fsdecode(b"caf\xe9.jpg")

@@ -178,6 +178,7 @@ def test_a_resumed_runs_damaged_config_is_one_line(finished_run, tmp_path):
         failed(result, "config.json is damaged", "cannot be resumed")
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @two_cores
 def test_an_error_in_every_process_is_printed_once(tmp_path):
     result, _ = _on_cores(2, "train", tmp_path / "missing", "--out", tmp_path / "run", *TINY,
@@ -227,6 +228,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @two_cores
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 def test_the_processes_end_with_the_command(data, tmp_path, stop):
@@ -300,6 +302,7 @@ def test_cores_follow_the_cgroup_quota(monkeypatch, tmp_path):
     assert parallel.available_cores() == 64
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @linux
 def test_more_workers_than_the_cores_can_run_is_refused_before_any_starts(data, tmp_path):
     """--workers of train, explore and serve: the same class of count as --processes (on

@@ -97,6 +97,7 @@ def _relabel_training_rows(run: Path) -> None:
         writer.writerows(rows)
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_an_edited_split_is_one_error_for_resume_evaluate_and_clean(stopped_run, tmp_path):
     run = _copy(stopped_run, tmp_path / "edited")
@@ -149,6 +150,7 @@ def _edit_weights(run: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_a_file_edited_after_the_checkpoint_is_one_error_for_resume(stopped_run, tmp_path):
     """Whatever a resume reads besides split.csv: the settings, the epochs so far, the
@@ -163,6 +165,7 @@ def test_a_file_edited_after_the_checkpoint_is_one_error_for_resume(stopped_run,
         assert (run / "checkpoint" / "state.json").exists()  # nothing was trained or saved
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped_run,
                                                                          tmp_path):
@@ -183,6 +186,7 @@ def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped
         assert len(list(csv.DictReader(f))) == 5  # every epoch, the resumed ones too
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_evaluate_data_with_one_class_or_one_photo_per_class(stopped_run, tmp_path):
     """A test set may hold any of the model's classes, with any number of photos."""
@@ -203,6 +207,7 @@ def test_evaluate_data_with_one_class_or_one_photo_per_class(stopped_run, tmp_pa
     assert "purple (1 photos)" in by_photo.stderr and "left out" in by_photo.stderr
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_evaluate_on_the_runs_own_training_photos_warns_and_can_leave_them_out(
         data, stopped_run, tmp_path):

@@ -22,6 +22,7 @@ def data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("robust") / "colours", per_class=6)
 
 
+@pytest.mark.slow  # a real process that imports PyTorch
 def test_out_naming_a_file_or_a_folder_of_other_things(data, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
@@ -93,6 +94,7 @@ def test_a_read_only_run_folder_is_a_one_line_error(trained_run, tmp_path):
         run.chmod(0o755)
 
 
+@pytest.mark.slow  # a real process that imports PyTorch
 def test_an_unwritable_cache_falls_back_to_memory(data, tmp_path):
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("x")
