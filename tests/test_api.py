@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 import clearclass
 from clearclass import progress
 from clearclass.errors import ClearclassError, SettingError
-from tests.conftest import COLOURS, make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, tiny
 
-TINY = dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8, workers=0,
-            device="cpu", learning_rate=2e-2, head_speedup=1.0, onnx=False)
+# The tiny settings, but for the number of epochs, which the tests choose.
+TINY = {k: v for k, v in tiny(learning_rate=2e-2).items() if k != "epochs"}
 
 
 def test_train_takes_the_data_first_and_settings_by_name(tmp_path):
@@ -50,7 +50,8 @@ def test_lr_find_explore_and_show_batch_take_the_data_first(tmp_path, monkeypatc
     data = make_dataset(tmp_path / "photos", per_class=8)
     found = clearclass.lr_find(data, out=tmp_path / "lr", steps=20,
                                **{k: v for k, v in TINY.items()
-                                  if k not in ("learning_rate", "head_speedup", "onnx")})
+                                  if k not in ("learning_rate", "head_speedup", "onnx",
+                                               "freeze_epochs")})
     assert 1e-7 <= found.suggestion <= 10 and found.plot_path.is_file()
     assert found._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(SettingError, match="epochs is not a setting here"):

@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from clearclass import __version__
 from clearclass.cli import app, main
-from tests.conftest import COLOURS, make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, run_cli, tiny_options
 
 runner = CliRunner()
-SMALL = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size",
-         "8", "--workers", "0", "--device", "cpu"]
-TINY = [*SMALL, "--learning-rate", "2e-2", "--head-speedup", "1"]
+# The tiny settings; SMALL are those lr-find takes too.
+SMALL = tiny_options(**dict.fromkeys(("freeze_epochs", "epochs", "learning_rate",
+                                      "head_speedup", "onnx")))
+TINY = tiny_options(learning_rate=2e-2, epochs=None, onnx=None)
 
 
 def _commands():
@@ -147,6 +148,14 @@ def test_acquire_commands_without_their_extra_say_how_to_install_it(tmp_path):
     assert "Traceback" not in result.stderr
     assert "'imagehash'" in result.stderr and "pip install 'clearclass[acquire]'" in \
         result.stderr
+
+
+def test_a_usage_error_exits_2_as_the_shell_sees_it(tmp_path):
+    """A real process for the exit status of a mistyped command line (click's, before
+    anything is imported)."""
+    result = run_cli("train", tmp_path, "--no-such-option", in_process=False)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "No such option" in result.stderr and "--no-such-option" in result.stderr
 
 
 def test_the_installed_command_runs():
