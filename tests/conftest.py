@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +70,121 @@ def real_photo_root() -> Path:
     return shared if shared.is_dir() else DEMO_PHOTOS
 
 
+# --- tiny training, and the command line ----------------------------------------------------
+
+# Settings that train timm's 0.4M-parameter test_resnet in seconds on the CPU, with nothing
+# to download: one frozen epoch and one unfrozen, no ONNX export. A test that needs more
+# (more epochs, a model exported) says so: tiny(epochs=3) or tiny_options(onnx=True).
+TINY = dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8,
+            freeze_epochs=1, epochs=1, learning_rate=1e-2, head_speedup=1.0, workers=0,
+            device="cpu", onnx=False)
+
+
+def tiny(**changes) -> dict:
+    """TINY with `changes`, for the Python API: train(data, out=..., **tiny(epochs=0))."""
+    return {**TINY, **changes}
+
+
+def tiny_options(**changes) -> list[str]:
+    """TINY with `changes` as command-line options (pretrained=False: --no-pretrained; a
+    setting changed to None is left out, at its default)."""
+    options = []
+    for name, value in tiny(**changes).items():
+        option = "--" + name.replace("_", "-")
+        if value is True:
+            options.append(option)
+        elif value is False:
+            options.append("--no-" + option[2:])
+        elif value is not None:
+            options += [option, str(value)]
+    return options
+
+
 @pytest.fixture
 def tiny_train_settings() -> dict:
-    """Settings that train timm's 0.4M-parameter test_resnet in seconds."""
-    return dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8,
-                epochs=1, freeze_epochs=1, learning_rate=1e-2, head_speedup=1.0, workers=0,
-                device="cpu", onnx=False)
+    """TINY, for the tests that take it as a fixture."""
+    return tiny()
+
+
+def run_cli(*args, env: dict | None = None, cwd: Path | None = None, in_process: bool = True,
+            text: bool = True) -> subprocess.CompletedProcess:
+    """`clearclass ARGS`: its exit status, stdout and stderr, and never a traceback.
+
+    In this process by default: `clearclass.cli.main`, as the command runs it, with its
+    SystemExit caught, so that a test of a message does not wait seconds for a fresh Python
+    to import PyTorch. `in_process=False` starts `python -m clearclass` as a user does: for
+    what only a real process shows (signals, the exit status the shell sees, bytes written
+    to a terminal's encoding, warnings printed, what gets imported); keep one such test for
+    each way the command ends.
+    """
+    args = [str(a) for a in args]
+    if not in_process:
+        result = subprocess.run([sys.executable, "-m", "clearclass", *args], capture_output=True,
+                                text=text, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+        assert ("Traceback" if text else b"Traceback") not in result.stderr, result.stderr
+        return result
+    assert text, "bytes as a terminal gets them need a real process: in_process=False"
+    from clearclass.cli import main
+
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(env or {}))
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        argv, sys.argv = sys.argv, ["clearclass", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:  # as the interpreter turns it into an exit status
+            code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        finally:
+            sys.argv = argv
+    printed = []
+    for stream in (out, err):
+        stream.flush()
+        printed.append(stream.buffer.getvalue().decode("utf-8"))
+    return subprocess.CompletedProcess(["clearclass", *args], code, *printed)
+
+
+@contextlib.contextmanager
+def _environment(changes: dict):
+    before = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_cli_all(*commands: tuple, in_process: bool = False) -> list:
+    """Several commands in fresh processes, two at a time (most of each is Python importing
+    PyTorch, on one core); in_process=True runs them here, one after the other."""
+    if in_process:
+        return [run_cli(*args) for args in commands]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda args: run_cli(*args, in_process=False), commands))
+
+
+def failed(result, *words: str) -> None:
+    """The command failed as documented: exit status 1 and one line `error: ...` that holds
+    each of `words`."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert message.startswith("error:") and len(message.splitlines()) == 1, message
+    for word in words:
+        assert word in message, message
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A finished run of test_resnet on the colour photos (trained once per test session)."""
+    """A finished run of test_resnet on the colour photos, trained once per test session for
+    every test that only reads a run (copy it before changing it)."""
     from clearclass.training import train
 
     root = tmp_path_factory.mktemp("trained")
@@ -90,6 +199,62 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+# --- which modules a run of the tests exercises ------------------------------------------------
+# CLEARCLASS_CALLED_MODULES=FILE pytest -m "not slow": at the end, FILE lists each module of
+# src/clearclass and whether a function of it ran in the test process (importing one does
+# not count: one test imports them all; a module with no function, as __main__, is
+# "imported"). The quick tier must leave none NOT CALLED. (coverage is not among the test
+# dependencies; this costs the run some speed, so only on request.)
+
+def pytest_configure(config):
+    if os.environ.get("CLEARCLASS_CALLED_MODULES"):
+        import threading
+
+        source = str(REPO / "src" / "clearclass")
+        called = config._clearclass_called = set()
+
+        def record(frame, event, arg):
+            if event == "call" and frame.f_code.co_name != "<module>":
+                name = frame.f_code.co_filename
+                if name.startswith(source):
+                    called.add(name)
+
+        sys.setprofile(record)
+        threading.setprofile(record)
+
+
+def pytest_unconfigure(config):
+    called = getattr(config, "_clearclass_called", None)
+    if called is None:
+        return
+    import ast
+
+    sys.setprofile(None)
+    source = REPO / "src" / "clearclass"
+    lines = []
+    for path in sorted(source.rglob("*.py")):
+        module = ".".join(("clearclass", *path.relative_to(source).with_suffix("").parts))
+        module = module.removesuffix(".__init__")
+        functions = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+        if str(path) in called:
+            state = "called"
+        elif not functions:  # a package's names, `python -m clearclass`: import is all
+            state = "imported" if module in sys.modules or module.endswith("__main__") \
+                else "NOT IMPORTED"
+        else:
+            state = "NOT CALLED"
+        lines.append(f"{state} {module}")
+    Path(os.environ["CLEARCLASS_CALLED_MODULES"]).write_text("\n".join(lines) + "\n")
+
+
+def pytest_collection_modifyitems(items):
+    """A test in a real browser is slow: seconds to start chromium, more to drive it."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")

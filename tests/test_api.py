@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 import clearclass
 from clearclass import progress
 from clearclass.errors import ClearclassError, SettingError
-from tests.conftest import COLOURS, make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, tiny
 
-TINY = dict(model="test_resnet", pretrained=False, item_resize=32, batch_size=8, workers=0,
-            device="cpu", learning_rate=2e-2, head_speedup=1.0, onnx=False)
+# The tiny settings, but for the number of epochs, which the tests choose.
+TINY = {k: v for k, v in tiny(learning_rate=2e-2).items() if k != "epochs"}
 
 
 def test_train_takes_the_data_first_and_settings_by_name(tmp_path):
@@ -44,12 +44,14 @@ def test_a_misspelt_or_mistyped_setting_fails_before_anything_is_written(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a learning-rate search, figures, a batch
 def test_lr_find_explore_and_show_batch_take_the_data_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = make_dataset(tmp_path / "photos", per_class=8)
     found = clearclass.lr_find(data, out=tmp_path / "lr", steps=20,
                                **{k: v for k, v in TINY.items()
-                                  if k not in ("learning_rate", "head_speedup", "onnx")})
+                                  if k not in ("learning_rate", "head_speedup", "onnx",
+                                               "freeze_epochs")})
     assert 1e-7 <= found.suggestion <= 10 and found.plot_path.is_file()
     assert found._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(SettingError, match="epochs is not a setting here"):
@@ -110,6 +112,7 @@ def test_auto_device_needs_no_pytorch_where_no_gpu_can_be():
     assert out == ["cpu", "False", "False"]
 
 
+@pytest.mark.slow  # several trainings
 def test_messages_go_through_the_clearclass_logger(tmp_path, capsys):
     data = make_dataset(tmp_path / "photos", per_class=8)
     with progress.quiet():

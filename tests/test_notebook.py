@@ -48,6 +48,7 @@ def executed(tmp_path_factory):
     return nb, folder
 
 
+@pytest.mark.slow  # fine-tunes efficientnet_lite0 on the whole sample, in a Jupyter kernel
 def test_every_figure_shows_under_its_cell(executed):
     nb, _ = executed
     figure_cells = [c for c in nb.cells if c.cell_type == "code"
@@ -58,6 +59,7 @@ def test_every_figure_shows_under_its_cell(executed):
         assert pngs and len(pngs[0]) > 10_000, cell.source
 
 
+@pytest.mark.slow  # fine-tunes efficientnet_lite0 on the whole sample, in a Jupyter kernel
 def test_training_shows_the_epoch_table_in_place(executed):
     nb, _ = executed
     cell = _cell(nb, "run = clearclass.train(")
@@ -71,6 +73,7 @@ def test_training_shows_the_epoch_table_in_place(executed):
     assert "IProgress" not in everything  # no widget warning from a dependency
 
 
+@pytest.mark.slow  # fine-tunes efficientnet_lite0 on the whole sample, in a Jupyter kernel
 def test_exploration_evaluation_and_predictions_show_themselves(executed):
     nb, folder = executed
     explored = _data(_cell(nb, "found = clearclass.explore("), "text/html")[-1]

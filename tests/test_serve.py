@@ -137,6 +137,7 @@ def server(trained_run, tmp_path_factory):
     process.wait(timeout=20)
 
 
+@pytest.mark.slow  # eight clients for five seconds, on a server in a real process
 def test_eight_clients_for_five_seconds_get_no_error(server, photos):
     """A bounded load test: every answer a 200 with a label (not a speed test)."""
     import httpx

@@ -211,6 +211,7 @@ def _spawn_photos(folder, monkeypatch, method="spawn"):
     return photos, [*photos[:10], folder / "bad.jpg", *photos[10:]]
 
 
+@pytest.mark.slow  # worker processes started by spawn import PyTorch
 def test_decoding_workers_started_by_spawn_find_the_same_photos(tmp_path, monkeypatch):
     _, files = _spawn_photos(tmp_path, monkeypatch)
     here = decode_photos(files, 24, "crop", workers=0, keep_pixels=False)
@@ -219,6 +220,7 @@ def test_decoding_workers_started_by_spawn_find_the_same_photos(tmp_path, monkey
     assert spawned.pixels.paths == here.pixels.paths and len(here.skipped) == 1
 
 
+@pytest.mark.slow  # worker processes started by spawn import PyTorch
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_batch_workers_started_by_spawn_or_forkserver_give_the_same_batches(
         tmp_path, monkeypatch, method):

@@ -124,6 +124,7 @@ def test_a_folder_whose_classes_match_none_is_refused(trained_run, tmp_path):
         clearclass.evaluate(trained_run, data=data)
 
 
+@pytest.mark.slow  # draws figures of many classes
 def test_many_classes_still_make_readable_figures(tmp_path):
     from clearclass import figures
 

@@ -37,6 +37,7 @@ def test_order_of_a_matrix_without_mistakes_is_alphabetical():
     assert confusion_order(np.array([[1, 1], [0, 2]])).tolist() == [0, 1]
 
 
+@pytest.mark.slow  # draws figures of 120 classes
 def test_per_class_rows_and_csv_follow_the_view_order(tmp_path):
     ev, _ = confused_groups(photos=tmp_path / "photos")
     rows = ev.per_class()
@@ -55,6 +56,7 @@ def test_per_class_rows_and_csv_follow_the_view_order(tmp_path):
     assert size < 5_000_000, f"{size / 1e6:.1f} MB"
 
 
+@pytest.mark.slow  # draws figures of 120 classes
 def test_every_class_name_of_the_120_class_figure_is_legible(tmp_path):
     """All 120 names drawn, at 10 px or more, none overlapping its neighbour."""
     ev, _ = confused_groups()

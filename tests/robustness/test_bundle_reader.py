@@ -83,6 +83,7 @@ def test_arbitrary_bytes(tmp_path, content):
     read(tmp_path, content)
 
 
+@pytest.mark.slow  # hundreds of generated examples
 @SETTINGS
 @given(value=JSON)
 def test_arbitrary_json(tmp_path, value):

@@ -28,9 +28,11 @@ import pytest
 from clearclass import progress
 from clearclass.cleaning import apply_actions, undo
 from clearclass.errors import RunError
-from tests.conftest import make_dataset
-from tests.robustness.test_runs import clearclass
+from tests.conftest import make_dataset, run_cli
 from tests.test_cleaning import _labels_csv, _tree
+
+# Two trainings, then each step of an apply and an undo stopped in turn, in both layouts.
+pytestmark = pytest.mark.slow
 
 # Calls that change the file system (looked up on these modules when they are made).
 STEPS = {os: ("rename", "replace", "unlink", "mkdir", "rmdir", "chmod", "fsync", "symlink"),
@@ -391,8 +393,8 @@ def test_ctrl_c_during_apply_says_what_was_applied_and_how_to_undo(runs, sig, tm
     assert "2 of 4 moves made" in err and undo_command in err, err
     assert _tree(runs.data) != runs.before
 
-    again = clearclass("clean", run, "--apply", actions)
-    listing = clearclass("clean", run, "--device", "cpu")
+    again = run_cli("clean", run, "--apply", actions)
+    listing = run_cli("clean", run, "--device", "cpu")
     for result in (again, listing):
         assert result.returncode == 1, result.stderr
         message = result.stderr.strip()
@@ -400,7 +402,7 @@ def test_ctrl_c_during_apply_says_what_was_applied_and_how_to_undo(runs, sig, tm
         assert "stopped before it finished (2 of 4 moves made" in message, message
         assert undo_command in message, message
 
-    result = clearclass("clean", run, "--undo")
+    result = run_cli("clean", run, "--undo")
     assert result.returncode == 0, result.stderr
     assert _tree(runs.data) == runs.before
     assert not (run / "clean" / "applied.json").exists()

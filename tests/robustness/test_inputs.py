@@ -1,28 +1,24 @@
-"""Bad inputs through the real command line, as a new user would give them.
+"""Bad inputs through the command line, as a new user would give them.
 
-Each case builds its files, then runs `python -m clearclass` in a child process (all of them
-up front, two at a time, since each child spends seconds importing torch). A bad input must
-end with exit status 1 and a one-line message that names the problem, never a traceback; the
-inputs spreadsheets and people make that used to fail (UTF-16, ';', Windows-1252, a class
-kept elsewhere behind a link) must work. The finer cases are tested through the Python API
-in tests/data/test_sources.py.
+Each case builds its files, then runs `clearclass` on them (in this process: what is checked
+is the exit status and the words printed; tests/robustness/test_runs.py runs a real process
+for each way the command ends). A bad input must end with exit status 1 and a one-line
+message that names the problem, never a traceback; the inputs spreadsheets and people make
+that used to fail (UTF-16, ';', Windows-1252, a class kept elsewhere behind a link) must
+work. The finer cases are tested through the Python API in tests/data/test_sources.py.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset, make_photo
+from tests.conftest import make_dataset, make_photo, run_cli
 
 # Small and quick: no augmentation figure work beyond the minimum, decoding in-process.
 QUICK = ["--workers", "0", "--item-resize", "32", "--batch-augment", "none"]
@@ -217,23 +213,18 @@ GOOD: dict[str, tuple[Callable[[Path], list[str]], str]] = {
 
 
 def _run(folder: Path, args: list[str]) -> Result:
-    done = subprocess.run([sys.executable, "-m", "clearclass", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+    done = run_cli(*args, cwd=folder, env={"COLUMNS": "200"})  # wide enough for the tables
     return Result(folder, done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Result]:
-    """Every case, run in child processes two at a time."""
-    commands = {}
+    """Every case, each in its own folder."""
+    found = {}
     for name, (build, _) in {**BAD, **GOOD}.items():
         folder = tmp_path_factory.mktemp(name)
-        commands[name] = (folder, build(folder))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, folder, args)
-                   for name, (folder, args) in commands.items()}
-        return {name: future.result() for name, future in futures.items()}
+        found[name] = _run(folder, build(folder))
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

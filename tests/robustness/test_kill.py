@@ -1,13 +1,18 @@
-"""SIGKILL at random moments of a short training: the run folder is always whole.
+"""SIGKILL at random moments: the run folder is always whole.
 
-Each run trains timm's tiny test_resnet for many short epochs through the real command
-line, with --overwrite, and is killed at a random moment once it has started writing:
-half of the kills before its first epoch is saved, half after (a model is then saved
-every few tens of milliseconds), as timed by a first run to the end. After every kill the run
-folder must read as one complete state, the previous run or the new one, never a mix:
-config.json, split.csv, metrics.csv and model/ from the same run, the weights matching
-model.json, the split the one the config's seed gives. A last, uninterrupted run to the
-same folder must then work and leave nothing behind.
+The swap itself (`fileio.FolderChange`, which every save of a run goes through) is killed
+hundreds of times in a cheap forked child that does nothing but swap in new states of a
+folder: after every kill the folder must read as one complete state, never a mix of two,
+and never an older one than was read before.
+
+Then a few real trainings of timm's tiny test_resnet, through the real command line with
+--overwrite, are killed at a random moment once they have started writing: half of the kills
+before the first epoch is saved, half after (a model is then saved every few tens of
+milliseconds), as timed by a first run to the end. After every kill the run folder must read
+as one complete state, the previous run or the new one, never a mix: config.json, split.csv,
+metrics.csv and model/ from the same run, the weights matching model.json, the split the one
+the config's seed gives. A last, uninterrupted run to the same folder must then work and
+leave nothing behind.
 """
 
 from __future__ import annotations
@@ -27,16 +32,74 @@ import pytest
 from clearclass import bundle, fileio
 from clearclass.data.sources import find_photos
 from clearclass.training.checkpoint import read_checkpoint
-from tests.conftest import make_dataset
+from tests.conftest import REPO, make_dataset
+from tests.robustness import folder_swapper
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not hasattr(os, "fork"),
+                                reason="needs SIGKILL and fork")
 
-KILLS = 12
-MAX_KILLS = 30  # when timing is off on a busy machine, a few more tries
+SWAP_KILLS = 200
+KILLS = 4  # real trainings killed: the swap they save through is killed hundreds of times
+MAX_KILLS = 16  # when timing is off on a busy machine, a few more tries
 EPOCHS = 4
 RUN_ENTRIES = {"config.json", "split.csv", "skipped.csv", "metrics.csv", "model",
                "summary.json", "report", "checkpoint"}
 
+
+# --- the swap alone, killed hundreds of times ------------------------------------------------
+
+def _whole_state(target: Path) -> int:
+    """Assert that `target` reads as one complete state; returns its generation (0: none)."""
+    state = fileio.settled(target)
+    if not state.exists():
+        return 0
+    generation = int((state / "part0.txt").read_text())
+    found = {p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file()}
+    assert found == folder_swapper.state_files(generation), (generation, sorted(found))
+    for name in found:
+        assert (state / name).read_text() == str(generation), name
+    return generation
+
+
+@pytest.mark.slow  # 200 kills of a swapping process
+def test_sigkill_at_random_moments_of_folder_swaps_leaves_a_whole_folder(tmp_path):
+    target = tmp_path / "runs" / "run"
+    rng = random.Random(0)
+    swapper = subprocess.Popen([sys.executable, "-m", "tests.robustness.folder_swapper",
+                                str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, cwd=REPO)
+    seen = half_done = advanced = 0
+    window = 0.01  # seconds: kills land up to this long after the swapping starts
+    try:
+        for kill in range(SWAP_KILLS):
+            swapper.stdin.write(f"{kill} {rng.uniform(0.0, window):.4f}\n")
+            swapper.stdin.flush()
+            assert swapper.stdout.readline() == "killed\n", swapper.poll()
+            half_done += any(p.name.startswith(".run.") for p in target.parent.iterdir())
+            generation = _whole_state(target)
+            assert generation >= seen  # a complete state is never lost, only replaced
+            advanced += generation > seen
+            # Aimed so that about half the kills come before the first swap is done, half
+            # after, however slow this machine is now.
+            window *= 0.9 if generation > seen else 1.1
+            seen = generation
+    finally:
+        swapper.stdin.close()
+        swapper.wait(timeout=60)
+    print(f"{SWAP_KILLS} kills: {advanced} after a swap was done ({seen} states in all), "
+          f"{half_done} left a swap half-done")  # shown with pytest -s
+    # For the test to mean much, kills must have landed before a swap was done and after,
+    # and in the middle of one, many times each.
+    assert SWAP_KILLS // 4 < advanced < SWAP_KILLS * 3 // 4, advanced
+    assert half_done > SWAP_KILLS // 10, half_done
+    # An uninterrupted change afterwards finishes what was left and leaves nothing beside.
+    with fileio.changing(target) as new:
+        fileio.write_text(new / "notes.txt", "after")
+    assert sorted(os.listdir(target.parent)) == ["run"]
+    assert (target / "notes.txt").read_text() == "after"
+
+
+# --- real trainings, killed a few times -------------------------------------------------------
 
 def _train_command(data: Path, out: Path, seed: int) -> list[str]:
     return [sys.executable, "-m", "clearclass", "train", str(data), "--out", str(out),
@@ -104,7 +167,8 @@ def _check_whole(out: Path, data: Path) -> str | None:
     return config["run_id"]
 
 
-def test_sigkill_at_random_moments_leaves_a_whole_run(tmp_path):
+@pytest.mark.slow  # a few real trainings, killed
+def test_sigkill_at_random_moments_of_training_leaves_a_whole_run(tmp_path):
     data = make_dataset(tmp_path / "colours", per_class=12)
     out = tmp_path / "runs" / "colours"
     rng = random.Random(0)

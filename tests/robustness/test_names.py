@@ -12,7 +12,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearclass import fileio
-from tests.conftest import make_photo
-from tests.robustness.test_runs import TINY, clearclass
+from tests.conftest import make_photo, run_cli, tiny_options
+
+pytestmark = pytest.mark.slow  # real processes, one per command, each importing PyTorch
 
 SCRIPT, FORMULA, EMOJI = "<!--<script>", "=1+2", "\U0001f436 dog"
 LATIN1 = os.fsdecode(b"\xe9t\xe9")  # a class folder named in Latin-1: 'ét\xe9' is not UTF-8
@@ -29,12 +29,13 @@ CAFE = os.fsdecode(b"caf\xe9.jpg")
 BAD = os.fsdecode(b"bad\xff.jpg")  # not an image either
 
 
+TINY = [*tiny_options(epochs=0), "--quiet"]
+
+
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """A command's output as bytes (it must be valid UTF-8, which `text=True` would hide)."""
-    result = subprocess.run([sys.executable, "-m", "clearclass", *map(str, args)],
-                            capture_output=True, timeout=300, env={**os.environ, **(env or {})})
-    assert b"Traceback" not in result.stderr, result.stderr.decode("utf-8", "replace")
-    return result
+    """A command's output as bytes, from a real process: it must be valid UTF-8 (which
+    `text=True` would hide) and hold no warning (which pytest would catch in this one)."""
+    return run_cli(*args, env=env, in_process=False, text=False)
 
 
 def _utf8(path: Path) -> str:
@@ -189,7 +190,8 @@ def test_an_emoji_class_draws_without_a_glyph_warning(tmp_path):
     for name in ("\U0001f436", "\U0001f431"):
         for i in range(3):
             make_photo(tmp_path / "pets" / name / f"{i}.jpg", seed=i)
-    result = clearclass("explore", tmp_path / "pets", "--out", tmp_path / "out")
+    result = run_cli("explore", tmp_path / "pets", "--out", tmp_path / "out",
+                     in_process=False)
     assert result.returncode == 0, result.stderr
     assert "Glyph" not in result.stderr and "UserWarning" not in result.stderr, result.stderr
 

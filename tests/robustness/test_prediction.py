@@ -1,10 +1,11 @@
 """`clearclass predict` given bad photos, damaged bundles and missing devices, as a user runs it.
 
-Each case runs the real command in a subprocess and checks what the user sees: no traceback,
-the exit status the command's help documents (0 all predicted, 3 some inputs could not be,
-1 nothing predicted: the model or an option is wrong), the results for the good photos, and
-one line naming each problem. Cases that load PyTorch cost seconds each, so most run on a
-bundle with a checked model.onnx, which ONNX Runtime loads in a fraction of a second.
+Each case runs the command and checks what the user sees: no traceback, the exit status the
+command's help documents (0 all predicted, 3 some inputs could not be, 1 nothing predicted:
+the model or an option is wrong), the results for the good photos, and one line naming each
+problem. The cases run in this process (tests/conftest.run_cli), the first in a real one:
+exit status 3 as the shell sees it. Most run on a bundle with a checked model.onnx, as a
+deployed model is.
 """
 
 from __future__ import annotations
@@ -12,22 +13,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import COLOURS, make_photo
+from tests.conftest import COLOURS, make_photo, run_cli
 
 ALL_PREDICTED, NOTHING_PREDICTED, SOME_FAILED = 0, 1, 3
 
 
-def predict(*args: object) -> subprocess.CompletedProcess:
-    """`clearclass predict ARGS` in a new process; it must never end in a traceback."""
-    result = subprocess.run([sys.executable, "-m", "clearclass", "predict", *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+def predict(*args: object, in_process: bool = True) -> subprocess.CompletedProcess:
+    """`clearclass predict ARGS`; it must never end in a traceback."""
+    return run_cli("predict", *args, in_process=in_process)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -76,7 +73,8 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_bad_inputs_are_reported_one_by_one_and_the_good_photos_predicted(bundles, photos):
-    result = predict(bundles["onnx"], photos["folder"], photos["missing"], photos["empty"])
+    result = predict(bundles["onnx"], photos["folder"], photos["missing"], photos["empty"],
+                     in_process=False)
     assert result.returncode == SOME_FAILED, result.stderr
     printed = result.stdout.splitlines()
     assert [line.split(": ")[0] for line in printed] == [str(p) for p in photos["good"]]

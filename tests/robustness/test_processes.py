@@ -9,6 +9,7 @@ follows), so no case ever starts more than two training processes, even if a ref
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,14 +24,15 @@ import pytest
 
 from clearclass.errors import SettingError
 from clearclass.parallel import available_cores
-from tests.conftest import make_dataset
-from tests.robustness.test_runs import TINY, clearclass, clearclass_all, failed
+from tests.conftest import failed, make_dataset, run_cli, run_cli_all, tiny_options
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"),
                            reason="CPU affinity, /proc and PR_SET_PDEATHSIG are Linux's")
 two_cores = pytest.mark.skipif(not sys.platform.startswith("linux") or available_cores() < 2,
                                reason="needs two cores for two training processes")
 REFUSED_WITHIN = 15  # seconds: Python and clearclass start, no PyTorch, no process
+# What runs on chosen cores runs as a real process; the other refusals run in this one.
+TINY = [*tiny_options(epochs=0), "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def data(tmp_path_factory) -> Path:
 def finished_run(data) -> Path:
     """A finished run of one process, with a batch size (5) that 2 processes cannot share."""
     out = data.parent / "runs" / "done"
-    assert clearclass("train", data, "--out", out, *TINY, "--batch-size", "5").returncode == 0
+    assert run_cli("train", data, "--out", out, *TINY, "--batch-size", "5").returncode == 0
     return out
 
 
@@ -50,11 +52,20 @@ def _on_cores(cores: int, *args) -> tuple[subprocess.CompletedProcess, float]:
     """`clearclass ARGS` allowed on the first `cores` cores only; the result and its time."""
     first = sorted(os.sched_getaffinity(0))[:cores]
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "clearclass", *map(str, args)],
-                            capture_output=True, text=True, timeout=300,
-                            preexec_fn=lambda: os.sched_setaffinity(0, first))
-    assert "Traceback" not in result.stderr, result.stderr
+    with _on(first):
+        result = run_cli(*args, in_process=False)
     return result, time.monotonic() - started
+
+
+@contextlib.contextmanager
+def _on(cores: list[int]):
+    """This process (and so the processes it starts) on `cores` only, for a while."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _refused_at_once(result: subprocess.CompletedProcess, seconds: float, *words: str) -> None:
@@ -124,10 +135,10 @@ def test_a_resumed_runs_batch_is_checked_from_its_config(finished_run):
 def test_a_setting_given_with_resume_is_refused_even_at_its_default(finished_run):
     """--epochs 1 is the default: it used to be dropped without a word."""
     before = (finished_run / "config.json").read_bytes()
-    alone, with_processes = clearclass_all(
+    alone, with_processes = run_cli_all(
         ("train", "--resume", finished_run, "--epochs", "1"),
         ("train", "--resume", finished_run, "--epochs", "1", "--seed", "42", "--processes",
-         "2"))
+         "2"), in_process=True)
     failed(alone, "--epochs cannot change when resuming", "start a new run",
            f"--weights {finished_run / 'model' / 'model.safetensors'}")
     failed(with_processes, "--seed and --epochs cannot change")
@@ -147,8 +158,8 @@ def test_a_setting_resume_may_change_is_honoured_even_at_its_default(finished_ru
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     assert not (run / "model" / "model.onnx").exists()
-    result = clearclass("train", "--resume", run, "--onnx", "--workers", "0", "--device", "cpu",
-                        "--quiet")
+    result = run_cli("train", "--resume", run, "--onnx", "--workers", "0", "--device", "cpu",
+                     "--quiet")
     assert result.returncode == 0, result.stderr
     assert (run / "model" / "model.onnx").is_file()
 
@@ -163,10 +174,11 @@ def test_a_resumed_runs_damaged_config_is_one_line(finished_run, tmp_path):
         shutil.copytree(finished_run, run)
         (run / "config.json").write_text(json.dumps(config))
         runs.append(("train", "--resume", run))
-    for result in clearclass_all(*runs):
+    for result in run_cli_all(*runs, in_process=True):
         failed(result, "config.json is damaged", "cannot be resumed")
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @two_cores
 def test_an_error_in_every_process_is_printed_once(tmp_path):
     result, _ = _on_cores(2, "train", tmp_path / "missing", "--out", tmp_path / "run", *TINY,
@@ -216,6 +228,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @two_cores
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 def test_the_processes_end_with_the_command(data, tmp_path, stop):
@@ -289,6 +302,7 @@ def test_cores_follow_the_cgroup_quota(monkeypatch, tmp_path):
     assert parallel.available_cores() == 64
 
 
+@pytest.mark.slow  # real processes that import PyTorch
 @linux
 def test_more_workers_than_the_cores_can_run_is_refused_before_any_starts(data, tmp_path):
     """--workers of train, explore and serve: the same class of count as --processes (on

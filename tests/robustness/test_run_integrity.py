@@ -23,10 +23,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COLOURS, make_dataset, make_photo
-from tests.robustness.test_runs import TINY, clearclass, clearclass_all, failed
+from tests.conftest import (
+    COLOURS,
+    failed,
+    make_dataset,
+    make_photo,
+    run_cli,
+    run_cli_all,
+    tiny_options,
+)
 
 needs_signals = pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX signals")
+# The run is stopped in a real process (Ctrl-C: exit status 130); what reads it afterwards
+# runs in this one (tests/conftest.run_cli).
+TINY = [*tiny_options(epochs=0), "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +97,7 @@ def _relabel_training_rows(run: Path) -> None:
         writer.writerows(rows)
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_an_edited_split_is_one_error_for_resume_evaluate_and_clean(stopped_run, tmp_path):
     run = _copy(stopped_run, tmp_path / "edited")
@@ -98,9 +109,10 @@ def test_an_edited_split_is_one_error_for_resume_evaluate_and_clean(stopped_run,
     config["split_sha256"] = 5
     (damaged / "config.json").write_text(json.dumps(config))
 
-    resumed, evaluated, cleaned, unrecorded = clearclass_all(
+    resumed, evaluated, cleaned, unrecorded = run_cli_all(
         ("train", "--resume", run, "--quiet"), ("evaluate", run, "--device", "cpu"),
-        ("clean", run, "--device", "cpu"), ("evaluate", damaged, "--device", "cpu"))
+        ("clean", run, "--device", "cpu"), ("evaluate", damaged, "--device", "cpu"),
+        in_process=True)
     for result in (resumed, evaluated, cleaned):
         failed(result, f"{run / 'split.csv'} was changed after training", "--overwrite",
                "new run")
@@ -138,6 +150,7 @@ def _edit_weights(run: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_a_file_edited_after_the_checkpoint_is_one_error_for_resume(stopped_run, tmp_path):
     """Whatever a resume reads besides split.csv: the settings, the epochs so far, the
@@ -145,12 +158,14 @@ def test_a_file_edited_after_the_checkpoint_is_one_error_for_resume(stopped_run,
     edits = (_edit_config, _edit_metrics, _edit_position, _edit_weights)
     runs = [_copy(stopped_run, tmp_path / edit.__name__) for edit in edits]
     edited = [edit(run) for edit, run in zip(edits, runs)]
-    results = clearclass_all(*(("train", "--resume", run, "--quiet") for run in runs))
+    results = run_cli_all(*(("train", "--resume", run, "--quiet") for run in runs),
+                          in_process=True)
     for path, result, run in zip(edited, results, runs):
         failed(result, f"{path} was changed after training", "--overwrite", "new run")
         assert (run / "checkpoint" / "state.json").exists()  # nothing was trained or saved
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped_run,
                                                                          tmp_path):
@@ -161,9 +176,9 @@ def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     del state["checksums"], state["checksum"]
     (run / "checkpoint" / "state.json").write_text(json.dumps(state))
-    evaluated, cleaned = clearclass_all(("evaluate", run, "--device", "cpu"),
-                                        ("clean", run, "--device", "cpu"))
-    resumed = clearclass("train", "--resume", run)
+    evaluated, cleaned = run_cli_all(("evaluate", run, "--device", "cpu"),
+                                     ("clean", run, "--device", "cpu"), in_process=True)
+    resumed = run_cli("train", "--resume", run)
     for result in (resumed, evaluated, cleaned):
         assert result.returncode == 0, result.stderr
         assert "split.csv was written before clearclass recorded its checksum" in result.stdout
@@ -171,6 +186,7 @@ def test_a_run_from_before_the_record_still_resumes_evaluates_and_cleans(stopped
         assert len(list(csv.DictReader(f))) == 5  # every epoch, the resumed ones too
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_evaluate_data_with_one_class_or_one_photo_per_class(stopped_run, tmp_path):
     """A test set may hold any of the model's classes, with any number of photos."""
@@ -180,9 +196,9 @@ def test_evaluate_data_with_one_class_or_one_photo_per_class(stopped_run, tmp_pa
     for i, colour in enumerate(("red", "green", "blue")):
         make_photo(one_each / colour / "only.jpg", COLOURS[colour], seed=800 + i)
     make_photo(one_each / "purple" / "only.jpg", (120, 0, 160), seed=900)  # no such class
-    by_class, by_photo = clearclass_all(
+    by_class, by_photo = run_cli_all(
         ("evaluate", stopped_run, "--data", one_class, "--device", "cpu"),
-        ("evaluate", stopped_run, "--data", one_each, "--device", "cpu"))
+        ("evaluate", stopped_run, "--data", one_each, "--device", "cpu"), in_process=True)
     assert by_class.returncode == 0, by_class.stderr
     assert re.search(r"Accuracy \d+\.\d\d% on 3 photos of", by_class.stdout), by_class.stdout
     assert "trained on" not in by_class.stderr  # new photos: no warning
@@ -191,6 +207,7 @@ def test_evaluate_data_with_one_class_or_one_photo_per_class(stopped_run, tmp_pa
     assert "purple (1 photos)" in by_photo.stderr and "left out" in by_photo.stderr
 
 
+@pytest.mark.slow  # a training stopped by Ctrl-C in a real process
 @needs_signals
 def test_evaluate_on_the_runs_own_training_photos_warns_and_can_leave_them_out(
         data, stopped_run, tmp_path):
@@ -207,9 +224,10 @@ def test_evaluate_on_the_runs_own_training_photos_warns_and_can_leave_them_out(
     shutil.copy(green, test / "blue" / "copy.jpg")  # a copy under another name, and label
     total = sum(1 for _ in test.glob("*/*.jpg"))
     seen, copies = len(trained) + 1, sum(p.parent.name != "red" for p in trained) + 1
-    warned, excluded = clearclass_all(
+    warned, excluded = run_cli_all(
         ("evaluate", stopped_run, "--data", test, "--device", "cpu"),
-        ("evaluate", stopped_run, "--data", test, "--device", "cpu", "--exclude-training"))
+        ("evaluate", stopped_run, "--data", test, "--device", "cpu", "--exclude-training"),
+        in_process=True)
     assert warned.returncode == 0, warned.stderr
     assert f"on {total} photos of {test}" in warned.stdout, warned.stdout
     assert f"warning: {seen} of the {total} photos of {test} are photos {stopped_run} was " \
@@ -223,8 +241,8 @@ def test_evaluate_on_the_runs_own_training_photos_warns_and_can_leave_them_out(
     (only_training / "red").mkdir(parents=True)
     for path in trained[:2]:
         shutil.copy(path, only_training / "red" / path.name)
-    failed(clearclass("evaluate", stopped_run, "--data", only_training, "--device", "cpu",
-                      "--exclude-training"), "none is left to evaluate")
+    failed(run_cli("evaluate", stopped_run, "--data", only_training, "--device", "cpu",
+                   "--exclude-training"), "none is left to evaluate")
 
 
 @pytest.mark.parametrize("arguments", [

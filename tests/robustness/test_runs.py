@@ -6,42 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset
+from tests.conftest import failed, make_dataset, run_cli, run_cli_all, tiny_options
 
-TINY = ["--model", "test_resnet", "--no-pretrained", "--item-resize", "32", "--batch-size", "8",
-        "--freeze-epochs", "1", "--epochs", "0", "--learning-rate", "1e-2", "--workers", "0",
-        "--device", "cpu", "--no-onnx", "--quiet"]
-
-
-def clearclass(*args: str, env: dict | None = None, cwd: Path | None = None):
-    result = subprocess.run([sys.executable, "-m", "clearclass", *map(str, args)],
-                            capture_output=True, text=True, timeout=300, cwd=cwd,
-                            env={**os.environ, **(env or {})})
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def clearclass_all(*commands: tuple) -> list:
-    """Run several commands two at a time: most of each is Python importing PyTorch, on one
-    core."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(lambda args: clearclass(*args), commands))
-
-
-def failed(result, *words: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    message = result.stderr.strip()
-    assert message.startswith("error:") and len(message.splitlines()) == 1, message
-    for word in words:
-        assert word in message, message
+# Each case checks a message, so the commands run in this process (tests/conftest.run_cli);
+# one of each way of ending runs as a real process: an error (exit 1), a warning on stderr.
+TINY = [*tiny_options(epochs=0), "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +22,14 @@ def data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("robust") / "colours", per_class=6)
 
 
-@pytest.fixture(scope="module")
-def finished_run(data) -> Path:
-    out = data.parent / "runs" / "done"
-    assert clearclass("train", data, "--out", out, *TINY).returncode == 0
-    return out
-
-
+@pytest.mark.slow  # a real process that imports PyTorch
 def test_out_naming_a_file_or_a_folder_of_other_things(data, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    file_out, folder_out, explore_out = clearclass_all(
+    file_out, folder_out = run_cli_all(
         ("train", data, "--out", notes, *TINY),
-        ("train", data, "--out", tmp_path, "--overwrite", *TINY),
-        ("explore", data, "--out", notes, "--quiet"))
+        ("train", data, "--out", tmp_path, "--overwrite", *TINY), in_process=True)
+    explore_out = run_cli("explore", data, "--out", notes, "--quiet", in_process=False)
     failed(file_out, "--out names a file")
     failed(folder_out, "not a clearclass run folder")
     failed(explore_out, "--out names a file")
@@ -70,46 +37,46 @@ def test_out_naming_a_file_or_a_folder_of_other_things(data, tmp_path):
 
 
 def test_a_run_that_fails_before_training_leaves_nothing(data, tmp_path):
-    no_gpu, no_model = clearclass_all(
+    no_gpu, no_model = run_cli_all(
         ("train", data, "--out", tmp_path / "run", *TINY, "--device", "cuda"),
-        ("train", data, "--out", tmp_path / "run2", *TINY, "--model", "nope"))
+        ("train", data, "--out", tmp_path / "run2", *TINY, "--model", "nope"), in_process=True)
     failed(no_gpu, "--device cuda")
     failed(no_model)
     assert os.listdir(tmp_path) == []
 
 
-def test_an_existing_model_needs_overwrite_and_a_half_made_run_does_not(data, finished_run,
+def test_an_existing_model_needs_overwrite_and_a_half_made_run_does_not(data, trained_run,
                                                                         tmp_path):
-    failed(clearclass("train", data, "--out", finished_run, *TINY), "--overwrite")
+    failed(run_cli("train", data, "--out", trained_run, *TINY), "--overwrite")
     # What an older clearclass or a killed first save leaves: settings, no model, a temp file.
     half = tmp_path / "half"
-    shutil.copytree(finished_run, half)
+    shutil.copytree(trained_run, half)
     shutil.rmtree(half / "model")
     (half / ".model.json.x1y2.tmp").write_text("{")
     (tmp_path / ".half.building").mkdir()
-    assert clearclass("train", data, "--out", half, *TINY).returncode == 0
+    assert run_cli("train", data, "--out", half, *TINY).returncode == 0
     assert (half / "model" / "model.json").is_file()
     assert sorted(os.listdir(tmp_path)) == ["half"]
     assert not (half / ".model.json.x1y2.tmp").exists()
 
 
-def test_a_run_being_swapped_when_a_process_died_still_evaluates(finished_run, tmp_path):
+def test_a_run_being_swapped_when_a_process_died_still_evaluates(trained_run, tmp_path):
     # Killed between the two renames of a swap: RUN is missing, its new state beside it.
     parent = tmp_path / "runs"
     parent.mkdir()
-    shutil.copytree(finished_run, parent / ".run.next")
-    result = clearclass("evaluate", parent / "run", "--device", "cpu", "--quiet")
+    shutil.copytree(trained_run, parent / ".run.next")
+    result = run_cli("evaluate", parent / "run", "--device", "cpu", "--quiet")
     assert result.returncode == 0 and "Accuracy" in result.stdout, result.stdout
 
 
-def test_evaluate_on_what_is_not_a_run(data, finished_run, tmp_path):
+def test_evaluate_on_what_is_not_a_run(data, trained_run, tmp_path):
     (tmp_path / "file").write_text("x")
     no_model = tmp_path / "no-model"
-    shutil.copytree(finished_run, no_model)
+    shutil.copytree(trained_run, no_model)
     shutil.rmtree(no_model / "model")
-    results = clearclass_all(("evaluate", tmp_path / "missing"), ("evaluate", data),
-                             ("evaluate", tmp_path / "file"), ("evaluate", no_model),
-                             ("evaluate", finished_run, "--top-losses", "-5"))
+    results = run_cli_all(("evaluate", tmp_path / "missing"), ("evaluate", data),
+                          ("evaluate", tmp_path / "file"), ("evaluate", no_model),
+                          ("evaluate", trained_run, "--top-losses", "-5"), in_process=True)
     for result, words in zip(results, ["not a training run"] * 3 + ["not a clearclass model",
                                                                      "--top-losses"]):
         failed(result, words)
@@ -117,21 +84,22 @@ def test_evaluate_on_what_is_not_a_run(data, finished_run, tmp_path):
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
                     reason="needs a user whom file permissions stop (not root) on POSIX")
-def test_a_read_only_run_folder_is_a_one_line_error(finished_run, tmp_path):
+def test_a_read_only_run_folder_is_a_one_line_error(trained_run, tmp_path):
     run = tmp_path / "read-only"
-    shutil.copytree(finished_run, run)
+    shutil.copytree(trained_run, run)
     run.chmod(0o555)
     try:
-        failed(clearclass("evaluate", run, "--device", "cpu"), "Permission denied")
+        failed(run_cli("evaluate", run, "--device", "cpu"), "Permission denied")
     finally:
         run.chmod(0o755)
 
 
+@pytest.mark.slow  # a real process that imports PyTorch
 def test_an_unwritable_cache_falls_back_to_memory(data, tmp_path):
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("x")
-    result = clearclass("train", data, "--out", tmp_path / "run", *TINY[:-1],
-                        env={"CLEARCLASS_CACHE_DIR": str(blocker)})
+    result = run_cli("train", data, "--out", tmp_path / "run", *TINY[:-1],
+                     env={"CLEARCLASS_CACHE_DIR": str(blocker)}, in_process=False)
     assert result.returncode == 0, result.stderr
     assert "Cannot write the decoded-photo cache" in result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -29,9 +29,7 @@ from PIL import Image
 
 import clearclass
 from clearclass.errors import DataError, SettingError
-from tests.conftest import COLOURS, make_photo
-from tests.robustness.test_runs import clearclass as run_command
-from tests.robustness.test_runs import failed
+from tests.conftest import COLOURS, failed, make_photo, run_cli
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -135,6 +133,7 @@ def _warm_up(server: Server) -> None:
 # --- 1. what a photo becomes, judged before decoding --------------------------------------
 
 
+@pytest.mark.slow  # a server in a real process
 def test_a_177_byte_strip_is_predicted_without_gigabytes(serve, trained_run, tmp_path):
     # 100000 x 1 at 32 px for `crop` was resized to 3.2 million x 32 (307 MB of pixels):
     # the server's peak went from 0.10 to 1.47 GB for these two strips. Now the middle is
@@ -157,6 +156,7 @@ def test_a_177_byte_strip_is_predicted_without_gigabytes(serve, trained_run, tmp
     assert server.peak_memory() < 400 * MB
 
 
+@pytest.mark.slow  # a server in a real process
 def test_eight_8900_pixel_pngs_in_one_request_share_the_decoding_budget(serve):
     # 77 KB each, 79 MP each (under the 80 MP limit). Before: every photo of a request
     # decoded at once, each as L, a copy and RGB (400 MB): 3.57 GB measured. Now each grey
@@ -173,6 +173,7 @@ def test_eight_8900_pixel_pngs_in_one_request_share_the_decoding_budget(serve):
     assert server.peak_memory() < 1_200 * MB
 
 
+@pytest.mark.slow  # a server in a real process
 def test_concurrent_requests_stay_within_a_small_budget(serve):
     # --decode-memory-mb 300: two 8900 x 8900 grey PNGs at a time (127 MB estimated, 85 MB
     # measured each), whatever the requests. Three requests of three such photos at once
@@ -197,6 +198,7 @@ def test_concurrent_requests_stay_within_a_small_budget(serve):
     assert server.peak_memory() < 450 * MB
 
 
+@pytest.mark.slow  # a server in a real process
 def test_a_photo_that_needs_more_than_the_budget_is_refused_before_decoding(serve):
     # An 8900 x 8900 RGBA PNG: about 1 GB to decode (RGBA, white under it, the blend, RGB).
     # Under --decode-memory-mb 200 it is refused from its header, the other photo of the
@@ -232,6 +234,7 @@ def _one_big_part(total: int):
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
+@pytest.mark.slow  # a server in a real process
 def test_a_chunked_300_mb_upload_gets_413_without_filling_the_disk(serve):
     # Before: no Content-Length, so the whole 300 MB went to the temporary folder before
     # the 413 (300 MB measured there). Now the photo's part is refused when it passes
@@ -264,6 +267,7 @@ def test_a_chunked_300_mb_upload_gets_413_without_filling_the_disk(serve):
     assert server.peak_memory() < 300 * MB  # 0.11 GB measured (0.11 before, too)
 
 
+@pytest.mark.slow  # a server in a real process
 def test_the_413_comes_while_the_client_is_still_sending(serve):
     """A client that reads while it sends (as curl does) gets the 413 after a few MB of a
     chunked 300 MB body (6 MB measured, at --max-upload-mb 2), and can stop; before,
@@ -303,6 +307,7 @@ def test_the_413_comes_while_the_client_is_still_sending(serve):
     assert server.temporary_bytes() == 0
 
 
+@pytest.mark.slow  # a server in a real process
 def test_a_body_that_is_not_multipart_is_refused_past_1_mb(serve):
     # A urlencoded form is kept in memory by Starlette, a field at most 1 MB but up to 1000
     # of them: 50 fields of 0.9 MB were read whole, then answered 400 ("No photo"). Now the
@@ -333,6 +338,7 @@ def _start_upload(port: int, photos: int, photo_bytes: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow  # a server in a real process
 def test_uploads_held_by_requests_in_progress_are_bounded(serve):
     # --max-upload-mb 1: a request may have 33 MB, and the requests in progress together
     # twice that. Two slow uploads of 30 MB each hold 60 MB; a third is answered 503 with
@@ -458,18 +464,17 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_1(trained_run):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_command("serve", trained_run / "model", "--port", str(port))
+        result = run_cli("serve", trained_run / "model", "--port", str(port))
     failed(result, f"--port {port}", "in use")
-    failed(run_command("serve", trained_run / "model", "--host", "no-such-host.invalid"),
-              "--host")
+    failed(run_cli("serve", trained_run / "model", "--host", "no-such-host.invalid"), "--host")
 
 
 def test_top_k_below_1_is_refused_by_predict_and_the_api(trained_run, tmp_path):
     # Before: taken for 1 (where the server answers 400).
     photo = make_photo(tmp_path / "red.jpg", COLOURS["red"])
     for k in ("0", "-2"):
-        failed(run_command("predict", trained_run / "model", photo, "--top-k", k),
-                  "--top-k must be at least 1")
+        failed(run_cli("predict", trained_run / "model", photo, "--top-k", k),
+               "--top-k must be at least 1")
     classifier = clearclass.load(trained_run / "model")
     for call in (lambda: classifier.predict(photo, top_k=0),
                  lambda: classifier.predict_many([photo], top_k=-1),

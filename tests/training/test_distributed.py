@@ -33,6 +33,7 @@ def _metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # two training processes under torchrun
 def test_two_processes_train_one_model_with_metrics_over_all_photos(tmp_path):
     data = _subset(real_photo_root(), tmp_path / "photos.csv")
     out = tmp_path / "run"

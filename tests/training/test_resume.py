@@ -87,6 +87,7 @@ def uninterrupted(photos: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # real processes, trained and killed
 @needs_signals
 def test_sigkill_in_epoch_2_of_3_then_resume_ends_as_the_uninterrupted_run(photos, uninterrupted,
                                                                             tmp_path):
@@ -107,6 +108,7 @@ def test_sigkill_in_epoch_2_of_3_then_resume_ends_as_the_uninterrupted_run(photo
     assert (out / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # real processes, trained and killed
 @needs_signals
 def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_the_run_resumes(
         photos, uninterrupted, tmp_path):
@@ -133,6 +135,7 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_the_run_resumes(
     _same_metrics(_metrics(out), _metrics(uninterrupted))
 
 
+@pytest.mark.slow  # real processes, trained and killed
 def test_resuming_a_finished_run_changes_nothing(uninterrupted, capsys):
     from clearclass.training import resume
 
@@ -143,6 +146,7 @@ def test_resuming_a_finished_run_changes_nothing(uninterrupted, capsys):
     assert (uninterrupted / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # real processes, trained and killed
 def test_a_resumed_run_keeps_its_settings(uninterrupted):
     from clearclass.training import resume
 
