@@ -14,6 +14,7 @@ def _history(data, out, monkeypatch, on: bool, **settings):
     return [(row.train_loss, row.valid_loss, row.accuracy) for row in run.history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [4, 32], ids=["onnx-runtime-body", "micro-batches"])
 def test_the_speedups_give_the_plain_loops_figures(tmp_path, tiny_train_settings, monkeypatch,
                                                     batch_size):
