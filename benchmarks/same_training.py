@@ -70,7 +70,9 @@ def main() -> None:
     print("Epoch tables identical across versions and repeats:", len(tables) == 1)
     for src, rs in results.items():
         print(f"{src}: median {statistics.median(r['process_seconds'] for r in rs):.1f} s "
-              f"(process), peak {max(r['peak_gb'] for r in rs):.2f} GB, accuracy "
+              f"(process), median peak {statistics.median(r['peak_gb'] for r in rs):.2f} GB "
+              f"(range {min(r['peak_gb'] for r in rs):.2f}-{max(r['peak_gb'] for r in rs):.2f}), "
+              "accuracy "
               f"{rs[0]['table'][-1][3]:.1%}")
 
 
