@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -179,6 +181,70 @@ def failed(result, *words: str) -> None:
     assert message.startswith("error:") and len(message.splitlines()) == 1, message
     for word in words:
         assert word in message, message
+
+
+# --- a server in a real process ----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`clearclass serve MODEL OPTIONS` as a user starts it: a real process on a free port of
+    loopback, its log in FOLDER/server.log (a pipe nobody reads would fill up and stop it
+    mid-test) and $TMPDIR its own folder."""
+
+    def __init__(self, model: Path, folder: Path, *options: str):
+        self.port, self.tmp = _free_port(), folder / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.log = folder / "server.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "clearclass", "serve", str(model), "--port", str(self.port),
+             *options], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.tmp)})
+        self.url = f"http://127.0.0.1:{self.port}"
+        import httpx
+
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            if self.process.poll() is not None:
+                pytest.fail(self.log.read_text())
+            time.sleep(0.1)
+
+    def peak_memory(self) -> int:
+        """VmHWM: the most resident memory the server process has had, in bytes (printed:
+        `pytest -s` shows what each case measured)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+                print(f"server peak memory: {peak / 1e9:.3f} GB")
+                return peak
+        raise AssertionError("no VmHWM")
+
+    def temporary_bytes(self) -> int:
+        """Bytes in the files the server holds open in its temporary folder (Python's
+        temporary files have no name there, or lose it at once: they are found through
+        /proc/PID/fd)."""
+        total = 0
+        fds = Path(f"/proc/{self.process.pid}/fd")
+        for fd in list(fds.iterdir()) if fds.is_dir() else []:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith(str(self.tmp)):
+                    total += fd.stat().st_size
+        return total
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture(scope="session")

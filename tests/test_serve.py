@@ -4,10 +4,6 @@ JSON message, the page in a real browser, and a bounded load on loopback with no
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from clearclass.predict import load  # noqa: E402
 from clearclass.serve import create_app  # noqa: E402
-from tests.conftest import COLOURS, make_photo  # noqa: E402
+from tests.conftest import COLOURS, Server, make_photo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -105,36 +101,12 @@ def test_health_model_docs_and_page(client, trained_run):
     assert "<script>" in page and "http://" not in page and "https://" not in page
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
     """`clearclass serve` as a user starts it, on a free port of loopback."""
-    port = _free_port()
-    # Its log goes to a file: a pipe nobody reads fills up and stops the server mid-test.
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clearclass", "serve", str(trained_run / "model"), "--port",
-         str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-        if process.poll() is not None:
-            pytest.fail(log.read_text())
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    served = Server(trained_run / "model", tmp_path_factory.mktemp("server"))
+    yield served.url
+    served.stop()
 
 
 @pytest.mark.slow  # eight clients for five seconds, on a server in a real process

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from clearclass.data.sources import display_name
 from clearclass.fileio import read_cell
-from tests.conftest import make_photo
+from tests.conftest import Server, make_photo
 
 # Class names (labels in the CSV, so they may hold a slash), each a different way out.
 CLASSES = ("<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>",
@@ -130,37 +125,13 @@ def test_the_cleaning_page_shows_every_name_and_runs_no_payload(run, watched):
         assert name in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(run, tmp_path_factory):
     """`clearclass serve RUN/model` on a free port of loopback."""
     pytest.importorskip("fastapi")
-    import httpx
-
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"  # a pipe nobody reads fills up
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clearclass", "serve", str(run / "model"), "--port", str(port)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            if process.poll() is not None:
-                pytest.fail(log.read_text())
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    served = Server(run / "model", tmp_path_factory.mktemp("server"))
+    yield served.url
+    served.stop()
 
 
 def test_the_served_page_shows_every_name_and_runs_no_payload(run, server, watched):

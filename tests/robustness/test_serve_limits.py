@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import select
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +27,7 @@ from PIL import Image
 
 import clearclass
 from clearclass.errors import DataError, SettingError
-from tests.conftest import COLOURS, failed, make_photo, run_cli
+from tests.conftest import COLOURS, Server, failed, make_photo, run_cli
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -38,63 +36,6 @@ MB = 1_000_000
 
 
 # --- a server of our own for each case ---------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`clearclass serve MODEL OPTIONS` in a subprocess, with $TMPDIR its own folder."""
-
-    def __init__(self, model: Path, folder: Path, *options: str):
-        self.port, self.tmp = _free_port(), folder / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.log = folder / "server.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "clearclass", "serve", str(model), "--port", str(self.port),
-             *options], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.tmp)})
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(600):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            if self.process.poll() is not None:
-                pytest.fail(self.log.read_text())
-            time.sleep(0.1)
-
-    def peak_memory(self) -> int:
-        """VmHWM: the most resident memory the server process has had, in bytes (printed:
-        `pytest -s` shows what each case measured)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) * 1024
-                print(f"server peak memory: {peak / 1e9:.3f} GB")
-                return peak
-        raise AssertionError("no VmHWM")
-
-    def temporary_bytes(self) -> int:
-        """Bytes in the files the server holds open in its temporary folder (Python's
-        temporary files have no name there, or lose it at once: they are found through
-        /proc/PID/fd)."""
-        total = 0
-        fds = Path(f"/proc/{self.process.pid}/fd")
-        for fd in list(fds.iterdir()) if fds.is_dir() else []:
-            with contextlib.suppress(OSError):
-                if os.readlink(fd).startswith(str(self.tmp)):
-                    total += fd.stat().st_size
-        return total
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
