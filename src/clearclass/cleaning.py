@@ -107,8 +107,24 @@ _SCORES = {UNREADABLE: 3.0, MISSING: 2.9, (ACROSS_CLASSES, "identical"): 2.6,
            (WITHIN_CLASS, "near"): 0.2}
 
 
+class _LabelNames:
+    """`label` and `new_label`: what `class_id` and `new_class_id` were called before; kept
+    for code written then."""
+
+    class_id: str
+    new_class_id: str
+
+    @property
+    def label(self) -> str:
+        return self.class_id
+
+    @property
+    def new_label(self) -> str:
+        return self.new_class_id
+
+
 @dataclass(frozen=True)
-class Finding:
+class Finding(_LabelNames):
     """One reason to look at one photo: what was found, the action suggested, the evidence.
 
     `other` is the photo it duplicates, or (for a mislabelling) a photo the model is
@@ -132,16 +148,6 @@ class Finding:
         return "other copy" if self.problem != MISLABELLED else "surest photo of the class"
 
     @property
-    def label(self) -> str:
-        """The class id; kept for code written before `class_id`."""
-        return self.class_id
-
-    @property
-    def new_label(self) -> str:
-        """The suggested class id; kept for code written before `new_class_id`."""
-        return self.new_class_id
-
-    @property
     def other_label(self) -> str:
         """The other photo's class id; kept for code written before `other_class_id`."""
         return self.other_class_id
@@ -152,7 +158,7 @@ Candidate = Finding
 
 
 @dataclass(frozen=True)
-class Action:
+class Action(_LabelNames):
     """A row of actions.csv: one photo, every problem found with it, one action."""
 
     path: Path
@@ -164,16 +170,6 @@ class Action:
     evidence: str
     score: float
     findings: tuple[Finding, ...]
-
-    @property
-    def label(self) -> str:
-        """The class id; kept for code written before `class_id`."""
-        return self.class_id
-
-    @property
-    def new_label(self) -> str:
-        """The class id to relabel to; kept for code written before `new_class_id`."""
-        return self.new_class_id
 
     @property
     def candidates(self) -> tuple[Finding, ...]:
