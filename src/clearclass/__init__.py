@@ -9,23 +9,30 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-import importlib.metadata
 import os
 from typing import TYPE_CHECKING
 
 # Operators MPS lacks must fall back to the CPU; PyTorch reads this once, at import.
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
-# pyproject.toml is the one place the version is written; the installed package's metadata
-# carries it here (and to model.json, `clearclass --version`, the downloader's User-Agent).
-try:
-    __version__ = importlib.metadata.version("clearclass")
-except importlib.metadata.PackageNotFoundError:
-    # Imported from a source tree that was never installed (PYTHONPATH=src): there is no
-    # metadata, and pyproject.toml is not shipped with the package to read instead. A local
-    # version (PEP 440) says so, and still parses and sorts as a version.
-    __version__ = "0+unknown"
+
+@functools.cache
+def _installed_version() -> str:
+    """pyproject.toml is the one place the version is written; the installed package's
+    metadata carries it here (and to model.json, `clearclass --version`, the downloader's
+    User-Agent). Read when first asked for: finding it takes 0.1 s, which every command's
+    start would otherwise pay."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("clearclass")
+    except importlib.metadata.PackageNotFoundError:
+        # Imported from a source tree that was never installed (PYTHONPATH=src): there is
+        # no metadata, and pyproject.toml is not shipped with the package to read instead.
+        # A local version (PEP 440) says so, and still parses and sorts as a version.
+        return "0+unknown"
 
 # Imported on first use, so that `clearclass --help` does not wait for torch.
 _PUBLIC = {
@@ -80,6 +87,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        return _installed_version()
     if name in _PUBLIC:
         module = importlib.import_module(_PUBLIC[name])
         return getattr(module, name)

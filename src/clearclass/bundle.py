@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearclass import __version__, fileio
+import clearclass
+from clearclass import fileio
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.errors import ModelFileError
 
@@ -75,7 +76,7 @@ class ModelInfo:
             },
             "weights": {"file": WEIGHTS_FILE, "sha256": weights_sha256},
             "training": self.training,
-            "versions": {"clearclass": __version__, **versions},
+            "versions": {"clearclass": clearclass.__version__, **versions},
         }
 
     @classmethod

@@ -21,7 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
-from clearclass import __version__, fileio, progress
+import clearclass
+from clearclass import fileio, progress
 from clearclass.errors import ClearclassError, RunError, SettingError
 from clearclass.training.config import (
     EXPLORE_SETTINGS,
@@ -141,7 +142,7 @@ def _output(quiet: bool) -> Iterator[None]:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"clearclass {__version__}")
+        typer.echo(f"clearclass {clearclass.__version__}")
         raise typer.Exit()
 
 
