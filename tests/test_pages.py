@@ -30,7 +30,7 @@ def test_every_template_is_autoescaped_whatever_its_suffix():
     # True, not select_autoescape(): .svg, .js and .css templates escape too.
     assert pages.ENVIRONMENT.autoescape is True
     assert pages.ENVIRONMENT.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
-    assert {"base.html", "report.html", "clean.html", "report_matrix.svg"} <= set(TEMPLATES)
+    assert {"base.html", "report.html", "cleaning_page.html", "report_matrix.svg"} <= set(TEMPLATES)
 
 
 def test_no_template_lets_markup_through():

@@ -281,7 +281,7 @@ class Cleaning:
     def _repr_html_(self) -> str:
         from clearclass import pages
 
-        return pages.render("cleaning.html", summary=self.summary(rows=0),
+        return pages.render("cleaning_summary.html", summary=self.summary(rows=0),
                             rows=_rows(self, self.actions[:10]))
 
 
@@ -708,7 +708,7 @@ def _page(cleaning: Cleaning, actions: list[Action], folder: Path) -> str:
 
     run = cleaning.run_dir
     return pages.render(
-        "clean.html", run=run, summary=cleaning.summary(rows=0),
+        "cleaning_page.html", run=run, summary=cleaning.summary(rows=0),
         actions_csv=str(folder / ACTIONS_FILE), removed=str(folder / REMOVED),
         run_argument=quote(str(run)), actions_argument=quote(str(folder / ACTIONS_FILE)),
         rows=_rows(cleaning, actions[:PAGE_ROWS]), listed=len(actions))
