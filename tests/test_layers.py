@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "clearclass.pages")),
     # A run folder holds a training run: its reader may check the run's TrainConfig.
     ("training", ("clearclass.training", "clearclass.run_folder")),
-    ("commands", ("clearclass.evaluation", "clearclass.cleaning", "clearclass.serve",
+    ("commands", ("clearclass.advice", "clearclass.evaluation", "clearclass.cleaning",
+                  "clearclass.serve",
                   "clearclass.export", "clearclass.cli")),
 ]
 

@@ -10,6 +10,7 @@
     summary.json   the final accuracy, the epochs and the timings
     model/         the model bundle (`bundle.py`; `RunFolder.model_info`)
     checkpoint/    what resuming needs (`training/checkpoint.py`), until the run finishes
+    advice/        the network's features of every photo, kept for reuse (`advice/features.py`)
 
 Commands read and write a run only through `RunFolder` and `bundle.py`, so each file has
 one reader, one writer, and one message per way it can be damaged, naming the file.
