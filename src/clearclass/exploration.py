@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 SAMPLES_PER_CLASS = 6
 CLASSES_PER_PAGE = 20
 THUMBNAIL = 160
+# A class with more than this many times the training photos of another is warned about:
+# the network learns the large class at the small one's expense (issue 23).
+IMBALANCE_RATIO = 3
 
 
 @dataclass(repr=False)
@@ -70,6 +73,20 @@ class Exploration:
             if p.path not in bad:
                 counts[names[p.class_id]][p.is_valid] += 1
         return {name: (train, valid) for name, (train, valid) in counts.items()}
+
+    def imbalance(self) -> str | None:
+        """A warning when the largest class has more than IMBALANCE_RATIO times the readable
+        training photos of the smallest (which has some); None otherwise."""
+        train = {name: counts[0] for name, counts in self.counts().items() if counts[0]}
+        if len(train) < 2:
+            return None
+        largest, smallest = max(train, key=train.get), min(train, key=train.get)
+        if train[largest] <= IMBALANCE_RATIO * train[smallest]:
+            return None
+        return (f"The classes are imbalanced: {largest} has {train[largest]} training photos, "
+                f"{train[largest] / train[smallest]:.1f} times the {train[smallest]} of "
+                f"{smallest}. A model learns the large classes at the small ones' expense; "
+                "add photos of the small classes where you can.")
 
     def size_stats(self) -> dict[str, tuple[int, int, int]]:
         """(min, median, max) of width, height and short side, in pixels."""
@@ -140,7 +157,7 @@ class Exploration:
         return pages.render(
             "exploration.html", classes=len(self.photo_set.class_ids),
             layout=self.photo_set.layout, readable=len(self.sizes), counts=self.counts(),
-            sizes=stats, unreadable=self.unreadable,
+            sizes=stats, unreadable=self.unreadable, imbalance=self.imbalance(),
             samples=pages.png_uri(figures.png_bytes(self.plot_samples())))
 
 
@@ -256,6 +273,9 @@ def print_report(result: Exploration) -> None:
                 "upscaled by --item-resize.")
     for note in photo_set.notes:
         say(note)
+    imbalance = result.imbalance()
+    if imbalance:
+        say(fileio.shown_name(imbalance))
     if result.unreadable:
         say(f"{len(result.unreadable)} unreadable file(s) (training skips them):")
         for path, reason in result.unreadable[:10]:
