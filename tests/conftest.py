@@ -11,6 +11,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def run_cli(*args, env: dict | None = None, cwd: Path | None = None, in_process:
 
     out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_environment(env or {}))
+        stack.enter_context(mock.patch.dict(os.environ, env or {}))
         if cwd is not None:
             stack.enter_context(contextlib.chdir(cwd))
         stack.enter_context(contextlib.redirect_stdout(out))
@@ -149,19 +150,6 @@ def run_cli(*args, env: dict | None = None, cwd: Path | None = None, in_process:
         printed.append(stream.buffer.getvalue().decode("utf-8"))
     return subprocess.CompletedProcess(["clearclass", *args], code, *printed)
 
-
-@contextlib.contextmanager
-def _environment(changes: dict):
-    before = {name: os.environ.get(name) for name in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def run_cli_all(*commands: tuple, in_process: bool = False) -> list:

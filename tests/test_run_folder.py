@@ -16,11 +16,11 @@ from clearclass import fileio
 from clearclass.bundle import INFO_FILE, ONNX_FILE, ModelInfo, read_info, record_onnx
 from clearclass.data.sources import SPLIT_CHECKSUM, find_photos
 from clearclass.errors import ClearclassError, DataError, ModelFileError, RunError
+from clearclass.progress import clock
 from clearclass.run_folder import (
     METRICS_HEADER,
     EpochRow,
     RunFolder,
-    format_mmss,
     parse_mmss,
 )
 from clearclass.training.config import TrainConfig
@@ -105,7 +105,7 @@ def test_absent_history_and_skipped_list_are_empty(run):
 
 
 def test_mm_ss_both_ways():
-    assert [format_mmss(s) for s in (0, 59.9, 60, 3725)] == ["00:00", "00:59", "01:00", "62:05"]
+    assert [clock(s) for s in (0, 59.9, 60, 3725)] == ["00:00", "00:59", "01:00", "62:05"]
     assert [parse_mmss(t) for t in ("00:00", "01:05", "62:05", "7")] == [0, 65, 3725, 420]
     assert METRICS_HEADER == ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 

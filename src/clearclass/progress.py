@@ -128,7 +128,7 @@ class _NotebookBar(Bar):
         """The bar as HTML, and as text for viewers without HTML."""
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done) if self.done else None
-        timing = f"{_clock(elapsed)}<{_clock(left) if left is not None else '?'}"
+        timing = f"{clock(elapsed)}<{clock(left) if left is not None else '?'}"
         text = f"{self.description} {self.done}/{self.total} [{timing}] {self.info}".rstrip()
         return {"text/plain": text,
                 "text/html": _render("progress_bar.html", done=self.done, total=self.total,
@@ -210,7 +210,8 @@ def _render(template: str, **context) -> str:
     return pages.render(template, **context)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as minutes:seconds, "01:05" (the bars, and metrics.csv's `time`)."""
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 

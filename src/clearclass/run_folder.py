@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,12 +42,13 @@ from clearclass.data.sources import (
     split_checksum,
 )
 from clearclass.errors import RunError, SettingError, check_path
+from clearclass.progress import clock
 
 if TYPE_CHECKING:
     from clearclass.training.config import TrainConfig
 
 __all__ = ["METRICS_HEADER", "METRICS_WIDTHS", "RUN_FILES", "EpochRow", "RunFolder",
-           "check_run_dir", "format_mmss", "parse_mmss", "resuming", "run_dir_for",
+           "check_run_dir", "parse_mmss", "resuming", "run_dir_for",
            "run_folder", "run_name", "run_path"]
 
 CONFIG_FILE = "config.json"
@@ -66,9 +67,18 @@ SKIPPED_HEADER = ("path", "reason")
 SPLIT_HEADER = ("path", "label", "is_valid")
 
 
-def format_mmss(seconds: float) -> str:
-    """Seconds as metrics.csv's `time` shows them: minutes:seconds, "01:05"."""
-    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+def _read_csv(file: Path, parse: Callable[[Iterable[str]], list]) -> list:
+    """`parse` of a run's CSV file as it is settled; [] when there is none. Whatever makes
+    it fail is a RunError naming the file."""
+    path = fileio.settled(file)
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return parse(f)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error) as e:
+        raise RunError(f"{path} is damaged ({type(e).__name__}: {e}). Restore it from a "
+                       "copy, or train the run again.") from None
 
 
 def parse_mmss(mmss: str) -> float:
@@ -90,7 +100,7 @@ class EpochRow:
 
     def cells(self) -> tuple:
         return (self.epoch, f"{self.train_loss:.6f}", f"{self.valid_loss:.6f}",
-                f"{self.accuracy:.6f}", format_mmss(self.seconds), self.stage)
+                f"{self.accuracy:.6f}", clock(self.seconds), self.stage)
 
 
 class RunFolder:
@@ -202,27 +212,23 @@ class RunFolder:
 
     def history(self) -> list[EpochRow]:
         """The finished epochs, as metrics.csv lists them; [] when there is none yet."""
-        path = fileio.settled(self.metrics_file)
-        if not path.exists():
-            return []
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = [c for c in METRICS_HEADER if c not in (reader.fieldnames or ())]
-                if missing:
-                    raise ValueError(f"no column {', '.join(missing)}")
-                rows = []
-                for r in reader:
-                    if None in r or None in r.values():  # a row cut short, or too long
-                        raise ValueError(f"line {reader.line_num} does not have "
-                                         f"{len(reader.fieldnames)} cells")
-                    rows.append(EpochRow(int(r["epoch"]), float(r["train_loss"]),
-                                         float(r["valid_loss"]), float(r["accuracy"]),
-                                         parse_mmss(r["time"]), r["stage"]))
-                return rows
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error) as e:
-            raise RunError(f"{path} is damaged ({type(e).__name__}: {e}). Restore it from a "
-                           "copy, or train the run again.") from None
+
+        def parse(f: Iterable[str]) -> list[EpochRow]:
+            reader = csv.DictReader(f)
+            missing = [c for c in METRICS_HEADER if c not in (reader.fieldnames or ())]
+            if missing:
+                raise ValueError(f"no column {', '.join(missing)}")
+            rows = []
+            for r in reader:
+                if None in r or None in r.values():  # a row cut short, or too long
+                    raise ValueError(f"line {reader.line_num} does not have "
+                                     f"{len(reader.fieldnames)} cells")
+                rows.append(EpochRow(int(r["epoch"]), float(r["train_loss"]),
+                                     float(r["valid_loss"]), float(r["accuracy"]),
+                                     parse_mmss(r["time"]), r["stage"]))
+            return rows
+
+        return _read_csv(self.metrics_file, parse)
 
     def model_info(self) -> ModelInfo:
         """RUN/model's model.json, checked (`bundle.read_info`): a ModelFileError naming
@@ -232,25 +238,21 @@ class RunFolder:
     def skipped(self) -> list[tuple[str, str]]:
         """The files training could not decode, with the reason: (path, reason) as
         skipped.csv lists them; [] when the file is not there."""
-        path = fileio.settled(self.skipped_file)
-        if not path.exists():
-            return []
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.reader(f)
-                header = tuple(next(reader, ()))
-                if header != SKIPPED_HEADER:
-                    raise ValueError(f"its columns are {', '.join(header)}, not "
-                                     f"{', '.join(SKIPPED_HEADER)}")
-                rows = []
-                for line, row in enumerate(reader, start=2):
-                    if len(row) != len(SKIPPED_HEADER):
-                        raise ValueError(f"line {line} has {len(row)} cells, not 2")
-                    rows.append((fileio.read_cell(row[0]), fileio.read_cell(row[1])))
-                return rows
-        except (OSError, ValueError, csv.Error) as e:
-            raise RunError(f"{path} is damaged ({type(e).__name__}: {e}). Restore it from a "
-                           "copy, or train the run again.") from None
+
+        def parse(f: Iterable[str]) -> list[tuple[str, str]]:
+            reader = csv.reader(f)
+            header = tuple(next(reader, ()))
+            if header != SKIPPED_HEADER:
+                raise ValueError(f"its columns are {', '.join(header)}, not "
+                                 f"{', '.join(SKIPPED_HEADER)}")
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                if len(row) != len(SKIPPED_HEADER):
+                    raise ValueError(f"line {line} has {len(row)} cells, not 2")
+                rows.append((fileio.read_cell(row[0]), fileio.read_cell(row[1])))
+            return rows
+
+        return _read_csv(self.skipped_file, parse)
 
     # --- writers, into this folder (the loop calls them on its staging folder) ------------
 
