@@ -76,7 +76,9 @@ def _compute(folder: RunFolder, device: str) -> RunFeatures:
 
     model, info = load_bundle(folder.model_dir)
     photo_set = folder.split(info.class_ids)
-    photos = read_photos(photo_set, info.item_resize, info.resize_method, cache="disk")
+    # A photo that can no longer be read has no row (advice writes no skipped.csv).
+    photos = read_photos(photo_set, info.item_resize, info.resize_method, cache="disk",
+                         listed_in=None)
     kept = photos.photo_set.photos
     index = {c: i for i, c in enumerate(info.class_ids)}
     targets = np.array([index[p.class_id] for p in kept], dtype=np.int64)

@@ -35,13 +35,15 @@ class ReadPhotos:
 def read_photos(photo_set: PhotoSet, size: int, method: str, cache: str,
                 cache_limit: int | str | None = None, workers: int | None = None,
                 shard: tuple[int, int] = (0, 1),
-                wait_for_all: Callable[[], None] | None = None) -> ReadPhotos:
+                wait_for_all: Callable[[], None] | None = None,
+                listed_in: str | None = "RUN/skipped.csv") -> ReadPhotos:
     """Every photo checked (and, unless `cache` is "off", decoded and kept) before training.
 
     `shard` (rank, processes): under torchrun with the disk cache, each process first
     decodes its share of the photos into the cache, so that no photo is decoded twice (nor
     written by two processes at once); after `wait_for_all` (a barrier), every process finds
-    all of them there.
+    all of them there. `listed_in`: where the caller lists the unreadable files, for the
+    warning.
     """
     paths = [p.path for p in photo_set.photos]
     folder = usable_cache_dir() if cache == "disk" else None
@@ -69,8 +71,9 @@ def read_photos(photo_set: PhotoSet, size: int, method: str, cache: str,
     say(f"{'Checked' if mode == 'off' else 'Read'} {len(paths)} photos in "
         f"{time.perf_counter() - t0:.1f} s{cached}.")
     if decoded.skipped:
-        warn(f"Skipped {len(decoded.skipped)} unreadable file(s) (listed in "
-             f"RUN/skipped.csv), e.g. {decoded.skipped[0][0]}: {decoded.skipped[0][1]}")
+        listed = f" (listed in {listed_in})" if listed_in else ""
+        warn(f"Skipped {len(decoded.skipped)} unreadable file(s){listed}, e.g. "
+             f"{decoded.skipped[0][0]}: {decoded.skipped[0][1]}")
         photo_set = photo_set.without({p for p, _ in decoded.skipped})
     return ReadPhotos(photo_set, decoded.pixels, list(decoded.skipped))
 
