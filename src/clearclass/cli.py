@@ -443,7 +443,8 @@ def explore(
     Example: clearclass explore photos/
 
     Prints photos per class (train and validation), photo size statistics and unreadable
-    files; writes samples.png (photos of each class), augmented.png (what batch
+    files, and warns when the largest class has more than 3 times the training photos of
+    the smallest; writes samples.png (photos of each class), augmented.png (what batch
     augmentation does to a few photos) and batch.png (a batch as training sees it, as
     fastai's show_batch) into OUT.
     """
