@@ -38,3 +38,22 @@ def test_an_edited_split_is_refused_naming_the_file(run):
     with pytest.raises(RunError, match="split.csv"):
         run_features(run, device="cpu")
     assert not (run / "advice").exists()  # nothing half-written
+
+
+def test_the_imbalance_warning_shows_a_name_that_is_not_utf8_escaped(tmp_path):
+    import os
+    from pathlib import Path
+
+    import clearclass
+    from tests.conftest import make_photo, run_cli
+
+    big = Path(os.fsdecode(b"caf\xe9"))
+    for k in range(60):
+        make_photo(tmp_path / "d" / big / f"{k}.png", colour=(200, 10, 10), seed=k)
+    for k in range(10):
+        make_photo(tmp_path / "d" / "small" / f"{k}.png", colour=(10, 10, 200), seed=k)
+    result = run_cli("explore", tmp_path / "d", "--item-resize", "32", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert "imbalanced: caf\\xe9 has 48 training photos" in " ".join(result.stdout.split())
+    html = clearclass.explore(tmp_path / "d", item_resize=32, workers=0)._repr_html_()
+    assert "imbalanced: caf\\xe9 has 48" in html
