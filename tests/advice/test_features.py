@@ -36,6 +36,10 @@ def test_one_row_per_photo_in_the_splits_order_and_the_classifier_reads_them(run
     assert found.class_ids == info.class_ids
     logits = model.get_classifier()(torch.from_numpy(found.features)).detach().numpy()
     assert (logits.argmax(1) == found.targets).mean() > 0.8  # the colours were learned
+    # The model's own probabilities come with them: its softmax over those logits.
+    softmax = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    assert found.probabilities.shape == (len(split.photos), len(info.class_ids))
+    np.testing.assert_allclose(found.probabilities, softmax, atol=1e-5)
 
 
 def test_kept_features_are_reused_and_computed_again_for_other_weights(run, monkeypatch):

@@ -36,6 +36,9 @@ class RunFeatures:
     is_valid: np.ndarray  # bool: a validation photo
     features: np.ndarray  # float32, photos x the width the classifier reads
     class_ids: list[str]
+    # float32, photos x classes: the trained model's own probabilities (its classifier on
+    # the features), in sample for the training photos.
+    probabilities: np.ndarray
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -86,19 +89,23 @@ def _compute(folder: RunFolder, device: str) -> RunFeatures:
     net = fold_batchnorm(model).to(compute.device).eval()
     batches = PhotoBatches(photos.pixels, targets.tolist(), info.item_resize,
                            info.resize_method, BATCH_SIZE, training=False)
-    rows = []
+    classifier = net.get_classifier()  # timm: the last layer, what reads pre_logits
+    rows, chances = [], []
     with torch.no_grad(), bar("computing features", len(batches)) as progress:
         for images, _ in batches:
             x = normalize(images.to(compute.device), info.mean, info.std)
             with compute.autocast:
                 pooled = net.forward_head(net.forward_features(x), pre_logits=True)
-            rows.append(pooled.float().cpu().numpy())
+            pooled = pooled.float()
+            rows.append(pooled.cpu().numpy())
+            chances.append(torch.softmax(classifier(pooled), dim=1).cpu().numpy())
             progress.advance()
-    width = rows[0].shape[1] if rows else 0
+    width, classes = (rows[0].shape[1] if rows else 0), len(info.class_ids)
     return RunFeatures([str(p.path) for p in kept], targets,
                        np.array([p.is_valid for p in kept], dtype=bool),
                        np.concatenate(rows) if rows else np.zeros((0, width), np.float32),
-                       list(info.class_ids))
+                       list(info.class_ids),
+                       np.concatenate(chances) if chances else np.zeros((0, classes), np.float32))
 
 
 def _write(path: Path, found: RunFeatures, key: dict[str, str]) -> None:
@@ -106,6 +113,7 @@ def _write(path: Path, found: RunFeatures, key: dict[str, str]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"features": np.ascontiguousarray(found.features, dtype=np.float32),
+               "probabilities": np.ascontiguousarray(found.probabilities, dtype=np.float32),
                "targets": found.targets, "is_valid": found.is_valid.astype(np.uint8)}
     metadata = {**key, "paths": json.dumps(found.paths),
                 "class_ids": json.dumps(found.class_ids)}
@@ -126,9 +134,11 @@ def _read(path: Path, key: dict[str, str]) -> RunFeatures | None:
                 return None
             features, targets = f.get_tensor("features"), f.get_tensor("targets")
             is_valid = f.get_tensor("is_valid").astype(bool)
+            probabilities = f.get_tensor("probabilities")
         paths, class_ids = json.loads(metadata["paths"]), json.loads(metadata["class_ids"])
     except Exception:  # noqa: BLE001  (any damage: compute them again)
         return None
-    if not (len(paths) == len(features) == len(targets) == len(is_valid)):
+    if not (len(paths) == len(features) == len(targets) == len(is_valid)
+            == len(probabilities)) or probabilities.shape[1:] != (len(class_ids),):
         return None
-    return RunFeatures(paths, targets, is_valid, features, class_ids)
+    return RunFeatures(paths, targets, is_valid, features, class_ids, probabilities)
