@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import clearclass
-from clearclass.exploration import IMBALANCE_RATIO
+from clearclass.data.checks import IMBALANCE_RATIO
 from tests.conftest import make_photo, run_cli
 
 

@@ -47,6 +47,8 @@ _PUBLIC = {
     "lr_find": "clearclass.training",
     "Evaluation": "clearclass.evaluation",
     "evaluate": "clearclass.evaluation",
+    "Advice": "clearclass.advice",
+    "advise": "clearclass.advice",
     "Cleaning": "clearclass.cleaning",
     "clean": "clearclass.cleaning",
     "Exploration": "clearclass.exploration",
@@ -57,6 +59,7 @@ _PUBLIC = {
 
 __all__ = [
     "SAMPLE_PHOTOS",
+    "Advice",
     "Classifier",
     "Cleaning",
     "ClearclassError",
@@ -65,6 +68,7 @@ __all__ = [
     "Prediction",
     "TrainConfig",
     "TrainingRun",
+    "advise",
     "clean",
     "evaluate",
     "explore",
@@ -77,6 +81,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from clearclass.advice import Advice, advise
     from clearclass.cleaning import Cleaning, clean
     from clearclass.demo import SAMPLE_PHOTOS
     from clearclass.errors import ClearclassError

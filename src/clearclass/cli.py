@@ -333,6 +333,43 @@ def evaluate(
 
 @app.command()
 @with_settings(("device",))
+def advise(
+    run: RunArg,
+    target: Annotated[str | None, typer.Option(
+        help="The accuracy to count photos needed for, in percent (92) or as a fraction "
+             "(0.92). Default: the run's accuracy plus 5 points.",
+        show_default=False, metavar="ACCURACY")] = None,
+    folds: Annotated[int, typer.Option(
+        help="Folds of the out-of-sample heads that judge each photo's label (fewer when a "
+             "class has fewer training photos).", min=2)] = 5,
+    quiet: Quiet = False,
+    *,
+    settings: dict,
+) -> None:
+    """Say what to fix in a run's photos next: a row per class and the three things most
+    worth doing.
+
+    Example: clearclass advise runs/dogs --target 90
+
+    For each class: its photos, the run's accuracy on it, the class it is most confused
+    with, the photos that look mislabelled, unlike any class or duplicated (as `clearclass
+    clean` finds them, judged by heads that never saw them), and how many photos the
+    learning curve says it needs for the target accuracy. Warns when the classes are
+    imbalanced. Writes RUN/advice/classes.csv and RUN/advice/index.html (with the learning
+    curves).
+    """
+    from clearclass.advice import advise as run_advice
+    from clearclass.advice.learning_curve import parse_target
+
+    with _output(quiet):
+        advice = run_advice(run, target=None if target is None else parse_target(target),
+                            folds=folds, **settings)
+    progress.console.print(advice.to_table())
+    typer.echo(advice.summary())
+
+
+@app.command()
+@with_settings(("device",))
 def clean(
     run: RunArg,
     actions: Annotated[Path | None, typer.Option(

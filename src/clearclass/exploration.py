@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clearclass import fileio
 from clearclass.data.augment import augment_settings, batch_augment
+from clearclass.data.checks import imbalance_warning
 from clearclass.data.decode import (
     UnreadableImage,
     crop_or_pad,
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 SAMPLES_PER_CLASS = 6
 CLASSES_PER_PAGE = 20
 THUMBNAIL = 160
-# A class with more than this many times the training photos of another is warned about:
-# the network learns the large class at the small one's expense (issue 23).
-IMBALANCE_RATIO = 3
 
 
 @dataclass(repr=False)
@@ -77,16 +75,7 @@ class Exploration:
     def imbalance(self) -> str | None:
         """A warning when the largest class has more than IMBALANCE_RATIO times the readable
         training photos of the smallest (which has some); None otherwise."""
-        train = {name: counts[0] for name, counts in self.counts().items() if counts[0]}
-        if len(train) < 2:
-            return None
-        largest, smallest = max(train, key=train.get), min(train, key=train.get)
-        if train[largest] <= IMBALANCE_RATIO * train[smallest]:
-            return None
-        return (f"The classes are imbalanced: {largest} has {train[largest]} training photos, "
-                f"{train[largest] / train[smallest]:.1f} times the {train[smallest]} of "
-                f"{smallest}. A model learns the large classes at the small ones' expense; "
-                "add photos of the small classes where you can.")
+        return imbalance_warning({name: counts[0] for name, counts in self.counts().items()})
 
     def size_stats(self) -> dict[str, tuple[int, int, int]]:
         """(min, median, max) of width, height and short side, in pixels."""

@@ -27,6 +27,31 @@ MIN_SIDE = 64  # pixels: the shortest side worth training on
 # original in at most 2 bits, and two different photos in at least 14.
 NEAR_DUPLICATE_BITS = 6
 
+# A class with more than this many times the training photos of another is warned about
+# (by `explore` and `advise`): the network learns the large class at the small one's expense.
+IMBALANCE_RATIO = 3
+
+
+def imbalance_warning(train_photos: dict[str, int]) -> str | None:
+    """A warning when the largest class has more than IMBALANCE_RATIO times the training
+    photos of the smallest that has some; None otherwise. `train_photos`: display name ->
+    training photos.
+
+    Example:
+        print(imbalance_warning({"beagle": 120, "dingo": 30}))
+    """
+    train = {name: n for name, n in train_photos.items() if n}
+    if len(train) < 2:
+        return None
+    largest, smallest = max(train, key=train.get), min(train, key=train.get)
+    if train[largest] <= IMBALANCE_RATIO * train[smallest]:
+        return None
+    return (f"The classes are imbalanced: {largest} has {train[largest]} training photos, "
+            f"{train[largest] / train[smallest]:.1f} times the {train[smallest]} of "
+            f"{smallest}. A model learns the large classes at the small ones' expense; "
+            "add photos of the small classes where you can.")
+
+
 # Pillow's format name -> the extensions that name it; the first is the one files are given.
 EXTENSIONS = {
     "JPEG": (".jpg", ".jpeg", ".jfif", ".jpe"),

@@ -1,0 +1,328 @@
+"""`advise(RUN)`: what to fix in the data next, class by class, in plain words.
+
+One table, a row per class: its photos, the run's accuracy on it, the class it is most
+confused with, the photos `clean` finds there (likely mislabelled, unlike any class,
+duplicated), and how many photos the learning curve says it needs for the target accuracy.
+Then the three things most worth doing next, ordered by the accuracy they put at stake on
+the validation photos (`_next_steps` says how each is weighed). It writes RUN/advice/
+(classes.csv and index.html) and shows itself in a notebook.
+
+Everything is computed from the kept features (`features.py`: one pass over the photos,
+reused), so a second call takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clearclass import fileio
+from clearclass.progress import say
+
+if TYPE_CHECKING:
+    from clearclass.advice.features import RunFeatures
+    from clearclass.advice.learning_curve import LearningCurves, PhotosNeeded
+    from clearclass.cleaning import Cleaning
+
+ADVICE_FOLDER = "advice"
+CLASSES_FILE, PAGE_FILE, CURVES_FILE = "classes.csv", "index.html", "learning_curves.png"
+NEXT_STEPS = 3  # the things most worth doing next, as the issue asks
+TABLE_ROWS = 20  # rows the command prints; classes.csv and the page hold them all
+COLUMNS = ("class", "class_id", "train_photos", "valid_photos", "accuracy",
+           "most_confused_with", "confused_share", "likely_mislabelled", "unlike_any_class",
+           "duplicates", "photos_needed", "more_photos_needed", "more_photos_low",
+           "more_photos_high", "photos_needed_note")
+
+
+@dataclass(frozen=True)
+class ClassAdvice:
+    """One class's row of the advice table."""
+
+    class_id: str
+    name: str
+    train_photos: int
+    valid_photos: int
+    accuracy: float | None  # the run's accuracy on its validation photos; None: it has none
+    confused_with: str  # the class its validation photos are most often taken for, or ""
+    confused_share: float  # the share of its validation photos taken for that class
+    mislabelled: int  # photos labelled with this class that look mislabelled
+    outliers: int  # photos labelled with this class that look unlike any class
+    duplicates: int  # copies (files or what the model sees) labelled with this class
+    needed: PhotosNeeded | None = None  # the learning curve's answer for the target
+
+    @property
+    def needed_text(self) -> str:
+        """Photos needed for the target, in words: '+120 (80-200)', 'reached', or why not."""
+        if self.needed is None:
+            return ""
+        return self.needed.text
+
+
+@dataclass(repr=False)
+class Advice:
+    """What `advise` found: `classes` (one `ClassAdvice` per class, in the model's order),
+    `next_steps` (plain sentences, most worth doing first) and the files written.
+
+    Example:
+        advice = clearclass.advise("runs/dogs")
+        print(advice.next_steps[0])
+        worst = min(advice.classes, key=lambda c: c.accuracy or 0)
+    """
+
+    run_dir: Path
+    accuracy: float  # the run's accuracy on its validation photos
+    target: float  # the accuracy the photos needed are counted for, 0-1
+    classes: list[ClassAdvice]
+    next_steps: list[str]
+    imbalance: str | None = None
+    curves: LearningCurves | None = None
+    folder: Path | None = None  # RUN/advice, once written
+    notes: list[str] = field(default_factory=list)  # what was done differently, and why
+
+    def summary(self) -> str:
+        lines = [f"{self.run_dir}: accuracy {self.accuracy:.1%} on the validation photos; "
+                 f"photos needed are counted for {self.target:.1%}."]
+        if self.imbalance:
+            lines.append(self.imbalance)
+        lines.append("Most worth doing next:" if self.next_steps else
+                     "Nothing stands out: the photos look clean and every class is near the "
+                     "target.")
+        lines += [f"  {i}. {step}" for i, step in enumerate(self.next_steps, start=1)]
+        if self.folder is not None:
+            lines.append(f"Per class: {self.folder / CLASSES_FILE}")
+            lines.append(f"With the learning curves: {self.folder / PAGE_FILE}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def to_table(self, limit: int = TABLE_ROWS):
+        """The classes as a rich table, lowest accuracy first (what the command prints)."""
+        from rich.table import Table
+
+        shown = _worst_first(self.classes)[:limit]
+        title = (f"Classes, lowest accuracy first ({len(shown)} of {len(self.classes)})"
+                 if len(shown) < len(self.classes) else "Classes, lowest accuracy first")
+        table = Table(title=title)
+        for column, justify in (("class", "left"), ("photos (train/valid)", "right"),
+                                ("accuracy", "right"), ("most confused with", "left"),
+                                ("mislabelled?", "right"), ("unlike any", "right"),
+                                ("duplicates", "right"),
+                                (f"photos needed for {self.target:.0%}", "left")):
+            table.add_column(column, justify=justify, overflow="fold")
+        for row in shown:
+            table.add_row(*map(fileio.shown_name, _cells(row)))
+        return table
+
+    def _repr_html_(self) -> str:
+        from clearclass import pages
+
+        return pages.render("advice_summary.html", advice=self, rows=_page_rows(self))
+
+
+def advise(run: object, target: float | None = None, folds: int | None = None,
+           device: str = "auto") -> Advice:
+    """Advise what to fix in a run's photos next: a row per class and three next steps.
+
+    `target` is the accuracy (0-1) to count photos needed for; by default the run's
+    accuracy plus 5 points. Writes RUN/advice/classes.csv and RUN/advice/index.html.
+
+    Example:
+        advice = clearclass.advise("runs/dogs", target=0.9)
+        print(advice.summary())
+    """
+    from clearclass.advice import learning_curve
+    from clearclass.advice.features import run_features
+    from clearclass.run_folder import RunFolder
+
+    folder = RunFolder.open(run, needs_model=True)
+    learning_curve.check_target(target)
+    found = run_features(folder.path, device=device)
+    names = dict(zip(folder.model_info().class_ids, folder.model_info().class_names))
+    valid = found.is_valid
+    accuracy = (float((found.probabilities[valid].argmax(1) == found.targets[valid]).mean())
+                if valid.any() else math.nan)
+    target = learning_curve.default_target(accuracy) if target is None else target
+    cleaning = _problems(folder.path, device, folds)
+    curves = learning_curve.learning_curves(found)
+    needed = {n.class_id: n for n in learning_curve.photos_needed(curves, target)}
+    rows = _rows(found, names, cleaning, needed)
+    advice = Advice(folder.path, accuracy, target, rows, [], _imbalance(rows), curves)
+    advice.next_steps = _next_steps(advice, cleaning)
+    advice.folder = _write(advice)
+    return advice
+
+
+def _problems(run_dir: Path, device: str, folds: int | None) -> Cleaning:
+    """What `clean` finds in the run's photos, without writing RUN/clean/."""
+    from clearclass import cleaning
+
+    return cleaning.find(run_dir, device=device)
+
+
+def _rows(found: RunFeatures, names: dict[str, str], cleaning: Cleaning,
+          needed: dict[str, PhotosNeeded]) -> list[ClassAdvice]:
+    from clearclass import cleaning as cleaning_module
+
+    classes = len(found.class_ids)
+    valid = found.is_valid
+    predicted = found.probabilities.argmax(1)
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (found.targets[valid], predicted[valid]), 1)
+    train_counts = np.bincount(found.targets[~valid], minlength=classes)
+    kinds = {cleaning_module.MISLABELLED: "mislabelled",
+             cleaning_module.OUTLIER: "outliers"}
+    counted: Counter = Counter()
+    for finding in cleaning.findings:
+        kind = ("duplicates" if finding in cleaning.duplicates else kinds.get(finding.problem))
+        if kind:
+            counted[finding.class_id, kind] += 1
+    rows = []
+    for i, class_id in enumerate(found.class_ids):
+        support = int(matrix[i].sum())
+        mistakes = matrix[i].copy()
+        mistakes[i] = 0
+        worst = int(mistakes.argmax())
+        rows.append(ClassAdvice(
+            class_id, names.get(class_id, class_id), int(train_counts[i]), support,
+            float(matrix[i, i] / support) if support else None,
+            names.get(found.class_ids[worst], found.class_ids[worst]) if mistakes[worst] else "",
+            float(mistakes[worst] / support) if support and mistakes[worst] else 0.0,
+            counted[class_id, "mislabelled"], counted[class_id, "outliers"],
+            counted[class_id, "duplicates"], needed.get(class_id)))
+    return rows
+
+
+def _imbalance(rows: list[ClassAdvice]) -> str | None:
+    from clearclass.data.checks import imbalance_warning
+
+    return imbalance_warning({r.name: r.train_photos for r in rows})
+
+
+def _next_steps(advice: Advice, cleaning: Cleaning) -> list[str]:
+    """The NEXT_STEPS things most worth doing, each weighed by the share of the validation
+    accuracy it puts at stake, so that unlike things compare:
+    - validation photos that copy training photos: their share of the validation photos
+      (the accuracy is inflated by up to that much);
+    - likely mislabelled and unlike-any-class photos: their share of all photos (a wrong
+      label in validation counts a right answer wrong; in training it teaches the mistake);
+    - more photos of a class: (target - its accuracy) x its share of the validation photos,
+      what the overall accuracy gains when the class reaches the target;
+    - imbalance: the same gain summed over the classes with under a third of the largest
+      class's photos that are below the run's accuracy.
+    """
+    from clearclass import cleaning as cleaning_module
+
+    run = str(advice.run_dir)
+    rows = advice.classes
+    valid_total = max(sum(r.valid_photos for r in rows), 1)
+    photos_total = max(sum(r.train_photos + r.valid_photos for r in rows), 1)
+    steps: list[tuple[float, str]] = []
+
+    across = [f for f in cleaning.findings if f.problem == cleaning_module.ACROSS_SPLITS]
+    if across:
+        steps.append((len(across) / valid_total,
+                      f"Remove the {_count(len(across), 'validation photo')} that copy "
+                      f"training photos: the accuracy counts photos the model trained on. "
+                      f"They are listed first by: clearclass clean {run}"))
+    mislabelled = [r for r in rows if r.mislabelled]
+    if mislabelled:
+        total = sum(r.mislabelled for r in rows)
+        most = max(mislabelled, key=lambda r: r.mislabelled)
+        steps.append((total / photos_total,
+                      f"Check the {_count(total, 'photo')} that look mislabelled "
+                      f"({most.mislabelled} labelled {most.name}): clearclass clean {run} "
+                      f"lists them with the class they look like, to relabel or delete."))
+    outliers = sum(r.outliers for r in rows)
+    if outliers:
+        steps.append((outliers / photos_total,
+                      f"Look at the {_count(outliers, 'photo')} unlike any class (another "
+                      f"kind of picture, blank or damaged): clearclass clean {run} lists "
+                      f"them; delete those that do not belong."))
+    for r in rows:
+        if r.accuracy is None or r.accuracy >= advice.target:
+            continue
+        gain = (advice.target - r.accuracy) * r.valid_photos / valid_total
+        confused = (f"; it is confused with {r.confused_with} {r.confused_share:.0%} of the "
+                    f"time" if r.confused_with else "")
+        if r.needed is not None and r.needed.more is not None:
+            what = (f"Add about {r.needed.more} photos of {r.name} ({r.needed.low}-"
+                    f"{r.needed.high} more, to {r.needed.total} in all, should bring it from "
+                    f"{r.accuracy:.0%} to {advice.target:.0%}{confused}).")
+        else:
+            reason = r.needed.reason if r.needed is not None else "no learning curve"
+            what = (f"Add photos of {r.name}: it is at {r.accuracy:.0%}{confused}. How many "
+                    f"it needs for {advice.target:.0%}: not enough data to say ({reason}).")
+        steps.append((gain, what))
+    if advice.imbalance:
+        largest = max(r.train_photos for r in rows)
+        small = [r for r in rows if r.train_photos * 3 < largest and r.accuracy is not None
+                 and r.accuracy < advice.accuracy]
+        if small:
+            gain = sum((advice.accuracy - r.accuracy) * r.valid_photos for r in small)
+            steps.append((gain / valid_total,
+                          f"Train again with --balance weights (or --balance sampler): "
+                          f"{', '.join(r.name for r in small[:3])} "
+                          f"{'have' if len(small) > 1 else 'has'} under a third of the "
+                          f"photos of the largest class and "
+                          f"{'are' if len(small) > 1 else 'is'} below the average."))
+    steps.sort(key=lambda s: -s[0])
+    return [text for score, text in steps[:NEXT_STEPS] if score > 0]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _worst_first(rows: list[ClassAdvice]) -> list[ClassAdvice]:
+    return sorted(rows, key=lambda r: (math.inf if r.accuracy is None else r.accuracy, r.name))
+
+
+def _cells(row: ClassAdvice) -> tuple[str, ...]:
+    confused = (f"{row.confused_with} ({row.confused_share:.0%})" if row.confused_with
+                else "")
+    return (row.name, f"{row.train_photos}/{row.valid_photos}",
+            "no valid photos" if row.accuracy is None else f"{row.accuracy:.0%}", confused,
+            str(row.mislabelled), str(row.outliers), str(row.duplicates), row.needed_text)
+
+
+def _page_rows(advice: Advice) -> list[dict]:
+    return [dict(zip(("name", "photos", "accuracy", "confused", "mislabelled", "outliers",
+                      "duplicates", "needed"), _cells(r)))
+            for r in _worst_first(advice.classes)]
+
+
+def _write(advice: Advice) -> Path:
+    from clearclass import pages
+    from clearclass.advice import learning_curve
+    from clearclass.figures import png_bytes
+
+    folder = advice.run_dir / ADVICE_FOLDER
+    rows = []
+    for r in advice.classes:
+        n = r.needed
+        rows.append((r.name, r.class_id, r.train_photos, r.valid_photos,
+                     "" if r.accuracy is None else f"{r.accuracy:.4f}", r.confused_with,
+                     f"{r.confused_share:.4f}" if r.confused_with else "", r.mislabelled,
+                     r.outliers, r.duplicates,
+                     "" if n is None or n.total is None else n.total,
+                     "" if n is None or n.more is None else n.more,
+                     "" if n is None or n.low is None else n.low,
+                     "" if n is None or n.high is None else n.high,
+                     "" if n is None else n.reason))
+    fileio.write_csv(folder / CLASSES_FILE, COLUMNS, rows)
+    curves_uri = ""
+    if advice.curves is not None:
+        figure = learning_curve.plot_learning_curves(advice.curves, advice.target)
+        data = png_bytes(figure)
+        fileio.write_bytes(folder / CURVES_FILE, data)
+        curves_uri = pages.png_uri(data)
+    fileio.write_text(folder / PAGE_FILE, pages.render(
+        "advice_page.html", advice=advice, rows=_page_rows(advice), curves=curves_uri))
+    say(f"Advice written to {folder}")
+    return folder
