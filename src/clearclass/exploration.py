@@ -86,7 +86,9 @@ class Exploration:
         return (f"The classes are imbalanced: {largest} has {train[largest]} training photos, "
                 f"{train[largest] / train[smallest]:.1f} times the {train[smallest]} of "
                 f"{smallest}. A model learns the large classes at the small ones' expense; "
-                "add photos of the small classes where you can.")
+                "add photos of the small classes where you can, or train with --balance "
+                "weights (a loss weighted by class) or --balance sampler (small classes drawn "
+                "more often).")
 
     def size_stats(self) -> dict[str, tuple[int, int, int]]:
         """(min, median, max) of width, height and short side, in pixels."""
