@@ -47,6 +47,7 @@ class SingleLabel:
 
     def __init__(self, class_weights: np.ndarray | None = None):
         self.class_weights = class_weights  # per class, for --balance weights; None: all 1
+        self._weights_on: dict = {}  # device -> class_weights as a tensor there, copied once
 
     def for_training(self, balance: str, targets: Sequence[int], classes: int) -> SingleLabel:
         """The task `train` optimises with `--balance` (BALANCE_MODES): with `weights`, its
@@ -74,9 +75,11 @@ class SingleLabel:
 
         if self.class_weights is None or not weighted:
             return F.cross_entropy(logits, targets, reduction=reduction)
-        weights = torch.as_tensor(self.class_weights, dtype=torch.float32,
-                                  device=logits.device)[targets]
-        losses = F.cross_entropy(logits, targets, reduction="none") * weights
+        weights = self._weights_on.get(logits.device)
+        if weights is None:
+            weights = self._weights_on[logits.device] = torch.as_tensor(
+                self.class_weights, dtype=torch.float32, device=logits.device)
+        losses = F.cross_entropy(logits, targets, reduction="none") * weights[targets]
         if reduction == "mean":
             return losses.mean()
         return losses.sum() if reduction == "sum" else losses
