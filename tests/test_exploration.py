@@ -31,6 +31,7 @@ def test_the_largest_class_over_three_times_the_smallest_is_warned_about(
     assert (message is not None) == warned
     if warned:
         assert "many" in message and "few" in message and f"{ratio:.1f} times" in message
+        assert "--balance weights" in message and "--balance sampler" in message  # the remedy
         assert "imbalanced" in found._repr_html_()
 
 

@@ -95,9 +95,11 @@ def _same(a, b):
                                     for (x, u), (y, v) in zip(a, b))
 
 
-def test_memory_disk_and_off_give_byte_identical_batches(tmp_path):
+@pytest.mark.parametrize("balanced", [  # and drawn class-balanced (--balance sampler)
+    False, pytest.param(True, marks=pytest.mark.slow)])
+def test_memory_disk_and_off_give_byte_identical_batches(tmp_path, balanced):
     photos = _varied_photos(tmp_path / "p")
-    labels = [i % 3 for i in range(len(photos))]
+    labels = [i % 3 if not balanced else min(i // 50, 2) for i in range(len(photos))]
     memory = decode_photos(photos, 24, "crop", workers=0)
     disk = decode_photos(photos, 24, "crop", workers=0, cache_dir=tmp_path / "cache")
     off = decode_photos(photos, 24, "crop", workers=2, keep_pixels=False)
@@ -105,7 +107,7 @@ def test_memory_disk_and_off_give_byte_identical_batches(tmp_path):
     for training in (True, False):
         def batches(decoded, workers=0, training=training):
             return PhotoBatches(decoded.pixels, labels, 24, "crop", 8, training, seed=5,
-                                workers=workers)
+                                workers=workers, balanced=balanced)
 
         reference = _epochs(batches(memory))
         assert _same(reference, _epochs(batches(disk)))
@@ -232,3 +234,64 @@ def test_batch_workers_started_by_spawn_or_forkserver_give_the_same_batches(
     batches = PhotoBatches(off.pixels, labels, 24, "crop", 8, True, seed=2, workers=2)
     assert _same(reference, _epochs(batches))
     batches.close()
+
+
+# --- --balance sampler ----------------------------------------------------------------------
+
+def _imbalanced(counts=(900, 90, 10), batch_size=10, seed=0, shard=(0, 1), training=True):
+    """PhotoBatches over classes of `counts` photos, drawn class-balanced (--balance sampler)."""
+    targets = [c for c, k in enumerate(counts) for _ in range(k)]
+    pixels = [np.zeros((8, 8, 3), np.uint8)] * len(targets)
+    return PhotoBatches(pixels, targets, 8, "crop", batch_size, training, seed, shard=shard,
+                        balanced=True)
+
+
+def _drawn(batches, epoch):
+    batches.set_epoch(epoch)
+    return [item for batch in batches.epoch_plan() for item in batch]
+
+
+def test_the_balanced_sampler_draws_every_class_about_as_often_and_as_many_photos():
+    batches = _imbalanced()
+    assert len(batches) == 100  # an epoch keeps its photos (1000) and its steps
+    targets = batches.targets.numpy()
+    drawn = np.concatenate([[i for i, _ in _drawn(batches, epoch)] for epoch in range(5)])
+    per_class = np.bincount(targets[drawn], minlength=3)
+    # 5000 draws, 1/3 each: 1667 expected, a standard deviation of 33; the seed is fixed.
+    assert np.all(np.abs(per_class - 5000 / 3) < 150), per_class
+    assert len(set(drawn[targets[drawn] == 2].tolist())) == 10  # all of the rare class
+    assert len(set(drawn.tolist())) < 1000  # with replacement: not every photo comes
+
+
+def test_the_balanced_draw_follows_the_seed_and_the_epoch_only():
+    assert _drawn(_imbalanced(), 3) == _drawn(_imbalanced(), 3)
+    assert _drawn(_imbalanced(), 3) != _drawn(_imbalanced(), 4)
+    assert _drawn(_imbalanced(), 3) != _drawn(_imbalanced(seed=1), 3)
+
+
+def test_each_process_takes_a_disjoint_slice_of_the_same_balanced_draw():
+    n, world, epoch = 1000, 3, 2
+    whole = _imbalanced(batch_size=12)
+    gen = torch.Generator().manual_seed(epoch)  # seed 0: the generator PhotoBatches uses
+    order = torch.multinomial(whole.draw_weights, n, replacement=True, generator=gen).tolist()
+    assert [i for i, _ in _drawn(whole, epoch)] == order[:len(whole) * 12]
+    shares = [_drawn(_imbalanced(batch_size=4, shard=(rank, world)), epoch)
+              for rank in range(world)]
+    assert [len(share) for share in shares] == [332] * world  # 333 each, in batches of 4
+    for rank, share in enumerate(shares):
+        assert [i for i, _ in share] == order[rank::world][:332]
+    # Draw k (photo and crop position) goes to process k % world: disjoint slices of one
+    # draw, whatever the number of processes.
+    drawn = _drawn(whole, epoch)
+    assert all(share == drawn[rank::world][:332] for rank, share in enumerate(shares))
+
+
+def test_a_balanced_epoch_resumed_midway_serves_the_rest_of_the_same_batches():
+    batches = _imbalanced(counts=(30, 6, 4))
+    whole = _epochs(batches, (1,))
+    assert _same(_epochs(batches, (1,), start_batch=2), whole[2:])
+
+
+def test_validation_photos_are_never_resampled():
+    labels = [lab.tolist() for _, lab in _imbalanced(counts=(6, 2), training=False)]
+    assert sum(labels, []) == [0] * 6 + [1] * 2

@@ -104,3 +104,51 @@ def test_an_unwritable_cache_falls_back_to_memory(data, tmp_path):
     assert "Cannot write the decoded-photo cache" in result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["config"]["cache"] == "disk"  # as asked; decoded into memory
+
+
+# --- --balance (issue 23) --------------------------------------------------------------------
+
+def test_a_misspelt_balance_is_one_line_that_suggests_the_value(data, tmp_path):
+    result = run_cli("train", data, "--out", tmp_path / "run", *TINY, "--balance", "wieghts")
+    failed(result, "--balance must be one of none, weights, sampler", "'wieghts'",
+           "Did you mean weights?")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["sideways", 3])
+def test_a_config_json_edited_to_an_unknown_balance_is_one_line(trained_run, tmp_path, value):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["balance"] = value
+    (run / "config.json").write_text(json.dumps(record))
+    failed(run_cli("train", "--resume", run), "config.json is damaged", "balance must be")
+
+
+def test_a_run_from_before_balance_resumes_as_none(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    record = json.loads((run / "config.json").read_text())
+    del record["config"]["balance"]
+    (run / "config.json").write_text(json.dumps(record))
+    result = run_cli("train", "--resume", run)
+    assert result.returncode == 0 and "nothing to resume" in result.stdout, result.said
+
+
+@pytest.mark.slow  # trains twice
+@pytest.mark.parametrize("balance", ["weights", "sampler"])
+def test_a_class_with_a_single_training_photo_trains_under_balance(tmp_path, balance):
+    """One green photo to learn from among 16 red ones: its weight is 17 / (2 x 1) = 8.5,
+    or the sampler draws it in half the places of an epoch; training goes on, finite."""
+    make_dataset(tmp_path / "photos", per_class=20, classes=("red", "green"))
+    rows = ["path,label,is_valid"]
+    for name, train, valid in (("red", range(16), range(16, 20)), ("green", [0], [1, 2])):
+        rows += [f"photos/{name}/{i:03d}.jpg,{name},0" for i in train]
+        rows += [f"photos/{name}/{i:03d}.jpg,{name},1" for i in valid]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = run_cli("train", labels, "--out", out, *tiny_options(balance=balance), "--quiet")
+    assert result.returncode == 0, result.said
+    metrics = (out / "metrics.csv").read_text().splitlines()[1:]
+    assert len(metrics) == 2 and "nan" not in " ".join(metrics) and "inf" not in " ".join(metrics)

@@ -9,7 +9,7 @@ import torch
 from clearclass.errors import ClearclassError, DataError, RunError, SettingError
 from clearclass.training import TrainConfig, train
 from clearclass.training import loop as loop_module
-from tests.conftest import make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, run_cli, tiny_options
 
 
 def _rows(path):
@@ -279,3 +279,52 @@ def test_the_frozen_epochs_validation_is_the_saved_models(tmp_path, tiny_train_s
     assert evaluation.accuracy == pytest.approx(run.history[0].accuracy, abs=1e-6)
     assert float(evaluation.losses.mean()) == pytest.approx(run.history[0].valid_loss,
                                                             abs=1e-4)
+
+
+# --- --balance (issue 23) --------------------------------------------------------------------
+
+def _imbalanced_photos(root, counts=(("red", 30), ("green", 8), ("blue", 5))):
+    for c, (name, count) in enumerate(counts):
+        for i in range(count):
+            make_photo(root / name / f"{i:03d}.jpg", COLOURS[name], seed=100 * c + i)
+    return root
+
+
+@pytest.mark.slow  # two trainings
+@pytest.mark.parametrize("balance", ["weights", "sampler"])
+def test_balance_trains_through_the_command_line_and_is_recorded(tmp_path, balance):
+    data = _imbalanced_photos(tmp_path / "photos")
+    out = tmp_path / "run"
+    result = run_cli("train", data, "--out", out, *tiny_options(balance=balance), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["balance"] == balance
+    rows = _rows(out / "metrics.csv")
+    assert len(rows) == 2 and all(float(r["train_loss"]) > 0 for r in rows)
+
+
+def test_balance_is_a_setting_checked_like_the_others_and_older_runs_read_as_none():
+    assert TrainConfig("x").balance == "none"
+    assert TrainConfig.from_dict({"data": "x"}).balance == "none"  # config.json before it
+    with pytest.raises(SettingError, match=r"one of none, weights, sampler; got 'wieghts'\. "
+                                           "Did you mean weights\\?"):
+        TrainConfig("x", balance="wieghts")
+    with pytest.raises(SettingError, match="must be str"):
+        TrainConfig("x", balance=True)
+
+
+def test_validation_reports_the_plain_loss_whatever_the_class_weights():
+    from clearclass import device as devices
+    from clearclass.bundle import ModelInfo
+    from clearclass.data.loader import PhotoBatches
+    from clearclass.task import SINGLE_LABEL
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    pixels = [torch.randint(0, 255, (8, 8, 3), dtype=torch.uint8).numpy() for _ in range(12)]
+    batches = PhotoBatches(pixels, [0] * 8 + [1] * 3 + [2], 8, "crop", 4, training=False)
+    info = ModelInfo("linear", ["a", "b", "c"], ["a", "b", "c"], 8, "crop", (0.5,) * 3,
+                     (0.5,) * 3)
+    compute = devices.select("cpu", "fp32")
+    weighted = SINGLE_LABEL.for_training("weights", batches.targets.tolist(), 3)
+    assert loop_module.validate(model, batches, compute, info, task=weighted) == \
+        loop_module.validate(model, batches, compute, info, task=SINGLE_LABEL)

@@ -22,7 +22,7 @@ import torch
 from clearclass.errors import RunError
 from clearclass.training import TrainConfig
 from clearclass.training.checkpoint import Position, read_checkpoint, write_checkpoint
-from tests.conftest import make_dataset
+from tests.conftest import COLOURS, make_dataset, make_photo
 
 needs_signals = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -275,3 +275,39 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
     monkeypatch.setattr(loop, "train_one_epoch", real)
     run = loop.resume(out)
     assert [row.epoch for row in run.history] == [0, 1]
+
+
+@pytest.mark.slow  # three short trainings
+@pytest.mark.parametrize("balance", ["sampler", "weights"])
+def test_a_balanced_run_stopped_inside_an_epoch_resumes_to_the_uninterrupted_figures(
+        tmp_path_factory, tiny_train_settings, tmp_path, monkeypatch, balance):
+    """--balance sampler draws each epoch from (seed, epoch), and the class weights come from
+    split.csv's photos, so a run stopped midway ends where the uninterrupted one does."""
+    from clearclass.training import loop
+
+    photos = tmp_path_factory.mktemp("imbalanced") / "colours"
+    for c, (name, count) in enumerate((("red", 30), ("green", 10), ("blue", 5))):
+        for i in range(count):
+            make_photo(photos / name / f"{i:03d}.jpg", COLOURS[name], seed=100 * c + i)
+    settings = {**tiny_train_settings, "epochs": 2, "balance": balance}
+    whole = loop.train(photos, out=str(tmp_path / "whole"), **settings)
+
+    real = loop.train_one_epoch
+
+    def stop_in_epoch_1(run, setup, stage, epoch, start, saver, stop):
+        if epoch == 1:
+            stop.asked = True  # as Ctrl-C does: saved after the next step, then stopped
+        return real(run, setup, stage, epoch, start, saver, stop)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop_in_epoch_1)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(photos, out=str(out), **settings)
+    assert read_checkpoint(out).position.epochs_done == 1
+    assert read_checkpoint(out).position.step == 1
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    with pytest.raises(RunError, match="balance cannot change"):
+        loop.resume(out, balance="none")
+    resumed = loop.resume(out)
+    assert resumed.config.balance == balance
+    _same_metrics(_metrics(out), _metrics(whole.run_dir))

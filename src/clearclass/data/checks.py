@@ -49,7 +49,9 @@ def imbalance_warning(train_photos: dict[str, int]) -> str | None:
     return (f"The classes are imbalanced: {largest} has {train[largest]} training photos, "
             f"{train[largest] / train[smallest]:.1f} times the {train[smallest]} of "
             f"{smallest}. A model learns the large classes at the small ones' expense; "
-            "add photos of the small classes where you can.")
+            "add photos of the small classes where you can, or train with --balance "
+            "weights (a loss weighted by class) or --balance sampler (small classes drawn "
+            "more often).")
 
 
 # Pillow's format name -> the extensions that name it; the first is the one files are given.

@@ -262,7 +262,10 @@ class PhotoBatches:
 
     training=True: shuffled, random crop positions, last partial batch dropped (as fastai,
     so BatchNorm never sees a batch of one). The order is drawn from `seed` and the epoch
-    number, so runs repeat exactly.
+    number, so runs repeat exactly. `balanced` (`--balance sampler`, training only): instead
+    of each photo once, an epoch is as many photos drawn with replacement, each with a
+    chance proportional to 1 / the photos of its class, so that every class comes equally
+    often; drawn from `seed` and the epoch too, so a resumed epoch goes on the same.
 
     `workers`: processes that decode photos when `pixels` is `PhotoFiles` (`--cache off`;
     None: one per core, at most 8; 0: a thread). Pixels at hand (a list, or the disk
@@ -298,6 +301,7 @@ class PhotoBatches:
         pin_memory: bool = False,
         workers: int | None = 0,
         shard: tuple[int, int] = (0, 1),
+        balanced: bool = False,
     ):
         if len(pixels) != len(targets):
             raise ValueError("pixels and targets differ in length")
@@ -309,6 +313,11 @@ class PhotoBatches:
         self.size, self.method, self.batch_size = size, method, batch_size
         self.training, self.seed, self.epoch, self.start_batch = training, seed, 0, 0
         self.shard = (rank, world)
+        # --balance sampler: each photo's chance to be drawn, 1 / the photos of its class.
+        self.draw_weights = None
+        if balanced and training and len(pixels):
+            counts = torch.bincount(self.targets)
+            self.draw_weights = 1.0 / counts[self.targets].double()
         n = len(pixels)
         # Photos this rank serves per epoch: the same on every rank in training.
         self.count = n // world if training else len(range(rank, n, world))
@@ -335,7 +344,11 @@ class PhotoBatches:
         rank, world = self.shard
         if self.training:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen).tolist()
+            if self.draw_weights is None:
+                order = torch.randperm(n, generator=gen).tolist()
+            else:  # every rank draws the same n photos and takes its share of them
+                order = torch.multinomial(self.draw_weights, n, replacement=True,
+                                          generator=gen).tolist()
             positions = [(x, y) for x, y in
                          torch.rand(n, 2, generator=gen, dtype=torch.float64).tolist()]
         else:

@@ -26,6 +26,7 @@ from clearclass.data.budget import CACHE_MODES, SIZE_UNITS_HELP, parse_size
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.device import DEVICES, PRECISIONS, is_device_name
 from clearclass.errors import SettingError
+from clearclass.task import BALANCE_MODES
 
 # Groups of options, in the order `--help` shows them.
 PHOTOS, MODEL, SCHEDULE, HARDWARE, OUTPUT = (
@@ -131,6 +132,12 @@ class TrainConfig:
         SCHEDULE)
     weight_decay: float = setting(0.01, "AdamW's decoupled weight decay.", SCHEDULE)
     batch_size: int = setting(64, "Photos per training step.", SCHEDULE)
+    balance: str = setting(
+        "none", "What training does for classes with fewer photos than others: none; "
+                "weights (each photo's loss weighted by n / (classes x its class's photos), "
+                "scikit-learn's balanced class weights); or sampler (each epoch draws as many "
+                "photos, with replacement, every class equally often). valid_loss stays the "
+                "plain loss.", SCHEDULE)
     adapt_batchnorm: bool | None = setting(
         None, "Let BatchNorm statistics adapt to your photos, as fastai's train_bn does (the "
               "frozen epoch then back-propagates through the whole body). By default the "
@@ -215,10 +222,14 @@ class TrainConfig:
              f"must be between 16 and --item-resize ({self.item_resize})"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
             ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
+            ("balance", self.balance in BALANCE_MODES,
+             f"must be one of {', '.join(BALANCE_MODES)}"),
         ]
         for name, ok, problem in checks:
             if not ok:
-                raise SettingError(name, f"{problem}; got {getattr(self, name)!r}.")
+                value = getattr(self, name)
+                hint = _did_you_mean(value, BALANCE_MODES) if name == "balance" else ""
+                raise SettingError(name, f"{problem}; got {value!r}.{hint}")
         if self.cache_limit is not None:
             try:
                 parse_size(self.cache_limit)
@@ -290,6 +301,12 @@ def make_config(data: str | Path | TrainConfig, settings: Mapping[str, Any],
     if "data" in settings:
         raise SettingError("data", "was given twice.")
     return TrainConfig(data=data, **settings)
+
+
+def _did_you_mean(value: Any, choices: Collection[str]) -> str:
+    """' Did you mean X?' for a value that looks like a misspelt choice; '' otherwise."""
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]}?" if close else ""
 
 
 def _current_value(name: str, value: Any, warn: bool) -> Any:

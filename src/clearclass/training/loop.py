@@ -320,13 +320,18 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
                             config.batch_size // processes.world_size,
                             training=training, seed=config.seed,
                             pin_memory=compute.device.type == "cuda", workers=workers,
-                            shard=(processes.rank, processes.world_size))
+                            shard=(processes.rank, processes.world_size),
+                            balanced=training and config.balance == "sampler")
 
     scaler = torch.amp.GradScaler(compute.device.type) if compute.needs_grad_scaler else None
     saver.attach(model, info, scaler)
+    # --balance weights: class weights from the training photos read (task.py).
+    task = SINGLE_LABEL.for_training(
+        config.balance, [class_index[photo_set.photos[i].class_id] for i in train_idx],
+        len(photo_set.class_ids))
     return Setup(model, compute, info, batches(train_idx, True), batches(valid_idx, False),
                  augment_settings(config.batch_augment, config.augment_strength),
-                 torch.Generator().manual_seed(config.seed), scaler, frozen)
+                 torch.Generator().manual_seed(config.seed), scaler, frozen, task)
 
 
 @contextlib.contextmanager
@@ -470,7 +475,8 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
         targets = targets.to(compute.device, non_blocking=True)
         with compute.autocast:
             logits = model(x)
-        total_loss += task.loss(logits.float(), targets, reduction="sum")
+        # The plain loss, whatever --balance: valid_loss compares across runs (task.py).
+        total_loss += task.loss(logits.float(), targets, reduction="sum", weighted=False)
         correct += task.correct(logits, targets)
         count += len(targets)
     sums = torch.stack([total_loss.double(), correct.double(),
