@@ -177,12 +177,39 @@ def test_the_figure_shows_at_most_eight_classes_and_says_so():
     assert len(fig.axes[1].get_legend().get_texts()) <= 9
 
 
-def test_end_to_end_on_a_trained_run(trained_run):
+def test_end_to_end_on_a_trained_run(trained_run, tmp_path):
+    import shutil
+
     from clearclass.advice.features import run_features
 
-    found = run_features(trained_run, device="cpu")
+    shutil.copytree(trained_run, tmp_path / "run")  # features are kept in RUN/advice/
+    found = run_features(tmp_path / "run", device="cpu")
     curves = learning_curves(found, fractions=(0.25, 0.5, 1.0), seeds=2)
     rows = photos_needed(curves)
     assert [r.class_id for r in rows] == found.class_ids
     assert all(r.known or r.reason.startswith(NOT_ENOUGH) for r in rows)
     assert 0 <= curves.accuracy_now <= 1
+
+
+@pytest.mark.slow  # evaluates twice and computes features
+def test_the_report_shows_the_curves_once_the_features_are_kept(trained_run, tmp_path):
+    import shutil
+
+    import clearclass
+    from clearclass.advice.features import run_features
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / "advice", ignore_errors=True)
+    clearclass.evaluate(run, device="cpu")
+    page = (run / "report" / "index.html").read_text()
+    assert "Learning curves and photos needed" in page and "run_features(RUN)" in page
+    assert not (run / "report" / "learning_curves.png").exists()
+    run_features(run, device="cpu")
+    clearclass.evaluate(run, device="cpu")
+    page = (run / "report" / "index.html").read_text()
+    assert 'alt="learning curves"' in page and 'id="photos-needed"' in page
+    assert (run / "report" / "learning_curves.png").stat().st_size > 0
+    rows = (run / "report" / "photos_needed.csv").read_text().splitlines()
+    assert rows[0].startswith("class_id,photos_now,accuracy_now,target")
+    assert len(rows) == 1 + len(run_features(run).class_ids)

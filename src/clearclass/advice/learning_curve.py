@@ -158,6 +158,54 @@ class PhotosNeeded:
         return self.photos_needed is not None
 
 
+@dataclass
+class PhotosAdvice:
+    """The learning curves with the photos needed for one target: overall and per class.
+    What the report and `clearclass advise` show; in a notebook, the figure."""
+
+    curves: LearningCurves
+    target: float
+    overall: PhotosNeeded
+    per_class: list[PhotosNeeded]
+
+    def figure(self):
+        """The curves, overall and the 8 classes furthest below the target (`figures`)."""
+        from clearclass import figures
+
+        return figures.learning_curves(self.curves, self.per_class, self.target)
+
+    def most_needed(self) -> list[PhotosNeeded]:
+        """The classes in order of the photos they need: most first, then those the fit
+        cannot say (by accuracy, lowest first), then those at the target."""
+        def order(row: PhotosNeeded) -> tuple:
+            if row.more:
+                return (0, -row.more, row.class_id)
+            if row.more is None:
+                return (1, row.accuracy_now if row.accuracy_now is not None else 2.0,
+                        row.class_id)
+            return (2, 0, row.class_id)
+        return sorted(self.per_class, key=order)
+
+    def _repr_png_(self) -> bytes:
+        from clearclass import figures
+
+        return figures.png_bytes(self.figure())
+
+
+def photos_advice(curves: LearningCurves, target: float | None = None) -> PhotosAdvice:
+    """`photos_needed` and `overall_photos_needed` for one target (default: the run's
+    accuracy + 5 points, at most 99%).
+
+    Example:
+        advice = photos_advice(curves, target=0.9)
+        for row in advice.most_needed()[:3]:
+            print(row.class_id, row.more, row.low, row.high, row.reason)
+    """
+    target = curves.default_target() if target is None else check_target(target)
+    return PhotosAdvice(curves, target, overall_photos_needed(curves, target),
+                        photos_needed(curves, target))
+
+
 def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                     seeds: int = DEFAULT_SEEDS) -> LearningCurves:
     """Heads trained on `fractions` of each class's training photos (at least one photo
@@ -365,5 +413,8 @@ def _fit_head(features: np.ndarray, targets: np.ndarray, previous):
         regression.intercept_ = previous[-1].intercept_.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # Many classes of a photo or two each: scikit-learn wonders whether the labels are
+        # a regression's values; they are classes.
+        warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
         head.fit(features, targets)
     return head
