@@ -185,6 +185,62 @@ def learning_rate_curve(rates: Sequence[float], losses: Sequence[float],
     return fig
 
 
+LEARNING_CURVE_CLASSES = 8  # classes drawn beside the overall curve; more would be a tangle
+
+
+def learning_curves(curves, needed: Sequence, target: float) -> Figure:
+    """Validation accuracy against training photos (log scale): overall on the left, on the
+    right the classes furthest below `target` (at most 8, named in the title); points are
+    the mean over seeds with their range, the fitted power laws dashed, the target dotted.
+    `curves` is an `advice.learning_curve.LearningCurves`, `needed` its `photos_needed`.
+    """
+    fig = new_figure(12, 4.6)
+    overall, classes = fig.subplots(1, 2)
+    total = curves.photos.sum(axis=2)[:, 0]
+    _curve(overall, total, curves.accuracy, curves.overall_fit(), "black", "all classes")
+    overall.set_xlabel("training photos, all classes")
+    overall.set_title(f"Overall: {curves.accuracy_now:.1%} now with {int(total[-1]):,} "
+                      "photos", fontsize=10)
+    known = [c for c in range(len(curves.class_ids)) if curves.valid_photos[c] > 0]
+    gap = {c: target - float(np.mean(curves.class_accuracy[-1, :, c])) for c in known}
+    shown = sorted(known, key=lambda c: -gap[c])[:LEARNING_CURVE_CLASSES]
+    colours = [f"C{i}" for i in range(10)]
+    for i, c in enumerate(shown):
+        row = needed[c]
+        more = f"+{row.more:,}" if row.more is not None else "?"
+        _curve(classes, curves.photos[:, 0, c], curves.class_accuracy[:, :, c],
+               curves.class_fit(c), colours[i % 10],
+               f"{_short(shown_name(curves.class_ids[c]), 22)} ({more})")
+    classes.set_xlabel("training photos of the class")
+    many = len(curves.class_ids) > len(shown)
+    classes.set_title(
+        (f"{len(shown)} of {len(curves.class_ids)} classes, furthest below the target"
+         if many else "Each class") + " (photos to add; ? = not enough data to say)",
+        fontsize=10)
+    for ax in (overall, classes):
+        ax.axhline(target, color="tab:red", linestyle=":", label=f"target {target:.1%}")
+        ax.set_xscale("log")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    overall.legend(fontsize=8, loc="lower right")
+    classes.legend(fontsize=7, loc="lower right", ncol=1 if len(shown) <= 4 else 2)
+    fig.suptitle("Learning curves: heads on the network's features (dashed: fitted power "
+                 "law)", fontsize=11)
+    return fig
+
+
+def _curve(ax, photos: np.ndarray, accuracy: np.ndarray, fit, colour: str, label: str):
+    """Mean accuracy over seeds with its range, and the fit dashed out to 3x the photos."""
+    mean = np.nanmean(accuracy, axis=1) if accuracy.ndim == 2 else accuracy
+    low, high = (np.nanmin(accuracy, axis=1), np.nanmax(accuracy, axis=1)) \
+        if accuracy.ndim == 2 else (mean, mean)
+    ax.errorbar(photos, mean, yerr=[mean - low, high - mean], fmt="o-", color=colour,
+                markersize=4, capsize=2, linewidth=1, label=label)
+    if fit is not None and photos.max() > 0:
+        x = np.geomspace(max(photos.min(), 1), photos.max() * 3, 50)
+        ax.plot(x, 1 - fit.error(x), "--", color=colour, linewidth=1)
+
+
 def prediction(image: np.ndarray, top_k: Sequence[dict], title: str = "") -> Figure:
     """A photo beside bars of its most likely classes and their probabilities."""
     fig = new_figure(8, 3.2)

@@ -54,10 +54,7 @@ def run_features(run: object, device: str = "auto") -> RunFeatures:
         print(found.features.shape, found.is_valid.sum())
     """
     folder = RunFolder.open(run, needs_model=True)
-    info = folder.model_info()
-    key = {"weights_sha256": info.checksums[WEIGHTS_FILE],
-           "split_sha256": str(folder.record().get(SPLIT_CHECKSUM))}
-    path = folder.path / "advice" / FEATURES_FILE
+    path, key = _kept_at(folder)
     kept = _read(path, key)
     if kept is not None:
         return kept
@@ -65,6 +62,24 @@ def run_features(run: object, device: str = "auto") -> RunFeatures:
     _write(path, found, key)
     say(f"Features of {len(found)} photos kept in {path}.")
     return found
+
+
+def kept_features(run: object) -> RunFeatures | None:
+    """The features RUN/advice/ keeps for the run's present weights and split, or None
+    (none kept, or kept for other weights or another split): never a forward pass.
+
+    Example:
+        found = kept_features("runs/dogs")  # None until run_features("runs/dogs")
+    """
+    return _read(*_kept_at(RunFolder.open(run, needs_model=True)))
+
+
+def _kept_at(folder: RunFolder) -> tuple[Path, dict[str, str]]:
+    """Where the run's features are kept, and the checksums they must have been made for."""
+    info = folder.model_info()
+    key = {"weights_sha256": info.checksums[WEIGHTS_FILE],
+           "split_sha256": str(folder.record().get(SPLIT_CHECKSUM))}
+    return folder.path / "advice" / FEATURES_FILE, key
 
 
 def _compute(folder: RunFolder, device: str) -> RunFeatures:

@@ -16,6 +16,20 @@ import numpy as np
 DEFAULT_FOLDS = 5
 
 
+def feature_head(max_iter: int = 1000):
+    """The head every piece of advice trains on the network's features: standardised, then
+    a multinomial logistic regression (scikit-learn, lbfgs), unfitted.
+
+    Example:
+        head = feature_head().fit(np.random.rand(20, 4), np.arange(20) % 2)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+
+
 def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, classes: int,
                                 folds: int = DEFAULT_FOLDS, seed: int = 0) -> np.ndarray:
     """Probabilities (photos x classes): row i from a head trained without photo i.
@@ -32,10 +46,7 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
         self_confidence = probabilities[np.arange(len(found)), found.targets]
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     targets = np.asarray(targets)
     counts = np.bincount(targets, minlength=classes)
@@ -55,7 +66,7 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
         if len(np.unique(targets[train])) < 2:  # nothing to tell apart in this fold
             probabilities[held_out, targets[train][0]] = 1.0
             continue
-        head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        head = feature_head()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             head.fit(features[train], targets[train])

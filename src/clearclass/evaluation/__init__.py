@@ -93,9 +93,32 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
         source, folder = f"photos of {data}", run_dir / f"report-{name}"
     photos = _without_training_photos(photos, split.train, source, run_dir, exclude_training)
     evaluation = predict_photos(classifier, photos, tta=tta, source=source)
+    learning = _learning_curves(run_folder) if data is None else None
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
-                                         top_losses)
+                                         top_losses, learning=learning)
     return evaluation
+
+
+def _learning_curves(run_folder: RunFolder) -> object:
+    """The run's learning curves and photos needed (`advice.learning_curve.photos_advice`)
+    from the features RUN/advice/ keeps; else the sentence the report shows instead.
+    Computing the features is a forward pass over every training photo too, which would
+    make evaluate several times slower: that is the job of the advice, not of evaluate."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return ("Learning curves and the photos each class needs come with the advice "
+                "extra: pip install 'clearclass[advice]'.")
+    from clearclass.advice.features import kept_features
+    from clearclass.advice.learning_curve import learning_curves, photos_advice
+
+    found = kept_features(run_folder.path)
+    if found is None:
+        return ("Learning curves and the photos each class needs are drawn from the "
+                "network's features of every photo of the run: compute them with "
+                "clearclass.advice.features.run_features(RUN) (clearclass advise RUN), then "
+                "evaluate again.")
+    return photos_advice(learning_curves(found))
 
 
 def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, str]]:

@@ -23,15 +23,20 @@ from clearclass.parallel import default_workers, map_in_order
 from clearclass.progress import bar
 
 REPORT_FILES = ("index.html", "most_confused.csv", "per_class.csv", "confusion.png",
-                "most_confused.png", "top_losses.png", "calibration.png")
+                "most_confused.png", "top_losses.png", "calibration.png",
+                "learning_curves.png", "photos_needed.csv")
 MISTAKE_PHOTOS = 24  # thumbnails kept per wrong cell (worst first)
 CORRECT_PHOTOS = 6  # thumbnails kept per diagonal cell (least sure first)
 PAIRS_LISTED = 30  # rows of the most-confused table
 LOSS_THUMBNAIL_SIDE = 160
 
 
-def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> Path:
+def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES,
+                 learning: object = None) -> Path:
     """Write the figures, CSV files and index.html of an evaluation into `folder`.
+
+    `learning`: the run's learning curves and photos needed (an `advice.learning_curve.
+    PhotosAdvice`), drawn with a table; or a sentence saying why there are none; or None.
 
     The report replaces the folder whole (never a mix of an old and a new report), so a
     folder holding other files is refused rather than emptied.
@@ -44,11 +49,13 @@ def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES) -> 
         raise RunError(f"{folder} holds files that are not part of a report "
                        f"({', '.join(others[:3])}); give a new or empty folder.")
     with fileio.changing(folder, start_empty=True) as new:
-        _write_report_files(ev, new, top_losses, cleaning=folder.parent / "clean" / "index.html")
+        _write_report_files(ev, new, top_losses, cleaning=folder.parent / "clean" / "index.html",
+                            learning=learning)
     return folder
 
 
-def _write_report_files(ev: Evaluation, folder: Path, top_losses: int, cleaning: Path) -> None:
+def _write_report_files(ev: Evaluation, folder: Path, top_losses: int, cleaning: Path,
+                        learning: object = None) -> None:
     from clearclass import figures
 
     pairs = ev.most_confused()
@@ -69,7 +76,41 @@ def _write_report_files(ev: Evaluation, folder: Path, top_losses: int, cleaning:
         fileio.atomic_write(folder / name, lambda tmp, data=pngs[name]: tmp.write_bytes(data))
     page = _page(ev, pngs, pairs, per_class, ev.top_losses(top_losses),
                  cleaning if cleaning.is_file() else None)
+    if learning is not None:
+        page = page.replace(LEARNING_MARK, _learning_section(ev, folder, learning), 1)
     fileio.write_text(folder / "index.html", page)
+
+
+LEARNING_MARK = "<!-- learning curves -->"
+
+
+def _learning_section(ev: Evaluation, folder: Path, learning: object) -> str:
+    """The report's learning-curve section (templates/report_learning.html), its figure
+    and photos_needed.csv written beside index.html; a note when `learning` is a reason."""
+    from clearclass import figures
+
+    if isinstance(learning, str):
+        return pages.render("report_learning.html", note=learning, advice=None)
+    png = figures.png_bytes(learning.figure())
+    fileio.atomic_write(folder / "learning_curves.png", lambda tmp: tmp.write_bytes(png))
+    rows = learning.most_needed()
+    fileio.write_csv(folder / "photos_needed.csv",
+                     ("class_id", "photos_now", "accuracy_now", "target", "photos_needed",
+                      "more", "low", "high", "reason"),
+                     [(r.class_id, r.photos_now,
+                       "" if r.accuracy_now is None else f"{r.accuracy_now:.4f}",
+                       f"{r.target:.4f}", _blank(r.photos_needed), _blank(r.more),
+                       _blank(r.low), _blank(r.high), r.reason) for r in rows])
+    names = dict(zip(ev.class_ids, ev.class_names, strict=True))
+    return pages.render("report_learning.html", note=None, advice=learning,
+                        png=pages.png_uri(png), overall=learning.overall,
+                        rows=[{"name": names.get(r.class_id, r.class_id), "row": r}
+                              for r in rows])
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
 
 
 def _page(ev: Evaluation, pngs: dict[str, bytes], pairs: list, per_class: list[dict],
