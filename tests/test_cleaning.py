@@ -340,8 +340,7 @@ def test_a_model_unsure_of_most_photos_is_called_so(monkeypatch):
 
     said = []
     monkeypatch.setattr(cleaning_module, "warn", said.append)
-    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.full((4, 10), 0.1)),
-                                    Path("runs/dogs"))
+    cleaning_module._warn_if_unsure(np.full((4, 10), 0.1), Path("runs/dogs"))
     assert len(said) == 1 and "unsure of most photos" in said[0] and "10%" in said[0]
-    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.eye(3)), Path("runs/x"))
+    cleaning_module._warn_if_unsure(np.eye(3), Path("runs/x"))
     assert len(said) == 1
