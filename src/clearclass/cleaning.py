@@ -1,19 +1,29 @@
-"""Cleaning the photos a run was trained on: likely mislabelled, duplicated or unreadable.
+"""Cleaning the photos a run was trained on: likely mislabelled, unlike any class,
+duplicated or unreadable.
 
-`clean(RUN)` predicts every photo of RUN/split.csv once, training photos included, and lists:
-- photos the model puts in another class than their label, highest loss first (the least
-  probability for the label: fastai's top losses); where the model gives the other class
-  at least `RELABEL_CONFIDENCE`, it suggests relabelling the photo to it;
-- identical and near copies (SHA-256 and 64-bit pHash, `acquire.checks`) across train and
-  valid (validation would score photos the model trained on), across classes (one photo,
-  two labels: the copy whose label the model finds less likely is the one to delete) and
-  within a class;
+`clean(RUN)` computes the trained network's features of every photo of RUN/split.csv once
+(`advice.run_features`, kept in RUN/advice/), and from them:
+- class probabilities judged out of sample (`advice.out_of_sample`): 5-fold logistic
+  regression heads on the features, so that no photo, training or validation, is judged by
+  a head that saw it (a class with fewer photos makes fewer folds, and says so);
+- likely mislabelled photos: those `cleanlab.filter.find_label_issues` flags on these
+  probabilities (confident learning), least self-confident first; where the heads give the
+  most likely other class at least `RELABEL_CONFIDENCE`, relabelling to it is suggested;
+- photos unlike any class (a cat among the dogs, a screenshot, a blank frame): far from
+  their nearest photos in feature space, by the rule of cleanlab's Datalab
+  (`advice.outliers`); deleting them is suggested when the heads do not recognise them as
+  their class either;
+- identical and near copies: SHA-256 and 64-bit pHash (`acquire.checks`), and pairs that
+  look the same to the model (feature near duplicates as Datalab finds them,
+  `advice.near_duplicates`, each pair listed once): across train and valid (validation
+  would score photos the model trained on), across classes (one photo, two labels: the copy
+  whose label the heads find less likely is the one to delete) and within a class;
 - files that cannot be read: photos of DATA training skipped, or split photos damaged or
-  gone since.
+  gone since (they have no features and are listed from the file check alone).
 It writes RUN/clean/actions.csv, one row per photo, most likely problem first, with a
 suggested action (keep, relabel, delete) and the evidence, for you to edit; and
 RUN/clean/index.html, the same rows with thumbnails of each photo and of the photo it
-duplicates (or a confident photo of the suggested class).
+duplicates (or a photo of the suggested class the heads are surest of).
 
 `apply_actions(RUN, CSV)` applies an edited actions.csv to DATA: `delete` moves the file
 into RUN/clean/removed/ (nothing is ever deleted), `relabel` moves it into the new class
@@ -26,10 +36,12 @@ byte. A move to another file system is copied, renamed and only then deleted
 half-done step (its own too) and finishes or reverses it. Ctrl-C stops either between two
 changes and says how far it got.
 
-A photo the model trained on with a wrong label has been pulled towards that label, so
-its loss understates the problem; one frozen epoch moves a pretrained model little, and
-swapped labels still come first. Training again after cleaning gives a model (and a
-listing) free of them.
+Why out of sample: a photo the model trained on with a wrong label has been pulled towards
+that label, so the model's own loss understates the problem. `clean` ranked by that loss
+(1 - p(label), fastai's top losses) before; on imagewoof-2k with 5% of the training labels
+swapped, cleanlab's ranking on out-of-sample probabilities finds more of them in the same
+number of rows (benchmarks/label_errors.py, benchmarks/RESULTS.md), so the in-sample
+ranking is gone (`advice.label_issues.in_sample_ranking` keeps it for the benchmark).
 """
 
 from __future__ import annotations

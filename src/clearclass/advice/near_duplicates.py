@@ -16,6 +16,7 @@ import numpy as np
 
 NEIGHBOURS = 10  # Datalab's k
 DATALAB_THRESHOLD = 0.13  # Datalab's NearDuplicateIssueManager default
+EPSILON = 1e-6  # cleanlab's floor on the median distance (cleanlab.internal.constants)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def find_near_duplicates(features: np.ndarray, neighbours: int = NEIGHBOURS,
     others = indices != np.arange(count)[:, None]
     nearest = np.array([d[o][0] for d, o in zip(distances, others)])
     # Datalab's floor on the median: identical features everywhere still make pairs.
-    limit = threshold * max(float(np.median(nearest)), np.finfo(np.float64).eps)
+    limit = threshold * max(float(np.median(nearest)), EPSILON)
     pairs: dict[tuple[int, int], float] = {}
     for i in range(count):
         for distance, j in zip(distances[i], indices[i]):
