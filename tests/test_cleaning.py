@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -23,6 +24,7 @@ from clearclass.cleaning import (
     ACROSS_SPLITS,
     COLUMNS,
     MISLABELLED,
+    OUTLIER,
     UNREADABLE,
     apply_actions,
     clean,
@@ -62,7 +64,8 @@ def _tree(root: Path) -> dict[str, str]:
 def dogs(tmp_path_factory) -> SimpleNamespace:
     """train/ and valid/ folders of five breeds of the bundled photos, with four labels
     swapped, a copy of a training photo in valid/ (identical) and a resized one (near), a
-    photo in two classes, and a truncated file; efficientnet_lite0 trained on it for one
+    photo in two classes, a truncated file, and two photos of no dog (a flat grey frame, a
+    screen of noise); efficientnet_lite0 trained on it for one
     frozen epoch; and what `clean` found."""
     top = tmp_path_factory.mktemp("clean")
     data = top / "dogs"
@@ -88,6 +91,11 @@ def dogs(tmp_path_factory) -> SimpleNamespace:
     two_classes = shutil.copy(placed[BREEDS[3], 2], data / "train" / BREEDS[4] / "twin.jpg")
     broken = data / "train" / BREEDS[2] / "broken.jpg"
     broken.write_bytes(placed[BREEDS[2], 7].read_bytes()[:3000])
+    grey = data / "train" / BREEDS[0] / "grey.jpg"
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(grey)
+    noise = data / "train" / BREEDS[4] / "noise.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(noise)
 
     import clearclass
 
@@ -99,7 +107,8 @@ def dogs(tmp_path_factory) -> SimpleNamespace:
         found = clean(run, device="cpu")
     return SimpleNamespace(data=data, run=run, cleaning=found, swapped=swapped,
                            leak=Path(leak), near=near, two_classes=Path(two_classes),
-                           twin_of=placed[BREEDS[3], 2], broken=broken)
+                           twin_of=placed[BREEDS[3], 2], broken=broken,
+                           off_kind=(grey, noise))
 
 
 def _read_actions(path: Path) -> list[dict]:
@@ -119,6 +128,23 @@ def test_swapped_labels_are_among_the_first_candidates(dogs):
     relabelled = [c for c in dogs.cleaning.mislabelled
                   if c.path in {p.resolve() for p in dogs.swapped}]
     assert sum(c.action == "relabel" for c in relabelled) >= 3, relabelled
+
+
+@pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
+def test_the_planted_problems_come_first(dogs):
+    """Swapped labels, copies, a truncated file and photos of no dog: all in the first rows,
+    each photo of no dog as unlike any class, to delete."""
+    planted = {p.resolve() for p in (*dogs.swapped, dogs.leak, dogs.near, dogs.two_classes,
+                                     dogs.broken, *dogs.off_kind)}
+    first = [a.path for a in dogs.cleaning.actions[:len(planted) + 2]]
+    assert planted <= set(first), [(a.path.name, a.reason, a.evidence)
+                                   for a in dogs.cleaning.actions[:len(planted) + 4]]
+    for photo in dogs.off_kind:
+        found = next(c for c in dogs.cleaning.outliers if c.path == photo.resolve())
+        assert found.action == "delete" and "farther than is typical" in found.evidence
+        assert found.problem == OUTLIER
+    # Cleanlab on out-of-sample probabilities judged the validation photos too.
+    assert {c.split for c in dogs.cleaning.mislabelled} <= {"train", "valid"}
 
 
 @pytest.mark.slow  # efficientnet_lite0 trained on five breeds of the sample
@@ -340,8 +366,7 @@ def test_a_model_unsure_of_most_photos_is_called_so(monkeypatch):
 
     said = []
     monkeypatch.setattr(cleaning_module, "warn", said.append)
-    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.full((4, 10), 0.1)),
-                                    Path("runs/dogs"))
+    cleaning_module._warn_if_unsure(np.full((4, 10), 0.1), Path("runs/dogs"))
     assert len(said) == 1 and "unsure of most photos" in said[0] and "10%" in said[0]
-    cleaning_module._warn_if_unsure(cleaning_module._Predicted({}, np.eye(3)), Path("runs/x"))
+    cleaning_module._warn_if_unsure(np.eye(3), Path("runs/x"))
     assert len(said) == 1

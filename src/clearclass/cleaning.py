@@ -1,19 +1,29 @@
-"""Cleaning the photos a run was trained on: likely mislabelled, duplicated or unreadable.
+"""Cleaning the photos a run was trained on: likely mislabelled, unlike any class,
+duplicated or unreadable.
 
-`clean(RUN)` predicts every photo of RUN/split.csv once, training photos included, and lists:
-- photos the model puts in another class than their label, highest loss first (the least
-  probability for the label: fastai's top losses); where the model gives the other class
-  at least `RELABEL_CONFIDENCE`, it suggests relabelling the photo to it;
-- identical and near copies (SHA-256 and 64-bit pHash, `acquire.checks`) across train and
-  valid (validation would score photos the model trained on), across classes (one photo,
-  two labels: the copy whose label the model finds less likely is the one to delete) and
-  within a class;
+`clean(RUN)` computes the trained network's features of every photo of RUN/split.csv once
+(`advice.run_features`, kept in RUN/advice/), and from them:
+- class probabilities judged out of sample (`advice.out_of_sample`): 5-fold logistic
+  regression heads on the features, so that no photo, training or validation, is judged by
+  a head that saw it (a class with fewer photos makes fewer folds, and says so);
+- likely mislabelled photos: those `cleanlab.filter.find_label_issues` flags on these
+  probabilities (confident learning), least self-confident first; where the heads give the
+  most likely other class at least `RELABEL_CONFIDENCE`, relabelling to it is suggested;
+- photos unlike any class (a cat among the dogs, a screenshot, a blank frame): far from
+  their nearest photos in feature space, by the rule of cleanlab's Datalab
+  (`advice.outliers`); deleting them is suggested when the heads do not recognise them as
+  their class either;
+- identical and near copies: SHA-256 and 64-bit pHash (`acquire.checks`), and pairs that
+  look the same to the model (feature near duplicates as Datalab finds them,
+  `advice.near_duplicates`, each pair listed once): across train and valid (validation
+  would score photos the model trained on), across classes (one photo, two labels: the copy
+  whose label the heads find less likely is the one to delete) and within a class;
 - files that cannot be read: photos of DATA training skipped, or split photos damaged or
-  gone since.
+  gone since (they have no features and are listed from the file check alone).
 It writes RUN/clean/actions.csv, one row per photo, most likely problem first, with a
 suggested action (keep, relabel, delete) and the evidence, for you to edit; and
 RUN/clean/index.html, the same rows with thumbnails of each photo and of the photo it
-duplicates (or a confident photo of the suggested class).
+duplicates (or a photo of the suggested class the heads are surest of).
 
 `apply_actions(RUN, CSV)` applies an edited actions.csv to DATA: `delete` moves the file
 into RUN/clean/removed/ (nothing is ever deleted), `relabel` moves it into the new class
@@ -26,10 +36,12 @@ byte. A move to another file system is copied, renamed and only then deleted
 half-done step (its own too) and finishes or reverses it. Ctrl-C stops either between two
 changes and says how far it got.
 
-A photo the model trained on with a wrong label has been pulled towards that label, so
-its loss understates the problem; one frozen epoch moves a pretrained model little, and
-swapped labels still come first. Training again after cleaning gives a model (and a
-listing) free of them.
+Why out of sample: a photo the model trained on with a wrong label has been pulled towards
+that label, so the model's own loss understates the problem. `clean` ranked by that loss
+(1 - p(label), fastai's top losses) before; on imagewoof-2k with 5% of the training labels
+swapped, cleanlab's ranking on out-of-sample probabilities finds more of them in the same
+number of rows (benchmarks/label_errors.py, benchmarks/RESULTS.md), so the in-sample
+ranking is gone (`advice.label_issues.in_sample_ranking` keeps it for the benchmark).
 """
 
 from __future__ import annotations
@@ -50,6 +62,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clearclass import fileio
+from clearclass.advice.features import RunFeatures, run_features
+from clearclass.advice.label_issues import LabelIssue, find_label_issues
+from clearclass.advice.near_duplicates import NearDuplicate, find_near_duplicates
+from clearclass.advice.out_of_sample import (
+    DEFAULT_FOLDS,
+    out_of_sample_probabilities,
+    usable_folds,
+)
+from clearclass.advice.outliers import Outliers, find_outliers
 from clearclass.bundle import sha256
 from clearclass.data.checks import DuplicateIndex, Examined, examine_file
 from clearclass.data.sources import (
@@ -64,10 +85,8 @@ from clearclass.data.sources import (
     sniff_delimiter,
     utf16_without_bom,
 )
-from clearclass.errors import DataError, RunError
-from clearclass.evaluation import predict_photos
+from clearclass.errors import ClearclassError, DataError, RunError
 from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
-from clearclass.predict import load
 from clearclass.progress import bar, say, warn
 from clearclass.run_folder import RunFolder
 
@@ -80,6 +99,9 @@ if TYPE_CHECKING:
 # photos got 95-100% for their true class; under 70% the model is mostly hesitating
 # between breeds that look alike.
 RELABEL_CONFIDENCE = 0.7
+# An outlier is suggested for deletion when the heads that never saw it give its label
+# less than this (they do not recognise it as its class either); else it is kept.
+OUTLIER_DELETE_BELOW = 0.5
 UNSURE_MODEL = 0.5  # a median top probability under it: the list is mostly noise
 TABLE_ROWS = 15  # rows the command prints; actions.csv and the page hold more
 PAGE_ROWS = 300  # rows shown with thumbnails in index.html (about 6 KB each)
@@ -93,6 +115,7 @@ MISSING = "missing"
 ACROSS_SPLITS = "duplicate across train and valid"
 ACROSS_CLASSES = "duplicate across classes"
 WITHIN_CLASS = "duplicate within a class"
+OUTLIER = "unlike any class"
 KEEP, RELABEL, DELETE = "keep", "relabel", "delete"
 ACTIONS = (KEEP, RELABEL, DELETE)
 COLUMNS = ("path", "split", "label", "action", "new_label", "reason", "evidence")
@@ -180,7 +203,7 @@ class Action(_LabelNames):
 @dataclass(repr=False)
 class Cleaning:
     """What `clean` found in a run's photos, as data: `mislabelled`, `duplicates`,
-    `unreadable` (lists of `Finding`, most likely first) and `actions` (one per photo,
+    `outliers`, `unreadable` (lists of `Finding`, most likely first) and `actions` (one per photo,
     as in actions.csv).
 
     Example:
@@ -215,6 +238,10 @@ class Cleaning:
     @property
     def unreadable(self) -> list[Finding]:
         return [c for c in self.findings if c.problem in (UNREADABLE, MISSING)]
+
+    @property
+    def outliers(self) -> list[Finding]:
+        return [c for c in self.findings if c.problem == OUTLIER]
 
     @property
     def actions(self) -> list[Action]:
@@ -305,8 +332,8 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
                            f"so {run_dir}/split.csv no longer matches them. Train again and "
                            f"clean the new run, or put the photos back first: "
                            f"{_undo_command(run_dir)}")
-        classifier = load(run_folder.model_dir, device=device)
-        class_ids = list(classifier.info.class_ids)
+        info = run_folder.model_info()
+        class_ids = list(info.class_ids)
         split = run_folder.split(class_ids)  # checked against config.json's record
         for note in split.notes:
             say(note)
@@ -317,21 +344,23 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
         photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
         readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.class_id]
         in_split = {p.path for p in split.photos}
-        predicted = _predict(classifier, [p for p in readable if p.path in in_split])
-        cleaning = Cleaning(run_dir, data_root, class_ids, list(classifier.info.class_names),
+        cleaning = Cleaning(run_dir, data_root, class_ids, list(info.class_names),
                             [], Counter(_split_name(p, in_split) for p in photos))
-        cleaning.findings = _find(cleaning, photos, in_split, examined, predicted)
+        judged = _judge(cleaning, run_folder, device,
+                        any(p.path in in_split for p in readable))
+        cleaning.findings = _find(cleaning, photos, in_split, examined, judged)
         cleaning.findings.sort(key=lambda c: (-c.score, str(c.path)))
         cleaning.folder = _write(cleaning, folder)
-    _warn_if_unsure(predicted, run_dir)
+    _warn_if_unsure(judged.own, run_dir)
     return cleaning
 
 
-def _warn_if_unsure(predicted: _Predicted, run_dir: Path) -> None:
-    """A model that hesitates over most photos ranks them by noise: say so."""
-    if not len(predicted.probabilities):
+def _warn_if_unsure(probabilities: np.ndarray, run_dir: Path) -> None:
+    """A model that hesitates over most photos (its own `probabilities`) has features that
+    tell the classes apart little, so the heads on them rank by noise: say so."""
+    if not len(probabilities):
         return
-    typical = float(np.median(predicted.probabilities.max(axis=1)))
+    typical = float(np.median(probabilities.max(axis=1)))
     if typical < UNSURE_MODEL:
         warn(f"The model of {run_dir} is unsure of most photos (its most likely class gets "
              f"{typical:.0%} for half of them), so this list says little. Train longer for a "
@@ -564,26 +593,77 @@ def _examine(photos: list[Photo]) -> dict[Path, Examined | str]:
 
 
 @dataclass
-class _Predicted:
-    index: dict[Path, int]
-    probabilities: np.ndarray  # photos x classes
+class _Judged:
+    """What the run's features say about its photos; arrays in `paths`' order (the photos
+    of split.csv that could be read)."""
+
+    paths: list[Path]
+    own: np.ndarray  # the model's own probabilities: in sample for the training photos
+    probabilities: np.ndarray  # out of sample: each row from heads that never saw the photo
+    issues: list[LabelIssue]  # cleanlab's, least self-confident first
+    outliers: Outliers | None
+    near: list[NearDuplicate]
+
+    @property
+    def index(self) -> dict[Path, int]:
+        return {path: i for i, path in enumerate(self.paths)}
 
 
-def _predict(classifier, photos: list[Photo]) -> _Predicted:
-    if not photos:
-        return _Predicted({}, np.zeros((0, len(classifier.info.class_ids))))
-    evaluation = predict_photos(classifier, [(p.path, p.class_id) for p in photos],
-                                source="photos of the run")
-    return _Predicted({path: i for i, path in enumerate(evaluation.paths)},
-                      evaluation.probabilities)
+def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool) -> _Judged:
+    """The features of the run's photos (one pass of the network, kept in RUN/advice),
+    out-of-sample probabilities from them, and what cleanlab and the neighbours in feature
+    space make of those."""
+    classes = len(cleaning.class_ids)
+    if not any_readable:
+        return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
+    _require_advice()
+    found = run_features(run.path, device)
+    paths = [Path(p) for p in found.paths]
+    if len(found) == 0:
+        return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
+    probabilities = _out_of_sample(found, cleaning)
+    issues = [] if probabilities is None else find_label_issues(probabilities, found.targets)
+    return _Judged(paths, found.probabilities,
+                   found.probabilities if probabilities is None else probabilities, issues,
+                   find_outliers(found.features), find_near_duplicates(found.features))
+
+
+def _require_advice() -> None:
+    import importlib.util
+
+    for module, package in (("sklearn", "scikit-learn"), ("cleanlab", "cleanlab")):
+        if importlib.util.find_spec(module) is None:
+            raise ClearclassError(f"clean judges labels with scikit-learn and cleanlab, and "
+                                  f"{package} is not installed; install them with pip install "
+                                  "'clearclass[advice]'.")
+
+
+def _out_of_sample(found: RunFeatures, cleaning: Cleaning) -> np.ndarray | None:
+    """Each photo's class probabilities from logistic-regression heads on the features of
+    the other folds; None (said) when the photos are all of one class."""
+    counts = np.bincount(found.targets, minlength=len(found.class_ids))
+    if (counts > 0).sum() < 2:
+        warn(f"The readable photos of {cleaning.run_dir} are all of one class, so no label "
+             "can be judged against another: only duplicates, photos unlike the others and "
+             "unreadable files are listed.")
+        return None
+    folds = usable_folds(found.targets, DEFAULT_FOLDS)
+    if folds < DEFAULT_FOLDS:
+        smallest = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        warn(f"Class {cleaning.name(found.class_ids[smallest])} has only {counts[smallest]} "
+             f"photo(s): {folds} folds instead of {DEFAULT_FOLDS}, so the labels of small "
+             "classes are judged less surely. More photos per class give a surer list.")
+    say(f"Judging {len(found)} photos out of sample ({folds} folds).")
+    return out_of_sample_probabilities(found.features, found.targets, len(found.class_ids),
+                                       folds=DEFAULT_FOLDS)
 
 
 def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
-          examined: dict[Path, Examined | str], predicted: _Predicted) -> list[Finding]:
+          examined: dict[Path, Examined | str], judged: _Judged) -> list[Finding]:
     ids, name = cleaning.class_ids, cleaning.name
     column = {c: i for i, c in enumerate(ids)}
     found = []
-    for p in photos:  # unreadable first: no prediction, no hash
+    for p in photos:  # unreadable first: no features, no hash
         outcome = examined[p.path]
         if isinstance(outcome, Examined):
             continue
@@ -597,54 +677,81 @@ def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
             found.append(Finding(p.path, p.class_id, split, UNREADABLE, DELETE,
                                    f"{outcome}{where}", _SCORES[UNREADABLE]))
 
-    probabilities = predicted.probabilities
-    examples = _surest_photos(photos, predicted, column)
-    for p in photos:
-        i = predicted.index.get(p.path)
-        if i is None:
+    photo_of = {p.path: p for p in photos if p.path in in_split}
+    examples = _surest_photos(photos, judged, column)
+    for issue in judged.issues:
+        p = photo_of.get(judged.paths[issue.index])
+        if p is None:
             continue
-        row = probabilities[i]
-        best, given = int(row.argmax()), column[p.class_id]
-        if best == given:
-            continue
-        p_best, p_given = float(row[best]), float(row[given])
-        relabel = p_best >= RELABEL_CONFIDENCE
-        evidence = (f"the model says {name(ids[best])} {p_best:.0%}, {name(p.class_id)} (its "
-                    f"label) {p_given:.0%}; loss {-np.log(max(p_given, 1e-12)):.1f}")
+        likely = ids[issue.likely]
+        relabel = issue.likely_probability >= RELABEL_CONFIDENCE
+        evidence = (f"judged without it (out of sample): {name(likely)} "
+                    f"{issue.likely_probability:.0%}, {name(p.class_id)} (its label) "
+                    f"{issue.self_confidence:.0%}")
+        # 1 - self-confidence: cleanlab's ranking, 0 to 1 as the other problems expect.
         found.append(Finding(p.path, p.class_id, _split_name(p, in_split), MISLABELLED,
-                               RELABEL if relabel else KEEP, evidence, 1.0 - p_given,
-                               ids[best] if relabel else "", examples.get(ids[best]),
-                               ids[best]))
-    found += _duplicates(cleaning, photos, in_split, examined, predicted, column)
+                               RELABEL if relabel else KEEP, evidence,
+                               1.0 - issue.self_confidence, likely if relabel else "",
+                               examples.get(likely), likely))
+    found += _outliers(cleaning, judged, photo_of, in_split, column)
+    found += _duplicates(cleaning, photos, in_split, examined, judged, column)
     return found
 
 
-def _surest_photos(photos: list[Photo], predicted: _Predicted,
+def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
+              in_split: set[Path], column: dict[str, int]) -> list[Finding]:
+    """The photos far from all the others in feature space (Datalab's rule, `outliers`)."""
+    if judged.outliers is None:
+        return []
+    found = []
+    for i in judged.outliers.ranked:
+        p = photo_of.get(judged.paths[i])
+        if p is None:
+            continue
+        ratio = float(judged.outliers.ratio[i])
+        given = float(judged.probabilities[i, column[p.class_id]])
+        # Delete only a photo the heads do not put in its class either (a cat among the
+        # dogs, a screenshot, a blank frame): it teaches nothing, and `apply` only moves it
+        # into RUN/clean/removed, which `undo` reverses. One they do recognise is an
+        # unusual photo of its class (a rare pose, odd light), the kind that teaches the
+        # model the class's range: keep it, listed for a look.
+        action = DELETE if given < OUTLIER_DELETE_BELOW else KEEP
+        evidence = (f"far from every class's photos: its nearest photos are {ratio:.1f}x "
+                    f"farther than is typical; judged without it, {cleaning.name(p.class_id)} "
+                    f"(its label) {given:.0%}")
+        # 1 - 1/ratio, 0 to 1: 2x as far as typical sorts with a mislabelling at 50%.
+        found.append(Finding(p.path, p.class_id, _split_name(p, in_split), OUTLIER, action,
+                               evidence, 1.0 - 1.0 / max(ratio, 1.0)))
+    return found
+
+
+def _surest_photos(photos: list[Photo], judged: _Judged,
                    column: dict[str, int]) -> dict[str, Path]:
-    """For each class, the photo labelled so that the model is surest of (to show what the
-    suggested class looks like)."""
+    """For each class, the photo labelled so that the heads are surest of (to show what
+    the suggested class looks like)."""
     best: dict[str, tuple[float, Path]] = {}
+    index = judged.index
     for p in photos:
-        i = predicted.index.get(p.path)
+        i = index.get(p.path)
         if i is None:
             continue
-        score = float(predicted.probabilities[i, column[p.class_id]])
+        score = float(judged.probabilities[i, column[p.class_id]])
         if score > best.get(p.class_id, (-1.0, p.path))[0]:
             best[p.class_id] = (score, p.path)
     return {class_id: path for class_id, (_, path) in best.items()}
 
 
 def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
-                examined: dict[Path, Examined | str], predicted: _Predicted,
+                examined: dict[Path, Examined | str], judged: _Judged,
                 column: dict[str, int]) -> list[Finding]:
     """Each later copy against the first: training photos come before validation ones, so
-    that the copy found across splits is the validation one."""
-    name = cleaning.name
+    that the copy found across splits is the validation one. pHash pairs first, then the
+    pairs that only look the same to the model (features), each pair once."""
     index = DuplicateIndex()
+    order = lambda p: (p.is_valid, str(p.path))  # noqa: E731
     ordered = sorted((p for p in photos if p.path in in_split
-                      and isinstance(examined[p.path], Examined)),
-                     key=lambda p: (p.is_valid, str(p.path)))
-    found = []
+                      and isinstance(examined[p.path], Examined)), key=order)
+    found, grouped = [], set()
     for p in ordered:
         info = examined[p.path]
         match = index.find(info.sha256, info.phash)
@@ -654,38 +761,53 @@ def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
         first: Photo = match.key
         copy = ("identical to" if match.kind == "identical" else
                 f"a resized or re-encoded copy ({match.bits} of 64 hash bits differ) of")
-        if first.class_id != p.class_id:
-            # Delete the copy whose label the model finds less likely for the photo.
-            chance = {c: _mean_probability(predicted, (p, first), column[c])
-                      for c in (p.class_id, first.class_id)}
-            wrong, right = ((p, first) if chance[p.class_id] <= chance[first.class_id]
-                            else (first, p))
-            evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.class_id)}; "
-                        f"the model gives {name(right.class_id)} {chance[right.class_id]:.0%}, "
-                        f"{name(wrong.class_id)} {chance[wrong.class_id]:.0%}")
-            found.append(Finding(wrong.path, wrong.class_id, _split_name(wrong, in_split),
-                                   ACROSS_CLASSES, DELETE, evidence,
-                                   _SCORES[ACROSS_CLASSES, match.kind], other=right.path,
-                                   other_class_id=right.class_id))
-        elif first.is_valid != p.is_valid:
-            valid, train = (p, first) if p.is_valid else (first, p)
-            evidence = (f"{copy} {cleaning.shown(train.path)} (train): validation scores a "
-                        "photo the model trained on")
-            found.append(Finding(valid.path, valid.class_id, "valid", ACROSS_SPLITS, DELETE,
-                                   evidence, _SCORES[ACROSS_SPLITS, match.kind],
-                                   other=train.path, other_class_id=train.class_id))
-        else:
-            found.append(Finding(p.path, p.class_id, _split_name(p, in_split), WITHIN_CLASS,
-                                   DELETE if match.kind == "identical" else KEEP,
-                                   f"{copy} {cleaning.shown(first.path)}",
-                                   _SCORES[WITHIN_CLASS, match.kind], other=first.path,
-                                   other_class_id=first.class_id))
+        found.append(_duplicate(cleaning, first, p, copy, match.kind, judged, column, in_split))
+        grouped |= {first.path, p.path}
+    photo_of = {p.path: p for p in ordered}
+    for pair in judged.near:
+        a, b = (photo_of.get(judged.paths[i]) for i in (pair.first, pair.second))
+        if a is None or b is None or {a.path, b.path} <= grouped:
+            continue  # pHash listed them already
+        first, p = sorted((a, b), key=order)
+        copy = f"looks the same to the model (feature similarity {pair.similarity:.2f}) as"
+        found.append(_duplicate(cleaning, first, p, copy, "near", judged, column, in_split))
+        grouped |= {a.path, b.path}
     return found
 
 
-def _mean_probability(predicted: _Predicted, photos: tuple[Photo, ...], column: int) -> float:
-    rows = [predicted.index[p.path] for p in photos if p.path in predicted.index]
-    return float(predicted.probabilities[rows, column].mean()) if rows else 0.0
+def _duplicate(cleaning: Cleaning, first: Photo, p: Photo, copy: str, kind: str,
+               judged: _Judged, column: dict[str, int], in_split: set[Path]) -> Finding:
+    """The finding for `p`, a copy of `first` (which comes first in the list's order)."""
+    name = cleaning.name
+    if first.class_id != p.class_id:
+        # Delete the copy whose label the heads find less likely for the photo.
+        chance = {c: _mean_probability(judged, (p, first), column[c])
+                  for c in (p.class_id, first.class_id)}
+        wrong, right = ((p, first) if chance[p.class_id] <= chance[first.class_id]
+                        else (first, p))
+        evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.class_id)}; "
+                    f"the model gives {name(right.class_id)} {chance[right.class_id]:.0%}, "
+                    f"{name(wrong.class_id)} {chance[wrong.class_id]:.0%}")
+        return Finding(wrong.path, wrong.class_id, _split_name(wrong, in_split),
+                       ACROSS_CLASSES, DELETE, evidence, _SCORES[ACROSS_CLASSES, kind],
+                       other=right.path, other_class_id=right.class_id)
+    if first.is_valid != p.is_valid:
+        valid, train = (p, first) if p.is_valid else (first, p)
+        evidence = (f"{copy} {cleaning.shown(train.path)} (train): validation scores a "
+                    "photo the model trained on")
+        return Finding(valid.path, valid.class_id, "valid", ACROSS_SPLITS, DELETE, evidence,
+                       _SCORES[ACROSS_SPLITS, kind], other=train.path,
+                       other_class_id=train.class_id)
+    return Finding(p.path, p.class_id, _split_name(p, in_split), WITHIN_CLASS,
+                   DELETE if kind == "identical" else KEEP,
+                   f"{copy} {cleaning.shown(first.path)}", _SCORES[WITHIN_CLASS, kind],
+                   other=first.path, other_class_id=first.class_id)
+
+
+def _mean_probability(judged: _Judged, photos: tuple[Photo, ...], column: int) -> float:
+    index = judged.index
+    rows = [index[p.path] for p in photos if p.path in index]
+    return float(judged.probabilities[rows, column].mean()) if rows else 0.0
 
 
 # --- writing the list ------------------------------------------------------------------------

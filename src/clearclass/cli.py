@@ -384,13 +384,16 @@ def clean(
     *,
     settings: dict,
 ) -> None:
-    """List photos that look mislabelled, duplicated or unreadable, and fix them reversibly.
+    """List photos that look mislabelled, unlike any class, duplicated or unreadable, and
+    fix them reversibly.
 
     Example: clearclass clean runs/dogs
 
-    Predicts every photo of the run (training photos included) and lists, most likely
-    problem first: photos the model confidently puts in another class, identical or near
-    copies across train and valid or across classes, and unreadable files. Writes
+    Computes the model's features of every photo of the run (training and validation) and
+    lists, most likely problem first: photos whose label cleanlab finds unlikely when they
+    are judged by heads that never saw them (5 folds), photos far from every class (a
+    blank frame, another kind of thing), identical or near copies (pHash, or alike to the
+    model) across train and valid or across classes, and unreadable files. Writes
     RUN/clean/actions.csv (keep, relabel or delete each photo, with the evidence: edit it)
     and RUN/clean/index.html (the same with thumbnails). --apply changes the photos as the
     file says, logging each change; --undo reverses them. Then train again.

@@ -30,13 +30,26 @@ def feature_head(max_iter: int = 1000):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
 
 
+def usable_folds(targets: np.ndarray, folds: int = DEFAULT_FOLDS) -> int:
+    """How many folds `out_of_sample_probabilities` makes: `folds`, or as many as the
+    smallest class has photos when it has fewer (at least 2), so that every fold holds a
+    photo of every class it can. A caller says so when this is fewer than it asked for.
+
+    Example:
+        print(usable_folds(np.array([0] * 10 + [1] * 3)))  # 3
+    """
+    counts = np.bincount(np.asarray(targets))
+    present = counts[counts > 0]
+    return max(2, min(folds, int(present.min()))) if len(present) else folds
+
+
 def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, classes: int,
                                 folds: int = DEFAULT_FOLDS, seed: int = 0) -> np.ndarray:
     """Probabilities (photos x classes): row i from a head trained without photo i.
 
     The folds are stratified; with a class of fewer photos than `folds`, as many folds as
-    its photos (at least 2). A class absent from a fold's training photos gets probability 0
-    there.
+    its photos (at least 2: `usable_folds`). A class absent from a fold's training photos
+    gets probability 0 there.
 
     Example:
         from clearclass.advice.features import run_features
@@ -50,10 +63,9 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
 
     targets = np.asarray(targets)
     counts = np.bincount(targets, minlength=classes)
-    present = counts[counts > 0]
-    if len(targets) < 2 or len(present) < 2:
+    if len(targets) < 2 or (counts > 0).sum() < 2:
         raise ValueError("out-of-sample probabilities need photos of at least 2 classes")
-    splits = max(2, min(folds, int(present.min())))
+    splits = usable_folds(targets, folds)
     probabilities = np.zeros((len(targets), classes), dtype=np.float64)
     splitter = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():

@@ -1,0 +1,94 @@
+"""Photos whose label is likely wrong, by confident learning on out-of-sample probabilities.
+
+`cleanlab.filter.find_label_issues` (Northcutt et al., 2021) estimates, for each pair of
+given and true class, how many photos are mislabelled that way, from a per-class threshold
+(the mean probability a head gives a class on the photos labelled with it), and flags that
+many of the least likely photos. The probabilities must be out of sample
+(`out_of_sample.out_of_sample_probabilities`): a photo learned with a wrong label has been
+pulled towards it. The flagged photos are ranked by self-confidence, the probability of
+their given label, least first.
+
+On imagewoof-2k with 5% of the training labels swapped this finds more of the swapped
+photos in the first N candidates than ranking the trained model's own (in-sample) loss:
+see `benchmarks/label_errors.py` and the "Label errors" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    """One photo whose label is likely wrong; `index` is its row in the arrays given."""
+
+    index: int
+    given: int  # the class it is labelled with
+    likely: int  # the most likely other class
+    self_confidence: float  # the probability of `given`
+    likely_probability: float  # the probability of `likely`
+
+
+def find_label_issues(probabilities: np.ndarray, targets: np.ndarray) -> list[LabelIssue]:
+    """The photos cleanlab flags as mislabelled, least self-confident first.
+
+    `probabilities` (photos x classes) should be out of sample; `targets` are the given
+    class indices. Classes that no photo is labelled with are left out of the estimate (their
+    probabilities are spread over the others), so a class with no training photos does not
+    stop it; fewer than 2 labelled classes give no issues.
+
+    Example:
+        targets = np.repeat([0, 1, 2], 20)
+        probabilities = np.full((60, 3), 0.05)
+        probabilities[np.arange(60), targets] = 0.9
+        probabilities[7] = [0.02, 0.95, 0.03]  # labelled 0, looks like 1
+        issues = find_label_issues(probabilities, targets)
+        print(issues[0].index, issues[0].likely)  # 7 1
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) != len(probabilities):
+        raise ValueError(f"{len(targets)} targets for {len(probabilities)} rows of "
+                         "probabilities")
+    present = np.unique(targets)
+    if len(present) < 2:
+        return []
+    # cleanlab wants classes numbered 0..K-1, each labelled at least once, and rows that
+    # sum to 1: keep the labelled classes' columns and renormalise.
+    kept = probabilities[:, present]
+    sums = kept.sum(axis=1, keepdims=True)
+    kept = np.where(sums > 0, kept / np.where(sums > 0, sums, 1.0), 1.0 / len(present))
+    labels = np.searchsorted(present, targets)
+    from cleanlab.filter import find_label_issues as cleanlab_find
+
+    with warnings.catch_warnings():
+        # "May not flag all label issues in class: 0, it has too few examples": a tiny class
+        # is judged as well as it can be; the caller says when there are too few photos.
+        warnings.simplefilter("ignore", UserWarning)
+        ranked = cleanlab_find(labels, kept, return_indices_ranked_by="self_confidence",
+                               n_jobs=1)
+    issues = []
+    for i in np.asarray(ranked, dtype=np.int64):
+        row = probabilities[i].copy()
+        given = int(targets[i])
+        row[given] = -1.0
+        likely = int(row.argmax())
+        issues.append(LabelIssue(int(i), given, likely, float(probabilities[i, given]),
+                                 float(probabilities[i, likely])))
+    return issues
+
+
+def in_sample_ranking(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Row indices by the loss of the given label, highest first: 1 - p(label) from the
+    model's own probabilities (fastai's top losses); what `clean` ranked by before, kept to
+    compare with (benchmarks/label_errors.py).
+
+    Example:
+        print(in_sample_ranking(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0])))  # [1 0]
+    """
+    probabilities = np.asarray(probabilities)
+    given = probabilities[np.arange(len(probabilities)), np.asarray(targets)]
+    return np.argsort(given, kind="stable")
