@@ -336,8 +336,8 @@ def evaluate(
 def advise(
     run: RunArg,
     target: Annotated[str | None, typer.Option(
-        help="The accuracy to count photos needed for, in percent (92) or as a fraction "
-             "(0.92). Default: the run's accuracy plus 5 points.",
+        help="The accuracy to count photos needed for, as a fraction (0.92 for 92%). "
+             "Default: the run's accuracy plus 5 points, at most 0.99.",
         show_default=False, metavar="ACCURACY")] = None,
     folds: Annotated[int, typer.Option(
         help="Folds of the out-of-sample heads that judge each photo's label (fewer when a "
@@ -359,13 +359,22 @@ def advise(
     curves).
     """
     from clearclass.advice import advise as run_advice
-    from clearclass.advice.learning_curve import parse_target
 
     with _output(quiet):
-        advice = run_advice(run, target=None if target is None else parse_target(target),
-                            folds=folds, **settings)
+        advice = run_advice(run, target=_accuracy(target), folds=folds, **settings)
     progress.console.print(advice.to_table())
     typer.echo(advice.summary())
+
+
+def _accuracy(text: str | None) -> float | None:
+    """--target's text as a number (`advise` checks it is an accuracy)."""
+    if text is None:
+        return None
+    try:
+        return float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise SettingError("target", f"must be an accuracy such as 0.92 (or 92%); got "
+                                     f"{text!r}.") from None
 
 
 @app.command()

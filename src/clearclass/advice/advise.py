@@ -26,7 +26,7 @@ from clearclass.progress import say
 
 if TYPE_CHECKING:
     from clearclass.advice.features import RunFeatures
-    from clearclass.advice.learning_curve import LearningCurves, PhotosNeeded
+    from clearclass.advice.learning_curve import PhotosAdvice, PhotosNeeded
     from clearclass.cleaning import Cleaning
 
 ADVICE_FOLDER = "advice"
@@ -57,10 +57,16 @@ class ClassAdvice:
 
     @property
     def needed_text(self) -> str:
-        """Photos needed for the target, in words: '+120 (80-200)', 'reached', or why not."""
-        if self.needed is None:
+        """Photos needed for the target, in words: '+120 (80-200 more)', 'reached', or why
+        the curve cannot say."""
+        n = self.needed
+        if n is None:
             return ""
-        return self.needed.text
+        if n.more is None:
+            return n.reason
+        if n.more == 0:
+            return "reached"
+        return f"+{n.more:,} ({n.low - n.photos_now:,}-{n.high - n.photos_now:,} more)"
 
 
 @dataclass(repr=False)
@@ -80,7 +86,7 @@ class Advice:
     classes: list[ClassAdvice]
     next_steps: list[str]
     imbalance: str | None = None
-    curves: LearningCurves | None = None
+    photos: PhotosAdvice | None = None  # the learning curves and the photos they say
     folder: Path | None = None  # RUN/advice, once written
     notes: list[str] = field(default_factory=list)  # what was done differently, and why
 
@@ -136,23 +142,30 @@ def advise(run: object, target: float | None = None, folds: int | None = None,
         advice = clearclass.advise("runs/dogs", target=0.9)
         print(advice.summary())
     """
-    from clearclass.advice import learning_curve
     from clearclass.advice.features import run_features
+    from clearclass.advice.learning_curve import (
+        check_target,
+        default_target,
+        learning_curves,
+        photos_advice,
+    )
     from clearclass.run_folder import RunFolder
 
     folder = RunFolder.open(run, needs_model=True)
-    learning_curve.check_target(target)
+    if target is not None:
+        target = check_target(target)
     found = run_features(folder.path, device=device)
-    names = dict(zip(folder.model_info().class_ids, folder.model_info().class_names))
+    info = folder.model_info()
+    names = dict(zip(info.class_ids, info.class_names))
     valid = found.is_valid
     accuracy = (float((found.probabilities[valid].argmax(1) == found.targets[valid]).mean())
                 if valid.any() else math.nan)
-    target = learning_curve.default_target(accuracy) if target is None else target
+    target = default_target(accuracy) if target is None else target
     cleaning = _problems(folder.path, device, folds)
-    curves = learning_curve.learning_curves(found)
-    needed = {n.class_id: n for n in learning_curve.photos_needed(curves, target)}
+    photos = photos_advice(learning_curves(found), target)
+    needed = dict(zip(photos.curves.class_ids, photos.per_class))
     rows = _rows(found, names, cleaning, needed)
-    advice = Advice(folder.path, accuracy, target, rows, [], _imbalance(rows), curves)
+    advice = Advice(folder.path, accuracy, target, rows, [], _imbalance(rows), photos)
     advice.next_steps = _next_steps(advice, cleaning)
     advice.folder = _write(advice)
     return advice
@@ -250,14 +263,18 @@ def _next_steps(advice: Advice, cleaning: Cleaning) -> list[str]:
         gain = (advice.target - r.accuracy) * r.valid_photos / valid_total
         confused = (f"; it is confused with {r.confused_with} {r.confused_share:.0%} of the "
                     f"time" if r.confused_with else "")
-        if r.needed is not None and r.needed.more is not None:
-            what = (f"Add about {r.needed.more} photos of {r.name} ({r.needed.low}-"
-                    f"{r.needed.high} more, to {r.needed.total} in all, should bring it from "
-                    f"{r.accuracy:.0%} to {advice.target:.0%}{confused}).")
+        n = r.needed
+        if n is not None and n.more:
+            what = (f"Add about {n.more:,} photos of {r.name} (between {n.low - n.photos_now:,} "
+                    f"and {n.high - n.photos_now:,}; {n.photos_needed:,} in all) to bring it "
+                    f"from {r.accuracy:.0%} to {advice.target:.0%}{confused}.")
         else:
-            reason = r.needed.reason if r.needed is not None else "no learning curve"
+            # The curve cannot count them, or its heads already reach the target where the
+            # network does not: photos may help, but no number is honest.
+            why = (n.reason if n is not None and n.reason else
+                   "its learning curve is at the target already, the network is not")
             what = (f"Add photos of {r.name}: it is at {r.accuracy:.0%}{confused}. How many "
-                    f"it needs for {advice.target:.0%}: not enough data to say ({reason}).")
+                    f"for {advice.target:.0%}: {_not_enough(why)}.")
         steps.append((gain, what))
     if advice.imbalance:
         largest = max(r.train_photos for r in rows)
@@ -273,6 +290,12 @@ def _next_steps(advice: Advice, cleaning: Cleaning) -> list[str]:
                           f"{'are' if len(small) > 1 else 'is'} below the average."))
     steps.sort(key=lambda s: -s[0])
     return [text for score, text in steps[:NEXT_STEPS] if score > 0]
+
+
+def _not_enough(why: str) -> str:
+    from clearclass.advice.learning_curve import NOT_ENOUGH
+
+    return why if why.startswith(NOT_ENOUGH) else f"{NOT_ENOUGH} ({why})"
 
 
 def _count(n: int, noun: str) -> str:
@@ -299,27 +322,25 @@ def _page_rows(advice: Advice) -> list[dict]:
 
 def _write(advice: Advice) -> Path:
     from clearclass import pages
-    from clearclass.advice import learning_curve
     from clearclass.figures import png_bytes
 
     folder = advice.run_dir / ADVICE_FOLDER
     rows = []
     for r in advice.classes:
         n = r.needed
+        known = n is not None and n.more is not None
         rows.append((r.name, r.class_id, r.train_photos, r.valid_photos,
                      "" if r.accuracy is None else f"{r.accuracy:.4f}", r.confused_with,
                      f"{r.confused_share:.4f}" if r.confused_with else "", r.mislabelled,
                      r.outliers, r.duplicates,
-                     "" if n is None or n.total is None else n.total,
-                     "" if n is None or n.more is None else n.more,
-                     "" if n is None or n.low is None else n.low,
-                     "" if n is None or n.high is None else n.high,
+                     n.photos_needed if known else "", n.more if known else "",
+                     n.low - n.photos_now if known else "",
+                     n.high - n.photos_now if known else "",
                      "" if n is None else n.reason))
     fileio.write_csv(folder / CLASSES_FILE, COLUMNS, rows)
     curves_uri = ""
-    if advice.curves is not None:
-        figure = learning_curve.plot_learning_curves(advice.curves, advice.target)
-        data = png_bytes(figure)
+    if advice.photos is not None:
+        data = png_bytes(advice.photos.figure())
         fileio.write_bytes(folder / CURVES_FILE, data)
         curves_uri = pages.png_uri(data)
     fileio.write_text(folder / PAGE_FILE, pages.render(

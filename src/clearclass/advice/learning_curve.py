@@ -418,3 +418,15 @@ def _fit_head(features: np.ndarray, targets: np.ndarray, previous):
         warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
         head.fit(features, targets)
     return head
+
+
+def default_target(accuracy: float) -> float:
+    """The target when none is given: `accuracy` + 5 points, at most 99% (and never below
+    `accuracy`), as the issue asks ("the run's overall accuracy + 5 points").
+
+    Example:
+        print(default_target(0.9))  # 0.95
+    """
+    if not math.isfinite(accuracy):
+        return TARGET_CAP
+    return max(accuracy, min(accuracy + TARGET_STEP, TARGET_CAP))
