@@ -3,8 +3,9 @@
 Confident learning (Northcutt et al., 2021; the `cleanlab` package) finds label errors from
 out-of-sample probabilities: a photo learned with a wrong label has been pulled toward it,
 so the model that trained on it is the wrong judge. Here each fold's photos are judged by a
-logistic regression trained on the other folds' features (scikit-learn), which takes
-seconds where a fine-tune per fold would take as long as training.
+logistic regression trained on the other folds' features (scikit-learn; each photo's
+features scaled to length 1), which takes seconds where a fine-tune per fold would take as
+long as training.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import Normalizer
 
     targets = np.asarray(targets)
     counts = np.bincount(targets, minlength=classes)
@@ -67,7 +68,13 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
         if len(np.unique(targets[train])) < 2:  # nothing to tell apart in this fold
             probabilities[held_out, targets[train][0]] = 1.0
             continue
-        head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        # Each photo's features scaled to length 1 (the cosine geometry the neighbours use
+        # too), then scikit-learn's default L2 penalty. On imagewoof-2k with 5% of the
+        # training labels swapped (benchmarks/label_errors.py, seed 42) this put 86% of the
+        # swapped photos among the 80 least self-confident, against 79% with each feature
+        # standardised instead (StandardScaler), which leaves 1,280 columns of equal weight
+        # for 1,600 photos to over-fit.
+        head = make_pipeline(Normalizer(), LogisticRegression(max_iter=1000))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             head.fit(features[train], targets[train])
