@@ -4,14 +4,17 @@ For each seed (42, 43, 44), 5% of imagewoof-2k's training photos get a random ot
 as their label (a labels CSV in a temp folder naming the original files; validation
 photos untouched), efficientnet_lite0 (offline ImageNet weights) trains on it in a fresh
 process (`fine_tune(1)`: one frozen and one unfrozen epoch, 160 px, batch 64, the seed),
-and that process computes the run's features (`advice.run_features`, one pass) and the
-out-of-sample probabilities (`advice.out_of_sample_probabilities`, 5 folds over train and
-valid, as `clean` does). Then the training photos are ranked two ways:
+and that process computes the run's features (`advice.run_features`, one pass), kept with
+the model's own probabilities; the out-of-sample probabilities are computed from them
+(`advice.out_of_sample_probabilities`, 5 folds over train and valid, as `clean` does), so
+`--rank-only --keep FOLDER` measures a change of the heads without training again. Then
+the training photos are ranked:
 
 - in sample (what `clean` did before): 1 - p(label) from the trained model's own
   probabilities, highest first;
-- out of sample (what `clean` does now): the photos `cleanlab.filter.find_label_issues`
-  flags, least self-confident first, then the rest by self-confidence.
+- out of sample: the photos `cleanlab.filter.find_label_issues` flags, least
+  self-confident first, with cleanlab's default filter (prune_by_noise_rate) and with the
+  one `clean` uses (predicted_neq_given); a photo not flagged is not a candidate.
 
 and the precision and recall of the swapped photos in the first N and 2N candidates
 (N = the number swapped) are reported per seed and as medians, with how many photos
@@ -44,15 +47,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "imagewoof-2k"
 RESULTS = ROOT / "benchmarks" / "results" / "label_errors.json"
 SEEDS = (42, 43, 44)
+TRAINED = ("train_s", "features_s", "accuracy", "process_s", "load")  # kept by --rank-only
 FRACTION = 0.05
 
-# The child: train, then the features and the out-of-sample probabilities, timed.
+# The child: train, then the features (and the model's own probabilities), timed.
 CHILD = """
 import json, sys, time
 import numpy as np
 from clearclass.training import train
 from clearclass.advice.features import run_features
-from clearclass.advice.out_of_sample import out_of_sample_probabilities
 labels, out, saved = sys.argv[1], sys.argv[2], sys.argv[5]
 seed, size = int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
@@ -61,12 +64,10 @@ run = train(labels, out=out, model="efficientnet_lite0", epochs=1, freeze_epochs
 t1 = time.perf_counter()
 found = run_features(out)
 t2 = time.perf_counter()
-oos = out_of_sample_probabilities(found.features, found.targets, len(found.class_ids))
-t3 = time.perf_counter()
 np.savez(saved, targets=found.targets, is_valid=found.is_valid, features=found.features,
-         in_sample=found.probabilities, out_of_sample=oos,
-         paths=np.array(found.paths), class_ids=np.array(found.class_ids))
-print("RESULT", json.dumps({"train_s": t1 - t0, "features_s": t2 - t1, "folds_s": t3 - t2,
+         in_sample=found.probabilities, paths=np.array(found.paths),
+         class_ids=np.array(found.class_ids))
+print("RESULT", json.dumps({"train_s": t1 - t0, "features_s": t2 - t1,
                             "accuracy": run.accuracy}))
 """
 
@@ -109,24 +110,32 @@ def swapped_labels(seed: int, folder: Path) -> tuple[Path, set[str]]:
 
 
 def rankings(saved: Path) -> dict:
-    """Both rankings of the training photos (indices into the training rows)."""
+    """The rankings of the training photos (indices into the training rows): the in-sample
+    loss, and cleanlab's flagged photos by self-confidence under its default filter and
+    under the one `clean` uses. The out-of-sample probabilities are computed here from the
+    kept features with the current code (timed), so a change of the heads is measured
+    without training again (--rank-only)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from clearclass.advice.label_issues import find_label_issues, in_sample_ranking
+    from clearclass.advice.label_issues import FILTER, find_label_issues, in_sample_ranking
+    from clearclass.advice.out_of_sample import out_of_sample_probabilities
 
     data = np.load(saved)
     train = ~data["is_valid"]
     targets = data["targets"][train]
-    old = in_sample_ranking(data["in_sample"][train], targets)
-    # As `clean` does: cleanlab judges every photo of the run, train and valid together.
-    rows = np.flatnonzero(train)
-    position = {int(r): k for k, r in enumerate(rows)}
-    issues = find_label_issues(data["out_of_sample"], data["targets"])
-    flagged = [position[i.index] for i in issues if i.index in position]
-    confidence = data["out_of_sample"][train][np.arange(len(targets)), targets]
-    rest = [int(i) for i in np.argsort(confidence, kind="stable") if int(i) not in set(flagged)]
-    return {"paths": [str(p) for p in data["paths"][train]], "old": old.tolist(),
-            "new": flagged + rest, "flagged": len(flagged),
-            "flagged_all": len(issues)}
+    t0 = time.perf_counter()
+    # As `clean` does: every photo of the run judged, train and valid together.
+    out_of_sample = out_of_sample_probabilities(data["features"], data["targets"],
+                                                len(data["class_ids"]))
+    folds_s = time.perf_counter() - t0
+    position = {int(r): k for k, r in enumerate(np.flatnonzero(train))}
+    found = {"paths": [str(p) for p in data["paths"][train]],
+             "old": in_sample_ranking(data["in_sample"][train], targets).tolist(),
+             "folds_s": folds_s}
+    for name, filter_by in (("default", "prune_by_noise_rate"), ("new", FILTER)):
+        issues = find_label_issues(out_of_sample, data["targets"], filter_by=filter_by)
+        found[name] = [position[i.index] for i in issues if i.index in position]
+        found[f"{name}_flagged_all"] = len(issues)
+    return found
 
 
 def scores(order: list[int], paths: list[str], swapped: set[str], n: int) -> dict:
@@ -140,10 +149,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160, help="item resize, pixels")
     parser.add_argument("--keep", type=Path, default=None,
                         help="a folder to keep each seed's arrays in (re-ranked with "
-                             "--rank-only without training again)")
+                             "--rank-only without training again, the training's figures "
+                             "taken from --json)")
     parser.add_argument("--rank-only", action="store_true")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
+    trained = {}  # with --rank-only: the training's figures, from the JSON file of that run
+    if args.rank_only and args.json.exists():
+        trained = {r["seed"]: {k: r[k] for k in TRAINED if k in r}
+                   for r in json.loads(args.json.read_text())["runs"]}
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)
         keep.mkdir(parents=True, exist_ok=True)
@@ -151,7 +165,7 @@ def main() -> None:
         for seed in args.seeds:
             labels, swapped = swapped_labels(seed, Path(tmp))
             saved = keep / f"seed-{seed}.npz"
-            timing: dict = {}
+            timing: dict = trained.get(seed, {})
             if not args.rank_only:
                 env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
                 t0 = time.perf_counter()
@@ -167,11 +181,13 @@ def main() -> None:
                 timing["load"] = os.getloadavg()[0]
             ranked = rankings(saved)
             n = len(swapped)
-            result = {"seed": seed, "swapped": n, **timing, "flagged": ranked["flagged"],
-                      "flagged_all": ranked["flagged_all"],
-                      "flagged_swapped": sum(ranked["paths"][i] in swapped
-                                             for i in ranked["new"][:ranked["flagged"]])}
-            for name in ("old", "new"):
+            result = {"seed": seed, "swapped": n, **timing, "folds_s": ranked["folds_s"]}
+            for name in ("default", "new"):
+                result[f"{name}_flagged"] = len(ranked[name])
+                result[f"{name}_flagged_all"] = ranked[f"{name}_flagged_all"]
+                result[f"{name}_flagged_swapped"] = sum(ranked["paths"][i] in swapped
+                                                        for i in ranked[name])
+            for name in ("old", "default", "new"):
                 for k, label in ((n, "N"), (2 * n, "2N")):
                     for what, value in scores(ranked[name], ranked["paths"], swapped,
                                               k).items():
@@ -181,9 +197,8 @@ def main() -> None:
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "data": "imagewoof-2k labels.csv", "size": args.size, "runs": runs,
               "command": "python benchmarks/label_errors.py"}
-    if not args.rank_only or not args.json.exists():
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))
 
 
@@ -202,15 +217,20 @@ def table(report: dict) -> str:
     lines = [f"Machine: {report['machine']}", "",
              "| ranking of the training photos | precision, first N | recall, first N | "
              "precision, first 2N | recall, first 2N |", "| --- | --- | --- | --- | --- |"]
-    for name, label in (("old", "in sample: 1 - p(label), the model's own (before)"),
-                        ("new", "out of sample: cleanlab's flagged by self-confidence (now)")):
+    for name, label in (("old", "in sample: 1 - p(label), the model's own (`clean` before)"),
+                        ("default", "out of sample, cleanlab's default filter "
+                                    "(prune_by_noise_rate), by self-confidence"),
+                        ("new", "out of sample, cleanlab's predicted_neq_given, by "
+                                "self-confidence (`clean` now)")):
         lines.append(f"| {label} | " + " | ".join(
             cell(f"{name}_{w}_{k}") for k in ("N", "2N") for w in ("precision", "recall"))
             + " |")
-    lines += ["", f"Swapped per seed: {cell('swapped', False)}; flagged by cleanlab among the "
-              f"training photos: {cell('flagged', False)}, of which swapped: "
-              f"{cell('flagged_swapped', False)}; in all (train + valid): "
-              f"{cell('flagged_all', False)}.",
+    lines += ["", f"Swapped per seed: {cell('swapped', False)}. Flagged among the training "
+              f"photos, default filter: {cell('default_flagged', False)}, of which swapped: "
+              f"{cell('default_flagged_swapped', False)}; `clean`'s filter: "
+              f"{cell('new_flagged', False)}, of which swapped: "
+              f"{cell('new_flagged_swapped', False)}; in all (train + valid), `clean`'s "
+              f"filter: {cell('new_flagged_all', False)}.",
               f"Seconds: training process {cell('train_s', False)}, features pass "
               f"{cell('features_s', False)}, 5 folds of logistic regression "
               f"{cell('folds_s', False)}; valid accuracy {cell('accuracy')}."]

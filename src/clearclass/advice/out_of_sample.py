@@ -3,8 +3,9 @@
 Confident learning (Northcutt et al., 2021; the `cleanlab` package) finds label errors from
 out-of-sample probabilities: a photo learned with a wrong label has been pulled toward it,
 so the model that trained on it is the wrong judge. Here each fold's photos are judged by a
-logistic regression trained on the other folds' features (scikit-learn), which takes
-seconds where a fine-tune per fold would take as long as training.
+logistic regression trained on the other folds' features (scikit-learn; each photo's
+features scaled to length 1), which takes seconds where a fine-tune per fold would take as
+long as training.
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ DEFAULT_FOLDS = 5
 
 
 def feature_head(max_iter: int = 1000):
-    """The head every piece of advice trains on the network's features: standardised, then
-    a multinomial logistic regression (scikit-learn, lbfgs), unfitted.
+    """The head every piece of advice trains on the network's features: each photo's
+    features scaled to length 1, then a multinomial logistic regression (scikit-learn,
+    lbfgs, its default L2 penalty), unfitted.
+
+    Length 1 is the cosine geometry the neighbours (outliers, near duplicates) use too. On
+    imagewoof-2k with 5% of the training labels swapped (benchmarks/label_errors.py, seed
+    42) it put 86% of the swapped photos among the 80 least self-confident, against 79% with
+    each feature standardised instead (StandardScaler), which leaves 1,280 columns of equal
+    weight for 1,600 photos to over-fit.
 
     Example:
         head = feature_head().fit(np.random.rand(20, 4), np.arange(20) % 2)
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import Normalizer
 
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    return make_pipeline(Normalizer(), LogisticRegression(max_iter=max_iter))
 
 
 def usable_folds(targets: np.ndarray, folds: int = DEFAULT_FOLDS) -> int:
