@@ -85,7 +85,7 @@ from clearclass.data.sources import (
     sniff_delimiter,
     utf16_without_bom,
 )
-from clearclass.errors import ClearclassError, DataError, RunError
+from clearclass.errors import ClearclassError, DataError, RunError, check_count
 from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
 from clearclass.progress import bar, say, warn
 from clearclass.run_folder import RunFolder
@@ -315,10 +315,12 @@ class Cleaning:
                             rows=_rows(self, self.actions[:10]))
 
 
-def clean(run: str | Path, device: str = "auto") -> Cleaning:
-    """List the photos of a run that are likely mislabelled, duplicated or unreadable.
+def clean(run: str | Path, device: str = "auto", folds: int = DEFAULT_FOLDS) -> Cleaning:
+    """List the photos of a run that are likely mislabelled, unlike any class, duplicated
+    or unreadable.
 
     Writes RUN/clean/actions.csv (to edit, then `apply_actions`) and RUN/clean/index.html.
+    `folds`: how many heads judge the labels, each photo by one that never saw it.
 
     Example:
         cleaning = clearclass.clean("runs/dogs")
@@ -326,34 +328,49 @@ def clean(run: str | Path, device: str = "auto") -> Cleaning:
             print(action.action, action.path.name, action.evidence)
     """
     run_folder = RunFolder.open(run, needs_model=True)
+    folder = run_folder.path / CLEAN_FOLDER
+    with fileio.exclusive(folder, what="run"):
+        cleaning = find(run_folder.path, device, folds)
+        cleaning.folder = _write(cleaning, folder)
+    return cleaning
+
+
+def find(run: str | Path, device: str = "auto", folds: int = DEFAULT_FOLDS) -> Cleaning:
+    """What `clean` lists, as data, without writing RUN/clean/ (`advise` counts it per
+    class).
+
+    Example:
+        found = find("runs/dogs")
+        print(found.counts())
+    """
+    folds = check_count("folds", folds, least=2)
+    run_folder = RunFolder.open(run, needs_model=True)
     run_dir = run_folder.path
     folder = run_dir / CLEAN_FOLDER
-    with fileio.exclusive(folder, what="run"):
-        if (folder / LOG_FILE).exists():
-            raise RunError(_stopped(run_dir, folder / LOG_FILE) or
-                           f"Actions were applied to this run's photos ({folder / LOG_FILE}), "
-                           f"so {run_dir}/split.csv no longer matches them. Train again and "
-                           f"clean the new run, or put the photos back first: "
-                           f"{_undo_command(run_dir)}")
-        info = run_folder.model_info()
-        class_ids = list(info.class_ids)
-        split = run_folder.split(class_ids)  # checked against config.json's record
-        for note in split.notes:
-            say(note)
-        data_root = _data_root(_recorded_data(run_folder))
-        extra = _skipped_in_training(run_folder, split)
-        examined = _examine(split.photos + extra)
-        # Photos of DATA that are not in the split and can be read were added since.
-        photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
-        readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.class_id]
-        in_split = {p.path for p in split.photos}
-        cleaning = Cleaning(run_dir, data_root, class_ids, list(info.class_names),
-                            [], Counter(_split_name(p, in_split) for p in photos))
-        judged = _judge(cleaning, run_folder, device,
-                        any(p.path in in_split for p in readable))
-        cleaning.findings = _find(cleaning, photos, in_split, examined, judged)
-        cleaning.findings.sort(key=lambda c: (-c.score, str(c.path)))
-        cleaning.folder = _write(cleaning, folder)
+    if (folder / LOG_FILE).exists():
+        raise RunError(_stopped(run_dir, folder / LOG_FILE) or
+                       f"Actions were applied to this run's photos ({folder / LOG_FILE}), "
+                       f"so {run_dir}/split.csv no longer matches them. Train again and "
+                       f"look at the new run, or put the photos back first: "
+                       f"{_undo_command(run_dir)}")
+    info = run_folder.model_info()
+    class_ids = list(info.class_ids)
+    split = run_folder.split(class_ids)  # checked against config.json's record
+    for note in split.notes:
+        say(note)
+    data_root = _data_root(_recorded_data(run_folder))
+    extra = _skipped_in_training(run_folder, split)
+    examined = _examine(split.photos + extra)
+    # Photos of DATA that are not in the split and can be read were added since.
+    photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
+    readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.class_id]
+    in_split = {p.path for p in split.photos}
+    cleaning = Cleaning(run_dir, data_root, class_ids, list(info.class_names),
+                        [], Counter(_split_name(p, in_split) for p in photos))
+    judged = _judge(cleaning, run_folder, device, any(p.path in in_split for p in readable),
+                    folds)
+    cleaning.findings = _find(cleaning, photos, in_split, examined, judged)
+    cleaning.findings.sort(key=lambda c: (-c.score, str(c.path)))
     _warn_if_unsure(judged.own, run_dir)
     return cleaning
 
@@ -612,7 +629,8 @@ class _Judged:
         return {path: i for i, path in enumerate(self.paths)}
 
 
-def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool) -> _Judged:
+def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
+           folds: int) -> _Judged:
     """The features of the run's photos (one pass of the network, kept in RUN/advice),
     out-of-sample probabilities from them, and what cleanlab and the neighbours in feature
     space make of those."""
@@ -624,7 +642,7 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool) 
     paths = [Path(p) for p in found.paths]
     if len(found) == 0:
         return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
-    probabilities = _out_of_sample(found, cleaning)
+    probabilities = _out_of_sample(found, cleaning, folds)
     issues = [] if probabilities is None else find_label_issues(probabilities, found.targets)
     return _Judged(paths, found.probabilities,
                    found.probabilities if probabilities is None else probabilities, issues,
@@ -641,7 +659,7 @@ def _require_advice() -> None:
                                   "'clearclass[advice]'.")
 
 
-def _out_of_sample(found: RunFeatures, cleaning: Cleaning) -> np.ndarray | None:
+def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.ndarray | None:
     """Each photo's class probabilities from logistic-regression heads on the features of
     the other folds; None (said) when the photos are all of one class."""
     counts = np.bincount(found.targets, minlength=len(found.class_ids))
@@ -650,15 +668,15 @@ def _out_of_sample(found: RunFeatures, cleaning: Cleaning) -> np.ndarray | None:
              "can be judged against another: only duplicates, photos unlike the others and "
              "unreadable files are listed.")
         return None
-    folds = usable_folds(found.targets, DEFAULT_FOLDS)
-    if folds < DEFAULT_FOLDS:
+    folds = usable_folds(found.targets, asked)
+    if folds < asked:
         smallest = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
         warn(f"Class {cleaning.name(found.class_ids[smallest])} has only {counts[smallest]} "
-             f"photo(s): {folds} folds instead of {DEFAULT_FOLDS}, so the labels of small "
+             f"photo(s): {folds} folds instead of {asked}, so the labels of small "
              "classes are judged less surely. More photos per class give a surer list.")
     say(f"Judging {len(found)} photos out of sample ({folds} folds).")
     return out_of_sample_probabilities(found.features, found.targets, len(found.class_ids),
-                                       folds=DEFAULT_FOLDS)
+                                       folds=folds)
 
 
 def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],

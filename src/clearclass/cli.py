@@ -56,6 +56,9 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder written by `clearclas
 ModelArg = Annotated[Path, typer.Argument(help="A model folder (RUN/model) or a run folder.",
                                           show_default=False, metavar="MODEL")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+Folds = Annotated[int, typer.Option(
+    help="How many heads on the network's features judge the labels, each photo by one that "
+         "never saw it (fewer, said, when a class has fewer photos).", min=2)]
 
 
 def _flag(name: str) -> str:
@@ -339,9 +342,7 @@ def advise(
         help="The accuracy to count photos needed for, as a fraction (0.92 for 92%). "
              "Default: the run's accuracy plus 5 points, at most 0.99.",
         show_default=False, metavar="ACCURACY")] = None,
-    folds: Annotated[int, typer.Option(
-        help="Folds of the out-of-sample heads that judge each photo's label (fewer when a "
-             "class has fewer training photos).", min=2)] = 5,
+    folds: Folds = 5,
     quiet: Quiet = False,
     *,
     settings: dict,
@@ -389,6 +390,7 @@ def clean(
     undo: Annotated[bool, typer.Option(
         "--undo", help="Put the photos back as they were before the last --apply, one "
                        "stopped half-way too.")] = False,
+    folds: Folds = 5,
     quiet: Quiet = False,
     *,
     settings: dict,
@@ -418,7 +420,7 @@ def clean(
         if actions is not None:
             cleaning.apply_actions(run, actions)
             return
-        found = cleaning.clean(run, **settings)
+        found = cleaning.clean(run, folds=folds, **settings)
     progress.console.print(found.to_table())
     typer.echo(found.summary(rows=0))
     if found.actions:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clearclass import fileio
+from clearclass.advice.out_of_sample import DEFAULT_FOLDS
 from clearclass.progress import say
 
 if TYPE_CHECKING:
@@ -131,12 +132,14 @@ class Advice:
         return pages.render("advice_summary.html", advice=self, rows=_page_rows(self))
 
 
-def advise(run: object, target: float | None = None, folds: int | None = None,
+def advise(run: object, target: float | None = None, folds: int = DEFAULT_FOLDS,
            device: str = "auto") -> Advice:
     """Advise what to fix in a run's photos next: a row per class and three next steps.
 
     `target` is the accuracy (0-1) to count photos needed for; by default the run's
-    accuracy plus 5 points. Writes RUN/advice/classes.csv and RUN/advice/index.html.
+    accuracy plus 5 points, at most 0.99. `folds`: how many heads judge the labels, each
+    photo by one that never saw it (as `clean`). Writes RUN/advice/classes.csv and
+    RUN/advice/index.html.
 
     Example:
         advice = clearclass.advise("runs/dogs", target=0.9)
@@ -171,11 +174,11 @@ def advise(run: object, target: float | None = None, folds: int | None = None,
     return advice
 
 
-def _problems(run_dir: Path, device: str, folds: int | None) -> Cleaning:
+def _problems(run_dir: Path, device: str, folds: int) -> Cleaning:
     """What `clean` finds in the run's photos, without writing RUN/clean/."""
     from clearclass import cleaning
 
-    return cleaning.find(run_dir, device=device)
+    return cleaning.find(run_dir, device=device, folds=folds)
 
 
 def _rows(found: RunFeatures, names: dict[str, str], cleaning: Cleaning,
