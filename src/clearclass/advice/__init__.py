@@ -1,4 +1,4 @@
-"""What to fix in your data: `advise(RUN)` (advise.py) says, class by class, which photos
+"""What to fix in your data: `advise(RUN)` (advising.py) says, class by class, which photos
 look mislabelled, unlike any class or duplicated, how many more photos each class needs,
 and the three things most worth doing next.
 
@@ -11,6 +11,6 @@ class needs (`learning_curve.py`). Those are plain functions over arrays, no pri
 files: `clean`, `advise` and the report show what they return.
 """
 
-from clearclass.advice.advise import Advice, ClassAdvice, advise
+from clearclass.advice.advising import Advice, ClassAdvice, advise
 
 __all__ = ["Advice", "ClassAdvice", "advise"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clearclass.advice import advise as advise_module
-from clearclass.advice.advise import COLUMNS, Advice, ClassAdvice, advise
+from clearclass.advice import advising
+from clearclass.advice.advising import COLUMNS, Advice, ClassAdvice, advise
 from clearclass.advice.learning_curve import PhotosNeeded
 from tests.conftest import failed, run_cli
 
@@ -23,10 +23,12 @@ def run(trained_run, tmp_path):
 
 def test_a_row_per_class_the_files_and_the_notebook_display(run):
     advice = advise(run, device="cpu")
-    assert [r.class_id for r in advice.classes] == advice.curves.class_ids
+    assert [r.class_id for r in advice.classes] == advice.photos.curves.class_ids
     assert sum(r.valid_photos for r in advice.classes) > 0
     assert all(r.accuracy is None or 0 <= r.accuracy <= 1 for r in advice.classes)
-    assert 0 < advice.target <= 0.99 and len(advice.next_steps) <= 3
+    # The run's accuracy + 5 points, at most 99% (or the accuracy, when it is above that).
+    assert advice.target == max(advice.accuracy, min(advice.accuracy + 0.05, 0.99))
+    assert len(advice.next_steps) <= 3
     with open(run / "advice" / "classes.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == COLUMNS and len(rows) == len(advice.classes) + 1
@@ -37,14 +39,17 @@ def test_a_row_per_class_the_files_and_the_notebook_display(run):
 
 
 def test_the_command_prints_the_table_and_the_steps(run):
-    result = run_cli("advise", run, "--target", "95", "--device", "cpu")
+    result = run_cli("advise", run, "--target", "0.95", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "lowest accuracy first" in result.stdout and "95.0%" in result.stdout
+    assert "97.5%" in run_cli("advise", run, "--target", "97.5%").stdout
 
 
-@pytest.mark.parametrize("target", ["150", "-3", "abc"])
-def test_a_target_that_is_not_an_accuracy_is_one_line(run, target):
-    failed(run_cli("advise", run, "--target", target), "target")
+@pytest.mark.parametrize("target, words", [("150%", "at most 1"), ("1.5", "at most 1"),
+                                           ("95", "give 0.95"), ("-3", "above 0"),
+                                           ("abc", "such as 0.92")])
+def test_a_target_that_is_not_an_accuracy_is_one_line(run, target, words):
+    failed(run_cli("advise", run, "--target", target), "--target", words)
 
 
 def test_a_run_without_a_model_is_one_line(run):
@@ -73,8 +78,8 @@ def _row(name, train, valid, accuracy, mislabelled=0, outliers=0, more=None):
 
 def _steps(rows, problems=(), accuracy=0.8, target=0.9):
     advice = Advice(Path("runs/x"), accuracy, target, rows, [])
-    advice.imbalance = advise_module._imbalance(rows)
-    return advise_module._next_steps(advice, _Found(list(problems)))
+    advice.imbalance = advising._imbalance(rows)
+    return advising._next_steps(advice, _Found(list(problems)))
 
 
 def test_the_class_that_costs_most_accuracy_comes_first_in_plain_words():
