@@ -129,6 +129,14 @@ class PowerLaw:
         scale = np.sqrt(rng.chisquare(self.dof, size=(count, 1)) / self.dof)
         return np.array([np.log(self.a), self.b]) + normal / scale
 
+    def error_interval(self, photos: float) -> tuple[float, float]:
+        """The 80% interval of the fitted error at `photos` (from `draws`)."""
+        log_a, b = self.draws().T
+        with np.errstate(over="ignore"):
+            errors = np.exp(log_a - b * np.log(photos))
+        low, high = np.quantile(errors, INTERVAL)
+        return float(low), float(high)
+
     def as_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "dof": self.dof,
                 "photos": self.photos.tolist(), "errors": self.errors.tolist()}
