@@ -128,21 +128,32 @@ def analyse(run: Path, seeds: int) -> dict:
     early = [i for i, f in enumerate(curves.fractions) if f in FIT_FRACTIONS]
     full = curves.fractions.index(1.0)
 
-    def predict(photos: np.ndarray, accuracy: np.ndarray, photos_now: float):
-        # photos: fractions x seeds; accuracy: fractions x seeds (nan: unknown)
-        fit = fit_power_law(photos[early].ravel(), 1 - accuracy[early].ravel())
+    def predict(photos: np.ndarray, accuracy: np.ndarray, photos_now: float, valid: int):
+        # photos: fractions x seeds; accuracy: fractions x seeds (nan: unknown); the floor
+        # as LearningCurves.class_fit sets it (half a validation photo)
+        fit = fit_power_law(photos[early].ravel(), 1 - accuracy[early].ravel(),
+                            floor=0.5 / max(valid, 1))
         return None if fit is None else 1 - fit.error(photos_now), fit
+
+    def covered(fit, photos_now: float, measured: float) -> bool | None:
+        if fit is None:
+            return None
+        low, high = fit.error_interval(photos_now)
+        return 1 - high <= measured <= 1 - low
 
     overall_photos = curves.photos.sum(axis=2)  # fractions x seeds, all classes
     measured = float(np.nanmean(curves.accuracy[full]))
-    predicted, fit = predict(overall_photos, curves.accuracy, overall_photos[full].mean())
+    predicted, fit = predict(overall_photos, curves.accuracy, overall_photos[full].mean(),
+                             int(curves.valid_photos.sum()))
     per_class = []
     for c, class_id in enumerate(curves.class_ids):
         got = float(np.nanmean(curves.class_accuracy[full, :, c]))
+        now = curves.photos[full, 0, c]
         guess, class_fit = predict(curves.photos[:, :, c], curves.class_accuracy[:, :, c],
-                                   curves.photos[full, 0, c])
-        per_class.append({"class": class_id, "photos": int(curves.photos[full, 0, c]),
+                                   now, int(curves.valid_photos[c]))
+        per_class.append({"class": class_id, "photos": int(now),
                           "measured": got, "predicted": guess,
+                          "covered": covered(class_fit, now, got),
                           "fit": None if class_fit is None else class_fit.as_dict()})
     errors = [abs(r["predicted"] - r["measured"]) for r in per_class
               if r["predicted"] is not None]
@@ -152,11 +163,13 @@ def analyse(run: Path, seeds: int) -> dict:
             "seeds": seeds, "fractions": list(curves.fractions),
             "accuracy": curves.accuracy.tolist(),
             "overall": {"measured": measured, "predicted": predicted,
+                        "covered": covered(fit, overall_photos[full].mean(), measured),
                         "fit": None if fit is None else fit.as_dict()},
             "per_class": per_class,
             "per_class_abs_error": {"median": float(np.median(errors)) if errors else None,
                                     "p90": float(np.percentile(errors, 90)) if errors
                                     else None, "fitted": len(errors),
+                                    "covered": sum(bool(r["covered"]) for r in per_class),
                                     "classes": len(per_class)},
             "proxy": {str(f): float(np.nanmean(curves.accuracy[i]))
                       for i, f in enumerate(curves.fractions)},
@@ -182,8 +195,9 @@ def report(results: dict) -> str:
               "error(n) = a n^-b fitted on the 10-40% points only; its accuracy at the 100% "
               "photo count against the measured one (mean over seeds).", "",
               "| data | photos (train + valid) | training | features | curves | measured "
-              "at 100% | predicted | error | per-class abs. error: median | p90 | classes "
-              "fitted |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+              "at 100% | predicted | error | in the 80% interval | per-class abs. error: median | "
+              "p90 | classes fitted | classes in their 80% interval |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | "
               "---: | ---: |"]
     for name, case in results["cases"].items():
         a, o, e = case["analysis"], case["analysis"]["overall"], \
@@ -195,8 +209,9 @@ def report(results: dict) -> str:
             f"| {name}, {case['size']} px | {a['train_photos']:,} + {a['valid_photos']:,} | "
             f"{case['training']['seconds']:.0f} s | {a['feature_seconds']:.0f} s | "
             f"{a['curve_seconds']:.1f} s | {pct(o['measured'])} | {pct(o['predicted'])} | "
-            f"{'n/a' if error is None else f'{100 * error:+.1f} pts'} | {median} | {p90} | "
-            f"{e['fitted']} of {e['classes']} |")
+            f"{'n/a' if error is None else f'{100 * error:+.1f} pts'} | "
+            f"{'yes' if o['covered'] else 'no'} | {median} | {p90} | "
+            f"{e['fitted']} of {e['classes']} | {e['covered']} of {e['fitted']} |")
     lines += ["", "Overall accuracy of the heads by fraction (mean over seeds):", "",
               "| data | " + " | ".join(f"{round(100 * f)}%" for f in
                                        next(iter(results["cases"].values()))["analysis"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from clearclass import fileio
 from clearclass.fileio import shown_name
@@ -215,11 +215,14 @@ def learning_curves(curves, needed: Sequence, target: float) -> Figure:
     many = len(curves.class_ids) > len(shown)
     classes.set_title(
         (f"{len(shown)} of {len(curves.class_ids)} classes, furthest below the target"
-         if many else "Each class") + " (photos to add; ? = not enough data to say)",
+         if many else "Each class") + "\n(photos to add; ? = not enough data to say)",
         fontsize=10)
     for ax in (overall, classes):
         ax.axhline(target, color="tab:red", linestyle=":", label=f"target {target:.1%}")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)
     overall.legend(fontsize=8, loc="lower right")
@@ -234,7 +237,8 @@ def _curve(ax, photos: np.ndarray, accuracy: np.ndarray, fit, colour: str, label
     mean = np.nanmean(accuracy, axis=1) if accuracy.ndim == 2 else accuracy
     low, high = (np.nanmin(accuracy, axis=1), np.nanmax(accuracy, axis=1)) \
         if accuracy.ndim == 2 else (mean, mean)
-    ax.errorbar(photos, mean, yerr=[mean - low, high - mean], fmt="o-", color=colour,
+    spread = [np.maximum(mean - low, 0), np.maximum(high - mean, 0)]  # rounding: never < 0
+    ax.errorbar(photos, mean, yerr=spread, fmt="o-", color=colour,
                 markersize=4, capsize=2, linewidth=1, label=label)
     if fit is not None and photos.max() > 0:
         x = np.geomspace(max(photos.min(), 1), photos.max() * 3, 50)

@@ -67,7 +67,7 @@ class LearningCurves:
     accuracy: np.ndarray  # fractions x seeds: share of all validation photos right
     class_accuracy: np.ndarray  # fractions x seeds x classes: recall, NaN without photos
     valid_photos: np.ndarray  # int, per class: validation photos
-    seconds: float  # time the heads took
+    seconds: float  # time the heads took (scikit-learn's import not counted)
 
     @property
     def seeds(self) -> int:
@@ -128,6 +128,14 @@ class PowerLaw:
                                          method="eigh", check_valid="ignore")
         scale = np.sqrt(rng.chisquare(self.dof, size=(count, 1)) / self.dof)
         return np.array([np.log(self.a), self.b]) + normal / scale
+
+    def error_interval(self, photos: float) -> tuple[float, float]:
+        """The 80% interval of the fitted error at `photos` (from `draws`)."""
+        log_a, b = self.draws().T
+        with np.errstate(over="ignore"):
+            errors = np.exp(log_a - b * np.log(photos))
+        low, high = np.quantile(errors, INTERVAL)
+        return float(low), float(high)
 
     def as_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "dof": self.dof,
@@ -197,7 +205,8 @@ def photos_advice(curves: LearningCurves, target: float | None = None) -> Photos
     accuracy + 5 points, at most 99%).
 
     Example:
-        advice = photos_advice(curves, target=0.9)
+        from clearclass.advice.features import run_features
+        advice = photos_advice(learning_curves(run_features("runs/dogs"), seeds=2), 0.9)
         for row in advice.most_needed()[:3]:
             print(row.class_id, row.more, row.low, row.high, row.reason)
     """
@@ -232,14 +241,24 @@ def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,
     if len(valid) == 0:
         raise SettingError("found", "has no validation photos to score learning curves on; "
                                     "give a run with a validation split.")
-    valid_targets = targets[valid]
-    valid_photos = np.bincount(valid_targets, minlength=classes)
+    valid_photos = np.bincount(targets[valid], minlength=classes)
     shape = (len(fractions), seeds)
     photos = np.zeros((*shape, classes), dtype=np.int64)
     accuracy = np.zeros(shape)
     class_accuracy = np.full((*shape, classes), np.nan)
-    started = time.perf_counter()
-    for seed in range(seeds):
+    with _one_blas_thread():
+        started = time.perf_counter()  # scikit-learn imported: its import is not counted
+        _fill(features, targets, valid, per_class, fractions, photos, accuracy,
+              class_accuracy, valid_photos)
+    return LearningCurves(list(found.class_ids), fractions, photos, accuracy,
+                          class_accuracy, valid_photos, time.perf_counter() - started)
+
+
+def _fill(features, targets, valid, per_class, fractions, photos, accuracy, class_accuracy,
+          valid_photos) -> None:
+    """Train and score every (fraction, seed) head into the arrays."""
+    classes, valid_targets = len(per_class), targets[valid]
+    for seed in range(photos.shape[1]):
         rng = np.random.default_rng(seed)
         orders = [rng.permutation(p) for p in per_class]
         head = None
@@ -258,8 +277,6 @@ def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,
             with np.errstate(invalid="ignore", divide="ignore"):
                 class_accuracy[f, seed] = np.where(valid_photos > 0, hits / valid_photos,
                                                    np.nan)
-    return LearningCurves(list(found.class_ids), fractions, photos, accuracy,
-                          class_accuracy, valid_photos, time.perf_counter() - started)
 
 
 def fit_power_law(photos: np.ndarray, errors: np.ndarray,
@@ -271,7 +288,7 @@ def fit_power_law(photos: np.ndarray, errors: np.ndarray,
 
     Example:
         fit = fit_power_law(np.array([10, 20, 40, 80]), np.array([0.4, 0.3, 0.225, 0.169]))
-        print(round(fit.b, 2), round(fit.photos_for(0.1)))  # 0.41 285
+        print(round(fit.b, 2), round(fit.photos_for(0.1)))  # 0.41 283
     """
     photos, errors = np.asarray(photos, dtype=float), np.asarray(errors, dtype=float)
     keep = np.isfinite(errors) & (photos > 0)
@@ -315,6 +332,8 @@ def photos_needed(curves: LearningCurves, target: float | None = None) -> list[P
     (a fraction; default `curves.default_target()`), or None with a reason.
 
     Example:
+        from clearclass.advice.features import run_features
+        curves = learning_curves(run_features("runs/dogs"), seeds=2)
         for row in photos_needed(curves, target=0.9):
             print(row.class_id, row.more if row.known else row.reason)
     """
@@ -337,8 +356,9 @@ def overall_photos_needed(curves: LearningCurves,
     says reach `target` accuracy (default `curves.default_target()`).
 
     Example:
-        row = overall_photos_needed(curves)
-        print(row.target, row.photos_needed, row.low, row.high)
+        from clearclass.advice.features import run_features
+        row = overall_photos_needed(learning_curves(run_features("runs/dogs"), seeds=2))
+        print(row.target, row.photos_needed, row.low, row.high, row.reason)
     """
     target = curves.default_target() if target is None else check_target(target)
     return _needed(None, curves.photos.sum(axis=2), curves.accuracy_now, target,
@@ -396,6 +416,18 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
                                         f"such as (0.1, 0.2, 0.4, 0.7, 1.0); got "
                                         f"{fractions!r}.")
     return values
+
+
+def _one_blas_thread():
+    """BLAS on one thread while the heads train: their products (a few thousand photos x
+    1,280 features x the classes) are too small to share, and OpenBLAS's second thread
+    made each fit 4-30x slower on the benchmark's busy 2-core machine (0.6 s instead of
+    6-18 s for 1,600 photos of imagewoof-2k). scikit-learn is imported first: it loads
+    SciPy's own OpenBLAS, which a limit set before it is loaded would miss."""
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _fit_head(features: np.ndarray, targets: np.ndarray, previous):
