@@ -200,9 +200,11 @@ class PhotosAdvice:
         return figures.png_bytes(self.figure())
 
 
-def photos_advice(curves: LearningCurves, target: float | None = None) -> PhotosAdvice:
-    """`photos_needed` and `overall_photos_needed` for one target (default: the run's
-    accuracy + 5 points, at most 99%).
+def photos_advice(curves: LearningCurves, target: float | None = None,
+                  network_accuracy: Sequence[float | None] | None = None) -> PhotosAdvice:
+    """`photos_needed` and `overall_photos_needed` for one target (default: the accuracy
+    now + 5 points, at most 99%). `network_accuracy`: the trained network's own accuracy on
+    each class's validation photos, to count from (see `photos_needed`).
 
     Example:
         from clearclass.advice.features import run_features
@@ -210,9 +212,16 @@ def photos_advice(curves: LearningCurves, target: float | None = None) -> Photos
         for row in advice.most_needed()[:3]:
             print(row.class_id, row.more, row.low, row.high, row.reason)
     """
-    target = curves.default_target() if target is None else check_target(target)
-    return PhotosAdvice(curves, target, overall_photos_needed(curves, target),
-                        photos_needed(curves, target))
+    overall = None
+    if network_accuracy is not None:
+        known = [(a, n) for a, n in zip(network_accuracy, curves.valid_photos) if a is not None]
+        overall = (sum(a * n for a, n in known) / max(sum(n for _, n in known), 1)
+                   if known else None)
+    if target is None:
+        target = curves.default_target() if overall is None else default_target(overall)
+    target = check_target(target)
+    return PhotosAdvice(curves, target, overall_photos_needed(curves, target, overall),
+                        photos_needed(curves, target, network_accuracy))
 
 
 def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -327,9 +336,19 @@ def check_target(target: object) -> float:
     return float(target)
 
 
-def photos_needed(curves: LearningCurves, target: float | None = None) -> list[PhotosNeeded]:
+def photos_needed(curves: LearningCurves, target: float | None = None,
+                  network_accuracy: Sequence[float | None] | None = None
+                  ) -> list[PhotosNeeded]:
     """Per class, the training photos that the fitted curve says reach `target` accuracy
     (a fraction; default `curves.default_target()`), or None with a reason.
+
+    With `network_accuracy` (the trained network's own accuracy on each class's validation
+    photos, None where it has none), each class counts from the network's accuracy now and
+    follows its curve's slope: error(n) = error_now * (n / photos_now)^-b. The heads on the
+    features are often more (or less) accurate than the network itself after a short
+    fine-tune; their curve says how fast the error falls with photos, the network where it
+    stands, so a class the network gets wrong is never "reached" because a head gets it
+    right.
 
     Example:
         from clearclass.advice.features import run_features
@@ -340,20 +359,22 @@ def photos_needed(curves: LearningCurves, target: float | None = None) -> list[P
     target = curves.default_target() if target is None else check_target(target)
     rows = []
     for c, class_id in enumerate(curves.class_ids):
-        if curves.valid_photos[c] == 0:
+        network = None if network_accuracy is None else network_accuracy[c]
+        if curves.valid_photos[c] == 0 or (network_accuracy is not None and network is None):
             rows.append(_unknown(class_id, int(curves.photos_now[c]), None, target,
                                  "no validation photos: its accuracy is unknown"))
             continue
         rows.append(_needed(class_id, curves.photos[:, :, c],
                             float(np.mean(curves.class_accuracy[-1, :, c])), target,
-                            lambda c=c: curves.class_fit(c)))
+                            lambda c=c: curves.class_fit(c), network))
     return rows
 
 
-def overall_photos_needed(curves: LearningCurves,
-                          target: float | None = None) -> PhotosNeeded:
+def overall_photos_needed(curves: LearningCurves, target: float | None = None,
+                          network_accuracy: float | None = None) -> PhotosNeeded:
     """The training photos in all (each class grown in proportion) that the overall curve
-    says reach `target` accuracy (default `curves.default_target()`).
+    says reach `target` accuracy (default `curves.default_target()`); counted from the
+    network's `network_accuracy` when given, as `photos_needed` does.
 
     Example:
         from clearclass.advice.features import run_features
@@ -362,12 +383,14 @@ def overall_photos_needed(curves: LearningCurves,
     """
     target = curves.default_target() if target is None else check_target(target)
     return _needed(None, curves.photos.sum(axis=2), curves.accuracy_now, target,
-                   curves.overall_fit)
+                   curves.overall_fit, network_accuracy)
 
 
 def _needed(class_id: str | None, photos: np.ndarray, accuracy_now: float, target: float,
-            fit_of) -> PhotosNeeded:
+            fit_of, network: float | None = None) -> PhotosNeeded:
     now = int(photos[-1, 0])
+    if network is not None:
+        accuracy_now = float(network)
     if accuracy_now >= target:
         return PhotosNeeded(class_id, now, accuracy_now, target, now, 0, now, now)
     if now == 0:
@@ -382,15 +405,20 @@ def _needed(class_id: str | None, photos: np.ndarray, accuracy_now: float, targe
     if fit is None or fit.b <= 0:
         return _unknown(class_id, now, accuracy_now, target,
                         "its error does not fall with more photos")
-    needed = fit.photos_for(1 - target)
+    log_a, b = fit.draws().T
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if network is None:
+            needed = fit.photos_for(1 - target)
+            each = np.where(b > 0, np.exp((log_a - np.log(1 - target)) / b), np.inf)
+        else:  # from the network's error now, along the curve's slope
+            ratio = (1 - accuracy_now) / (1 - target)
+            needed = now * ratio ** (1 / fit.b)
+            each = np.where(b > 0, now * ratio ** (1 / b), np.inf)
+        low, high = np.quantile(each, INTERVAL)  # inf - inf between two draws: NaN
     if needed > FURTHEST * now:
         return _unknown(class_id, now, accuracy_now, target,
                         f"the curve would have to be followed to more than {FURTHEST:g}x "
                         f"the {now} photos now")
-    log_a, b = fit.draws().T
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        each = np.where(b > 0, np.exp((log_a - np.log(1 - target)) / b), np.inf)
-        low, high = np.quantile(each, INTERVAL)  # inf - inf between two draws: NaN
     if not np.isfinite(high):
         return _unknown(class_id, now, accuracy_now, target,
                         "the fit is too uncertain to bound the photos needed")

@@ -93,13 +93,13 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
         source, folder = f"photos of {data}", run_dir / f"report-{name}"
     photos = _without_training_photos(photos, split.train, source, run_dir, exclude_training)
     evaluation = predict_photos(classifier, photos, tta=tta, source=source)
-    learning = _learning_curves(run_folder) if data is None else None
+    learning = _learning_curves(run_folder, evaluation) if data is None else None
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
                                          top_losses, learning=learning)
     return evaluation
 
 
-def _learning_curves(run_folder: RunFolder) -> object:
+def _learning_curves(run_folder: RunFolder, evaluation: Evaluation) -> object:
     """The run's learning curves and photos needed (`advice.learning_curve.photos_advice`)
     from the features RUN/advice/ keeps; else the sentence the report shows instead.
     Computing the features is a forward pass over every training photo too, which would
@@ -118,7 +118,12 @@ def _learning_curves(run_folder: RunFolder) -> object:
                 "network's features of every photo of the run: compute them with "
                 "clearclass.advice.features.run_features(RUN) (clearclass advise RUN), then "
                 "evaluate again.")
-    return photos_advice(learning_curves(found))
+    # Photos needed are counted from this network's accuracy on each class, as advise does.
+    predictions = evaluation.predictions
+    network = [float((predictions[evaluation.targets == c] == c).mean())
+               if (evaluation.targets == c).any() else None
+               for c in range(len(evaluation.class_ids))]
+    return photos_advice(learning_curves(found), network_accuracy=network)
 
 
 def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, str]]:
