@@ -35,7 +35,7 @@ NEEDS_THE_INTERNET = {"download kaggle", "download imagewoof", "download imagene
                       "download stanford-dogs", "search"}
 # The command examples run one after the other in one folder: train writes runs/dogs,
 # which the next ones use.
-COMMAND_ORDER = ["train", "evaluate", "clean", "predict", "export", "explore", "lr-find",
+COMMAND_ORDER = ["train", "evaluate", "clean", "advise", "predict", "export", "explore", "lr-find",
                  "verify", "cache", "demo", "serve", *sorted(NEEDS_THE_INTERNET)]
 # Runs until stopped; tests/test_serve.py starts it as a user does and stops it.
 RUNS_UNTIL_STOPPED = {"serve"}
@@ -150,7 +150,7 @@ def test_there_are_examples_for_the_whole_public_api():
     documented = {where for _, where, _ in docstring_examples()}
     for name in ("train", "lr_find", "explore", "show_batch", "evaluate", "load",
                  "TrainConfig", "TrainingRun", "Evaluation", "Exploration", "Prediction",
-                 "clean", "Cleaning"):
+                 "clean", "Cleaning", "advise", "Advice"):
         assert name in documented, f"clearclass.{name} has no runnable example"
     assert len(readme_blocks("python")) >= 2
 

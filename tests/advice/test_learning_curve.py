@@ -90,6 +90,22 @@ def test_photos_needed_with_an_interval_that_holds_the_estimate():
     assert 160 < row.low <= row.photos_needed <= row.high
 
 
+def test_counted_from_the_networks_accuracy_along_the_curves_slope():
+    counts = [[20], [40], [80], [120], [160]]
+    curves = curves_of(counts, power_law_accuracy(np.array(counts), a=2.0, b=0.5))
+    # The heads reach 84% at 160 photos; the network itself is at 80%: the class is not
+    # "reached" for 82% because a head gets there, and it needs (0.2 / 0.1)^(1/0.5) = 4x
+    # its photos for 90% along the same slope.
+    assert photos_needed(curves, target=0.82)[0].more == 0
+    row = photos_needed(curves, target=0.82, network_accuracy=[0.8])[0]
+    assert row.more > 0 and row.accuracy_now == 0.8
+    row = photos_needed(curves, target=0.9, network_accuracy=[0.8])[0]
+    assert row.photos_needed == pytest.approx(4 * 160, rel=0.02)
+    assert row.low <= row.photos_needed <= row.high
+    # A class the network has no validation photos of is unknown, not reached.
+    assert not photos_needed(curves, target=0.9, network_accuracy=[None])[0].known
+
+
 def test_a_target_already_reached_needs_no_more_photos():
     counts = [[20], [40], [80], [120], [160]]
     row = photos_needed(curves_of(counts, power_law_accuracy(counts)), target=0.8)[0]
