@@ -102,6 +102,11 @@ def test_counted_from_the_networks_accuracy_along_the_curves_slope():
     row = photos_needed(curves, target=0.9, network_accuracy=[0.8])[0]
     assert row.photos_needed == pytest.approx(4 * 160, rel=0.02)
     assert row.low <= row.photos_needed <= row.high
+    # A curve that barely falls would need 10^300 photos: not enough data to say, not an
+    # overflow (found by the hostile pass: three classes of 12 photos).
+    flat = curves_of(counts, power_law_accuracy(np.array(counts), a=0.9, b=1e-3))
+    row = photos_needed(flat, target=0.9, network_accuracy=[0.2])[0]
+    assert not row.known and row.reason.startswith("not enough data to say")
     # A class the network has no validation photos of is unknown, not reached.
     assert not photos_needed(curves, target=0.9, network_accuracy=[None])[0].known
 

@@ -111,3 +111,92 @@ def test_120_classes_of_3_photos_each():
     assert all(r.more == 0 or "distinct photo counts" in r.reason for r in rows)
     fig = figure(curves, rows, 0.99)
     assert "8 of 120 classes" in fig.axes[1].get_title()
+
+
+# --- advise (RUN/advice/classes.csv, index.html, the command) ---------------------------------
+
+@pytest.mark.slow  # trains a tiny model on hostile names
+def test_advise_on_hostile_class_names_keeps_them_text(tmp_path):
+    """Class folders named as markup, as a spreadsheet formula and in bytes that are not
+    UTF-8: the page shows them as text, the CSV cell is not a formula, the terminal shows
+    the escape."""
+    import csv
+    import os
+    from pathlib import Path
+
+    from clearclass.advice import advise
+    from clearclass.training import train
+    from tests.conftest import make_photo, run_cli, tiny
+
+    names = ["<img src=x onerror=alert(1)>", "=HYPERLINK(\"x\")",
+             os.fsdecode(b"caf\xe9")]
+    for c, name in enumerate(names):
+        for k in range(12):
+            make_photo(tmp_path / "d" / Path(name) / f"{k}.png",
+                       colour=[(200, 10, 10), (10, 200, 10), (10, 10, 200)][c], seed=k)
+    run = tmp_path / "run"
+    train(str(tmp_path / "d"), out=str(run), **tiny(epochs=2))
+    advice = advise(run, device="cpu")
+    page = (run / "advice" / "index.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "caf\\xe9" in page
+    with open(run / "advice" / "classes.csv", newline="", encoding="utf-8") as f:
+        cells = [row[0] for row in csv.reader(f)][1:]
+    assert "'=HYPERLINK(\"x\")" in cells and "caf\\xe9" in cells
+    assert "<img src=x" not in advice._repr_html_()
+    result = run_cli("advise", run, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "caf\\xe9" in result.stdout
+
+
+def test_advise_after_photos_were_changed_by_clean_apply_is_one_line(run):
+    from tests.conftest import failed, run_cli
+
+    (run / "clean").mkdir(exist_ok=True)
+    (run / "clean" / "applied.json").write_text("[]")
+    failed(run_cli("advise", run), "applied", "Train again")
+
+
+def test_too_few_photos_for_the_folds_is_said_and_fewer_are_used(run):
+    from tests.conftest import run_cli
+
+    result = run_cli("advise", run, "--folds", "50", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "folds instead of 50" in said
+
+
+def test_a_class_without_validation_photos_has_no_accuracy_not_zero(run):
+    import csv
+
+    from clearclass.advice import advise, advising
+
+    split = run / "split.csv"
+    with open(split, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    valid, label = header.index("is_valid"), header.index("label")
+    first = body[0][label]
+    for row in body:
+        if row[label] == first:
+            row[valid] = "False"
+    with open(split, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    _resign(run)
+    advice = advise(run, device="cpu")
+    row = next(r for r in advice.classes if r.class_id == first)
+    assert row.accuracy is None and row.valid_photos == 0
+    assert row.needed is not None and not row.needed.known  # unknown, not reached
+    cells = advising._cells(row)
+    assert cells[2] == "no valid photos" and cells[-1] == "not enough data to say"
+
+
+def _resign(run) -> None:
+    """config.json's checksum of split.csv, for a split edited on purpose."""
+    import json
+
+    from clearclass.data.sources import SPLIT_CHECKSUM, split_checksum
+
+    config = json.loads((run / "config.json").read_text())
+    config[SPLIT_CHECKSUM] = split_checksum(run)
+    (run / "config.json").write_text(json.dumps(config))

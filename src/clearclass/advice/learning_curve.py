@@ -411,8 +411,9 @@ def _needed(class_id: str | None, photos: np.ndarray, accuracy_now: float, targe
             needed = fit.photos_for(1 - target)
             each = np.where(b > 0, np.exp((log_a - np.log(1 - target)) / b), np.inf)
         else:  # from the network's error now, along the curve's slope
-            ratio = (1 - accuracy_now) / (1 - target)
-            needed = now * ratio ** (1 / fit.b)
+            # numpy floats: a slope near 0 gives inf (said below), not an OverflowError.
+            ratio = np.float64(1 - accuracy_now) / (1 - target)
+            needed = float(now * ratio ** (1 / np.float64(fit.b)))
             each = np.where(b > 0, now * ratio ** (1 / b), np.inf)
         low, high = np.quantile(each, INTERVAL)  # inf - inf between two draws: NaN
     if needed > FURTHEST * now:
