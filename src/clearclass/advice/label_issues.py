@@ -34,6 +34,9 @@ class LabelIssue:
     likely: int  # the most likely other class
     self_confidence: float  # the probability of `given`
     likely_probability: float  # the probability of `likely`
+    # The mean probability of `likely` on the photos labelled with it: how sure these
+    # heads are of that class's own photos (cleanlab's per-class confident threshold).
+    likely_typical: float = 1.0
 
 
 FILTER = "predicted_neq_given"  # cleanlab's filter_by; measured above
@@ -71,6 +74,7 @@ def find_label_issues(probabilities: np.ndarray, targets: np.ndarray,
     sums = kept.sum(axis=1, keepdims=True)
     kept = np.where(sums > 0, kept / np.where(sums > 0, sums, 1.0), 1.0 / len(present))
     labels = np.searchsorted(present, targets)
+    from cleanlab.count import get_confident_thresholds
     from cleanlab.filter import find_label_issues as cleanlab_find
 
     with warnings.catch_warnings():
@@ -79,6 +83,8 @@ def find_label_issues(probabilities: np.ndarray, targets: np.ndarray,
         warnings.simplefilter("ignore", UserWarning)
         ranked = cleanlab_find(labels, kept, filter_by=filter_by,
                                return_indices_ranked_by="self_confidence", n_jobs=1)
+        typical = np.ones(probabilities.shape[1])
+        typical[present] = get_confident_thresholds(labels, kept)
     issues = []
     for i in np.asarray(ranked, dtype=np.int64):
         row = probabilities[i].copy()
@@ -86,7 +92,7 @@ def find_label_issues(probabilities: np.ndarray, targets: np.ndarray,
         row[given] = -1.0
         likely = int(row.argmax())
         issues.append(LabelIssue(int(i), given, likely, float(probabilities[i, given]),
-                                 float(probabilities[i, likely])))
+                                 float(probabilities[i, likely]), float(typical[likely])))
     return issues
 
 
