@@ -203,10 +203,11 @@ def _rows(found: RunFeatures, names: dict[str, str], cleaning: Cleaning) -> list
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (found.targets[valid], predicted[valid]), 1)
     train_counts = np.bincount(found.targets[~valid], minlength=classes)
-    # A photo counts as mislabelled where the heads that never saw it give another class at
-    # least RELABEL_CONFIDENCE (clean suggests relabelling it): on imagewoof-2k with 80 labels
-    # swapped, 49 of them and 7 others (cleaning.py). The photos clean lists besides are
-    # every disagreement of the heads (10% of a clean imagewoof-2k), to look at, not to count.
+    # A photo counts as mislabelled where clean suggests relabelling it: the heads that never
+    # saw it are confident of another class (cleaning.RELABEL_CONFIDENCE and how it was
+    # measured). The other photos clean lists as likely mislabelled are every disagreement
+    # of the heads (10% of imagewoof-2k, where few labels are wrong): to look at, not to
+    # count.
     counted: Counter = Counter()
     duplicates = {id(f) for f in cleaning.duplicates}
     for finding in cleaning.findings:
