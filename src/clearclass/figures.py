@@ -188,12 +188,15 @@ def learning_rate_curve(rates: Sequence[float], losses: Sequence[float],
 LEARNING_CURVE_CLASSES = 8  # classes drawn beside the overall curve; more would be a tangle
 
 
-def learning_curves(curves, needed: Sequence, target: float) -> Figure:
+def learning_curves(curves, needed: Sequence, target: float,
+                    names: Sequence[str] | None = None) -> Figure:
     """Validation accuracy against training photos (log scale): overall on the left, on the
     right the classes furthest below `target` (at most 8, named in the title); points are
     the mean over seeds with their range, the fitted power laws dashed, the target dotted.
-    `curves` is an `advice.learning_curve.LearningCurves`, `needed` its `photos_needed`.
+    `curves` is an `advice.learning_curve.LearningCurves`, `needed` its `photos_needed`,
+    `names` the classes' display names (default: their ids).
     """
+    names = list(curves.class_ids) if names is None else list(names)
     fig = new_figure(12, 4.6)
     overall, classes = fig.subplots(1, 2)
     total = curves.photos.sum(axis=2)[:, 0]
@@ -202,7 +205,9 @@ def learning_curves(curves, needed: Sequence, target: float) -> Figure:
     overall.set_title(f"Overall: {curves.accuracy_now:.1%} now with {int(total[-1]):,} "
                       "photos", fontsize=10)
     known = [c for c in range(len(curves.class_ids)) if curves.valid_photos[c] > 0]
-    gap = {c: target - float(np.mean(curves.class_accuracy[-1, :, c])) for c in known}
+    # Furthest below by the accuracy the photos needed count from (the network's, when given).
+    gap = {c: target - (needed[c].accuracy_now if needed[c].accuracy_now is not None
+                        else float(np.mean(curves.class_accuracy[-1, :, c]))) for c in known}
     shown = sorted(known, key=lambda c: -gap[c])[:LEARNING_CURVE_CLASSES]
     colours = [f"C{i}" for i in range(10)]
     for i, c in enumerate(shown):
@@ -210,7 +215,7 @@ def learning_curves(curves, needed: Sequence, target: float) -> Figure:
         more = f"+{row.more:,}" if row.more is not None else "?"
         _curve(classes, curves.photos[:, 0, c], curves.class_accuracy[:, :, c],
                curves.class_fit(c), colours[i % 10],
-               f"{_short(shown_name(curves.class_ids[c]), 22)} ({more})")
+               f"{_short(shown_name(names[c]), 22)} ({more})")
     classes.set_xlabel("training photos of the class")
     many = len(curves.class_ids) > len(shown)
     classes.set_title(

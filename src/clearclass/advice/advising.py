@@ -178,7 +178,8 @@ def advise(run: object, target: float | None = None, folds: int = DEFAULT_FOLDS,
     target = default_target(accuracy) if target is None else target
     cleaning = _problems(folder.path, device, folds)
     rows = _rows(found, names, cleaning)
-    photos = photos_advice(learning_curves(found), target, [r.accuracy for r in rows])
+    photos = photos_advice(learning_curves(found), target, [r.accuracy for r in rows],
+                           [r.name for r in rows])
     rows = [dataclasses.replace(r, needed=n) for r, n in zip(rows, photos.per_class)]
     advice = Advice(folder.path, accuracy, target, rows, [], _imbalance(rows), photos)
     advice.next_steps = _next_steps(advice, cleaning)

@@ -175,12 +175,13 @@ class PhotosAdvice:
     target: float
     overall: PhotosNeeded
     per_class: list[PhotosNeeded]
+    names: list[str] | None = None  # the classes' display names, for the figure
 
     def figure(self):
         """The curves, overall and the 8 classes furthest below the target (`figures`)."""
         from clearclass import figures
 
-        return figures.learning_curves(self.curves, self.per_class, self.target)
+        return figures.learning_curves(self.curves, self.per_class, self.target, self.names)
 
     def most_needed(self) -> list[PhotosNeeded]:
         """The classes in order of the photos they need: most first, then those the fit
@@ -201,10 +202,12 @@ class PhotosAdvice:
 
 
 def photos_advice(curves: LearningCurves, target: float | None = None,
-                  network_accuracy: Sequence[float | None] | None = None) -> PhotosAdvice:
+                  network_accuracy: Sequence[float | None] | None = None,
+                  names: Sequence[str] | None = None) -> PhotosAdvice:
     """`photos_needed` and `overall_photos_needed` for one target (default: the accuracy
     now + 5 points, at most 99%). `network_accuracy`: the trained network's own accuracy on
-    each class's validation photos, to count from (see `photos_needed`).
+    each class's validation photos, to count from (see `photos_needed`); `names`, the
+    classes' display names for the figure.
 
     Example:
         from clearclass.advice.features import run_features
@@ -221,7 +224,8 @@ def photos_advice(curves: LearningCurves, target: float | None = None,
         target = curves.default_target() if overall is None else default_target(overall)
     target = check_target(target)
     return PhotosAdvice(curves, target, overall_photos_needed(curves, target, overall),
-                        photos_needed(curves, target, network_accuracy))
+                        photos_needed(curves, target, network_accuracy),
+                        None if names is None else list(names))
 
 
 def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,

@@ -123,7 +123,8 @@ def _learning_curves(run_folder: RunFolder, evaluation: Evaluation) -> object:
     network = [float((predictions[evaluation.targets == c] == c).mean())
                if (evaluation.targets == c).any() else None
                for c in range(len(evaluation.class_ids))]
-    return photos_advice(learning_curves(found), network_accuracy=network)
+    return photos_advice(learning_curves(found), network_accuracy=network,
+                         names=evaluation.class_names)
 
 
 def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, str]]:
