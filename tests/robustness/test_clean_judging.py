@@ -40,7 +40,7 @@ def test_a_class_of_one_photo_is_named_with_the_folds_used(monkeypatch):
     monkeypatch.setattr(cleaning_module, "warn", said.append)
     monkeypatch.setattr(cleaning_module, "say", lambda m: None)
     probabilities = cleaning_module._out_of_sample(_features([0] * 12 + [1] * 12 + [2]),
-                                                   _cleaning())
+                                                   _cleaning(), 5)
     assert probabilities.shape == (25, 3)
     assert said == ["Class CLASS2 has only 1 photo(s): 2 folds instead of 5, so the labels of "
                     "small classes are judged less surely. More photos per class give a "
@@ -50,7 +50,7 @@ def test_a_class_of_one_photo_is_named_with_the_folds_used(monkeypatch):
 def test_photos_all_of_one_class_give_no_label_issues_and_say_why(monkeypatch):
     said = []
     monkeypatch.setattr(cleaning_module, "warn", said.append)
-    assert cleaning_module._out_of_sample(_features([1] * 6), _cleaning()) is None
+    assert cleaning_module._out_of_sample(_features([1] * 6), _cleaning(), 5) is None
     assert len(said) == 1 and "all of one class" in said[0]
 
 
