@@ -21,7 +21,8 @@ and the precision and recall of the swapped photos in the first N and 2N candida
 cleanlab flags in all (and how many of them are swapped), and the times of the training,
 the features pass and the folds.
 
-    .venv/bin/python benchmarks/label_errors.py        # about 25 min on 2 cores
+    .venv/bin/python benchmarks/label_errors.py --keep /tmp/label-errors   # about 70 min on 2
+    # cores shared with other jobs; then --rank-only to re-rank the kept features
 
 Writes benchmarks/results/label_errors.json and prints the table for RESULTS.md.
 """

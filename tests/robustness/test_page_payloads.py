@@ -47,6 +47,10 @@ def run(tmp_path_factory) -> Path:
     # A copy of a photo under another class: the cleaning page lists at least this one.
     (root / FOLDERS[1] / "copy.png").write_bytes((root / FOLDERS[0] / FILES[5]).read_bytes())
     rows.append((f"{FOLDERS[1]}/copy.png", CLASSES[1], 0))
+    # And a copy within the third class (both validation photos): whichever photos the heads
+    # find mislabelled, a photo of every class is listed, under its class's name.
+    (root / FOLDERS[2] / "twin.png").write_bytes((root / FOLDERS[2] / FILES[5]).read_bytes())
+    rows.append((f"{FOLDERS[2]}/twin.png", CLASSES[2], 1))
     with (root / "labels.csv").open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("path", "label", "is_valid"), *rows])
     out = root / "run"

@@ -12,9 +12,10 @@ imagewoof-2k with 80 training labels swapped (benchmarks/label_errors.py) it fla
 photos holding 61 of the 80, and ranked by self-confidence it is behind the trained
 model's own loss. "predicted_neq_given" (every photo whose most likely class is another)
 flags all the photos that are candidates at all, and on these probabilities its ranking
-puts more of the swapped photos first than the in-sample loss did (86% against 81% in the
-first 80, seed 42; all three seeds in the "Label errors" section of
-benchmarks/RESULTS.md), so it is the default here; the other filters stay a parameter away.
+puts more of the swapped photos first than the in-sample loss did (a median of 86% against
+81% in the first 80 over seeds 42-44, one seed behind by one photo: the "Label errors"
+section of benchmarks/RESULTS.md), so it is the default here; the others stay a parameter
+away.
 """
 
 from __future__ import annotations
