@@ -19,8 +19,8 @@ draw's photo count for the target; the 10th and 90th percentiles. A draw whose e
 not fall (b <= 0) never reaches the target, so an interval whose upper end is such a draw
 is unbounded, and so is one whose upper end passes 10x the photos now (the limit the
 estimate itself has): "not enough data to say". The seeds' spread enters through the
-residuals of the per-count means; the validation photos' own sampling noise, shared by every seed, is
-not in it (a class of 40 validation photos moves in steps of 2.5 points).
+residuals of the per-count means; the validation photos' own sampling noise, shared by
+every seed, is not in it (a class of 40 validation photos moves in steps of 2.5 points).
 
 Targets are accuracies as fractions, as everywhere in clearclass: 0.92 for 92%.
 
