@@ -209,7 +209,7 @@ def report(results: dict) -> str:
             f"| {name}, {case['size']} px | {a['train_photos']:,} + {a['valid_photos']:,} | "
             f"{case['training']['seconds']:.0f} s | {a['feature_seconds']:.0f} s | "
             f"{a['curve_seconds']:.1f} s | {pct(o['measured'])} | {pct(o['predicted'])} | "
-            f"{'n/a' if error is None else f'{100 * error:+.1f} pts'} | "
+            f"{'n/a' if error is None else f'{round(100 * error, 1) + 0.0:+.1f} pts'} | "
             f"{'yes' if o['covered'] else 'no'} | {median} | {p90} | "
             f"{e['fitted']} of {e['classes']} | {e['covered']} of {e['fitted']} |")
     lines += ["", "Overall accuracy of the heads by fraction (mean over seeds):", "",
@@ -232,11 +232,12 @@ def report(results: dict) -> str:
         lines.append(f"| {round(100 * row['fraction'])}% | {row['train_photos']:,} | "
                      + ", ".join(pct(r["accuracy"]) for r in row["real"])
                      + f" | {pct(row['real_mean'])} | {pct(row['proxy'])} | "
-                     f"{100 * (row['proxy'] - row['real_mean']):+.1f} pts |")
+                     f"{round(100 * (row['proxy'] - row['real_mean']), 1) + 0.0:+.1f} pts |")
     lines += ["", "Commands (RUN: a folder of --work; SUBSET.csv: labels.csv cut to the "
               "fraction):", "", "```"]
-    lines += [c["training"]["shown"] for c in results["cases"].values()]
-    lines += [r["shown"] for row in results["proxy_check"] for r in row["real"][:1]]
+    lines += list(dict.fromkeys(
+        [c["training"]["shown"] for c in results["cases"].values()]
+        + [r["shown"] for row in results["proxy_check"] for r in row["real"]]))
     lines += ["```", "", results.get("reading", "").strip(), ""]
     return "\n".join(lines) + "\n"
 
@@ -265,7 +266,7 @@ def main() -> None:
         relative, size = CASES[name]
         data, out = DATASETS / relative, args.work / name
         training = train(data, size, 42, out, args.fresh)
-        training["shown"] = shown(training["command"], data, name, out)
+        training["shown"] = shown(training["command"], data, relative, out)
         print(f"{name}: trained in {training['seconds']:.0f} s, "
               f"{pct(training['accuracy'])}", flush=True)
         results["cases"][name] = {"size": size, "training": training}

@@ -17,9 +17,10 @@ The interval: the fit's uncertainty (the covariance of log a and b from the resi
 around the line, Student's t with points - 2 degrees of freedom) drawn 4,000 times; each
 draw's photo count for the target; the 10th and 90th percentiles. A draw whose error does
 not fall (b <= 0) never reaches the target, so an interval whose upper end is such a draw
-is unbounded: "not enough data to say". The seeds' spread enters through the residuals of
-the per-count means; the validation photos' own sampling noise, shared by every seed, is
-not in it (a class of 40 validation photos moves in steps of 2.5 points).
+is unbounded, and so is one whose upper end passes 10x the photos now (the limit the
+estimate itself has): "not enough data to say". The seeds' spread enters through the
+residuals of the per-count means; the validation photos' own sampling noise, shared by
+every seed, is not in it (a class of 40 validation photos moves in steps of 2.5 points).
 
 Targets are accuracies as fractions, as everywhere in clearclass: 0.92 for 92%.
 
@@ -424,9 +425,10 @@ def _needed(class_id: str | None, photos: np.ndarray, accuracy_now: float, targe
         return _unknown(class_id, now, accuracy_now, target,
                         f"the curve would have to be followed to more than {FURTHEST:g}x "
                         f"the {now} photos now")
-    if not np.isfinite(high):
+    if not np.isfinite(high) or high > FURTHEST * now:
         return _unknown(class_id, now, accuracy_now, target,
-                        "the fit is too uncertain to bound the photos needed")
+                        "the fit is too uncertain to bound the photos needed (its 80% "
+                        f"interval reaches past {FURTHEST:g}x the photos now)")
     # Below the target now, so at least one more photo, whatever the curve says.
     needed = max(math.ceil(needed), now + 1)
     low, high = max(math.ceil(low), now + 1), max(math.ceil(high), needed)
