@@ -350,7 +350,7 @@ def advise(
     """Say what to fix in a run's photos next: a row per class and the three things most
     worth doing.
 
-    Example: clearclass advise runs/dogs --target 90
+    Example: clearclass advise runs/dogs --target 0.9
 
     For each class: its photos, the run's accuracy on it, the class it is most confused
     with, the photos that look mislabelled, unlike any class or duplicated (as `clearclass
