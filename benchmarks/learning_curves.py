@@ -189,7 +189,8 @@ def report(results: dict) -> str:
              f", {m['memory_bytes'] / 2**30:.0f} GiB, no GPU; Python {m['python']}, torch "
              f"{m['torch']}. The cores were shared with other work: times are noisy.", ""]
     lines += ["### (a) The 10-40% points predict the accuracy at 100%", "",
-              "Heads (StandardScaler + LogisticRegression on the network's features) trained "
+              "Heads (`feature_head`: each photo's features scaled to length 1, then "
+              "LogisticRegression) trained "
               "on 10, 20, 40, 70 and 100% of each class's training photos, "
               f"{results['seeds']} seeds, scored on every validation photo; the power law "
               "error(n) = a n^-b fitted on the 10-40% points only; its accuracy at the 100% "
