@@ -243,6 +243,15 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _without(data, key: str):
+    """`data` with every `key` of every dict in it left out."""
+    if isinstance(data, dict):
+        return {k: _without(v, key) for k, v in data.items() if k != key}
+    if isinstance(data, list):
+        return [_without(v, key) for v in data]
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/clearclass-learning-curves"))
@@ -303,7 +312,8 @@ def main() -> None:
         row["proxy"] = results["cases"][PROXY_CASE]["analysis"]["proxy"][str(row["fraction"])]
     if args.json.exists():  # keep the reading written by hand
         results["reading"] = json.loads(args.json.read_text()).get("reading", "")
-    args.json.write_text(json.dumps(results, indent=1, default=float))
+    # Committed results name datasets, not this machine's paths: `shown` says each command.
+    args.json.write_text(json.dumps(_without(results, "command"), indent=1, default=float))
     write_section(args.results, report(results))
     print(report(results))
 
