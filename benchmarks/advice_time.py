@@ -82,7 +82,7 @@ def main() -> None:
         if run is None:
             run = Path(tmp) / "run"
             trained = timed(["train", str(args.data), "--model", "efficientnet_lite0",
-                             "--size", str(args.size), "--epochs", "1", "--out", str(run),
+                             "--item-resize", str(args.size), "--epochs", "1", "--out", str(run),
                              "--quiet"])
             train_seconds, train_peak = trained["seconds"], trained["peak_gb"]
             print(f"train: {train_seconds:.0f} s", flush=True)
