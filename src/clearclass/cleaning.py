@@ -70,6 +70,7 @@ from clearclass.advice.near_duplicates import NearDuplicate, find_near_duplicate
 from clearclass.advice.out_of_sample import (
     DEFAULT_FOLDS,
     out_of_sample_probabilities,
+    require_libraries,
     usable_folds,
 )
 from clearclass.advice.outliers import Outliers, find_outliers
@@ -87,7 +88,7 @@ from clearclass.data.sources import (
     sniff_delimiter,
     utf16_without_bom,
 )
-from clearclass.errors import ClearclassError, DataError, RunError, check_count
+from clearclass.errors import DataError, RunError, check_count
 from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
 from clearclass.progress import bar, say, warn
 from clearclass.run_folder import RunFolder
@@ -350,6 +351,7 @@ def find(run: str | Path, device: str = "auto", folds: int = DEFAULT_FOLDS) -> C
         print(found.counts())
     """
     folds = check_count("folds", folds, least=2)
+    require_libraries("clean")  # before the features pass, not after it
     run_folder = RunFolder.open(run, needs_model=True)
     run_dir = run_folder.path
     folder = run_dir / CLEAN_FOLDER
@@ -643,7 +645,6 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
     classes = len(cleaning.class_ids)
     if not any_readable:
         return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
-    _require_advice()
     found = run_features(run.path, device)
     paths = [Path(p) for p in found.paths]
     if len(found) == 0:
@@ -653,16 +654,6 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
     return _Judged(paths, found.probabilities,
                    found.probabilities if probabilities is None else probabilities, issues,
                    find_outliers(found.features), find_near_duplicates(found.features))
-
-
-def _require_advice() -> None:
-    import importlib.util
-
-    for module, package in (("sklearn", "scikit-learn"), ("cleanlab", "cleanlab")):
-        if importlib.util.find_spec(module) is None:
-            raise ClearclassError(f"clean judges labels with scikit-learn and cleanlab, and "
-                                  f"{package} is not installed; install them with pip install "
-                                  "'clearclass[advice]'.")
 
 
 def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.ndarray | None:

@@ -118,3 +118,17 @@ def test_imbalance_suggests_balance_for_small_classes_below_the_average():
 def test_nothing_to_do_is_said_not_left_empty():
     advice = Advice(Path("runs/x"), 0.99, 0.99, [_row("beagle", 100, 50, 0.99)], [])
     assert "Nothing stands out" in advice.summary()
+
+
+@pytest.mark.parametrize("command", ["advise", "clean"])
+def test_without_the_advice_extra_it_is_one_line_before_any_work(run, command, monkeypatch):
+    """A newcomer who installed only the first README command: one line naming the extra,
+    before the features pass (nothing is written into RUN/advice/)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cleanlab" else real(name, *a))
+    (run / "advice" / "features.safetensors").unlink(missing_ok=True)
+    failed(run_cli(command, run), "cleanlab is not installed", "clearclass[advice]")
+    assert not (run / "advice" / "features.safetensors").exists()

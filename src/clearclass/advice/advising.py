@@ -164,11 +164,15 @@ def advise(run: object, target: float | None = None, folds: int = DEFAULT_FOLDS,
         learning_curves,
         photos_advice,
     )
+    from clearclass.advice.out_of_sample import require_libraries
+    from clearclass.errors import check_count
     from clearclass.run_folder import RunFolder
 
+    require_libraries("advise")  # before the features pass, not after it
     folder = RunFolder.open(run, needs_model=True)
     if target is not None:
         target = check_target(target)
+    check_count("folds", folds, least=2)
     found = run_features(folder.path, device=device)
     info = folder.model_info()
     names = dict(zip(info.class_ids, info.class_names))

@@ -17,6 +17,24 @@ import numpy as np
 DEFAULT_FOLDS = 5
 
 
+def require_libraries(command: str) -> None:
+    """One line naming the extra to install when scikit-learn or cleanlab is missing (the
+    `advice` extra), before any work is done.
+
+    Example:
+        require_libraries("clean")  # nothing happens when both are installed
+    """
+    import importlib.util
+
+    from clearclass.errors import ClearclassError
+
+    for module, package in (("sklearn", "scikit-learn"), ("cleanlab", "cleanlab")):
+        if importlib.util.find_spec(module) is None:
+            raise ClearclassError(f"{command} judges the photos with scikit-learn and "
+                                  f"cleanlab, and {package} is not installed; install them "
+                                  "with pip install 'clearclass[advice]'.")
+
+
 def feature_head(max_iter: int = 1000):
     """The head every piece of advice trains on the network's features: each photo's
     features scaled to length 1, then a multinomial logistic regression (scikit-learn,
