@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,7 +95,6 @@ class Advice:
     imbalance: str | None = None
     photos: PhotosAdvice | None = None  # the learning curves and the photos they say
     folder: Path | None = None  # RUN/advice, once written
-    notes: list[str] = field(default_factory=list)  # what was done differently, and why
 
     def summary(self) -> str:
         lines = [f"{self.run_dir}: accuracy {self.accuracy:.1%} on the validation photos; "
