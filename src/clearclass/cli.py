@@ -15,6 +15,7 @@ import inspect
 import os
 import shlex
 import sys
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,6 +70,9 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
     """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
     meta, kind = _FIELDS[name].metadata, setting_types()[name]
     flag = _flag(flag_name or name)
+    extra: dict[str, Any] = {}
+    if typing.get_origin(kind) is tuple:  # names given once each: --track a --track b
+        kind, extra = list[str], {"metavar": "<name>"}
     # Booleans are switches with a --no- form: --onnx/--no-onnx.
     decls = (f"{flag}/--no-{flag[2:]}",) if kind in (bool, bool | None) else (flag,)
     if hidden:
@@ -77,7 +81,7 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
                                             help=f"Old name of {_flag(name)}.")]
     return Annotated[kind, typer.Option(*decls, help=meta["help"],
                                         rich_help_panel=meta["group"] + " options",
-                                        show_default=meta["default_text"] or True)]
+                                        show_default=meta["default_text"] or True, **extra)]
 
 
 def _old_switch(name: str) -> Any:
@@ -262,6 +266,9 @@ def _torchrun(processes: int, data: str | None, resume: Path | None, quiet: bool
         flag = _flag(name)
         if isinstance(value, bool):
             args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                args += [flag, str(item)]
         elif value is not None:
             args += [flag, str(value)]
     if quiet:

@@ -96,7 +96,22 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     learning = _learning_curves(run_folder, evaluation) if data is None else None
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
                                          top_losses, learning=learning)
+    _track(run_folder, evaluation)
     return evaluation
+
+
+def _track(run_folder: RunFolder, evaluation: Evaluation) -> None:
+    """The report to the trackers the run was trained with (`train --track`)."""
+    try:
+        config = run_folder.config()
+        if not config.track:
+            return
+        epochs = len(run_folder.history())
+    except RunError:  # nothing says where to send it; the report is written all the same
+        return
+    from clearclass.tracking import track_evaluation
+
+    track_evaluation(run_folder.path, config.track, evaluation, evaluation.report_dir, epochs)
 
 
 def _learning_curves(run_folder: RunFolder, evaluation: Evaluation) -> object:

@@ -175,6 +175,14 @@ class TrainConfig:
     overwrite: bool = setting(
         False, "Replace a run already in the run folder (kept until the new run saves its "
         "first epoch).", OUTPUT)
+    track: tuple[str, ...] = setting(
+        (), "Also send the run to a tracker, given once for each: tensorboard (event files in "
+            "RUN/tensorboard/) or mlflow (the store of MLFLOW_TRACKING_URI, else mlflow.db "
+            "beside the run folder). A tracker that fails is a warning; the run goes on.",
+        OUTPUT, default_text="none")
+    experiment: str | None = setting(
+        None, "The MLflow experiment the run goes into.", OUTPUT,
+        default_text="the data folder's name")
     checkpoint_minutes: float = setting(
         10.0, "Also save a checkpoint every this many minutes inside an epoch (one is saved "
               "at the end of every epoch, and on Ctrl-C); 0 saves only at the end of epochs. "
@@ -187,7 +195,12 @@ class TrainConfig:
 
         for name in OLD_VALUES:
             setattr(self, name, _current_value(name, getattr(self, name), warn=True))
+        if isinstance(self.track, (str, list)):  # one name, or a list from config.json
+            self.track = (self.track,) if isinstance(self.track, str) else tuple(self.track)
         _check_types(self)
+        from clearclass.tracking import check_trackers
+
+        self.track = check_trackers(self.track)
         for name in ("data", "weights", "out"):  # paths are kept as text, for config.json
             value = getattr(self, name)
             if isinstance(value, Path):
@@ -259,7 +272,7 @@ NAMES = tuple(f.name for f in fields(TrainConfig))
 # `explore` and `show_batch` how photos are split, sized and augmented.
 LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
-    "overwrite", "checkpoint_minutes", "frozen_stages", "warmup_size"))
+    "overwrite", "checkpoint_minutes", "frozen_stages", "warmup_size", "track", "experiment"))
 # What a resumed run may change: how it runs, never what it computes.
 RESUME_SETTINGS = ("device", "precision", "workers", "cache", "cache_limit",
                    "checkpoint_minutes", "onnx")
@@ -343,6 +356,10 @@ def _check_types(config: TrainConfig) -> None:
     hints = setting_types()
     for f in fields(config):
         value, expected = getattr(config, f.name), hints[f.name]
+        if typing.get_origin(expected) is tuple:  # names, such as track's
+            if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+                raise SettingError(f.name, f"must be a list of names; got {value!r}.")
+            continue
         types = typing.get_args(expected) or (expected,)
         if not any(_is(value, t) for t in types):
             names = " or ".join("None" if t is type(None) else t.__name__ for t in types)

@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ from clearclass.run_folder import (
     run_path,
 )
 from clearclass.task import SINGLE_LABEL, SingleLabel
+from clearclass.tracking import RunFacts, Tracking, data_name, require
 from clearclass.training import distributed, speedups
 from clearclass.training.checkpoint import Checkpoint, Position
 from clearclass.training.config import TrainConfig, make_config
@@ -98,6 +99,7 @@ def train(data: str | Path | TrainConfig, **settings: Any) -> TrainingRun:
         print(f"{run.accuracy:.1%}")
     """
     config = make_config(data, settings)
+    require(config.track)
     started = time.perf_counter()
     processes = distributed.from_environment()
     if not processes.main:  # the others only compute; process 0 prints and writes
@@ -123,6 +125,7 @@ def resume(run: str | Path, **settings: Any) -> TrainingRun:
     started = time.perf_counter()
     run_dir = run_path(run)
     config = resumed_config(run_dir, settings)
+    require(config.track)
     processes = distributed.from_environment()
     with resuming(run_dir) if processes.main else quiet():
         training, checkpoint = resumed_run(run_dir, config, processes)
@@ -146,6 +149,7 @@ class Setup:
     scaler: torch.amp.GradScaler | None  # float16 only
     frozen_stages: int  # --frozen-stages, resolved for the model
     task: SingleLabel = SINGLE_LABEL  # the loss, the metric and the decision (task.py)
+    tracking: Tracking = field(default_factory=Tracking)  # --track (process 0 only)
 
 
 @dataclass(frozen=True)
@@ -215,10 +219,13 @@ def fine_tune(run: TrainingRun, saver: RunSaver, started: float,
     except KeyboardInterrupt:
         saver.interrupted()
         raise
+    except Exception:
+        saver.tracking.stopped(interrupted=False)
+        raise
     finally:
         distributed.stop()
     if processes.main:
-        finish(run, started)
+        finish(run, started, saver.tracking)
         say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
     return run
 
@@ -324,14 +331,19 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
                             balanced=training and config.balance == "sampler")
 
     scaler = torch.amp.GradScaler(compute.device.type) if compute.needs_grad_scaler else None
-    saver.attach(model, info, scaler)
+    tracking = Tracking()
+    if config.track and processes.main:
+        tracking = Tracking.start(config.track, RunFacts(
+            run.run_dir, config.to_dict(), data_name(config.data), photo_set.display_names,
+            len(train_idx), len(valid_idx), where, config.experiment, run.history))
+    saver.attach(model, info, scaler, tracking)
     # --balance weights: class weights from the training photos read (task.py).
     task = SINGLE_LABEL.for_training(
         config.balance, [class_index[photo_set.photos[i].class_id] for i in train_idx],
         len(photo_set.class_ids))
     return Setup(model, compute, info, batches(train_idx, True), batches(valid_idx, False),
                  augment_settings(config.batch_augment, config.augment_strength),
-                 torch.Generator().manual_seed(config.seed), scaler, frozen, task)
+                 torch.Generator().manual_seed(config.seed), scaler, frozen, task, tracking)
 
 
 @contextlib.contextmanager
@@ -397,6 +409,8 @@ def train_one_epoch(run: TrainingRun, setup: Setup, stage: Stage, epoch: int,
             waited += time.perf_counter() - t0  # the device had nothing to do meanwhile
             seed_step(setup, run.config.seed, processes.rank, epoch, step)
             loss = training_step(setup, stage, images, targets, run.config.warmup_size)
+            # The loss stays on the device; the head's learning rate is the step's.
+            setup.tracking.step(epoch * steps + step, loss, stage.state.scheduler.get_last_lr()[-1])
             stage.state.scheduler.step()
             total += loss * len(targets)
             count += len(targets)
@@ -432,6 +446,8 @@ def training_step(setup: Setup, stage: Stage, images: torch.Tensor, targets: tor
     targets = targets.to(compute.device, non_blocking=True)
     if setup.augment is not None:
         images = batch_augment(images, setup.augment, setup.augment_generator)
+    if setup.tracking.wants_photos:  # TensorBoard shows what the network sees
+        setup.tracking.photos(images.float() / 255 if images.dtype == torch.uint8 else images)
     # The scheduler counts the stage's steps, so a resumed run resizes the same ones.
     if warmup_size and stage.state.scheduler.last_epoch < stage.warmup_steps:
         images = resized(images, warmup_size)

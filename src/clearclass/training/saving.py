@@ -27,6 +27,7 @@ from clearclass.model import Pretrained
 from clearclass.onnx_runtime import export_bundle
 from clearclass.progress import warn
 from clearclass.run_folder import EpochRow, RunFolder
+from clearclass.tracking import Tracking
 from clearclass.training.checkpoint import CHECKPOINT_DIR, Position, write_checkpoint
 from clearclass.training.config import TrainConfig
 from clearclass.training.run import TrainingRun
@@ -55,16 +56,19 @@ class RunSaver:
         self.model: nn.Module | None = None
         self.info: ModelInfo | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.tracking = Tracking()
 
     @property
     def folder(self) -> RunFolder:
         """Where the run's files are written now: RUN, or its staging folder."""
         return RunFolder(self.staging.path if self.staging is not None else self.run.run_dir)
 
-    def attach(self, model: nn.Module, info: ModelInfo,
-               scaler: torch.amp.GradScaler | None) -> None:
-        """The model (and what describes it) that every save writes."""
+    def attach(self, model: nn.Module, info: ModelInfo, scaler: torch.amp.GradScaler | None,
+               tracking: Tracking | None = None) -> None:
+        """The model (and what describes it) that every save writes, and the trackers that
+        each save sends to (`tracking.py`)."""
         self.model, self.info, self.scaler = model, info, scaler
+        self.tracking = tracking or Tracking()
 
     def checkpoint_due(self) -> bool:
         minutes = self.run.config.checkpoint_minutes
@@ -82,9 +86,11 @@ class RunSaver:
         self.info.training.update(epochs_done=len(rows), valid_accuracy=row.accuracy,
                                   valid_loss=row.valid_loss)
         position = Position(row.epoch + 1)
+        self.tracking.epoch(row)
 
         def write(folder: Path) -> None:
             RunFolder(folder).write_history(rows)
+            self.tracking.write(folder)
             save_bundle(self.model, self.info, folder / "model")
             if finished:  # the model is the whole result now; no need to keep 2-3x its size
                 shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
@@ -93,6 +99,7 @@ class RunSaver:
 
         self._change(write, f"epoch {row.epoch}")
         run.history.append(row)  # only once saved: history is what RUN holds
+        self.tracking.saved()
         self.saved = None if finished else position
 
     def checkpoint(self, position: Position, stage: StageState, after_stop: bool) -> None:
@@ -100,9 +107,13 @@ class RunSaver:
         self.last_save = time.monotonic()
         if not self.run.processes.main:
             return
+        def write(folder: Path) -> None:
+            self._write_checkpoint(folder, position, stage)
+            self.tracking.write(folder)
+
         try:
-            self._change(lambda folder: self._write_checkpoint(folder, position, stage),
-                         f"a checkpoint at epoch {position.epochs_done}, batch {position.step}")
+            self._change(write, f"a checkpoint at epoch {position.epochs_done}, batch "
+                                f"{position.step}")
         except RunError as e:
             if after_stop:
                 raise
@@ -110,6 +121,7 @@ class RunSaver:
                  f"{self.run.config.checkpoint_minutes:g} minutes.")
             return
         self.saved = position
+        self.tracking.saved()
 
     def holds(self) -> str:
         """What the run folder holds now, in words, for messages after an interruption."""
@@ -128,6 +140,7 @@ class RunSaver:
         """Say what RUN holds after Ctrl-C, and how to go on."""
         if not self.run.processes.main:
             return
+        self.tracking.stopped(interrupted=True)
         if self.saved is not None:
             warn(f"Training stopped; {self.holds()}. Continue with: {self.run.resume_command}")
         else:
@@ -162,8 +175,9 @@ class RunSaver:
         self.last_save = time.monotonic()
 
 
-def finish(run: TrainingRun, started: float) -> None:
-    """After the last epoch: model.onnx beside the weights, and summary.json."""
+def finish(run: TrainingRun, started: float, tracking: Tracking | None = None) -> None:
+    """After the last epoch: model.onnx beside the weights, summary.json, and the model to
+    the trackers."""
     t0 = time.perf_counter()
     save_onnx(run)
     run.timings["onnx_export_seconds"] = time.perf_counter() - t0
@@ -173,6 +187,8 @@ def finish(run: TrainingRun, started: float) -> None:
         "epochs": [r.__dict__ for r in run.history],
         "timings": run.timings,
     })
+    if tracking is not None:
+        tracking.finish(run.run_dir)
 
 
 def save_onnx(run: TrainingRun) -> None:
