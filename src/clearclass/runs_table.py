@@ -485,11 +485,11 @@ def check_plot_path(path: str | Path) -> tuple[Path, str]:
     from clearclass.figures import SAVED_FORMATS
 
     target = Path(path).expanduser()
+    if target.is_dir():
+        raise SettingError("plot", f"names a folder, {fileio.shown_name(str(target))}; give "
+                                   f"a file such as {fileio.shown_name(str(target / 'runs.png'))}.")
     suffix = target.suffix.lower().lstrip(".")
     if suffix not in SAVED_FORMATS:
         raise SettingError("plot", f"must end in .png, .svg or .pdf (the figure's format); "
                                    f"got {fileio.shown_name(str(path))}.")
-    if target.is_dir():
-        raise SettingError("plot", f"names a folder, {target}; give a file such as "
-                                   f"{target / 'runs.png'}.")
     return target, suffix
