@@ -51,7 +51,12 @@ STAGING_SUFFIXES = (".building", ".next", ".previous", ".lock", ".tmp")
 
 @dataclass
 class RunRow:
-    """One run of the table: what its files say, None (or "") where they say nothing."""
+    """One run of the table: what its files say, None (or "") where they say nothing.
+
+    Example:
+        row = clearclass.runs("runs").rows[0]
+        print(row.run, row.epochs, row.accuracy, row.seconds, row.differs)
+    """
 
     run: str  # its folder, relative to the folder listed
     path: Path
@@ -251,12 +256,12 @@ def _run_folders(root: Path) -> Iterator[Path]:
     pending = [root]
     while pending:
         folder = pending.pop()
-        if (fileio.settled(folder) / CONFIG_FILE).is_file() \
-                or (folder / CONFIG_FILE).is_file():
+        if _is_file(fileio.settled(folder) / CONFIG_FILE) or _is_file(folder / CONFIG_FILE):
             yield folder
             continue
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError:  # unreadable or vanished meanwhile: nothing to list there
             continue
         names = {e.name for e in entries}
@@ -268,11 +273,18 @@ def _run_folders(root: Path) -> Iterator[Path]:
                 for state in (".next", ".previous"):
                     stem = name[1:-len(state)] if name.endswith(state) else ""
                     if stem and stem not in names and _is_dir(entry):
-                        names.add(stem)  # .next wins over .previous, as in settled()
+                        names.add(stem)  # both name one run; settled() picks the state
                         pending.append(Path(folder) / stem)
                 continue
             if _is_dir(entry):
                 pending.append(Path(entry.path))
+
+
+def _is_file(path: Path) -> bool:
+    try:  # a folder without search permission raises, where a missing file is False
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -481,7 +493,12 @@ def _duration(seconds: float | None) -> str:
 
 
 def check_plot_path(path: str | Path) -> tuple[Path, str]:
-    """Where `--plot` writes the figure, and its format from the suffix (png, svg, pdf)."""
+    """Where `--plot` writes the figure, and its format from the suffix (png, svg, pdf);
+    a SettingError for a folder or another suffix.
+
+    Example:
+        print(check_plot_path("runs.svg"))  # (PosixPath('runs.svg'), 'svg')
+    """
     from clearclass.figures import SAVED_FORMATS
 
     target = Path(path).expanduser()
