@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # A run folder holds a training run: its reader may check the run's TrainConfig.
     ("training", ("clearclass.training", "clearclass.run_folder")),
     ("commands", ("clearclass.advice", "clearclass.evaluation", "clearclass.cleaning",
-                  "clearclass.serve",
+                  "clearclass.serve", "clearclass.runs_table",
                   "clearclass.export", "clearclass.cli")),
 ]
 

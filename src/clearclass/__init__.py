@@ -4,6 +4,7 @@
     run = clearclass.train("photos/", model="efficientnet_lite0", epochs=3)
     report = run.evaluate()
     cleaning = clearclass.clean(run.run_dir)    # likely mislabelled, duplicated, unreadable
+    clearclass.runs("runs")                     # every run so far, newest first
     clearclass.load(run.model_dir).predict("new_photo.jpg")
 """
 
@@ -54,6 +55,8 @@ _PUBLIC = {
     "Exploration": "clearclass.exploration",
     "explore": "clearclass.exploration",
     "show_batch": "clearclass.exploration",
+    "Runs": "clearclass.runs_table",
+    "runs": "clearclass.runs_table",
     "SAMPLE_PHOTOS": "clearclass.demo",
 }
 
@@ -66,6 +69,7 @@ __all__ = [
     "Evaluation",
     "Exploration",
     "Prediction",
+    "Runs",
     "TrainConfig",
     "TrainingRun",
     "advise",
@@ -75,6 +79,7 @@ __all__ = [
     "load",
     "lr_find",
     "resume",
+    "runs",
     "show_batch",
     "train",
     "__version__",
@@ -88,6 +93,7 @@ if TYPE_CHECKING:
     from clearclass.evaluation import Evaluation, evaluate
     from clearclass.exploration import Exploration, explore, show_batch
     from clearclass.predict import Classifier, Prediction, load
+    from clearclass.runs_table import Runs, runs
     from clearclass.training import TrainConfig, TrainingRun, lr_find, resume, train
 
 

@@ -547,6 +547,50 @@ def lr_find(
 
 
 @app.command()
+def runs(
+    folder: Annotated[Path, typer.Argument(
+        help="A folder of runs, searched at any depth (or one run folder).",
+        metavar="FOLDER")] = Path("runs"),
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw every run's validation accuracy and loss per epoch on one figure "
+             "(the 12 newest runs) and write it here: .png, .svg or .pdf.",
+        metavar="FILE", show_default=False)] = None,
+    csv: Annotated[Path | None, typer.Option(
+        help="Also write the table to this CSV file (numbers unformatted).",
+        metavar="FILE", show_default=False)] = None,
+) -> None:
+    """List the training runs under FOLDER in one table, newest first.
+
+    Example: clearclass runs runs/ --plot runs.png
+
+    One row per run: its folder, the photos' folder, model, size (px), epochs done of those
+    planned (a run stopped or still training says so), photos (train/valid), classes,
+    validation accuracy of the last epoch, accuracy with test-time augmentation (after
+    `clearclass evaluate RUN --tta`), training time, device, when its last epoch was saved,
+    and the settings that differ between the runs. A run whose files are damaged is listed
+    with what can be read, and a line says which.
+    """
+    from clearclass.runs_table import check_plot_path
+    from clearclass.runs_table import runs as list_runs
+
+    target = check_plot_path(plot) if plot is not None else None  # before reading any run
+    found = list_runs(folder)
+    if progress.console.is_terminal:
+        progress.console.print(found.to_table())
+    else:  # a pipe or a file: every column whole, one line per run, for grep and cut
+        typer.echo(found.text())
+    for note in found.notes:
+        progress.err_console.print(f"[yellow]note:[/yellow] {_escape(note)}")
+    if csv is not None:
+        typer.echo(f"Wrote {found.to_csv(csv)}")
+    if target is not None:
+        from clearclass import figures
+
+        path, suffix = target
+        typer.echo(f"Wrote {figures.save(found.plot(), path, format=suffix)}")
+
+
+@app.command()
 def serve(
     model: ModelArg,
     host: Annotated[str, typer.Option(

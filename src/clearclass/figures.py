@@ -268,6 +268,45 @@ def prediction(image: np.ndarray, top_k: Sequence[dict], title: str = "") -> Fig
     return fig
 
 
+RUN_CURVES = 12  # runs drawn on one figure; more lines and legend entries blur together
+
+
+def run_curves(runs: Sequence[tuple[str, Sequence]], total: int | None = None) -> Figure:
+    """Each run's validation accuracy (left) and loss (right) per epoch, one colour per
+    run, named in the legend; epochs with the body frozen are hollow markers, unfrozen ones
+    filled. `runs` is (name, epochs) pairs, the epochs `run_folder.EpochRow`s; `total`, the
+    runs there were, when `runs` is a part of them (the title says so)."""
+    fig = new_figure(12, 4.8)
+    accuracy, loss = fig.subplots(1, 2)
+    colours = [f"C{i}" for i in range(10)]
+    for i, (name, epochs) in enumerate(runs):
+        colour, style = colours[i % 10], "-" if i < 10 else "--"  # 12 lines, 12 looks
+        label = _short(name, 32)
+        for ax, values in ((accuracy, [e.accuracy for e in epochs]),
+                           (loss, [e.valid_loss for e in epochs])):
+            x = [e.epoch for e in epochs]
+            ax.plot(x, values, style, color=colour, linewidth=1.2,
+                    label=label if ax is accuracy else None)
+            for frozen in (True, False):
+                points = [(e.epoch, v) for e, v in zip(epochs, values)
+                          if (e.stage == "frozen") == frozen]
+                if points:
+                    ax.plot(*zip(*points), "o", color=colour, markersize=5,
+                            markerfacecolor="white" if frozen else colour)
+    for ax, name in ((accuracy, "validation accuracy"), (loss, "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    shown = len(runs)
+    fig.suptitle((f"The {shown} newest of {total} runs" if total and total > shown
+                  else f"{shown} run{'s' if shown != 1 else ''}")
+                 + " (hollow markers: epochs with the body frozen)", fontsize=11)
+    if runs:
+        accuracy.legend(fontsize=7, loc="best", ncol=1 if shown <= 6 else 2)
+    return fig
+
+
 def message(text: str) -> Figure:
     """A small figure that only says something (where there is nothing to draw)."""
     fig = new_figure(5, 2)
@@ -289,21 +328,25 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def save(fig: Figure, path: str | Path) -> Path:
-    """Write the figure as a PNG, atomically (a crash never leaves half a file)."""
+SAVED_FORMATS = ("png", "svg", "pdf")
+
+
+def save(fig: Figure, path: str | Path, format: str = "png") -> Path:
+    """Write the figure as a PNG (or `format`: svg, pdf), atomically (a crash never leaves
+    half a file)."""
     path = Path(path)
-    fileio.atomic_write(path, lambda tmp: _draw(fig, tmp))
+    fileio.atomic_write(path, lambda tmp: _draw(fig, tmp, format))
     return path
 
 
-def _draw(fig: Figure, target) -> None:
+def _draw(fig: Figure, target, format: str = "png") -> None:
     # A class named with an emoji or a script the font lacks is drawn with a box for each
     # such character; matplotlib's warning about it, once per character, would tell the
     # user nothing they can act on.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from",
                                 category=UserWarning)
-        fig.savefig(target, format="png")
+        fig.savefig(target, format=format)
 
 
 def _show_figures_inline() -> None:

@@ -7,7 +7,7 @@
     split.csv      each photo's path, label and is_valid (`RunFolder.split`)
     metrics.csv    one row per finished epoch (`RunFolder.history`)
     skipped.csv    the files that could not be decoded (`RunFolder.skipped`)
-    summary.json   the final accuracy, the epochs and the timings
+    summary.json   the final accuracy, the epochs and the timings (`RunFolder.summary`)
     model/         the model bundle (`bundle.py`; `RunFolder.model_info`)
     checkpoint/    what resuming needs (`training/checkpoint.py`), until the run finishes
     advice/        the network's features of every photo, kept for reuse (`advice/features.py`)
@@ -229,6 +229,23 @@ class RunFolder:
             return rows
 
         return _read_csv(self.metrics_file, parse)
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json, which a run gets once its last epoch is done: `valid_accuracy`,
+        `epochs` and `timings` (seconds, `total_seconds` among them); {} when there is none
+        (a run stopped or still training). A RunError naming the file when it is damaged."""
+        source = fileio.settled(self.summary_file)
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
+            raise RunError(f"{source} is damaged ({type(e).__name__}: {e}). Restore it, or "
+                           "train the run again.") from None
+        if not isinstance(data, dict):
+            raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
+                           "object). Restore it, or train the run again.")
+        return data
 
     def model_info(self) -> ModelInfo:
         """RUN/model's model.json, checked (`bundle.read_info`): a ModelFileError naming

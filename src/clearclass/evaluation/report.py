@@ -18,13 +18,18 @@ import numpy as np
 
 from clearclass import fileio, pages
 from clearclass.errors import RunError
-from clearclass.evaluation.results import MOST_CONFUSED_PAIRS, TOP_LOSSES, Evaluation
+from clearclass.evaluation.results import (
+    MOST_CONFUSED_PAIRS,
+    RESULTS_FILE,
+    TOP_LOSSES,
+    Evaluation,
+)
 from clearclass.parallel import default_workers, map_in_order
 from clearclass.progress import bar
 
 REPORT_FILES = ("index.html", "most_confused.csv", "per_class.csv", "confusion.png",
                 "most_confused.png", "top_losses.png", "calibration.png",
-                "learning_curves.png", "photos_needed.csv")
+                "learning_curves.png", "photos_needed.csv", RESULTS_FILE)
 MISTAKE_PHOTOS = 24  # thumbnails kept per wrong cell (worst first)
 CORRECT_PHOTOS = 6  # thumbnails kept per diagonal cell (least sure first)
 PAIRS_LISTED = 30  # rows of the most-confused table
@@ -58,6 +63,7 @@ def _write_report_files(ev: Evaluation, folder: Path, top_losses: int, cleaning:
                         learning: object = None) -> None:
     from clearclass import figures
 
+    fileio.write_json(folder / RESULTS_FILE, ev.headline())
     pairs = ev.most_confused()
     fileio.write_csv(folder / "most_confused.csv", ("actual", "predicted", "count", "rate"),
                      [(p.actual, p.predicted, p.count, f"{p.rate:.4f}") for p in pairs])

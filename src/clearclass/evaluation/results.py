@@ -9,6 +9,7 @@ and per_class.csv all follow that order.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clearclass import fileio
 from clearclass.bundle import ModelInfo
 from clearclass.data.decode import UnreadableImage, load_item
-from clearclass.errors import DataError
+from clearclass.errors import DataError, RunError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,6 +31,9 @@ CALIBRATION_BINS = 15  # as in Guo et al. 2017, "On Calibration of Modern Neural
 # optimal_leaf_ordering costs O(n^3); past this many classes the plain dendrogram order is
 # kept (already good, and seconds instead of minutes).
 OPTIMAL_ORDER_UP_TO = 400
+# In a report folder: the headline numbers as data (`Evaluation.headline`, `read_results`),
+# so that `clearclass runs` can list them without reading the page.
+RESULTS_FILE = "results.json"
 
 
 @dataclass
@@ -286,6 +291,15 @@ class Evaluation:
                           "how often the model is right)"))
         return facts
 
+    def headline(self) -> dict:
+        """The headline numbers, as the report's results.json keeps them: what the photos
+        were, how many, the accuracy, and the accuracy with test-time augmentation (None
+        without `tta`)."""
+        return {"source": self.source, "photos": len(self.targets),
+                "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+                "tta_accuracy": self.tta_accuracy,
+                "run_id": (self.model.training or {}).get("run_id") if self.model else None}
+
     def summary(self, pairs: int = MOST_CONFUSED_PAIRS) -> str:
         """Accuracy and the most confused pairs, as lines of text."""
         line = (f"Accuracy {self.accuracy:.2%} on {len(self.targets)} {self.source}"
@@ -315,3 +329,25 @@ class Evaluation:
         return pages.render("evaluation.html", facts=self.facts(), pairs=pairs, heatmap=heatmap,
                             source=self.source,
                             report=self.report_dir and str(self.report_dir / "index.html"))
+
+
+def read_results(report_dir: str | Path) -> dict:
+    """A report's results.json (`Evaluation.headline`); {} when the folder has none (no
+    evaluation yet, or one made before the file existed). A RunError naming the file when
+    it is damaged.
+
+    Example:
+        print(read_results("runs/dogs/report").get("accuracy"))
+    """
+    source = fileio.settled(Path(report_dir) / RESULTS_FILE)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
+        raise RunError(f"{source} is damaged ({type(e).__name__}: {e}); evaluate the run "
+                       "again.") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
+                       "object); evaluate the run again.")
+    return data
