@@ -71,12 +71,16 @@ def test_tensorboard_holds_each_epoch_as_metrics_csv_and_a_resumed_run_adds_to_t
     before = _events(out)
     assert [e.step for e in before.Scalars("valid/accuracy")] == [0]
     steps_per_epoch = len([e for e in before.Scalars("train/loss") if e.step < 100]) - 1
+    (first,) = (out / "tensorboard").iterdir()
+    first_bytes = first.read_bytes()
     monkeypatch.undo()
 
     loop.resume(out)
     events = _events(out)
     rows = _metrics(out)
     assert len(list((out / "tensorboard").iterdir())) == 2  # the resumed run's own file
+    # ...written beside the first, never through the hard links a save shares with RUN
+    assert first.read_bytes() == first_bytes
     accuracy = events.Scalars("valid/accuracy")
     assert [e.step for e in accuracy] == [0, 1, 2]
     for event, row in zip(accuracy, rows, strict=True):
@@ -288,5 +292,9 @@ def test_without_a_tracking_uri_the_store_is_beside_the_runs_and_said(
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifacts.is_relative_to(tmp_path / "runs" / "mlartifacts")
     assert (artifacts / "model" / "model.json").is_file()
+    # the artifacts hold copies of the run's files; `clearclass runs` lists the run once
+    import clearclass
+
+    assert [row.run for row in clearclass.runs(tmp_path / "runs").rows] == ["a"]
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         assert key not in os.environ  # set only around clearclass's own requests

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from clearclass import fileio
 from clearclass.errors import ClearclassError, RunError, SettingError, check_path
 from clearclass.run_folder import CHECKPOINT_DIR, CONFIG_FILE, EpochRow, RunFolder
+from clearclass.tracking import LOCAL_ARTIFACTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -248,11 +249,17 @@ def _example(root: Path) -> str:
 
 # --- finding the runs ----------------------------------------------------------------------
 
+# MLflow's artifact folders beside the runs (`train --track mlflow`) hold copies of runs'
+# files, config.json included; they are not runs.
+TRACKER_STORES = (LOCAL_ARTIFACTS, "mlruns")
+
+
 def _run_folders(root: Path) -> Iterator[Path]:
     """The run folders at or under `root`, in no order: folders with config.json (as it
     is settled: a run whose folder swap was cut short is read as its complete state).
     A run's own subfolders are not searched, nor hidden folders (other writers' staging
-    folders among them), nor links to folders (they could loop)."""
+    folders among them), nor links to folders (they could loop), nor MLflow's artifact
+    folders."""
     pending = [root]
     while pending:
         folder = pending.pop()
@@ -276,7 +283,7 @@ def _run_folders(root: Path) -> Iterator[Path]:
                         names.add(stem)  # both name one run; settled() picks the state
                         pending.append(Path(folder) / stem)
                 continue
-            if _is_dir(entry):
+            if _is_dir(entry) and name not in TRACKER_STORES:
                 pending.append(Path(entry.path))
 
 

@@ -346,9 +346,7 @@ class _Mlflow:
                               saved["run_id"])
                 sent = client.get_metric_history(saved["run_id"], "valid_accuracy")
                 tracker.epochs_sent = {m.step for m in sent}
-                for row in facts.history:  # epochs a stop kept from MLflow
-                    tracker.epoch(row)
-                tracker.send()
+                tracker.catch_up(facts.history)
                 say(f"MLflow: run {saved['run_id']} goes on at {saved['tracking_uri']}.")
                 return tracker
             uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store(facts.run_dir)
@@ -372,11 +370,18 @@ class _Mlflow:
                       for k, v in facts.settings.items()]
             for first in range(0, len(params), 100):  # MLflow's most params in one request
                 client.log_batch(run.info.run_id, params=params[first:first + 100])
+            tracker.catch_up(facts.history)  # a resumed run whose first start failed
         shown = f"experiment {name!r} at {uri}"
         if "MLFLOW_TRACKING_URI" not in os.environ:
             shown += f" (see it with: mlflow ui --backend-store-uri {uri})"
         say(f"MLflow: run {run.info.run_id} in {shown}.")
         return tracker
+
+    def catch_up(self, history: Sequence[EpochRow]) -> None:
+        """The epochs RUN holds that the MLflow run lacks (a stop came between)."""
+        for row in history:
+            self.epoch(row)
+        self.send()
 
     def steps(self, steps: list[tuple[int, float, float]]) -> None:
         from mlflow.entities import Metric

@@ -41,7 +41,7 @@ def test_two_processes_train_one_model_with_metrics_over_all_photos(tmp_path):
         [sys.executable, "-m", "clearclass", "train", str(data), "--processes", "2",
          "--out", str(out), "--model", "test_resnet", "--no-pretrained", "--item-resize", "48",
          "--batch-size", "8", "--freeze-epochs", "1", "--epochs", "1", "--learning-rate",
-         "1e-2", "--device", "cpu", "--workers", "0", "--no-onnx"],
+         "1e-2", "--device", "cpu", "--workers", "0", "--no-onnx", "--track", "tensorboard"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "torchrun" in done.stderr + done.stdout  # says what it started
@@ -50,7 +50,16 @@ def test_two_processes_train_one_model_with_metrics_over_all_photos(tmp_path):
     rows = _metrics(out)
     assert [r["stage"] for r in rows] == ["frozen", "unfrozen"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "metrics.csv", "model", "skipped.csv", "split.csv", "summary.json"]
+        "config.json", "metrics.csv", "model", "skipped.csv", "split.csv", "summary.json",
+        "tensorboard"]
+    # --track went through torchrun to both processes; process 0 alone wrote events
+    (events,) = (out / "tensorboard").iterdir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert [e.value for e in accumulator.Scalars("valid/accuracy")] == pytest.approx(
+        [float(r["accuracy"]) for r in rows], abs=1e-6)
 
     # The validation loss and accuracy of the last epoch were summed over both processes'
     # shares: the saved model, evaluated in one process, gives the same figures.

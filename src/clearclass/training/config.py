@@ -234,6 +234,8 @@ class TrainConfig:
              or 16 <= self.warmup_size <= self.item_resize,
              f"must be between 16 and --item-resize ({self.item_resize})"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, "must be >= 0"),
+            ("experiment", self.experiment is None or bool(self.experiment.strip()),
+             "must be a name, not empty"),
             ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
             ("balance", self.balance in BALANCE_MODES,
              f"must be one of {', '.join(BALANCE_MODES)}"),

@@ -1,0 +1,112 @@
+"""`--track` under hostile conditions: files edited or deleted between a stop and a resume,
+hostile class names in what TensorBoard shows, bad names for trackers and experiments."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from clearclass.errors import SettingError
+from clearclass.training import TrainConfig, loop
+from tests.conftest import COLOURS, make_photo, tiny
+
+pytest.importorskip("tensorboard")
+pytest.importorskip("mlflow")
+
+
+def _events(folder: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def _stop_in_epoch_1(monkeypatch) -> None:
+    real = loop.train_one_epoch
+
+    def stopping(run, setup, stage, epoch, start, saver, stop):
+        if epoch == 1:
+            stop.asked = True
+        return real(run, setup, stage, epoch, start, saver, stop)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stopping)
+
+
+@pytest.fixture
+def hostile_photos(tmp_path) -> Path:
+    """Classes whose names are markup, a Markdown table's bar and a formula."""
+    root = tmp_path / "photos"
+    for c, (name, colour) in enumerate(zip(("<i>red", "gr|een", "=blue"),
+                                           COLOURS.values())):
+        for i in range(8):
+            make_photo(root / name / f"{i}.jpg", colour, seed=10 * c + i)
+    return root
+
+
+def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_resume(
+        hostile_photos, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "runs" / "run"
+    _stop_in_epoch_1(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(hostile_photos, out=str(out), **tiny(epochs=2, batch_size=4),
+                   track=["tensorboard", "mlflow"])
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = json.loads((out / "tracking.json").read_text())["mlflow"]["run_id"]
+    for child in (out / "tensorboard").iterdir():
+        child.unlink()
+    (out / "tensorboard").rmdir()
+    (out / "tracking.json").write_text('{"mlflow": "=cmd|x"', encoding="utf-8")
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="clearclass"):
+        run = loop.resume(out)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and "training step(s)" not in r.getMessage()]
+    assert len(said) == 1 and "tracking.json" in said[0] and "new MLflow run" in said[0]
+    assert len(run.history) == 3
+    # the resumed process wrote its own events; the new MLflow run got every epoch
+    assert [e.step for e in _events(out / "tensorboard").Scalars("valid/accuracy")] == [1, 2]
+    again = json.loads((out / "tracking.json").read_text())["mlflow"]
+    assert again["run_id"] != first
+    from mlflow import MlflowClient
+
+    history = MlflowClient(again["tracking_uri"]).get_metric_history(again["run_id"],
+                                                                   "valid_accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+
+
+def test_hostile_class_names_stay_text_in_tensorboards_per_class_table(
+        hostile_photos, tmp_path):
+    import clearclass
+
+    run = loop.train(hostile_photos, out=str(tmp_path / "run"), **tiny(batch_size=4),
+                     track=["tensorboard"])
+    clearclass.evaluate(run.run_dir)
+    events = _events(run.run_dir / "tensorboard")
+    (table,) = events.Tensors("evaluation/per_class/text_summary")
+    text = table.tensor_proto.string_val[0].decode()
+    assert "&lt;i&gt;red" in text and "<i>" not in text
+    assert "gr\\|een" in text
+    assert len(text.splitlines()) == 2 + 3  # header, rule, a row per class: no bar split one
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"track": ["wandb"]}, "tensorboard or mlflow"),
+    ({"track": ["mlflow", 3]}, "list of names"),
+    ({"track": "tensorbaord"}, "Did you mean tensorboard"),
+    ({"experiment": "  "}, "experiment must be a name"),
+])
+def test_bad_trackers_and_experiments_are_refused_with_the_setting_named(settings, words):
+    with pytest.raises(SettingError, match=words):
+        TrainConfig("photos", **settings)
+
+
+def test_an_older_runs_config_without_track_reads_as_no_tracking(tmp_path):
+    config = TrainConfig.from_dict({"data": "photos", "epochs": 2})
+    assert config.track == () and config.experiment is None
