@@ -53,6 +53,7 @@ _PUBLIC = {
     "clean": "clearclass.cleaning",
     "Exploration": "clearclass.exploration",
     "explore": "clearclass.exploration",
+    "push": "clearclass.hub",
     "show_batch": "clearclass.exploration",
     "SAMPLE_PHOTOS": "clearclass.demo",
 }
@@ -74,6 +75,7 @@ __all__ = [
     "explore",
     "load",
     "lr_find",
+    "push",
     "resume",
     "show_batch",
     "train",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
     from clearclass.errors import ClearclassError
     from clearclass.evaluation import Evaluation, evaluate
     from clearclass.exploration import Exploration, explore, show_batch
+    from clearclass.hub import push
     from clearclass.predict import Classifier, Prediction, load
     from clearclass.training import TrainConfig, TrainingRun, lr_find, resume, train
 
