@@ -160,6 +160,9 @@ def _hub_errors(repo_id: str, hub: Any) -> Iterator[None]:
                 from None
         raise HubError(f"The Hugging Face Hub refused the upload of {repo_id} "
                        f"({_first_line(e)}).") from None
+    except ValueError as e:  # upload_folder's check of README.md's metadata by the Hub
+        raise HubError(f"The Hugging Face Hub refused the upload of {repo_id} "
+                       f"({_first_line(e)}); please report this.") from None
     except errors.LocalTokenNotFoundError:
         raise HubError("No Hugging Face token: log in with `hf auth login`, or set HF_TOKEN.") \
             from None

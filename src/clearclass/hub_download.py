@@ -82,7 +82,8 @@ def hub_snapshot(reference: str, files: Iterable[str]) -> Path:
                        f"hf-hub:{repo_id} for its main branch.") from None
     except errors.LocalEntryNotFoundError:
         # Offline, or the Hub unreachable, and nothing in the cache to fall back on.
-        if hub.constants.HF_HUB_OFFLINE:
+        offline = getattr(hub.constants, "is_offline_mode", lambda: hub.constants.HF_HUB_OFFLINE)
+        if offline():
             raise HubError(f"{reference} is not in the Hugging Face cache ({cache}) and "
                            "HF_HUB_OFFLINE is set: connect to the internet once and unset "
                            "HF_HUB_OFFLINE to fetch it (it is then cached), or point HF_HOME "
@@ -102,6 +103,7 @@ def hub_library() -> ModuleType:
     saying how to install it when it is missing."""
     try:
         import huggingface_hub
+        import huggingface_hub.constants
         import huggingface_hub.errors
         import huggingface_hub.utils
     except ImportError:
