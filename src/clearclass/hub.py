@@ -214,7 +214,10 @@ def _write_timm_config(model: Any, info: ModelInfo, path: Path) -> None:
     # The tag names the ImageNet weights timm would download for the architecture, which
     # these are not; a timm loader would show it as this model's.
     config["pretrained_cfg"].pop("tag", None)
-    fileio.write_json(path, without_paths(config))
+    # Not passed through without_paths: label_names are class names, which may hold a "/"
+    # ("</script>"); timm's filter_pretrained_cfg already leaves out the weights' source
+    # (file, url), and _check_nothing_private checks the result.
+    fileio.write_json(path, config)
 
 
 def _check_nothing_private(target: Path, folder: Path, info: ModelInfo) -> None:
