@@ -35,8 +35,9 @@ NEEDS_THE_INTERNET = {"download kaggle", "download imagewoof", "download imagene
                       "download stanford-dogs", "search"}
 # The command examples run one after the other in one folder: train writes runs/dogs,
 # which the next ones use.
-COMMAND_ORDER = ["train", "evaluate", "clean", "advise", "runs", "predict", "export", "explore",
-                 "lr-find", "verify", "cache", "demo", "serve", *sorted(NEEDS_THE_INTERNET)]
+COMMAND_ORDER = ["train", "evaluate", "clean", "advise", "runs", "predict", "export", "push",
+                 "explore", "lr-find", "verify", "cache", "demo", "serve",
+                 *sorted(NEEDS_THE_INTERNET)]
 # Runs until stopped; tests/test_serve.py starts it as a user does and stops it.
 RUNS_UNTIL_STOPPED = {"serve"}
 

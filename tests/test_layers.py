@@ -20,12 +20,12 @@ SOURCE = Path(clearclass.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("clearclass.data", "clearclass.model", "clearclass.fileio", "clearclass.bundle",
               "clearclass.onnx_runtime", "clearclass.predict", "clearclass.task",
-              "clearclass.pages")),
+              "clearclass.pages", "clearclass.hub_download")),
     # A run folder holds a training run: its reader may check the run's TrainConfig.
-    ("training", ("clearclass.training", "clearclass.run_folder")),
+    ("training", ("clearclass.training", "clearclass.run_folder", "clearclass.tracking")),
     ("commands", ("clearclass.advice", "clearclass.evaluation", "clearclass.cleaning",
                   "clearclass.serve", "clearclass.runs_table",
-                  "clearclass.export", "clearclass.cli")),
+                  "clearclass.export", "clearclass.hub", "clearclass.cli")),
 ]
 
 # Known exceptions, each with its reason; an entry is (file relative to src/clearclass,

@@ -54,6 +54,7 @@ _PUBLIC = {
     "clean": "clearclass.cleaning",
     "Exploration": "clearclass.exploration",
     "explore": "clearclass.exploration",
+    "push": "clearclass.hub",
     "show_batch": "clearclass.exploration",
     "Runs": "clearclass.runs_table",
     "runs": "clearclass.runs_table",
@@ -78,6 +79,7 @@ __all__ = [
     "explore",
     "load",
     "lr_find",
+    "push",
     "resume",
     "runs",
     "show_batch",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from clearclass.errors import ClearclassError
     from clearclass.evaluation import Evaluation, evaluate
     from clearclass.exploration import Exploration, explore, show_batch
+    from clearclass.hub import push
     from clearclass.predict import Classifier, Prediction, load
     from clearclass.runs_table import Runs, runs
     from clearclass.training import TrainConfig, TrainingRun, lr_find, resume, train

@@ -26,6 +26,7 @@ import clearclass
 from clearclass import fileio
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.errors import ModelFileError
+from clearclass.hub_download import hub_snapshot, is_hub_reference
 
 if TYPE_CHECKING:
     from torch import nn
@@ -212,7 +213,14 @@ def _json_kind(value: Any) -> str:
 
 
 def bundle_folder(path: str | Path) -> Path:
-    """The bundle folder a user means by PATH, refusing pickles with the reason."""
+    """The bundle folder a user means by PATH, refusing pickles with the reason.
+
+    `hf-hub:OWNER/NAME` (a str) is a model on the Hugging Face Hub: its bundle files are
+    fetched once into the Hugging Face cache, and that folder is the bundle
+    (`hub_download.hub_snapshot`).
+    """
+    if is_hub_reference(path):
+        path = hub_snapshot(str(path), BUNDLE_FILES)
     path = fileio.settled(Path(path).expanduser())
     if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
         raise ModelFileError(

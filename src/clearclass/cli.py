@@ -56,6 +56,11 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder written by `clearclas
                                         show_default=False, metavar="RUN")]
 ModelArg = Annotated[Path, typer.Argument(help="A model folder (RUN/model) or a run folder.",
                                           show_default=False, metavar="MODEL")]
+# A str, not a Path: Path would change `hf-hub:OWNER/NAME` (a model on the Hugging Face Hub).
+ModelRefArg = Annotated[str, typer.Argument(
+    help="A model folder (RUN/model), a run folder, or hf-hub:OWNER/NAME (a model on the "
+         "Hugging Face Hub, fetched once into its cache).", show_default=False,
+    metavar="MODEL")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
 Folds = Annotated[int, typer.Option(
     help="How many heads on the network's features judge the labels, each photo by one that "
@@ -438,9 +443,7 @@ def clean(
 @app.command()
 @with_settings(("device",))
 def predict(
-    model: Annotated[Path, typer.Argument(
-        help="A model folder (RUN/model, with model.safetensors and model.json) or a run "
-             "folder.", show_default=False, metavar="MODEL")],
+    model: ModelRefArg,
     images: Annotated[list[Path], typer.Argument(
         help="Photos, or folders searched for photos.", show_default=False,
         metavar="IMAGE_OR_FOLDER...")],
@@ -592,7 +595,7 @@ def runs(
 
 @app.command()
 def serve(
-    model: ModelArg,
+    model: ModelRefArg,
     host: Annotated[str, typer.Option(
         help="Address to listen on; 0.0.0.0 for every network interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -654,6 +657,41 @@ def export(
 
     path = export_onnx(model, check=check)
     typer.echo(f"Wrote {path}" + (" (checked against PyTorch)" if check else ""))
+
+
+@app.command()
+def push(
+    model: ModelArg,
+    repo_id: Annotated[str, typer.Argument(
+        help="The model's name on the Hub: OWNER/NAME (your account or organisation, then a "
+             "name).", show_default=False, metavar="OWNER/NAME")],
+    private: Annotated[bool, typer.Option(
+        "--private", help="Create the repository private (an existing one keeps its "
+                          "visibility).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Write the folder that would be uploaded into --out and send "
+                          "nothing.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="With --dry-run: a new or empty folder for the files.", show_default=False,
+        metavar="DIR")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Share a model on the Hugging Face Hub, with a model card and timm's config.json.
+
+    Example: clearclass push runs/dogs/model you/dog-breeds --dry-run --out dogs-for-the-hub
+
+    Uploads model.safetensors, model.json and model.onnx as they are (no absolute path: the
+    data folder is named by its name), a README.md model card (classes, data, accuracy,
+    most confused classes, settings, how to predict with clearclass, timm and ONNX Runtime)
+    and timm's config.json, so that timm.create_model("hf-hub:OWNER/NAME", pretrained=True)
+    loads it too. The token is huggingface_hub's: `hf auth login`, or HF_TOKEN. Then:
+    clearclass predict hf-hub:OWNER/NAME photo.jpg.
+    """
+    from clearclass.hub import push as run_push
+
+    with _output(quiet):
+        where = run_push(model, repo_id, private=private, dry_run=dry_run, out=out)
+    typer.echo(f"Wrote {where} (nothing was uploaded)" if dry_run else f"Uploaded to {where}")
 
 
 @app.command()

@@ -59,6 +59,10 @@ class RunError(ClearclassError):
                    "settings or labels, start a new run.")
 
 
+class HubError(ClearclassError):
+    """The Hugging Face Hub refused or could not be reached, or a model is not in its cache."""
+
+
 class AcquireError(ClearclassError):
     """Photos or a dataset could not be fetched, or what arrived is not what was expected."""
 

@@ -1,5 +1,6 @@
 """The HTML of clearclass: the pages it writes (the evaluation report, the cleaning list) and
-its notebook displays, rendered from the Jinja2 templates in clearclass/templates/.
+its notebook displays, rendered from the Jinja2 templates in clearclass/templates/; and the
+Markdown model card that `clearclass push` uploads (`render_markdown`).
 
 Every template is autoescaped: a file, folder or class name is text wherever it lands, even
 one that reads as markup (`<img src=x onerror=...>`), so no forgotten escape call can let a
@@ -118,3 +119,44 @@ def _with_shown_names(data: Any) -> Any:
 
 
 ENVIRONMENT.filters["script_json"] = script_json
+
+
+# --- Markdown (the model card of `clearclass push`) -----------------------------------------
+# Markdown is not HTML: autoescaping would write &#34; for a quote where Markdown wants the
+# character, and would not touch `|` (a table's cell border) or a line break (the end of a
+# table row). So Markdown templates have their own environment, and every `{{ value }}` is
+# escaped for Markdown by `finalize`, whatever the template says: a class name is text
+# wherever it lands. What must reach the card as it is (the YAML front matter, built by
+# huggingface_hub's yaml.dump; a checked repo id in code) is marked `|safe` in the template.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}#+!|~])")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def markdown_text(value: Any) -> str:
+    """`value` as literal text in Markdown, inline or in a table cell: on one line, its
+    Markdown punctuation backslash-escaped, and <, > and & as HTML entities (so neither
+    `<script>` nor `|` nor `{{ }}` is read as anything but text).
+
+    Example:
+        print(markdown_text("a | <b>\\nc"))  # a \\| &lt;b&gt; c
+    """
+    text = _LINE_BREAKS.sub(" ", shown_name(str(value)))
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+MARKDOWN = jinja2.Environment(
+    loader=jinja2.PackageLoader("clearclass", "templates"),
+    autoescape=False,
+    finalize=lambda value: value if isinstance(value, Markup) else markdown_text(value),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+def render_markdown(name: str, **context: Any) -> str:
+    """The Markdown template `name` (in clearclass/templates/) filled with `context`, each
+    value escaped as `markdown_text` (unless marked `|safe`)."""
+    return MARKDOWN.get_template(name).render(**context)

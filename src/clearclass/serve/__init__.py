@@ -357,10 +357,12 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers:
     import uvicorn
 
     check_process_count("workers", workers, "server processes")
-    load(model, device="cpu")  # a bad model is one clear error here, not one per worker
+    # A bad model is one clear error here, not one per worker; the workers get the folder
+    # it was loaded from (a model on the Hub is fetched into the cache once, here).
+    folder = load(model, device="cpu").path
     _check_address(host, port)
     largest = largest_request(max_upload_bytes, MAX_FILES)
-    os.environ[MODEL_VARIABLE] = str(Path(model).expanduser().resolve())
+    os.environ[MODEL_VARIABLE] = str(Path(folder).expanduser().resolve())
     os.environ[THREADS_VARIABLE] = str(max(1, available_cores() // workers))
     shares = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
               "decode_memory_bytes": decode_memory_bytes // workers,

@@ -1,0 +1,209 @@
+"""`clearclass push` and `hf-hub:` models, all offline: the folder a push uploads (checked
+as the Hub and timm will read it), the Hugging Face cache read with HF_HUB_OFFLINE=1, and the
+upload itself against a local server that records the requests huggingface_hub makes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clearclass
+from clearclass import hub
+from tests.conftest import COLOURS, failed, make_photo, run_cli
+from tests.hub_helpers import FakeHub, fill_cache
+
+huggingface_hub = pytest.importorskip("huggingface_hub")
+
+UPLOADED = {"model.safetensors", "model.json", "model.onnx", "config.json", "README.md"}
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(trained_run, tmp_path_factory) -> Path:
+    """A copy of the trained run, evaluated with TTA (so RUN/report has what the card shows)."""
+    from clearclass import progress
+
+    run = shutil.copytree(trained_run, tmp_path_factory.mktemp("hub") / "run")
+    with progress.quiet():
+        clearclass.evaluate(run, tta=True, device="cpu")
+    return run
+
+
+@pytest.fixture(scope="module")
+def dry(evaluated_run) -> Path:
+    """What `push RUN owner/colours` uploads, written by --dry-run."""
+    return Path(hub.push(evaluated_run, "owner/colours", dry_run=True,
+                         out=evaluated_run.parent / "dry"))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    return make_photo(tmp_path_factory.mktemp("photo") / "red.jpg", COLOURS["red"],
+                      size=(61, 45), seed=7)
+
+
+def _private_texts(run: Path) -> list[str]:
+    """What must appear in no uploaded file: the temporary folder, the run's and the data's
+    paths, the home folder."""
+    texts = [str(run.parent.parent), str(run), str(run.resolve())]
+    data = json.loads((run / "config.json").read_text())["config"]["data"]
+    texts.append(data)
+    home = str(Path.home())
+    if len(home) > 1:
+        texts.append(home)
+    return texts
+
+
+def test_a_dry_run_writes_the_bundle_config_and_card_without_private_paths(dry, evaluated_run):
+    assert {p.name for p in dry.iterdir()} == UPLOADED
+    for file in dry.iterdir():
+        content = file.read_bytes()
+        for text in _private_texts(evaluated_run):
+            assert text.encode() not in content, (file.name, text)
+    info = json.loads((dry / "model.json").read_text())
+    assert info["training"]["data"] == "colours"
+    # The weights and model.onnx are the bundle's, byte for byte, and model.json still
+    # vouches for both: clearclass loads the folder, ONNX Runtime included.
+    for name in ("model.safetensors", "model.onnx"):
+        assert (dry / name).read_bytes() == (evaluated_run / "model" / name).read_bytes()
+    uploaded = clearclass.load(dry, backend="onnx")
+    assert uploaded.classes == ["blue", "green", "red"]
+
+
+def test_the_card_parses_as_the_hub_reads_it_and_says_what_the_run_did(dry):
+    card = huggingface_hub.ModelCard.load(dry / "README.md")
+    assert card.data.pipeline_tag == "image-classification"
+    assert card.data.library_name == "timm"
+    assert "clearclass" in card.data.tags
+    assert card.data.metrics == ["accuracy"]
+    assert [r.metric_type for r in card.data.eval_results] == ["accuracy", "accuracy"]
+    assert card.data.eval_results[0].dataset_name == "colours"
+    text = card.text
+    for line in ("| 0 | blue | blue |", "| Training photos | 48 |", "| Validation photos | 12 |",
+                 "Accuracy with test-time augmentation", "| data | colours |",
+                 "clearclass predict hf-hub:owner/colours photo.jpg",
+                 'clearclass.load("hf-hub:owner/colours")',
+                 'timm.create_model("hf-hub:owner/colours", pretrained=True)'):
+        assert line in text, line
+    assert "| out |" not in text and "| device |" not in text  # how this machine ran
+
+
+def test_timm_loads_the_folder_as_the_fine_tuned_network_with_its_class_names(dry):
+    import timm
+    import torch
+
+    model = timm.create_model("local-dir:" + str(dry), pretrained=True).eval()
+    assert model.pretrained_cfg["label_names"] == ["blue", "green", "red"]
+    assert tuple(model.pretrained_cfg["input_size"]) == (3, 32, 32)
+    reference = clearclass.load(dry, backend="torch").network.model
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-6)
+
+
+def test_the_cards_onnx_runtime_snippet_predicts_as_clearclass_does(dry, photo):
+    """The snippet of the card, run as written (the download replaced by the folder)."""
+    text = (dry / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+                if "onnxruntime" in b)
+    download = 'snapshot_download("owner/colours", allow_patterns=["model.onnx", "model.json"])'
+    assert download in code
+    code = code.replace(download, repr(str(dry))).replace('"photo.jpg"', repr(str(photo)))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    expected = clearclass.load(dry, backend="onnx").predict_proba([photo])[0]
+    np.testing.assert_allclose(namespace["p"], expected, atol=1e-5)
+
+
+def test_push_uploads_that_folder_to_the_hub_as_huggingface_hub_does(evaluated_run, tmp_path):
+    """The whole push, as a user runs it, against a local server standing in for the Hub."""
+    with FakeHub() as server:
+        result = run_cli("push", evaluated_run / "model", "owner/colours", "--private",
+                         in_process=False, env=_hub_env(tmp_path, server.url))
+    assert result.returncode == 0, result.stderr
+    assert f"{server.url}/owner/colours" in result.stdout
+    calls = [(method, path.split("?")[0]) for method, path, _, _ in server.requests]
+    assert calls == [("POST", "/api/repos/create"),
+                     ("POST", "/api/validate-yaml"),
+                     ("POST", "/api/models/owner/colours/preupload/main"),
+                     ("POST", "/api/models/owner/colours/commit/main")], calls
+    created = json.loads(server.requests[0][3])
+    assert created == {"name": "colours", "organization": "owner", "visibility": "private",
+                       "type": "model"}
+    for _, _, headers, _ in server.requests:
+        assert headers.get("authorization") == "Bearer hf_test"
+        assert "clearclass/" in headers.get("user-agent", "")
+    validated = json.loads(server.requests[1][3])
+    assert validated["repoType"] == "model" and validated["content"].startswith("---\n")
+    files = server.committed_files()
+    assert files["README.md"].decode() == validated["content"]
+    assert set(files) == UPLOADED
+    for text in _private_texts(evaluated_run):
+        assert all(text.encode() not in content for content in files.values()), text
+    assert json.loads(files["model.json"])["training"]["data"] == "colours"
+    assert files["model.safetensors"] == (evaluated_run / "model" / "model.safetensors"
+                                          ).read_bytes()
+
+
+def test_a_refused_token_is_one_line_and_exit_status_1(evaluated_run, tmp_path):
+    with FakeHub(refuse=401) as server:
+        result = run_cli("push", evaluated_run, "owner/colours", in_process=False,
+                         env=_hub_env(tmp_path, server.url))
+    failed(result, "401", "hf auth login")
+    # create_repo with exist_ok asks whether the repository exists after a 401; nothing is
+    # uploaded.
+    assert [(m, p.split("?")[0]) for m, p, _, _ in server.requests] == [
+        ("POST", "/api/repos/create"), ("GET", "/api/models/owner/colours")]
+
+
+def test_no_token_is_one_line_before_anything_is_prepared(evaluated_run, monkeypatch):
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub, "prepare", _never)
+    failed(run_cli("push", evaluated_run, "owner/colours"), "hf auth login", "HF_TOKEN")
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("called")
+
+
+def _hub_env(tmp_path: Path, endpoint: str) -> dict:
+    """A Hub at `endpoint` (read by huggingface_hub when imported: a new process), the token
+    hf_test, and a Hugging Face home of the test's own (no stored token)."""
+    return {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+
+# --- hf-hub:OWNER/NAME: fetched once into the cache, offline afterwards --------------------
+
+
+def test_predict_reads_a_hub_model_from_the_cache_offline(dry, photo, tmp_path):
+    """`clearclass predict hf-hub:OWNER/NAME` as a user runs it, HF_HUB_OFFLINE=1."""
+    cache = tmp_path / "hub-cache"
+    fill_cache(cache, "owner/colours", dry)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_cli("predict", "hf-hub:owner/colours", photo, "--json", in_process=False,
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    expected = clearclass.load(dry).predict(photo)
+    assert json.loads(result.stdout)[0]["label"] == expected.class_name
+    missing = run_cli("predict", "hf-hub:owner/other", photo, in_process=False, env=env)
+    failed(missing, "hf-hub:owner/other", "HF_HUB_OFFLINE", "connect")
+
+
+def test_load_takes_a_hub_model_from_the_cache(dry, photo, tmp_path, monkeypatch):
+    """In this process: huggingface_hub's constants, read at its import, set as the
+    environment would have set them."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    snapshot = fill_cache(cache, "owner/colours", dry)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    classifier = clearclass.load("hf-hub:owner/colours")
+    assert classifier.path == snapshot
+    assert classifier.classes == ["blue", "green", "red"]
+    assert classifier.predict(photo).class_name == clearclass.load(dry).predict(photo).class_name
