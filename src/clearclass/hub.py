@@ -308,7 +308,7 @@ def run_facts(folder: Path, info: ModelInfo) -> RunFacts:
         facts.data_name = facts.data_name or data_name(settings.get("data"))
         facts.settings = [(name, _setting_text(name, value)) for name, value in settings.items()
                           if name not in MACHINE_SETTINGS]
-    facts.evaluation, facts.confused = _evaluation(run / "report")
+    facts.evaluation, facts.confused = _evaluation(run / "report", training.get("run_id"))
     return facts
 
 
@@ -321,19 +321,23 @@ def _setting_text(name: str, value: Any) -> str:
         json.dumps(without_paths(value), ensure_ascii=False)
 
 
-def _evaluation(report: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def _evaluation(report: Path, run_id: object = None
+                ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The accuracy, TTA accuracy and most confused pairs `clearclass evaluate` wrote into
-    RUN/report/ (per_class.csv, index.html, most_confused.csv); (None, []) without one."""
-    rows = _csv_rows(report / "per_class.csv")
-    evaluation = None
+    RUN/report/ (results.json, most_confused.csv); (None, []) without one, or when the
+    report is of another model than the bundle's (another run_id)."""
+    from clearclass.evaluation.results import read_results
+
     try:
-        support = [int(r["support"]) for r in rows]
-        correct = [round(float(r["recall"]) * int(r["support"])) for r in rows]
-    except (KeyError, ValueError):
-        support, correct = [], []
-    if sum(support):
-        evaluation = {"accuracy": sum(correct) / sum(support), "photos": sum(support),
-                      "tta_accuracy": _tta_accuracy(report / "index.html")}
+        results = read_results(report)
+    except ClearclassError:
+        results = {}
+    if run_id is not None and results.get("run_id") not in (None, run_id):
+        return None, []  # a report of an earlier model: its figures are not this one's
+    evaluation = None
+    if _fraction(results.get("accuracy")) is not None:
+        evaluation = {"accuracy": results["accuracy"], "photos": _count(results.get("photos")),
+                      "tta_accuracy": _fraction(results.get("tta_accuracy"))}
     confused = []
     for r in _csv_rows(report / "most_confused.csv")[:CONFUSED_SHOWN]:
         try:
@@ -351,17 +355,6 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
                     for row in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
-
-
-def _tta_accuracy(page: Path) -> float | None:
-    """The TTA accuracy the report shows: evaluate writes it into index.html only (no CSV
-    holds it), in the row the report template names."""
-    try:
-        text = page.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    found = re.search(r"Accuracy with test-time augmentation</th>\s*<td>\s*([\d.]+)%", text)
-    return float(found.group(1)) / 100 if found else None
 
 
 def _count(value: Any) -> int | None:
