@@ -5,8 +5,11 @@ upload itself against a local server that records the requests huggingface_hub m
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +210,50 @@ def test_load_takes_a_hub_model_from_the_cache(dry, photo, tmp_path, monkeypatch
     assert classifier.path == snapshot
     assert classifier.classes == ["blue", "green", "red"]
     assert classifier.predict(photo).class_name == clearclass.load(dry).predict(photo).class_name
+
+
+@pytest.mark.slow  # a server in a real process
+def test_serve_serves_a_hub_model_from_the_cache_offline(dry, photo, tmp_path, monkeypatch):
+    """`clearclass serve hf-hub:OWNER/NAME` as a user starts it, HF_HUB_OFFLINE=1."""
+    import httpx
+
+    from tests.conftest import Server
+
+    cache = tmp_path / "hub-cache"
+    fill_cache(cache, "owner/colours", dry)
+    for name, value in {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+                        "HF_HOME": str(tmp_path / "hf")}.items():
+        monkeypatch.setenv(name, value)
+    server = Server("hf-hub:owner/colours", tmp_path)
+    try:
+        with open(photo, "rb") as f:
+            answer = httpx.post(server.url + "/predict", files={"file": ("red.jpg", f)},
+                                timeout=60)
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"] == clearclass.load(dry).predict(photo).class_name
+
+
+def test_timm_loads_the_hub_name_from_the_cache_offline(dry, tmp_path):
+    """timm.create_model("hf-hub:OWNER/NAME", pretrained=True), as the card says, from the
+    cache that clearclass fills (a fresh process: huggingface_hub reads its cache's place at
+    import)."""
+    cache = tmp_path / "hub-cache"
+    fill_cache(cache, "owner/colours", dry)
+    code = ("import timm, torch\n"
+            "m = timm.create_model('hf-hub:owner/colours', pretrained=True).eval()\n"
+            "print(m.pretrained_cfg['label_names'])\n"
+            "torch.save(m(torch.ones(1, 3, 32, 32)).detach(), 'logits.pt')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300,
+                          env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+                               "HF_HOME": str(tmp_path / "hf")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['blue', 'green', 'red']"
+    import torch
+
+    reference = clearclass.load(dry, backend="torch").network.model.eval()
+    with torch.no_grad():
+        expected = reference(torch.ones(1, 3, 32, 32))
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=1e-6)
