@@ -127,7 +127,7 @@ ENVIRONMENT.filters["script_json"] = script_json
 # table row). So Markdown templates have their own environment, and every `{{ value }}` is
 # escaped for Markdown by `finalize`, whatever the template says: a class name is text
 # wherever it lands. What must reach the card as it is (the YAML front matter, built by
-# huggingface_hub's yaml.dump; a checked repo id in code) is marked `|safe` in the template.
+# huggingface_hub's yaml.dump; a checked repo id in code) is handed over as Markup (hub.py).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}#+!|~])")
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 
