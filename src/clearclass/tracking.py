@@ -220,9 +220,10 @@ class _TensorBoard:
         from torch.utils.tensorboard import summary
 
         started = time.time()
-        # TensorBoard's own naming; a resumed run's file sorts after the first one's.
-        self.file = (f"events.out.tfevents.{int(started):010d}.{socket.gethostname()}."
-                     f"{os.getpid()}.clearclass")
+        # TensorBoard's naming, to the nanosecond: a run stopped and resumed within a second,
+        # in one process, writes a second file, and TensorBoard reads it after the first.
+        self.file = (f"events.out.tfevents.{int(started):010d}.{time.time_ns():020d}."
+                     f"{socket.gethostname()}.{os.getpid()}.clearclass")
         self.events = [Event(wall_time=started, file_version="brain.Event:2")]
         if not facts.history:  # the settings once, by the run's first process
             hparams = {k: _hparam(v) for k, v in facts.settings.items()}

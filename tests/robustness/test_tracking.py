@@ -110,3 +110,13 @@ def test_bad_trackers_and_experiments_are_refused_with_the_setting_named(setting
 def test_an_older_runs_config_without_track_reads_as_no_tracking(tmp_path):
     config = TrainConfig.from_dict({"data": "photos", "epochs": 2})
     assert config.track == () and config.experiment is None
+
+
+def test_a_run_stopped_and_resumed_within_a_second_in_one_process_keeps_both_files(tmp_path):
+    """A notebook's Ctrl-C then resume can start two sessions in the same second and
+    process: the second writes a file of its own, which sorts after the first."""
+    from clearclass.tracking import RunFacts, _TensorBoard
+
+    facts = RunFacts(tmp_path, {}, "photos", ["a"], 1, 1, "CPU")
+    first, second = _TensorBoard(facts), _TensorBoard(facts)
+    assert first.file != second.file and sorted([second.file, first.file])[0] == first.file
