@@ -92,8 +92,15 @@ def test_tensorboard_holds_each_epoch_as_metrics_csv_and_a_resumed_run_adds_to_t
     assert steps == list(range(3 * steps_per_epoch))
     assert len(events.Scalars("train/learning_rate")) == len(steps)
     assert events.Tags()["images"] == ["augmented photos"]
-    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent(
-        "hparams")
+    # the settings, as TensorBoard's hparams plugin reads them
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["learning_rate"].number_value == pytest.approx(0.01)
+    assert start.hparams["track"].string_value == "tensorboard"
 
     # evaluate adds the report's figures and per-class table; again, it replaces them
     import clearclass
