@@ -185,7 +185,7 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_mlflow_run_holds_settings_metrics_by_epoch_the_bundle_and_a_servable_onnx_model(
-        photos, tmp_path, monkeypatch, mlflow_server):
+        photos, tmp_path, monkeypatch, mlflow_server, caplog, capsys):
     import mlflow.onnx
     import onnxruntime
     from mlflow import MlflowClient
@@ -201,7 +201,12 @@ def test_mlflow_run_holds_settings_metrics_by_epoch_the_bundle_and_a_servable_on
     assert client.get_run(saved["run_id"]).info.status == "KILLED"
     monkeypatch.undo()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    loop.resume(out)
+    with caplog.at_level(logging.INFO, logger="clearclass"):
+        loop.resume(out)
+    # MLflow's own links at the end are said as clearclass's messages (none under --quiet)
+    assert "View run" not in capsys.readouterr().out
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"MLflow: view run dogs at: {mlflow_server.url}") for m in said)
 
     run = client.get_run(saved["run_id"])  # the same MLflow run went on
     assert run.info.status == "FINISHED" and run.info.run_name == "dogs"
@@ -244,32 +249,6 @@ def test_mlflow_run_holds_settings_metrics_by_epoch_the_bundle_and_a_servable_on
     assert "report/index.html" in report
 
 
-@pytest.mark.slow
-def test_a_server_that_dies_mid_run_is_one_warning_and_the_run_finishes(
-        photos, tmp_path, monkeypatch, caplog):
-    server = MlflowServer(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    real = loop.train_one_epoch
-
-    def kill_in_epoch_1(run, setup, stage, epoch, start, saver, stop):
-        if epoch == 1:
-            server.stop()
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", kill_in_epoch_1)
-    t0 = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="clearclass"):
-        run = loop.train(photos, out=str(tmp_path / "run"), **tiny(epochs=2, onnx=True),
-                         track=["mlflow"])
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
-                and "training step(s) per epoch" not in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].startswith("MLflow failed"), warnings
-    assert "the run goes on without it" in warnings[0]
-    assert len(run.history) == 3 and len(_metrics(run.run_dir)) == 3
-    assert (run.model_dir / "model.onnx").is_file()
-    assert time.perf_counter() - t0 < 90  # a few retries, not MLflow's minutes of them
-
-
 def test_a_server_that_cannot_be_reached_at_the_start_is_one_warning(
         photos, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
@@ -305,3 +284,30 @@ def test_without_a_tracking_uri_the_store_is_beside_the_runs_and_said(
     assert [row.run for row in clearclass.runs(tmp_path / "runs").rows] == ["a"]
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         assert key not in os.environ  # set only around clearclass's own requests
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_mid_run_is_one_warning_and_the_run_finishes(
+        photos, tmp_path, monkeypatch, caplog, mlflow_server):
+    """Last in this file: it stops the module's server (one server start less)."""
+    server = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    real = loop.train_one_epoch
+
+    def kill_in_epoch_1(run, setup, stage, epoch, start, saver, stop):
+        if epoch == 1:
+            server.stop()
+        return real(run, setup, stage, epoch, start, saver, stop)
+
+    monkeypatch.setattr(loop, "train_one_epoch", kill_in_epoch_1)
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="clearclass"):
+        run = loop.train(photos, out=str(tmp_path / "run"), **tiny(epochs=2, onnx=True),
+                         track=["mlflow"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and "training step(s) per epoch" not in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("MLflow failed"), warnings
+    assert "the run goes on without it" in warnings[0]
+    assert len(run.history) == 3 and len(_metrics(run.run_dir)) == 3
+    assert (run.model_dir / "model.onnx").is_file()
+    assert time.perf_counter() - t0 < 90  # a few retries, not MLflow's minutes of them

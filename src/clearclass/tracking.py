@@ -419,7 +419,20 @@ class _Mlflow:
             self.client.log_artifacts(self.run_id, str(model_dir), "model")
             if (model_dir / "model.onnx").is_file():
                 self._log_onnx(model_dir)
-            self.client.set_terminated(self.run_id, "FINISHED")
+            self._terminate("FINISHED")
+
+    def _terminate(self, status: str) -> None:
+        """MLflow's run ended; the links MLflow prints then are said as clearclass's
+        messages are (none under --quiet; never an emoji a console cannot encode)."""
+        import io
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            self.client.set_terminated(self.run_id, status)
+        for line in printed.getvalue().splitlines():
+            text = line.encode("ascii", "ignore").decode().strip()
+            if text:
+                say(f"MLflow: {text[0].lower()}{text[1:]}.")
 
     def _log_onnx(self, model_dir: Path) -> None:
         """model.onnx in MLflow's onnx flavour, which `mlflow models serve` serves."""
@@ -446,7 +459,7 @@ class _Mlflow:
     def end(self, status: str) -> None:
         with _patient_enough():
             self.send()
-            self.client.set_terminated(self.run_id, status)
+            self._terminate(status)
 
 
 def _experiment(client: Any, name: str, uri: str, run_dir: Path) -> str:
