@@ -67,6 +67,22 @@ SKIPPED_HEADER = ("path", "reason")
 SPLIT_HEADER = ("path", "label", "is_valid")
 
 
+def read_json_object(source: Path, remedy: str) -> dict[str, Any] | None:
+    """A JSON file that holds an object (config.json, summary.json, a report's
+    results.json): its content, or None when it is missing. A RunError naming the file,
+    and ending with `remedy`, when it is damaged."""
+    try:
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
+        raise RunError(f"{source} is damaged ({type(e).__name__}: {e}). {remedy}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
+                       f"object). {remedy}")
+    return data
+
+
 def _read_csv(file: Path, parse: Callable[[Iterable[str]], list]) -> list:
     """`parse` of a run's CSV file as it is settled; [] when there is none. Whatever makes
     it fail is a RunError naming the file."""
@@ -161,18 +177,11 @@ class RunFolder:
         `device` and split.csv's checksum. A RunError naming the file when it is missing,
         not JSON, or not an object."""
         source = fileio.settled(self.config_file)
-        try:
-            data = self._load_record()
-        except FileNotFoundError:
+        data = read_json_object(source, "Restore it, or train the run again.")
+        if data is None:
             raise RunError(f"{source} is missing; a run folder holds the config.json that "
                            "`clearclass train` wrote. Restore it, or train the run "
-                           "again.") from None
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
-            raise RunError(f"{source} is damaged ({type(e).__name__}: {e}). Restore it, or "
-                           "train the run again.") from None
-        if not isinstance(data, dict):
-            raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
-                           "object). Restore it, or train the run again.")
+                           "again.")
         return data
 
     def config(self, cannot: str = "the run cannot be resumed") -> TrainConfig:
@@ -234,18 +243,8 @@ class RunFolder:
         """summary.json, which a run gets once its last epoch is done: `valid_accuracy`,
         `epochs` and `timings` (seconds, `total_seconds` among them); {} when there is none
         (a run stopped or still training). A RunError naming the file when it is damaged."""
-        source = fileio.settled(self.summary_file)
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
-            raise RunError(f"{source} is damaged ({type(e).__name__}: {e}). Restore it, or "
-                           "train the run again.") from None
-        if not isinstance(data, dict):
-            raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
-                           "object). Restore it, or train the run again.")
-        return data
+        return read_json_object(fileio.settled(self.summary_file),
+                                "Restore it, or train the run again.") or {}
 
     def model_info(self) -> ModelInfo:
         """RUN/model's model.json, checked (`bundle.read_info`): a ModelFileError naming

@@ -9,7 +9,6 @@ and per_class.csv all follow that order.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 from clearclass import fileio
 from clearclass.bundle import ModelInfo
 from clearclass.data.decode import UnreadableImage, load_item
-from clearclass.errors import DataError, RunError
+from clearclass.errors import DataError
+from clearclass.run_folder import read_json_object
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -339,15 +339,5 @@ def read_results(report_dir: str | Path) -> dict:
     Example:
         print(read_results("runs/dogs/report").get("accuracy"))
     """
-    source = fileio.settled(Path(report_dir) / RESULTS_FILE)
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
-        raise RunError(f"{source} is damaged ({type(e).__name__}: {e}); evaluate the run "
-                       "again.") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{source} is damaged (it holds {type(data).__name__}, not an "
-                       "object); evaluate the run again.")
-    return data
+    return read_json_object(fileio.settled(Path(report_dir) / RESULTS_FILE),
+                            "Evaluate the run again.") or {}
