@@ -152,8 +152,8 @@ class Tracking:
     def write(self, folder: Path) -> None:
         """Into the run folder's next state: the events so far and which MLflow run."""
         self._flush_steps()
-        if self.tensorboard is not None:
-            self.tensorboard.write(folder)  # a file of the run, like metrics.csv
+        # A file of the run, like metrics.csv: an OSError is the save's (a full disk).
+        self._call("tensorboard", lambda t: t.write(folder))
         if self.mlflow is not None:
             fileio.write_json(folder / TRACKING_FILE, {"mlflow": self.mlflow.where()})
 
@@ -181,10 +181,10 @@ class Tracking:
             self._call(name, lambda t: t.steps(steps))
 
     def _guarded(self, name: str, make: Any, facts: RunFacts) -> Any:
+        """A tracker that cannot start (a server down, a store it may not write) is a
+        warning, and the run goes on without it."""
         try:
             return make(facts)
-        except OSError:
-            raise
         except Exception as e:
             warn(_failure(name, e))
             return None

@@ -120,3 +120,18 @@ def test_a_run_stopped_and_resumed_within_a_second_in_one_process_keeps_both_fil
     facts = RunFacts(tmp_path, {}, "photos", ["a"], 1, 1, "CPU")
     first, second = _TensorBoard(facts), _TensorBoard(facts)
     assert first.file != second.file and sorted([second.file, first.file])[0] == first.file
+
+
+def test_a_local_store_that_cannot_be_opened_is_one_warning(hostile_photos, tmp_path,
+                                                            monkeypatch, caplog):
+    """runs/mlflow.db is a folder (or any store MLflow cannot open): a warning, and the
+    run trains and saves as without --track."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "runs" / "mlflow.db").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="clearclass"):
+        run = loop.train(hostile_photos, out=str(tmp_path / "runs" / "run"),
+                         **tiny(batch_size=4), track=["mlflow"])
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and r.name == "clearclass" and "training step(s)" not in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("MLflow failed"), said
+    assert len(run.history) == 2 and not (run.run_dir / "tracking.json").exists()
