@@ -351,8 +351,8 @@ class _Mlflow:
                 say(f"MLflow: run {saved['run_id']} goes on at {saved['tracking_uri']}.")
                 return tracker
             uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store(facts.run_dir)
-            if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-                Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            if uri.startswith("sqlite:///"):
+                _check_sqlite(Path(uri[len("sqlite:///"):].split("?")[0]))
             client = MlflowClient(tracking_uri=uri)
             name = facts.experiment or facts.data_name
             experiment_id = _experiment(client, name, uri, facts.run_dir)
@@ -460,6 +460,19 @@ class _Mlflow:
         with _patient_enough():
             self.send()
             self._terminate(status)
+
+
+def _check_sqlite(path: Path) -> None:
+    """A SQLite store that can be opened, said at once: MLflow retries opening one for
+    minutes (create_sqlalchemy_engine_with_retry) before it gives up."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("pragma schema_version")
+    except sqlite3.Error as e:
+        raise OSError(f"cannot open the MLflow store {path} ({e})") from None
 
 
 def _experiment(client: Any, name: str, uri: str, run_dir: Path) -> str:
