@@ -281,13 +281,15 @@ def _write_events(f: Any, events: Sequence[Any]) -> None:
 
 def _hparam(value: Any) -> Any:
     """A setting as TensorBoard's hparams take it: a number, text or a switch."""
-    if isinstance(value, (bool, int, float, str)):
+    if isinstance(value, (bool, int, float)):
         return value
     if value is None:
         return "default"
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
+        value = ",".join(map(str, value)) or "none"
+    # A name that is not UTF-8 (a data folder in Latin-1) as \xe9: protobuf and JSON, which
+    # carry it to TensorBoard and MLflow, take valid UTF-8 only.
+    return fileio.shown_name(str(value))
 
 
 # --- MLflow --------------------------------------------------------------------------------
@@ -354,7 +356,7 @@ class _Mlflow:
             if uri.startswith("sqlite:///"):
                 _check_sqlite(Path(uri[len("sqlite:///"):].split("?")[0]))
             client = MlflowClient(tracking_uri=uri)
-            name = facts.experiment or facts.data_name
+            name = fileio.shown_name(facts.experiment or facts.data_name)
             experiment_id = _experiment(client, name, uri, facts.run_dir)
             tags = {"clearclass.version": clearclass.__version__,
                     "classes": str(len(facts.classes)),
@@ -363,7 +365,9 @@ class _Mlflow:
                     "valid_photos": str(facts.valid_photos),
                     "device": facts.device, "data": facts.data_name,
                     "run_folder": str(Path(facts.run_dir).expanduser().resolve())}
-            run = client.create_run(experiment_id, run_name=Path(facts.run_dir).name, tags=tags)
+            tags = {k: _hparam(v) for k, v in tags.items()}
+            run = client.create_run(experiment_id, run_name=_hparam(Path(facts.run_dir).name),
+                                    tags=tags)
             tracker = cls(client, uri, experiment_id, run.info.run_id)
             from mlflow.entities import Param
 
@@ -547,8 +551,9 @@ def track_evaluation(run_dir: Path, trackers: Sequence[str], evaluation: Any,
 
 def _tag_prefix(report_dir: Path) -> str:
     """'evaluation/' for RUN/report, 'evaluation-NAME/' for RUN/report-NAME."""
-    return "evaluation" + report_dir.name[len("report"):] + "/" \
-        if report_dir.name.startswith("report") else f"evaluation-{report_dir.name}/"
+    name = fileio.shown_name(report_dir.name)
+    return "evaluation" + name[len("report"):] + "/" if name.startswith("report") \
+        else f"evaluation-{name}/"
 
 
 def _evaluation_events(run_dir: Path, evaluation: Any, report_dir: Path, step: int) -> None:
@@ -601,5 +606,5 @@ def _evaluation_events(run_dir: Path, evaluation: Any, report_dir: Path, step: i
 def _markdown_cell(text: str) -> str:
     """A class name in a Markdown table cell: its bars and line breaks cannot end the cell,
     and TensorBoard's text plugin shows markup as text."""
-    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return (fileio.shown_name(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
             .replace("<", "&lt;").replace(">", "&gt;"))

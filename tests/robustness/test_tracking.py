@@ -135,3 +135,32 @@ def test_a_local_store_that_cannot_be_opened_is_one_warning(hostile_photos, tmp_
             and r.name == "clearclass" and "training step(s)" not in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("MLflow failed"), said
     assert len(run.history) == 2 and not (run.run_dir / "tracking.json").exists()
+
+
+def test_a_data_folder_named_in_latin1_reaches_both_trackers_escaped(tmp_path, monkeypatch,
+                                                                     caplog):
+    """Protobuf (TensorBoard) and JSON (MLflow) take UTF-8 only: a name that is not is sent
+    as \\xe9, as every file clearclass writes shows it, not a tracker turned off."""
+    import os
+
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    photos = tmp_path / os.fsdecode(b"caf\xe9")
+    for c, (name, colour) in enumerate(zip((os.fsdecode(b"r\xe9d"), "green"),
+                                           list(COLOURS.values())[:2])):
+        for i in range(8):
+            make_photo(photos / name / f"{i}.jpg", colour, seed=10 * c + i)
+    with caplog.at_level(logging.WARNING, logger="clearclass"):
+        run = loop.train(photos, out=str(tmp_path / "runs" / "run"), **tiny(batch_size=4),
+                         track=["tensorboard", "mlflow"])
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and "training step(s)" not in r.getMessage()]
+    assert not said, said
+    saved = json.loads((run.run_dir / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(saved["tracking_uri"])
+    mlflow_run = client.get_run(saved["run_id"])
+    assert client.get_experiment(mlflow_run.info.experiment_id).name == "caf\\xe9"
+    assert mlflow_run.data.tags["class_names"] == "green, r\\xe9d"
+    events = _events(run.run_dir / "tensorboard")
+    assert [e.step for e in events.Scalars("valid/accuracy")] == [0, 1]
