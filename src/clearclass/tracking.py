@@ -107,6 +107,7 @@ class RunFacts:
     valid_photos: int
     device: str
     experiment: str | None = None
+    resumed: bool = False  # from a checkpoint: the trackers go on where they were
     history: list[EpochRow] = field(default_factory=list)  # the epochs done, when resuming
 
 
@@ -225,7 +226,7 @@ class _TensorBoard:
         self.file = (f"events.out.tfevents.{int(started):010d}.{time.time_ns():020d}."
                      f"{socket.gethostname()}.{os.getpid()}.clearclass")
         self.events = [Event(wall_time=started, file_version="brain.Event:2")]
-        if not facts.history:  # the settings once, by the run's first process
+        if not facts.resumed:  # the settings once, by the run's first process
             hparams = {k: _hparam(v) for k, v in facts.settings.items()}
             hparams.update(classes=len(facts.classes), train_photos=facts.train_photos,
                            valid_photos=facts.valid_photos, device=facts.device)
@@ -340,7 +341,7 @@ class _Mlflow:
             logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow import MlflowClient
 
-        saved = _saved_run(facts.run_dir) if facts.history else None
+        saved = _saved_run(facts.run_dir) if facts.resumed else None
         with _patient_enough():
             if saved is not None:  # the same run goes on, where it lives
                 client = MlflowClient(tracking_uri=saved["tracking_uri"])

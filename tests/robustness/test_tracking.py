@@ -164,3 +164,50 @@ def test_a_data_folder_named_in_latin1_reaches_both_trackers_escaped(tmp_path, m
     assert mlflow_run.data.tags["class_names"] == "green, r\\xe9d"
     events = _events(run.run_dir / "tensorboard")
     assert [e.step for e in events.Scalars("valid/accuracy")] == [0, 1]
+
+
+def test_a_run_stopped_in_its_first_epoch_goes_on_in_the_same_mlflow_run(
+        hostile_photos, tmp_path, monkeypatch):
+    """Stopped before any epoch ended (nothing in metrics.csv yet): the checkpoint's
+    tracking.json still names the MLflow run, and the resumed run goes on in it."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    real = loop.train_one_epoch
+
+    def stop_in_epoch_0(run, setup, stage, epoch, start, saver, stop):
+        if epoch == 0:
+            stop.asked = True
+        return real(run, setup, stage, epoch, start, saver, stop)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop_in_epoch_0)
+    out = tmp_path / "runs" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(hostile_photos, out=str(out), **tiny(batch_size=4),
+                   track=["tensorboard", "mlflow"])
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = json.loads((out / "tracking.json").read_text())["mlflow"]
+    loop.resume(out)
+    saved = json.loads((out / "tracking.json").read_text())["mlflow"]
+    assert saved == first
+    client = MlflowClient(saved["tracking_uri"])
+    assert len(client.search_runs([saved["experiment_id"]])) == 1
+    history = client.get_metric_history(saved["run_id"], "valid_accuracy")
+    assert sorted(m.step for m in history) == [0, 1]
+    steps = [m.step for m in client.get_metric_history(saved["run_id"], "train_loss_step")]
+    assert sorted(steps) == list(range(len(steps)))  # each step once, across the stop
+    # the settings went to TensorBoard once, by the first process
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted((out / "tensorboard").iterdir())
+    assert len(files) == 2
+    with_settings = []
+    for file in files:
+        events = EventAccumulator(str(file))
+        events.Reload()
+        try:
+            with_settings.append(bool(events.PluginTagToContent("hparams")))
+        except KeyError:  # no event of that plugin in the file
+            with_settings.append(False)
+    assert with_settings == [True, False]

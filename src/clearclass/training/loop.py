@@ -335,7 +335,8 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     if config.track and processes.main:
         tracking = Tracking.start(config.track, RunFacts(
             run.run_dir, config.to_dict(), data_name(config.data), photo_set.display_names,
-            len(train_idx), len(valid_idx), where, config.experiment, run.history))
+            len(train_idx), len(valid_idx), where, config.experiment,
+            resumed=checkpoint is not None, history=run.history))
     saver.attach(model, info, scaler, tracking)
     # --balance weights: class weights from the training photos read (task.py).
     task = SINGLE_LABEL.for_training(
