@@ -25,11 +25,12 @@ def _events(folder: Path):
     return events
 
 
-def _stop_in_epoch_1(monkeypatch) -> None:
+def _stop_in_epoch(epoch_to_stop: int, monkeypatch) -> None:
+    """As Ctrl-C in epoch `epoch_to_stop`: a checkpoint after its next step, then stop."""
     real = loop.train_one_epoch
 
     def stopping(run, setup, stage, epoch, start, saver, stop):
-        if epoch == 1:
+        if epoch == epoch_to_stop:
             stop.asked = True
         return real(run, setup, stage, epoch, start, saver, stop)
 
@@ -51,7 +52,7 @@ def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_r
         hostile_photos, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs" / "run"
-    _stop_in_epoch_1(monkeypatch)
+    _stop_in_epoch(1, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         loop.train(hostile_photos, out=str(out), **tiny(epochs=2, batch_size=4),
                    track=["tensorboard", "mlflow"])
@@ -173,14 +174,7 @@ def test_a_run_stopped_in_its_first_epoch_goes_on_in_the_same_mlflow_run(
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    real = loop.train_one_epoch
-
-    def stop_in_epoch_0(run, setup, stage, epoch, start, saver, stop):
-        if epoch == 0:
-            stop.asked = True
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", stop_in_epoch_0)
+    _stop_in_epoch(0, monkeypatch)
     out = tmp_path / "runs" / "run"
     with pytest.raises(KeyboardInterrupt):
         loop.train(hostile_photos, out=str(out), **tiny(batch_size=4),
