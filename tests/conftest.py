@@ -331,3 +331,33 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser
         browser.close()
+
+
+# --- stopping a training, reading what it tracked ------------------------------------------
+
+def stop_in_epoch(monkeypatch, epoch_to_stop: int | None = None):
+    """Make the next training stop as Ctrl-C stops it in epoch `epoch_to_stop` (None: the
+    first epoch it trains): a checkpoint after the next step, then KeyboardInterrupt.
+    Returns the real `train_one_epoch`, to put back before resuming."""
+    from clearclass.training import loop
+
+    real = loop.train_one_epoch
+
+    def stopping(run, setup, stage, epoch, start, saver, stop):
+        if epoch_to_stop is None or epoch == epoch_to_stop:
+            stop.asked = True
+        return real(run, setup, stage, epoch, start, saver, stop)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stopping)
+    return real
+
+
+def tensorboard_events(folder: Path):
+    """TensorBoard's EventAccumulator over the event files of `folder`, every event kept."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder),
+                              size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+

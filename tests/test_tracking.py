@@ -22,7 +22,16 @@ import pytest
 
 from clearclass.training import loop
 from clearclass.training.checkpoint import read_checkpoint
-from tests.conftest import _free_port, failed, make_dataset, run_cli, tiny, tiny_options
+from tests.conftest import (
+    _free_port,
+    failed,
+    make_dataset,
+    run_cli,
+    stop_in_epoch,
+    tensorboard_events,
+    tiny,
+    tiny_options,
+)
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -38,37 +47,16 @@ def _metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _events(run: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run / "tensorboard"),
-                              size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    events.Reload()
-    return events
-
-
-def _stop_in_epoch(epoch_to_stop: int, monkeypatch) -> None:
-    """As Ctrl-C in epoch `epoch_to_stop`: a checkpoint after its next step, then stop."""
-    real = loop.train_one_epoch
-
-    def stopping(run, setup, stage, epoch, start, saver, stop):
-        if epoch == epoch_to_stop:
-            stop.asked = True
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", stopping)
-
-
 # --- TensorBoard ---------------------------------------------------------------------------
 
 def test_tensorboard_holds_each_epoch_as_metrics_csv_and_a_resumed_run_adds_to_them(
         photos, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    _stop_in_epoch(1, monkeypatch)
+    stop_in_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         loop.train(photos, out=str(out), **tiny(epochs=2), track=["tensorboard"])
     assert read_checkpoint(out).position.step == 1
-    before = _events(out)
+    before = tensorboard_events(out / "tensorboard")
     assert [e.step for e in before.Scalars("valid/accuracy")] == [0]
     steps_per_epoch = len([e for e in before.Scalars("train/loss") if e.step < 100]) - 1
     (first,) = (out / "tensorboard").iterdir()
@@ -76,7 +64,7 @@ def test_tensorboard_holds_each_epoch_as_metrics_csv_and_a_resumed_run_adds_to_t
     monkeypatch.undo()
 
     loop.resume(out)
-    events = _events(out)
+    events = tensorboard_events(out / "tensorboard")
     rows = _metrics(out)
     assert len(list((out / "tensorboard").iterdir())) == 2  # the resumed run's own file
     # ...written beside the first, never through the hard links a save shares with RUN
@@ -109,7 +97,7 @@ def test_tensorboard_holds_each_epoch_as_metrics_csv_and_a_resumed_run_adds_to_t
     clearclass.evaluate(out)
     files = sorted(p.name for p in (out / "tensorboard").iterdir())
     assert len(files) == 3 and files[-1].endswith(".evaluation.clearclass"), files
-    events = _events(out)
+    events = tensorboard_events(out / "tensorboard")
     assert {"evaluation/confusion", "evaluation/top_losses"} <= set(events.Tags()["images"])
     assert events.Scalars("evaluation/accuracy")[0].value == pytest.approx(
         float(rows[-1]["accuracy"]), abs=1e-6)
@@ -192,7 +180,7 @@ def test_mlflow_run_holds_settings_metrics_by_epoch_the_bundle_and_a_servable_on
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     out = tmp_path / "dogs"
-    _stop_in_epoch(1, monkeypatch)
+    stop_in_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         loop.train(photos, out=str(out), **tiny(epochs=2, onnx=True), track=["mlflow"],
                    experiment="colour trials")

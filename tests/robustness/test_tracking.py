@@ -11,30 +11,10 @@ import pytest
 
 from clearclass.errors import SettingError
 from clearclass.training import TrainConfig, loop
-from tests.conftest import COLOURS, make_photo, tiny
+from tests.conftest import COLOURS, make_photo, stop_in_epoch, tensorboard_events, tiny
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
-
-
-def _events(folder: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    return events
-
-
-def _stop_in_epoch(epoch_to_stop: int, monkeypatch) -> None:
-    """As Ctrl-C in epoch `epoch_to_stop`: a checkpoint after its next step, then stop."""
-    real = loop.train_one_epoch
-
-    def stopping(run, setup, stage, epoch, start, saver, stop):
-        if epoch == epoch_to_stop:
-            stop.asked = True
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", stopping)
 
 
 @pytest.fixture
@@ -52,7 +32,7 @@ def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_r
         hostile_photos, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs" / "run"
-    _stop_in_epoch(1, monkeypatch)
+    stop_in_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         loop.train(hostile_photos, out=str(out), **tiny(epochs=2, batch_size=4),
                    track=["tensorboard", "mlflow"])
@@ -72,7 +52,8 @@ def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_r
     assert len(said) == 1 and "tracking.json" in said[0] and "new MLflow run" in said[0]
     assert len(run.history) == 3
     # the resumed process wrote its own events; the new MLflow run got every epoch
-    assert [e.step for e in _events(out / "tensorboard").Scalars("valid/accuracy")] == [1, 2]
+    events = tensorboard_events(out / "tensorboard")
+    assert [e.step for e in events.Scalars("valid/accuracy")] == [1, 2]
     again = json.loads((out / "tracking.json").read_text())["mlflow"]
     assert again["run_id"] != first
     from mlflow import MlflowClient
@@ -89,7 +70,7 @@ def test_hostile_class_names_stay_text_in_tensorboards_per_class_table(
     run = loop.train(hostile_photos, out=str(tmp_path / "run"), **tiny(batch_size=4),
                      track=["tensorboard"])
     clearclass.evaluate(run.run_dir)
-    events = _events(run.run_dir / "tensorboard")
+    events = tensorboard_events(run.run_dir / "tensorboard")
     (table,) = events.Tensors("evaluation/per_class/text_summary")
     text = table.tensor_proto.string_val[0].decode()
     assert "&lt;i&gt;red" in text and "<i>" not in text
@@ -163,7 +144,7 @@ def test_a_data_folder_named_in_latin1_reaches_both_trackers_escaped(tmp_path, m
     mlflow_run = client.get_run(saved["run_id"])
     assert client.get_experiment(mlflow_run.info.experiment_id).name == "caf\\xe9"
     assert mlflow_run.data.tags["class_names"] == "green, r\\xe9d"
-    events = _events(run.run_dir / "tensorboard")
+    events = tensorboard_events(run.run_dir / "tensorboard")
     assert [e.step for e in events.Scalars("valid/accuracy")] == [0, 1]
 
 
@@ -174,7 +155,7 @@ def test_a_run_stopped_in_its_first_epoch_goes_on_in_the_same_mlflow_run(
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    _stop_in_epoch(0, monkeypatch)
+    stop_in_epoch(monkeypatch, 0)
     out = tmp_path / "runs" / "run"
     with pytest.raises(KeyboardInterrupt):
         loop.train(hostile_photos, out=str(out), **tiny(batch_size=4),
@@ -192,14 +173,11 @@ def test_a_run_stopped_in_its_first_epoch_goes_on_in_the_same_mlflow_run(
     steps = [m.step for m in client.get_metric_history(saved["run_id"], "train_loss_step")]
     assert sorted(steps) == list(range(len(steps)))  # each step once, across the stop
     # the settings went to TensorBoard once, by the first process
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     files = sorted((out / "tensorboard").iterdir())
     assert len(files) == 2
     with_settings = []
     for file in files:
-        events = EventAccumulator(str(file))
-        events.Reload()
+        events = tensorboard_events(file)
         try:
             with_settings.append(bool(events.PluginTagToContent("hparams")))
         except KeyError:  # no event of that plugin in the file

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clearclass.errors import SettingError
-from tests.conftest import real_photo_root
+from tests.conftest import real_photo_root, tensorboard_events
 
 
 def _subset(root: Path, out: Path, classes: int = 3, per_class: int = 16) -> Path:
@@ -54,10 +54,7 @@ def test_two_processes_train_one_model_with_metrics_over_all_photos(tmp_path):
         "tensorboard"]
     # --track went through torchrun to both processes; process 0 alone wrote events
     (events,) = (out / "tensorboard").iterdir()
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-    accumulator.Reload()
+    accumulator = tensorboard_events(events.parent)
     assert [e.value for e in accumulator.Scalars("valid/accuracy")] == pytest.approx(
         [float(r["accuracy"]) for r in rows], abs=1e-6)
 

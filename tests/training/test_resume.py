@@ -22,7 +22,7 @@ import torch
 from clearclass.errors import RunError
 from clearclass.training import TrainConfig
 from clearclass.training.checkpoint import Position, read_checkpoint, write_checkpoint
-from tests.conftest import COLOURS, make_dataset, make_photo
+from tests.conftest import COLOURS, make_dataset, make_photo, stop_in_epoch
 
 needs_signals = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -259,13 +259,7 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_and_says_so_until_then(
     import clearclass
     from clearclass.training import loop
 
-    real = loop.train_one_epoch
-
-    def stop_once_saved(run, setup, stage, epoch, start, saver, stop):
-        stop.asked = True  # as Ctrl-C does: stop at the next step, after saving
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", stop_once_saved)
+    real = stop_in_epoch(monkeypatch)  # as Ctrl-C does: stop at the next step, after saving
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         loop.train(few_photos, out=str(out), **tiny_train_settings)
@@ -292,14 +286,7 @@ def test_a_balanced_run_stopped_inside_an_epoch_resumes_to_the_uninterrupted_fig
     settings = {**tiny_train_settings, "epochs": 2, "balance": balance}
     whole = loop.train(photos, out=str(tmp_path / "whole"), **settings)
 
-    real = loop.train_one_epoch
-
-    def stop_in_epoch_1(run, setup, stage, epoch, start, saver, stop):
-        if epoch == 1:
-            stop.asked = True  # as Ctrl-C does: saved after the next step, then stopped
-        return real(run, setup, stage, epoch, start, saver, stop)
-
-    monkeypatch.setattr(loop, "train_one_epoch", stop_in_epoch_1)
+    real = stop_in_epoch(monkeypatch, 1)  # as Ctrl-C does: saved after the next step
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         loop.train(photos, out=str(out), **settings)
