@@ -55,6 +55,7 @@ from clearclass.bundle import (
     load_bundle,
     sha256,
 )
+from clearclass.data.sources import data_name
 from clearclass.errors import ClearclassError, HubError, SettingError, check_path
 from clearclass.hub_download import HUB_PREFIX, check_repo_id, hub_library, is_hub_reference
 
@@ -256,16 +257,6 @@ def without_paths(value: Any) -> Any:
 def _last_name(path: str) -> str:
     path = path.removeprefix("file://")
     return (PureWindowsPath(path) if "\\" in path else PurePosixPath(path)).name or "folder"
-
-
-def data_name(data: object) -> str | None:
-    """The name the card gives the data: its folder's name (a labels CSV: its folder's)."""
-    if not isinstance(data, str) or not data.strip():
-        return None
-    path = PureWindowsPath(data) if "\\" in data else PurePosixPath(data)
-    if path.suffix.lower() in (".csv", ".tsv") and path.parent.name:
-        path = path.parent
-    return path.name or None
 
 
 # --- the model card --------------------------------------------------------------------------

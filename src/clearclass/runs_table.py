@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearclass import fileio
+from clearclass.data.sources import data_name
 from clearclass.errors import ClearclassError, RunError, SettingError, check_path
 from clearclass.run_folder import CHECKPOINT_DIR, CONFIG_FILE, EpochRow, RunFolder
 from clearclass.tracking import LOCAL_ARTIFACTS
@@ -323,7 +324,7 @@ def _read_row(path: Path, root: Path) -> RunRow:
     if record and not settings:
         problems.append("config.json has no settings")
     row.settings = settings
-    row.data = _name(settings.get("data"))
+    row.data = data_name(settings.get("data")) or ""
     row.model = _string(settings.get("model"))
     row.size = _count(settings.get("item_resize"))
     frozen, unfrozen = _count(settings.get("freeze_epochs")), _count(settings.get("epochs"))
@@ -467,15 +468,6 @@ def _fraction(value: object) -> float | None:
 
 def _string(value: object) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _name(data: object) -> str:
-    """The photos' folder by its name (a CSV by its folder's, as evaluate names reports)."""
-    if not isinstance(data, str) or not data:
-        return ""
-    path = Path(data)
-    return path.parent.name if path.suffix.lower() == ".csv" and path.parent.name \
-        else path.name
 
 
 def _text(value: object) -> str:

@@ -75,12 +75,6 @@ def check_trackers(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def data_name(data: str | Path) -> str:
-    """The name a run's data goes by: its folder's (a labels CSV's folder's)."""
-    where = Path(data).expanduser().resolve()
-    return where.name if where.is_dir() or not where.suffix else where.parent.name
-
-
 def install_hint(tracker: str) -> str:
     return f"{tracker} is not installed: pip install 'clearclass[track]'"
 

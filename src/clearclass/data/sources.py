@@ -19,7 +19,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from clearclass.errors import DataError, RunError
 from clearclass.fileio import read_cell
@@ -119,6 +119,22 @@ class PhotoSet:
             )
         return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes),
                         self.split_given)
+
+
+def data_name(data: object) -> str | None:
+    """The name a run's photos go by: their folder's name (a labels CSV: its folder's), read
+    from the path as written, a Windows one too; None for no path. Resolve a relative path
+    first (`.` has no name).
+
+    Example:
+        print(data_name("/home/me/dogs/labels.csv"), data_name("photos/dogs"))  # dogs dogs
+    """
+    if not isinstance(data, str) or not data.strip():
+        return None
+    path = PureWindowsPath(data) if "\\" in data else PurePosixPath(data)
+    if path.suffix.lower() in (".csv", ".tsv") and path.parent.name:
+        path = path.parent
+    return path.name or None
 
 
 def display_name(class_id: str) -> str:

@@ -44,7 +44,7 @@ from clearclass.data.augment import (
 )
 from clearclass.data.loader import PhotoBatches, take
 from clearclass.data.reading import read_photos, workers_per_process
-from clearclass.data.sources import find_photos
+from clearclass.data.sources import data_name, find_photos
 from clearclass.errors import RunError, SettingError
 from clearclass.model import (
     body_and_head,
@@ -67,7 +67,7 @@ from clearclass.run_folder import (
     run_path,
 )
 from clearclass.task import SINGLE_LABEL, SingleLabel
-from clearclass.tracking import RunFacts, Tracking, data_name, require
+from clearclass.tracking import RunFacts, Tracking, require
 from clearclass.training import distributed, speedups
 from clearclass.training.checkpoint import Checkpoint, Position
 from clearclass.training.config import TrainConfig, make_config
@@ -334,7 +334,9 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     tracking = Tracking()
     if config.track and processes.main:
         tracking = Tracking.start(config.track, RunFacts(
-            run.run_dir, config.to_dict(), data_name(config.data), photo_set.display_names,
+            run.run_dir, config.to_dict(),
+            data_name(str(Path(config.data).expanduser().resolve())) or "data",
+            photo_set.display_names,
             len(train_idx), len(valid_idx), where, config.experiment,
             resumed=checkpoint is not None, history=run.history))
     saver.attach(model, info, scaler, tracking)
