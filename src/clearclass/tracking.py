@@ -121,13 +121,9 @@ class Tracking:
 
     @classmethod
     def start(cls, trackers: Sequence[str], facts: RunFacts) -> Tracking:
-        tracking = cls()
-        if "tensorboard" in trackers:
-            tracking.tensorboard = tracking._guarded("TensorBoard", _TensorBoard, facts)
-            tracking.wants_photos = tracking.tensorboard is not None
-        if "mlflow" in trackers:
-            tracking.mlflow = tracking._guarded("MLflow", _Mlflow.start, facts)
-        return tracking
+        return cls(_started("TensorBoard", _TensorBoard, facts) if "tensorboard" in trackers
+                   else None,
+                   _started("MLflow", _Mlflow.start, facts) if "mlflow" in trackers else None)
 
     def step(self, step: int, loss: torch.Tensor, learning_rate: float) -> None:
         """One training step's loss (read from the device only when saved) and rate."""
@@ -175,15 +171,6 @@ class Tracking:
         for name in ("tensorboard", "mlflow"):
             self._call(name, lambda t: t.steps(steps))
 
-    def _guarded(self, name: str, make: Any, facts: RunFacts) -> Any:
-        """A tracker that cannot start (a server down, a store it may not write) is a
-        warning, and the run goes on without it."""
-        try:
-            return make(facts)
-        except Exception as e:
-            warn(_failure(name, e))
-            return None
-
     def _call(self, attribute: str, action: Any) -> None:
         tracker = getattr(self, attribute)
         if tracker is None:
@@ -195,6 +182,16 @@ class Tracking:
                 raise  # a file of the run folder: the saver says what to do
             setattr(self, attribute, None)
             warn(_failure(tracker.title, e))
+
+
+def _started(name: str, make: Any, facts: RunFacts) -> Any:
+    """A tracker made by `make`; one that cannot start (a server down, a store it may not
+    write) is a warning and None, and the run goes on without it."""
+    try:
+        return make(facts)
+    except Exception as e:
+        warn(_failure(name, e))
+        return None
 
 
 def _failure(name: str, error: BaseException) -> str:
