@@ -22,7 +22,7 @@ import torch
 from clearclass.errors import RunError
 from clearclass.training import TrainConfig
 from clearclass.training.checkpoint import Position, read_checkpoint, write_checkpoint
-from tests.conftest import COLOURS, make_dataset, make_photo, stop_in_epoch
+from tests.conftest import COLOURS, make_dataset, make_photo, stop_in_epoch, tensorboard_events
 
 needs_signals = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -92,7 +92,8 @@ def uninterrupted(photos: Path, tmp_path_factory) -> Path:
 def test_sigkill_in_epoch_2_of_3_then_resume_ends_as_the_uninterrupted_run(photos, uninterrupted,
                                                                             tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen(_command(photos, out, "--checkpoint-minutes", "0.0001"))
+    process = subprocess.Popen(_command(photos, out, "--checkpoint-minutes", "0.0001",
+                                        "--track", "tensorboard"))
     killed_at = _wait_for(process, out, epochs_done=1, step=5)  # inside the 2nd epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -106,6 +107,13 @@ def test_sigkill_in_epoch_2_of_3_then_resume_ends_as_the_uninterrupted_run(photo
     _same_metrics(_metrics(out), _metrics(uninterrupted))
     assert not (out / "checkpoint").exists()  # a finished run keeps its model only
     assert (out / "model" / "model.safetensors").is_file()
+    # --track tensorboard: the killed process's events up to its last save, then the
+    # resumed one's: every step once, every epoch equal to metrics.csv
+    events = tensorboard_events(out / "tensorboard")
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(3 * 18))  # 3 epochs of 144 training photos in batches of 8
+    assert [e.value for e in events.Scalars("valid/accuracy")] == pytest.approx(
+        [float(r["accuracy"]) for r in _metrics(out)], abs=1e-6)
 
 
 @pytest.mark.slow  # real processes, trained and killed
