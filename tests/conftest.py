@@ -47,6 +47,41 @@ def make_dataset(root: Path, per_class: int = 10, classes=("red", "green", "blue
     return root
 
 
+# Each photo of a multi-label set: its labels, drawn as vertical stripes of their colours
+# (grey where it has none); every subset of the three colours.
+LABEL_SETS = ((), ("red",), ("green",), ("blue",), ("green", "red"), ("blue", "red"),
+              ("blue", "green"), ("blue", "green", "red"))
+
+
+def make_multi_label_dataset(root: Path, per_set: int = 6, size=(48, 40),
+                             delimiter: str = ";", sets=LABEL_SETS) -> Path:
+    """ROOT/labels.csv (path,label) over ROOT/images/<n>.jpg: each photo a stripe of the
+    colour of each of its labels, every label set of `sets` `per_set` times. Returns the
+    CSV."""
+    rows = ["path,label"]
+    rng = np.random.default_rng(0)
+    w, h = size
+    for s, labels in enumerate(sets):
+        for i in range(per_set):
+            colours = [COLOURS[c] for c in labels] or [(128, 128, 128)]
+            pixels = np.zeros((h, w, 3))
+            for k, colour in enumerate(colours):
+                pixels[:, k * w // len(colours):(k + 1) * w // len(colours)] = colour
+            pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+            path = root / "images" / f"{s}-{i:02d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels, "RGB").save(path)
+            rows.append(f"images/{path.name},{delimiter.join(labels)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+@pytest.fixture
+def multi_label_photos(tmp_path: Path) -> Path:
+    """A multi-label labels CSV (`make_multi_label_dataset`)."""
+    return make_multi_label_dataset(tmp_path / "stripes")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tests keep decoded photos in their own folder, never in the user's cache."""

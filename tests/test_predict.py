@@ -283,7 +283,7 @@ def _set(value, *keys):
     (_set([0.5, 0.5], "preprocessing", "mean"), "'preprocessing.mean' must be 3 numbers"),
     (_set([0.5, 0, 0.5], "preprocessing", "std"), "'preprocessing.std' must be 3 numbers above 0"),
     (_set("abc", "weights", "sha256"), "'weights.sha256' must be a SHA-256"),
-    (_set(0, "format_version"), "'format_version' must be 1 to 1"),
+    (_set(0, "format_version"), "'format_version' must be 1 to 2"),
     (_set([], "training"), "'training' must be an object"),
 ])
 def test_each_bad_field_of_model_json_is_named(trained_run, tmp_path, edit, message):

@@ -1,10 +1,11 @@
 """The model bundle: a folder with model.safetensors, model.json, and maybe model.onnx.
 
 `model.safetensors` holds the weights as plain tensors and `model.json` says what they
-mean: architecture, classes (id and display name) and preprocessing (size, resize method,
-mean, std). Nothing is pickled, so loading a bundle cannot run code. Reading `model.json`
-needs neither PyTorch nor timm, so prediction with ONNX Runtime runs without the training
-stack; `save_bundle` and `load_bundle` import PyTorch only when called.
+mean: architecture, task, classes (id and display name; a multi-label model's threshold for
+each) and preprocessing (size, resize method, mean, std). Nothing is pickled, so loading a
+bundle cannot run code. Reading `model.json` needs neither PyTorch nor timm, so prediction
+with ONNX Runtime runs without the training stack; `save_bundle` and `load_bundle` import
+PyTorch only when called.
 
 A bundle changes as a unit: `save_bundle` writes the new files into a folder beside the
 bundle and swaps it in (`fileio.changing`), so a process killed at any moment leaves the
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 FORMAT = "clearclass-model"
-FORMAT_VERSION = 1
+# 2: a multi-label model (its "task" and thresholds), which a reader of version 1 would
+# take for a softmax classifier; single-label models are still written as 1, which every
+# clearclass reads.
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "model.json"
 ONNX_FILE = "model.onnx"
@@ -52,6 +56,10 @@ class ModelInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     training: dict[str, Any] = field(default_factory=dict)
+    # "single" (softmax, one class per photo) or "multi" (sigmoid, a set of labels: each
+    # label predicted when its probability reaches its threshold). task.task_named.
+    task: str = "single"
+    thresholds: list[float] | None = None  # multi: one per class
     # The SHA-256 of each file model.json vouches for, by name (model.safetensors, and
     # model.onnx once exported): read from model.json, empty for a model not saved yet.
     checksums: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -61,13 +69,24 @@ class ModelInfo:
         """The input side in pixels; kept for code written before `item_resize`."""
         return self.item_resize
 
+    def decision(self):
+        """The model's task (task.py), deciding with its thresholds."""
+        from clearclass.task import task_named
+
+        return task_named(self.task, self.thresholds)
+
     def to_json(self, weights_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
+        classes = [{"id": i, "name": n} for i, n in zip(self.class_ids, self.class_names)]
+        if self.task == "multi":
+            for entry, threshold in zip(classes, self.thresholds or ()):
+                entry["threshold"] = round(float(threshold), 6)
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": 2 if self.task == "multi" else 1,
             "architecture": self.architecture,
+            "task": self.task,
             "num_classes": len(self.class_ids),
-            "classes": [{"id": i, "name": n} for i, n in zip(self.class_ids, self.class_names)],
+            "classes": classes,
             "preprocessing": {
                 "size": self.item_resize,
                 "resize_method": self.resize_method,
@@ -193,9 +212,24 @@ class _JsonChecker:
                 raise self.fail(f"'onnx.file' must be \"{ONNX_FILE}\"")
             checksums[ONNX_FILE] = self.checksum(onnx, "onnx.")
         training = self.get(data, "training", dict) if "training" in data else {}
+        task = self.get(data, "task", str) if "task" in data else "single"  # older bundles
+        thresholds = None
+        if task == "multi":
+            thresholds = [self.threshold(entry, n) for n, entry in enumerate(classes)]
+        elif task != "single":
+            raise self.fail(f"'task' must be \"single\" or \"multi\", not {_json_kind(task)}")
         return ModelInfo(architecture=architecture, class_ids=ids, class_names=names,
                          item_resize=size, resize_method=method, mean=mean, std=std,
-                         training=training, checksums=checksums)
+                         training=training, task=task, thresholds=thresholds,
+                         checksums=checksums)
+
+    def threshold(self, entry: dict, n: int) -> float:
+        value = entry.get("threshold")
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not 0 <= value <= 1):
+            raise self.fail(f"'classes[{n}].threshold' must be a number from 0 to 1 (a "
+                            f"multi-label model's), not {_json_kind(value)}")
+        return float(value)
 
 
 def _json_kind(value: Any) -> str:

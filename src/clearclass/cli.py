@@ -450,12 +450,18 @@ def predict(
     top_k: Annotated[int, typer.Option(help="How many most likely classes to list.")] = 3,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a JSON list, one object per photo: image, label, class_id, "
-                       "probability, top_k; or image and error for one that could not be "
-                       "read.")] = False,
+                       "probability, top_k (a multi-label model: image, labels, class_ids, "
+                       "predicted, probabilities); or image and error for one that could not "
+                       "be read.")] = False,
+    threshold: Annotated[float | None, typer.Option(
+        help="Multi-label models: predict every label whose probability reaches this, "
+             "instead of the thresholds in model.json.", min=0.0, max=1.0,
+        show_default="model.json's")] = None,
     *,
     settings: dict,
 ) -> None:
-    """Predict the class of photos with a trained model.
+    """Predict the class of photos with a trained model (a multi-label model: the set of
+    labels over their thresholds, with every label's probability).
 
     Example: clearclass predict runs/dogs/model new.jpg photos/ --top-k 3 --json
 
@@ -470,7 +476,7 @@ def predict(
     from clearclass.predict import check_top_k, image_files, load
 
     check_top_k(top_k)  # before the model is loaded
-    classifier = load(model, device=settings["device"])
+    classifier = load(model, device=settings["device"], threshold=threshold)
     files = image_files(images, unreadable="report")
     results = classifier.predict_many(files, top_k=top_k, unreadable="report")
     for r in results:
@@ -480,7 +486,12 @@ def predict(
         typer.echo(fileio.json_text([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            if r.error is None:
+            if r.error is None and r.labels is not None:  # multi-label: the set
+                chosen = ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in r.labels)
+                typer.echo(f"{r.image}: " + (chosen or "no label over its threshold; most "
+                                             f"likely {r.top_k[0]['label']} "
+                                             f"({r.top_k[0]['probability']:.1%})"))
+            elif r.error is None:
                 others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r.top_k[1:])
                 typer.echo(f"{r.image}: {r.class_name} ({r.probability:.1%})"
                            + (f"; then {others}" if others else ""))

@@ -38,7 +38,7 @@ from clearclass.bundle import (
 )
 from clearclass.data.decode import UnreadableImage, crop_or_pad, open_rgb, resize_to_fit, to_rgb
 from clearclass.data.decode import load_item as _load_item
-from clearclass.data.sources import is_image_file
+from clearclass.data.sources import is_image_file, label_text
 from clearclass.device import device_name
 from clearclass.errors import (
     ClearclassError,
@@ -50,7 +50,7 @@ from clearclass.errors import (
     described,
 )
 from clearclass.parallel import available_cores
-from clearclass.task import SINGLE_LABEL
+from clearclass.task import MultiLabel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,6 +68,11 @@ class Prediction:
     For a photo that could not be read (`predict_many(..., unreadable="report")`), `error`
     says why; class_name and class_id are then empty, probability is nan and top_k is [].
 
+    A multi-label model's prediction is a set: `labels` lists every label whose probability
+    reaches its threshold (most likely first, maybe none), `probabilities` every label's;
+    `class_name` is then the set's display names as one line ("beagle; dingo", "(none)"),
+    `class_id` the same of their ids, and `probability` the most likely label's.
+
     Example:
         prediction = clearclass.load("runs/dogs/model").predict("new.jpg")
         print(prediction.class_name, f"{prediction.probability:.0%}", prediction.top_k[:2])
@@ -80,6 +85,10 @@ class Prediction:
     top_k: list[dict] = field(default_factory=list)  # [{"label", "class_id", "probability"}]
     source: Any = field(default=None, repr=False, compare=False)  # the photo, to show it
     error: str | None = None  # why the photo could not be read; None when it was predicted
+    # Multi-label only: the predicted set and every label, [{"label", "class_id",
+    # "probability", "threshold"}], most likely first; None for a single-label model.
+    labels: list[dict] | None = None
+    probabilities: list[dict] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -91,6 +100,10 @@ class Prediction:
         is its "label", there and in `top_k` (an output format, unchanged)."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
+        if self.labels is not None:  # multi-label: the set, then every label's probability
+            return {"image": self.image, "labels": [t["label"] for t in self.labels],
+                    "class_ids": [t["class_id"] for t in self.labels],
+                    "predicted": self.labels, "probabilities": self.probabilities}
         return {"image": self.image, "label": self.class_name, "class_id": self.class_id,
                 "probability": self.probability, "top_k": self.top_k}
 
@@ -133,8 +146,17 @@ class Prediction:
 class Classifier:
     """A trained model ready to predict, loaded from a bundle folder."""
 
-    def __init__(self, info: ModelInfo, network: _Network, path: Path | None = None):
+    def __init__(self, info: ModelInfo, network: _Network, path: Path | None = None,
+                 threshold: float | None = None):
         self.info, self.network, self.path = info, network, path
+        # How outputs become a decision: softmax and the most likely class, or (multi-label)
+        # sigmoids and every label over its threshold: model.json's, or `threshold` for all.
+        self.task = info.decision()
+        if threshold is not None:
+            if info.task != "multi":
+                raise SettingError("threshold", f"is for multi-label models; {path or 'this model'}"
+                                                " gives one class per photo.")
+            self.task = MultiLabel(_threshold(threshold))
 
     def __repr__(self) -> str:
         return (f"Classifier({self.info.architecture}, {len(self.info.class_ids)} classes, "
@@ -200,15 +222,26 @@ class Classifier:
     def prediction(self, image: ImageInput, p: np.ndarray, top_k: int = 5) -> Prediction:
         """The Prediction for probabilities `p` (one row of `predict_proba_pixels`)."""
         k = min(check_top_k(top_k), len(self.info.class_ids))
-        order = np.argsort(-p)[:k]
-        top = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
-                "probability": float(p[i])} for i in order]
+        order = np.argsort(-p, kind="stable")
+        entries = [{"label": self.info.class_names[i], "class_id": self.info.class_ids[i],
+                    "probability": float(p[i])} for i in order]
         best = order[0]
-        return Prediction(_describe(image), self.info.class_names[best],
-                          self.info.class_ids[best], float(p[best]), top, source=image)
+        if not isinstance(self.task, MultiLabel):
+            return Prediction(_describe(image), self.info.class_names[best],
+                              self.info.class_ids[best], float(p[best]), entries[:k],
+                              source=image)
+        thresholds = np.broadcast_to(np.asarray(self.task.thresholds, dtype=np.float64),
+                                     p.shape)
+        for entry, i in zip(entries, order):
+            entry["threshold"] = float(thresholds[i])
+        chosen = [e for e, i in zip(entries, order) if p[i] >= thresholds[i]]
+        return Prediction(_describe(image), label_text(tuple(e["label"] for e in chosen)),
+                          label_text(tuple(e["class_id"] for e in chosen)), float(p[best]),
+                          entries[:k], source=image, labels=chosen, probabilities=entries)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, one row per photo (N x classes)."""
+        """Class probabilities, one row per photo (N x classes): a softmax over the classes,
+        or (multi-label) each label's sigmoid."""
         check_count("batch_size", batch_size)
         images = _photo_list(images)
         rows = []
@@ -219,7 +252,7 @@ class Classifier:
 
     def predict_proba_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for preprocessed uint8 squares (N x size x size x 3)."""
-        return SINGLE_LABEL.probabilities(self.network.logits(pixels))
+        return self.task.probabilities(self.network.logits(pixels))
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """A photo as the model's square uint8 input (size x size x 3).
@@ -400,13 +433,15 @@ class _TorchNetwork(_Network):
 
 
 def load(path: str | Path, device: str = "auto", backend: str = "auto",
-         threads: int | None = None) -> Classifier:
+         threads: int | None = None, threshold: float | None = None) -> Classifier:
     """Load a model bundle (a folder with model.safetensors and model.json, or a run folder).
 
     `device`: auto (CUDA, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps.
     `backend`: "onnx" (ONNX Runtime, CPU), "torch", or "auto": ONNX Runtime when the bundle
     has model.onnx and the device is the CPU. `threads`: ONNX Runtime's threads (default:
     every core this process may use; a server with several worker processes shares them).
+    `threshold`: a multi-label model predicts every label whose probability reaches this,
+    instead of the thresholds its model.json holds.
 
     Example:
         classifier = clearclass.load("runs/dogs/model")
@@ -443,7 +478,14 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto",
             network = _TorchNetwork(folder, info, device)
     else:
         network = _TorchNetwork(folder, info, device)
-    return Classifier(info, network, folder)
+    return Classifier(info, network, folder, threshold)
+
+
+def _threshold(value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value <= 1):
+        raise SettingError("threshold", f"must be a number from 0 to 1; got {described(value)}.")
+    return float(value)
 
 
 def image_files(inputs: Iterable[str | Path], unreadable: str = "raise") -> list[Path]:

@@ -28,7 +28,7 @@ import contextlib
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +40,17 @@ from clearclass.data.sources import (
     PhotoSet,
     parse_split,
     split_checksum,
+    split_label_cell,
 )
 from clearclass.errors import RunError, SettingError, check_path
 from clearclass.progress import clock
+from clearclass.task import MultiLabel
 
 if TYPE_CHECKING:
     from clearclass.training.config import TrainConfig
 
-__all__ = ["METRICS_HEADER", "METRICS_WIDTHS", "RUN_FILES", "EpochRow", "RunFolder",
+__all__ = ["METRICS_HEADER", "METRICS_WIDTHS", "RUN_FILES", "SCORE_COLUMNS", "EpochRow",
+           "RunFolder", "metrics_columns",
            "check_run_dir", "parse_mmss", "resuming", "run_dir_for",
            "run_folder", "run_name", "run_path"]
 
@@ -63,6 +66,17 @@ RUN_FILES = (CONFIG_FILE, SPLIT_FILE, MODEL_DIR, CHECKPOINT_DIR)
 
 METRICS_HEADER = ("epoch", "train_loss", "valid_loss", "accuracy", "time", "stage")
 METRICS_WIDTHS = (6, 11, 11, 9, 6, 8)  # characters of each column of the epoch table
+# What a multi-label run measures besides accuracy (fastai's accuracy_multi): its columns,
+# after accuracy (task.multi_label_scores).
+SCORE_COLUMNS = MultiLabel.score_names
+
+
+def metrics_columns(scores: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """metrics.csv's header and the epoch table's widths, with a task's `scores` after
+    accuracy."""
+    at = METRICS_HEADER.index("accuracy") + 1
+    return (METRICS_HEADER[:at] + tuple(scores) + METRICS_HEADER[at:],
+            METRICS_WIDTHS[:at] + (9,) * len(scores) + METRICS_WIDTHS[at:])
 SKIPPED_HEADER = ("path", "reason")
 SPLIT_HEADER = ("path", "label", "is_valid")
 
@@ -110,13 +124,15 @@ class EpochRow:
     epoch: int
     train_loss: float
     valid_loss: float
-    accuracy: float
+    accuracy: float  # multi-label: fastai's accuracy_multi
     seconds: float
     stage: str  # "frozen" or "unfrozen"
+    scores: dict[str, float] = field(default_factory=dict)  # multi-label: SCORE_COLUMNS
 
     def cells(self) -> tuple:
         return (self.epoch, f"{self.train_loss:.6f}", f"{self.valid_loss:.6f}",
-                f"{self.accuracy:.6f}", clock(self.seconds), self.stage)
+                f"{self.accuracy:.6f}", *(f"{v:.6f}" for v in self.scores.values()),
+                clock(self.seconds), self.stage)
 
 
 class RunFolder:
@@ -210,14 +226,17 @@ class RunFolder:
                            f"{split} cannot be checked against the checksum it "
                            "records. Restore config.json, or train the run again.") from None
 
-    def split(self, class_ids: Sequence[str] | None = None) -> PhotoSet:
+    def split(self, class_ids: Sequence[str] | None = None,
+              task: str | None = None) -> PhotoSet:
         """The photos the run was trained on, as split.csv lists them, checked against the
         checksum config.json records (`data.sources.parse_split`). `class_ids` in the
-        model's order: by default, those of RUN/model."""
-        if class_ids is None:
-            class_ids = self.model_info().class_ids
+        model's order and `task` ("single" or "multi"): by default, those of RUN/model."""
+        if class_ids is None or task is None:
+            info = self.model_info()
+            class_ids = info.class_ids if class_ids is None else class_ids
+            task = info.task if task is None else task
         folder = fileio.settled(self.path)
-        return parse_split(folder, list(class_ids), self._recorded_split_checksum())
+        return parse_split(folder, list(class_ids), self._recorded_split_checksum(), task)
 
     def history(self) -> list[EpochRow]:
         """The finished epochs, as metrics.csv lists them; [] when there is none yet."""
@@ -234,7 +253,8 @@ class RunFolder:
                                      f"{len(reader.fieldnames)} cells")
                 rows.append(EpochRow(int(r["epoch"]), float(r["train_loss"]),
                                      float(r["valid_loss"]), float(r["accuracy"]),
-                                     parse_mmss(r["time"]), r["stage"]))
+                                     parse_mmss(r["time"]), r["stage"],
+                                     {c: float(r[c]) for c in SCORE_COLUMNS if c in r}))
             return rows
 
         return _read_csv(self.metrics_file, parse)
@@ -274,7 +294,8 @@ class RunFolder:
 
     def write_split(self, photo_set: PhotoSet) -> None:
         """split.csv: every photo's absolute path, label and is_valid."""
-        rows = [(str(p.path.resolve()), p.class_id, p.is_valid) for p in photo_set.photos]
+        rows = [(str(p.path.resolve()), split_label_cell(p), p.is_valid)
+                for p in photo_set.photos]
         fileio.write_csv(self.split_file, SPLIT_HEADER, rows)
 
     def write_config(self, config: TrainConfig, record: dict[str, Any]) -> None:
@@ -287,8 +308,10 @@ class RunFolder:
         fileio.write_json(self.config_file, data)
 
     def write_history(self, rows: Iterable[EpochRow]) -> None:
-        """metrics.csv: one row per finished epoch."""
-        fileio.write_csv(self.metrics_file, METRICS_HEADER, [r.cells() for r in rows])
+        """metrics.csv: one row per finished epoch (a multi-label run's with its scores)."""
+        rows = list(rows)
+        header, _ = metrics_columns(list(rows[0].scores) if rows else ())
+        fileio.write_csv(self.metrics_file, header, [r.cells() for r in rows])
 
     def write_skipped(self, skipped: Iterable[tuple[object, str]]) -> None:
         """skipped.csv: each file that could not be decoded, and why."""

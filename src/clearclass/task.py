@@ -2,9 +2,13 @@
 train on, a count of right answers, probabilities and a decision.
 
 The loop trains with `loss` and measures with `correct`; prediction (with or without
-PyTorch) turns logits into `probabilities` and `decide`s. A second task (several labels
-per photo: sigmoid, binary cross-entropy, a threshold) is a second class with these four
-methods, not a change to the loop.
+PyTorch) turns logits into `probabilities` and `decide`s. There are two tasks, each a class
+with these methods: `SingleLabel` (one class per photo: softmax, cross-entropy, the most
+likely class) and `MultiLabel` (a set of labels per photo, maybe empty: sigmoid, binary
+cross-entropy, every label over its threshold). `TASKS` names them; `task_named` gives one;
+a third task is a third class, not a change to the loop. How a labels CSV's cell becomes a
+photo's labels is `split_labels`; `multi_label_scores` and `best_thresholds` measure and tune
+the multi-label decision.
 
 `--balance weights` lives here too: `for_training` gives the task the class weights of the
 training photos, and `loss` weighs each photo's cross-entropy by its class's.
@@ -44,6 +48,7 @@ class SingleLabel:
     cross-entropy, and the most likely class as the answer."""
 
     name = "single"
+    score_names: tuple[str, ...] = ()  # what it measures besides accuracy
 
     def __init__(self, class_weights: np.ndarray | None = None):
         self.class_weights = class_weights  # per class, for --balance weights; None: all 1
@@ -100,3 +105,166 @@ class SingleLabel:
 
 
 SINGLE_LABEL = SingleLabel()
+
+
+# --task: `auto` decides from the data (data.sources: a labels CSV with a row of several
+# labels, or of none, is multi-label).
+TASKS = ("single", "multi")
+TASK_CHOICES = ("auto", *TASKS)
+DEFAULT_THRESHOLD = 0.5  # fastai's accuracy_multi thresh
+# What the label cells of a multi-label CSV are split on when --label-delimiter is not given:
+# ';' (a CSV's cells are already separated by ',').
+DEFAULT_LABEL_DELIMITER = ";"
+
+
+def split_labels(cell: str, delimiter: str | None) -> tuple[str, ...]:
+    """A label cell's labels: split on `delimiter` (None: any run of whitespace, as Python's
+    `str.split()`), each stripped, empty pieces dropped ("dog;;cat;" is dog and cat), each
+    label once, in the order first given."""
+    pieces = cell.split(delimiter) if delimiter not in (None, " ") else cell.split()
+    return tuple(dict.fromkeys(p.strip() for p in pieces if p.strip()))
+
+
+class MultiLabel:
+    """A set of labels per photo, maybe none (fastai's `MultiCategoryBlock`): an independent
+    sigmoid per label, binary cross-entropy, and every label whose probability reaches its
+    threshold as the answer. Targets are multi-hot rows (N x labels, 0/1)."""
+
+    name = "multi"
+    score_names = ("f1_micro", "f1_macro", "mean_ap")  # multi_label_scores, after accuracy
+
+    def __init__(self, thresholds: Sequence[float] | float = DEFAULT_THRESHOLD):
+        self.thresholds = thresholds  # one for every label, or one number for them all
+
+    def for_training(self, balance: str, targets: Sequence, classes: int) -> MultiLabel:
+        return self  # --balance is refused for multi-label runs (training.config)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
+             weighted: bool = True) -> torch.Tensor:
+        """Binary cross-entropy of each photo's `logits` against its multi-hot `targets`,
+        averaged over the labels (fastai's BCEWithLogitsLossFlat), so that a photo's loss
+        has the same scale whatever the number of labels. `reduction` is over the photos:
+        "sum" adds photos' losses up, as validation does to divide by all photos at the end."""
+        import torch.nn.functional as F
+
+        losses = F.binary_cross_entropy_with_logits(
+            logits.float(), targets.float(), reduction="none").mean(1)
+        if reduction == "mean":
+            return losses.mean()
+        return losses.sum() if reduction == "sum" else losses
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """fastai's `accuracy_multi` numerator, per photo: the share of its labels decided
+        right (over or under the threshold as the target says), summed over photos. Divided
+        by the photos, it is accuracy_multi: the share of all (photo, label) pairs right."""
+        import torch
+
+        thresholds = torch.as_tensor(self.thresholds, dtype=torch.float32,
+                                     device=logits.device)
+        decided = torch.sigmoid(logits.float()) >= thresholds
+        return (decided == targets.bool()).float().mean(1).sum()
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Each label's sigmoid, in NumPy (prediction runs without PyTorch)."""
+        # exp of a negative number only: no overflow warning for large logits.
+        e = np.exp(-np.abs(logits))
+        return np.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Each row's decision: True for every label at or over its threshold."""
+        return probabilities >= np.asarray(self.thresholds, dtype=probabilities.dtype)
+
+
+SINGLE_LABEL = SingleLabel()
+MULTI_LABEL = MultiLabel()
+
+
+def task_named(name: str, thresholds: Sequence[float] | None = None) -> SingleLabel | MultiLabel:
+    """The task called `name` (TASKS); a multi-label one decides with `thresholds`."""
+    if name == "multi":
+        return MultiLabel(DEFAULT_THRESHOLD if thresholds is None else list(thresholds))
+    if name == "single":
+        return SINGLE_LABEL
+    raise ValueError(f"no task {name!r}; tasks: {', '.join(TASKS)}")
+
+
+def average_precisions(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Each label's average precision (NaN for a label with no positive photo): the mean,
+    over the label's positive photos, of the precision among the photos scored at least as
+    high. scikit-learn's `average_precision_score` computes the same (ties counted together,
+    no interpolation; tests/test_task.py checks they agree); written out because prediction
+    and training must not need scikit-learn."""
+    targets = np.asarray(targets, dtype=bool)
+    result = np.full(targets.shape[1], np.nan)
+    for j in range(targets.shape[1]):
+        positives = targets[:, j].sum()
+        if not positives:
+            continue
+        order = np.argsort(-probabilities[:, j], kind="stable")
+        scores, hits = probabilities[order, j], targets[order, j]
+        # At each distinct score, the precision and recall of "everything scored this high".
+        last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
+        true_positives = np.cumsum(hits)[last]
+        precision = true_positives / (last + 1)
+        recall_gain = np.diff(np.r_[0, true_positives]) / positives
+        result[j] = float((precision * recall_gain).sum())
+    return result
+
+
+def f1_scores(decided: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each label's F1 (0 for a label with neither a positive nor a decided photo, as
+    scikit-learn's zero_division=0) and the micro F1 over all (photo, label) pairs."""
+    decided, targets = np.asarray(decided, dtype=bool), np.asarray(targets, dtype=bool)
+    tp = (decided & targets).sum(0)
+    fp = (decided & ~targets).sum(0)
+    fn = (~decided & targets).sum(0)
+    denominator = 2 * tp + fp + fn
+    per_label = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+    total = 2 * tp.sum() + fp.sum() + fn.sum()
+    return per_label, float(2 * tp.sum() / total) if total else 0.0
+
+
+def multi_label_scores(probabilities: np.ndarray, targets: np.ndarray,
+                       thresholds: Sequence[float] | float = DEFAULT_THRESHOLD) -> dict[str, float]:
+    """What a multi-label run reports: `accuracy` (fastai's accuracy_multi at the
+    thresholds), `f1_micro`, `f1_macro` (the mean of the labels' F1) and `mean_ap` (the mean
+    of the labels' average precision, over the labels with a positive photo)."""
+    targets = np.asarray(targets, dtype=bool)
+    decided = probabilities >= np.asarray(thresholds, dtype=probabilities.dtype)
+    per_label, micro = f1_scores(decided, targets)
+    precisions = average_precisions(targets, probabilities)
+    return {"accuracy": float((decided == targets).mean()), "f1_micro": micro,
+            "f1_macro": float(per_label.mean()),
+            "mean_ap": float(np.nanmean(precisions)) if np.isfinite(precisions).any()
+            else float("nan")}
+
+
+def best_thresholds(probabilities: np.ndarray, targets: np.ndarray,
+                    default: float = DEFAULT_THRESHOLD) -> list[float]:
+    """`--threshold auto`: per label, the threshold that maximises its F1 on these photos.
+
+    Candidates are the midpoints between consecutive distinct probabilities (so a threshold
+    never sits exactly on a photo's score), tried all at once from the label's precision and
+    recall at each. A label with no positive photo keeps `default`: no threshold can be
+    learned for it, and any would score F1 0. Ties go to the threshold closest to `default`,
+    so that a label predicted perfectly is not pushed to an extreme."""
+    targets = np.asarray(targets, dtype=bool)
+    result = []
+    for j in range(targets.shape[1]):
+        positives = int(targets[:, j].sum())
+        if not positives:
+            result.append(float(default))
+            continue
+        order = np.argsort(-probabilities[:, j], kind="stable")
+        scores, hits = probabilities[order, j].astype(np.float64), targets[order, j]
+        last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]  # end of each score
+        tp = np.cumsum(hits)[last]
+        decided = last + 1  # photos at or above each distinct score
+        f1 = 2 * tp / (decided + positives)
+        # Threshold between this score and the next lower one (or below the lowest).
+        below = np.r_[scores[last[:-1] + 1], 0.0]
+        candidates = (scores[last] + below) / 2
+        best = np.flatnonzero(np.isclose(f1, f1.max()))
+        pick = best[np.argmin(np.abs(candidates[best] - default))]
+        result.append(float(candidates[pick]))
+    return result

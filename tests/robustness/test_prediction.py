@@ -144,7 +144,7 @@ def _drop_size(data):
 
 
 def _newer(data):
-    data["format_version"] = 2
+    data["format_version"] = 3
 
 
 @pytest.mark.parametrize(("kind", "edit", "expected"), [
@@ -156,7 +156,7 @@ def _newer(data):
     ("onnx", b"\x00\xff\xfe garbage \x89", "model.json is not text"),
     ("onnx", _drop_size, "model.json is not a valid model description: it has no "
                          "'preprocessing.size'"),
-    ("onnx", _newer, "model.json was written by a newer clearclass (format version 2"),
+    ("onnx", _newer, "model.json was written by a newer clearclass (format version 3"),
 ], ids=["more names", "one name", "a list", "garbage bytes", "missing field", "newer version"])
 def test_an_edited_model_json_is_named_with_what_is_wrong(bundle, photos, kind, edit, expected):
     folder = bundle(kind)

@@ -205,14 +205,16 @@ class PhotoFailure:
 
 
 class PhotoSquares(Dataset):
-    """Item (i, position): (photo i's size x size x 3 uint8 square cut at position, class index).
+    """Item (i, position): (photo i's size x size x 3 uint8 square cut at position, its
+    target: a class index, or a multi-hot row of labels).
 
     Picklable when `pixels` is (PhotoFiles, CachedPixels): what DataLoader workers get.
     """
 
-    def __init__(self, pixels: Sequence[np.ndarray], targets: Sequence[int], size: int,
-                 method: str):
-        self.pixels, self.targets = pixels, [int(target) for target in targets]
+    def __init__(self, pixels: Sequence[np.ndarray], targets: Sequence[int] | np.ndarray,
+                 size: int, method: str):
+        # A class index per photo, or (several labels per photo) a multi-hot row.
+        self.pixels, self.targets = pixels, np.asarray(targets, dtype=np.int64)
         self.size, self.method = size, method
 
     def __len__(self) -> int:
@@ -228,12 +230,13 @@ class PhotoSquares(Dataset):
 
 
 def stack_squares(items: list) -> tuple[torch.Tensor, torch.Tensor] | PhotoFailure:
-    """DataLoader collate function: squares stacked N x S x S x 3 uint8, int64 class indices."""
+    """DataLoader collate function: squares stacked N x S x S x 3 uint8, int64 targets
+    (N class indices, or N multi-hot rows)."""
     for item in items:
         if isinstance(item, PhotoFailure):
             return item
     images = torch.from_numpy(np.stack([square for square, _ in items]))
-    return images, torch.tensor([target for _, target in items], dtype=torch.long)
+    return images, torch.from_numpy(np.stack([target for _, target in items]))
 
 
 class _EpochBatches:
@@ -309,7 +312,8 @@ class PhotoBatches:
         if not 0 <= rank < world:
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size; "
                              f"got {shard}")
-        self.pixels, self.targets = pixels, torch.as_tensor(list(targets), dtype=torch.long)
+        # A class index per photo, or (several labels per photo) a multi-hot row.
+        self.pixels, self.targets = pixels, torch.as_tensor(np.asarray(targets, dtype=np.int64))
         self.size, self.method, self.batch_size = size, method, batch_size
         self.training, self.seed, self.epoch, self.start_batch = training, seed, 0, 0
         self.shard = (rank, world)
@@ -377,7 +381,7 @@ class PhotoBatches:
         return images.permute(0, 3, 1, 2), targets
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        squares = PhotoSquares(self.pixels, self.targets.tolist(), self.size, self.method)
+        squares = PhotoSquares(self.pixels, self.targets.numpy(), self.size, self.method)
         for batch in self.epoch_plan()[self.start_batch:]:
             yield self._finish(stack_squares([squares[key] for key in batch]))
 
@@ -389,7 +393,7 @@ class PhotoBatches:
             # for seconds: it serves every epoch. Two batches ahead per worker keep the
             # training step fed.
             self._loader = DataLoader(
-                PhotoSquares(self.pixels, self.targets.tolist(), self.size, self.method),
+                PhotoSquares(self.pixels, self.targets.numpy(), self.size, self.method),
                 batch_sampler=_EpochBatches(self), num_workers=self.workers,
                 collate_fn=stack_squares, prefetch_factor=2,
                 multiprocessing_context=worker_context(),

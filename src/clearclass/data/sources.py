@@ -4,6 +4,10 @@
 whether it belongs to the validation set. Class ids are folder names (or CSV labels), kept
 as they are; `display_name` makes them readable (`n02085620-Chihuahua` shows as
 `Chihuahua`).
+
+A labels CSV may give a photo several labels, or none (`dog;cat`, an empty cell): the set is
+then multi-label (`task` "multi"), each photo has a set of `labels`, and the class ids are
+every label that occurs (`task.split_labels` reads a cell).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -21,8 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
+
 from clearclass.errors import DataError, RunError
 from clearclass.fileio import read_cell
+from clearclass.task import DEFAULT_LABEL_DELIMITER, TASK_CHOICES, split_labels
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
@@ -50,11 +58,33 @@ _SAVE_AS = ('Save it as "CSV UTF-8" (in Excel: File > Save As > CSV UTF-8) with 
 
 @dataclass(frozen=True)
 class Photo:
-    """One labelled photo: its file, its class id, and whether it is held out."""
+    """One labelled photo: its file, its class id, and whether it is held out.
+
+    A photo of a multi-label set has `labels`, its set of labels (sorted; maybe empty), and
+    its `class_id` is them written out (`label_text`), for messages only."""
 
     path: Path
     class_id: str
     is_valid: bool
+    labels: tuple[str, ...] | None = None  # multi-label only; None: the one class_id
+
+    @property
+    def label_set(self) -> tuple[str, ...]:
+        """The photo's labels whatever the task: (class_id,) for one label per photo."""
+        return (self.class_id,) if self.labels is None else self.labels
+
+    def with_split(self, is_valid: bool) -> Photo:
+        return Photo(self.path, self.class_id, is_valid, self.labels)
+
+
+def label_text(labels: tuple[str, ...]) -> str:
+    """A multi-label photo's labels as one line, for messages: `cat; dog`, or `(none)`."""
+    return "; ".join(labels) if labels else "(none)"
+
+
+def multi_label_photo(path: Path, labels: tuple[str, ...], is_valid: bool) -> Photo:
+    labels = tuple(sorted(set(labels)))
+    return Photo(path, label_text(labels), is_valid, labels)
 
 
 @dataclass
@@ -67,6 +97,7 @@ class PhotoSet:
     root: Path
     notes: list[str] = field(default_factory=list)
     split_given: bool = False  # the data says which photos are held out (folders, is_valid)
+    task: str = "single"  # "multi": each photo has a set of labels (task.py)
 
     @property
     def train(self) -> list[Photo]:
@@ -81,10 +112,22 @@ class PhotoSet:
         return display_names(self.class_ids)
 
     def counts(self) -> dict[str, tuple[int, int]]:
-        """Photos per class id, as (train, valid)."""
-        train = Counter(p.class_id for p in self.photos if not p.is_valid)
-        valid = Counter(p.class_id for p in self.photos if p.is_valid)
+        """Photos per class id (multi-label: photos with the label), as (train, valid)."""
+        train = Counter(c for p in self.photos if not p.is_valid for c in p.label_set)
+        valid = Counter(c for p in self.photos if p.is_valid for c in p.label_set)
         return {c: (train[c], valid[c]) for c in self.class_ids}
+
+    def targets(self, photos: list[Photo] | None = None) -> np.ndarray:
+        """What the network learns for each of `photos` (default: all): its class index, or
+        (multi-label) a multi-hot row over `class_ids`."""
+        photos = self.photos if photos is None else photos
+        index = {c: i for i, c in enumerate(self.class_ids)}
+        if self.task != "multi":
+            return np.array([index[p.class_id] for p in photos], dtype=np.int64)
+        rows = np.zeros((len(photos), len(self.class_ids)), dtype=np.int64)
+        for row, photo in zip(rows, photos):
+            row[[index[c] for c in photo.label_set]] = 1
+        return rows
 
     def without(self, unreadable: set[Path]) -> PhotoSet:
         """The same set minus the photos that could not be decoded.
@@ -94,19 +137,20 @@ class PhotoSet:
         So is a set left with no validation photo: its accuracy could not be measured.
         """
         kept = [p for p in self.photos if p.path not in unreadable]
-        present = {p.class_id for p in kept}
-        trained = {p.class_id for p in kept if not p.is_valid}
+        present = {c for p in kept for c in p.label_set}
+        trained = {c for p in kept if not p.is_valid for c in p.label_set}
         for class_id in self.class_ids:
             if class_id not in present:
                 raise DataError(
-                    f"Class '{class_id}' has no readable image: every file in "
-                    f"{_class_folder(self, class_id)} failed to decode (see skipped.csv). "
-                    "Replace the files or remove the folder."
+                    f"Class '{class_id}' has no readable image: every "
+                    f"{_photos_of(self, class_id)} failed to decode (see skipped.csv). "
+                    + ("Replace the files or remove the label." if self.task == "multi"
+                       else "Replace the files or remove the folder.")
                 )
             if class_id not in trained:
                 raise DataError(
-                    f"Class '{class_id}' has no readable training photo: every one in "
-                    f"{_class_folder(self, class_id)} failed to decode (see skipped.csv). "
+                    f"Class '{class_id}' has no readable training photo: every training "
+                    f"{_photos_of(self, class_id)} failed to decode (see skipped.csv). "
                     "Replace them or add readable photos."
                 )
         if not any(p.is_valid for p in kept):
@@ -118,7 +162,7 @@ class PhotoSet:
                 "readable photos to validate on."
             )
         return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes),
-                        self.split_given)
+                        self.split_given, self.task)
 
 
 def data_name(data: object) -> str | None:
@@ -154,7 +198,8 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 42) -> PhotoSet:
+def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 42,
+                task: str = "auto", label_delimiter: str | None = None) -> PhotoSet:
     """Find the labelled photos under DATA and split them into train and validation.
 
     DATA is one of:
@@ -169,15 +214,28 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
     Linked folders and files are followed, each file counted once: the same file under two
     labels, or in both train and validation, is an error, and so is a class folder that
     links back to DATA. A set with no validation photo is an error too.
+
+    `task` (task.TASK_CHOICES): with "auto", a CSV whose label cells hold several labels
+    (separated by `label_delimiter`, by default ';') or none makes a multi-label set; "multi"
+    makes one from any CSV (its cells split on ';' if any has one, else on spaces, as
+    fastai's label_delim); "single" reads each cell as one label.
     """
     if not 0.0 < validation_fraction < 1.0:
         raise DataError("validation_fraction must be between 0 and 1 (exclusive); got "
                         f"{validation_fraction}.")
+    if task not in TASK_CHOICES:
+        raise DataError(f"task must be one of {', '.join(TASK_CHOICES)}; got {task!r}.")
     root = Path(data).expanduser()
     with _reading(root):
         if _is_table(root):
-            photo_set = _from_csv(root, validation_fraction, seed)
+            photo_set = _from_csv(root, validation_fraction, seed, task, label_delimiter)
         else:
+            if task == "multi":
+                raise DataError(
+                    f"{root} is a folder of class folders, which gives each photo one class; "
+                    "several labels per photo come from a CSV with columns path,label"
+                    "[,is_valid] whose label cells list them (dog;cat). Write one, or drop "
+                    "--task multi.")
             photo_set = _from_folders(root, validation_fraction, seed)
     _check_classes(photo_set)
     if not photo_set.valid:  # each layout says why first; this is the last guard
@@ -200,7 +258,7 @@ def list_photos(data: str | Path) -> PhotoSet:
     notes: list[str] = []
     with _reading(root):
         if _is_table(root):
-            listed, has_split = _csv_photos(root)
+            listed, has_split, _ = _csv_photos(root)
             photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{root}: ")
             layout, root, given = ("CSV with is_valid column" if has_split else "CSV",
                                    root.parent, has_split)
@@ -487,16 +545,26 @@ def scan_images(top: Path, root: Path | None = None,
     return found, links
 
 
-def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet:
+def _from_csv(csv_path: Path, validation_fraction: float, seed: int, task: str = "auto",
+              label_delimiter: str | None = None) -> PhotoSet:
     base = csv_path.parent
-    listed, has_split = _csv_photos(csv_path)
     notes: list[str] = []
+    listed, has_split, task = _csv_photos(csv_path, task, label_delimiter, notes)
     photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
     if has_split:
         marked = sum(p.is_valid for p in photos)
-        train_classes = {p.class_id for p in photos if not p.is_valid}
-        unknown = sorted({p.class_id for p in photos if p.is_valid} - train_classes)
-        if unknown:
+        train_classes = {c for p in photos if not p.is_valid for c in p.label_set}
+        unknown = sorted({c for p in photos if p.is_valid for c in p.label_set}
+                         - train_classes)
+        if unknown and task == "multi":
+            # The photo stays, scored on the labels the model learns.
+            photos = [p if p.labels is not None and not set(p.labels) & set(unknown) else
+                      multi_label_photo(p.path, tuple(c for c in p.labels if c not in unknown),
+                                        p.is_valid) for p in photos]
+            notes.append(f"Ignored label(s) with no training photo, only validation ones: "
+                         f"{', '.join(_one_line(c) for c in unknown[:5])}. The model cannot "
+                         "learn them; their photos are scored on their other labels.")
+        elif unknown:
             photos = [p for p in photos if p.class_id not in unknown]
             notes.append(f"Ignored validation-only label(s): {', '.join(unknown[:5])}")
         if not any(p.is_valid for p in photos):
@@ -513,13 +581,87 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int) -> PhotoSet
         if not any(p.is_valid for p in photos):
             raise _too_few_to_validate(csv_path)
         layout = "CSV"
-    class_ids = sorted({p.class_id for p in photos})
-    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split)
+    class_ids = sorted({c for p in photos for c in p.label_set})
+    if task == "multi":
+        layout = f"multi-label {layout}"
+        _check_multi_labels(csv_path, photos, class_ids, notes)
+    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split, task=task)
 
 
-def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
-    """The photos a labels table lists (each with its real path and its line), and whether
-    it has an is_valid column."""
+def _label_task(cells: list[str], task: str, delimiter: str | None,
+                notes: list[str]) -> tuple[str, str | None]:
+    """The task of a labels table with these label cells, and what splits them (None:
+    whitespace): `find_photos` says how `task` "auto" decides."""
+    if task == "single":
+        return task, delimiter
+    if delimiter is None:
+        if task == "multi" and not any(DEFAULT_LABEL_DELIMITER in c for c in cells):
+            return task, None  # fastai's label_delim=' '
+        delimiter = DEFAULT_LABEL_DELIMITER
+    if task == "auto":
+        several = next((c for c in cells if len(split_labels(c, delimiter)) != 1), None)
+        # No label at all is a table not filled in, not a multi-label one: _csv_photos says so.
+        if several is None or not any(c.strip() for c in cells):
+            _note_spaced_labels(cells, notes)
+            return "single", delimiter
+        notes.append("Read as multi-label: "
+                     + (f"a label cell lists several labels ('{_one_line(several)}')" if
+                        several.strip() else "some photos have an empty label cell (no label)")
+                     + ". Each photo has a set of labels, maybe empty; --task single reads "
+                       "each cell as one label.")
+    return "multi", delimiter
+
+
+def _note_spaced_labels(cells: list[str], notes: list[str]) -> None:
+    """A note when labels with spaces look like several labels (`dog cat` where `dog` and
+    `cat` are labels too): fastai's multi-label CSVs separate labels with spaces."""
+    labels = set(cells)
+    spaced = next((c for c in sorted(labels) if len(c.split()) > 1
+                   and all(w in labels for w in c.split())), None)
+    if spaced:
+        notes.append(f"The label '{_one_line(spaced)}' reads as one label, though its words "
+                     "are labels too. If the cells list several labels separated by spaces, "
+                     "pass --label-delimiter ' ' (or --task multi).")
+
+
+def _check_multi_labels(csv_path: Path, photos: list[Photo], class_ids: list[str],
+                        notes: list[str]) -> None:
+    """What a multi-label set cannot be trained on (an error), and what looks like a mistake
+    in its labels (a note each)."""
+    sets = {p.labels for p in photos}
+    if len(sets) == 1:
+        raise DataError(
+            f"Every photo of {csv_path} has the same labels ({label_text(next(iter(sets)))}), "
+            "so there is nothing to tell apart. Label each photo with the labels it shows.")
+    train = [p for p in photos if not p.is_valid]
+    counts = Counter(c for p in train for c in p.label_set)
+    always = [c for c in class_ids if counts[c] == len(train)]
+    if always:
+        notes.append(f"Every training photo has the label(s) {', '.join(always[:5])}: the "
+                     "model will learn to give them always.")
+    by_case: dict[str, list[str]] = defaultdict(list)
+    for c in class_ids:
+        by_case[c.casefold()].append(c)
+    for same in (v for v in by_case.values() if len(v) > 1):
+        notes.append(f"The labels {' and '.join(repr(c) for c in same[:3])} differ only in "
+                     "case: they are learned as different labels. If they are one, write "
+                     "them alike in the CSV.")
+    # Two labels on exactly the same photos: a label with the delimiter inside it, split.
+    holders: dict[tuple[Path, ...], list[str]] = defaultdict(list)
+    for c in class_ids:
+        holders[tuple(p.path for p in photos if c in p.label_set)].append(c)
+    together = next((v for k, v in holders.items() if len(v) > 1 and len(k) > 1), None)
+    if together:
+        notes.append(f"The labels {', '.join(repr(c) for c in together[:3])} are on exactly "
+                     f"the same photos: if they are one label that holds the delimiter, "
+                     "choose another --label-delimiter.")
+
+
+def _csv_photos(csv_path: Path, task: str = "single", label_delimiter: str | None = None,
+                notes: list[str] | None = None,
+                ) -> tuple[list[tuple[Photo, Path, str]], bool, str]:
+    """The photos a labels table lists (each with its real path and its line), whether it
+    has an is_valid column, and its task ("single" or "multi", `_label_task`)."""
     base = csv_path.parent
     header, rows, delimiter = read_table(csv_path)
     columns = [column_name(c) for c in header]
@@ -534,6 +676,9 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
                         "one.")
     at = {name: columns.index(name) for name in ("path", "label", "is_valid") if name in columns}
     has_split = "is_valid" in at
+    task, delimiter = _label_task(
+        [read_cell(row[at["label"]]) if at["label"] < len(row) else "" for _, row in rows],
+        task, label_delimiter, notes if notes is not None else [])
     listed, missing, folders, empty = [], [], [], []
     for line, row in rows:
         if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns):]):
@@ -544,7 +689,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
             )
         cells = {name: row[i].strip() if i < len(row) else "" for name, i in at.items()}
         rel, class_id = cells["path"], read_cell(cells["label"])
-        if not rel or not class_id:
+        if not rel or not (class_id or task == "multi"):
             empty.append((line, "path" if not rel else "label"))
             continue
         path, real, kind = listed_file(base, rel)
@@ -553,7 +698,9 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
             continue
         is_valid = (parse_is_valid(cells["is_valid"], f"{csv_path}, line {line}")
                     if has_split else False)
-        listed.append((Photo(path, class_id, is_valid), real, f"line {line} ({_one_line(rel)})"))
+        photo = (multi_label_photo(path, split_labels(class_id, delimiter), is_valid)
+                 if task == "multi" else Photo(path, class_id, is_valid))
+        listed.append((photo, real, f"line {line} ({_one_line(rel)})"))
     if empty:
         line, what = empty[0]
         raise DataError(
@@ -574,7 +721,7 @@ def _csv_photos(csv_path: Path) -> tuple[list[tuple[Photo, Path, str]], bool]:
     if not listed:
         raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
                         "per photo: its path and its label.")
-    return listed, has_split
+    return listed, has_split, task
 
 
 def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
@@ -705,10 +852,17 @@ def parse_is_valid(value: str | None, where: str) -> bool:
 def _stratified_split(
     photos: list[Photo], validation_fraction: float, seed: int, notes: list[str]
 ) -> list[Photo]:
-    """Hold out `validation_fraction` of each class, so that every class is scored on validation."""
+    """Hold out `validation_fraction` of each class, so that every class is scored on validation.
+
+    Multi-label photos are grouped by their rarest label (those with none together), the
+    usual approximation of stratifying on every label: each label's rarest occurrences are
+    spread over both sides, and a label on one photo only stays for training."""
     by_class: dict[str, list[Photo]] = defaultdict(list)
+    frequency = Counter(c for p in photos for c in p.label_set)
     for p in photos:
-        by_class[p.class_id].append(p)
+        key = p.class_id if p.labels is None else min(
+            p.labels, key=lambda c: (frequency[c], c), default="")
+        by_class[key].append(p)
     rng = random.Random(seed)
     result = []
     for class_id in sorted(by_class):
@@ -719,8 +873,13 @@ def _stratified_split(
             n_valid = min(max(n_valid, 1), len(members) - 1)
         else:
             n_valid = 0
-            notes.append(f"Class '{class_id}' has only one photo: it is used for training only.")
-        result.extend(Photo(p.path, p.class_id, i < n_valid) for i, p in enumerate(members))
+            if members[0].labels is None:
+                notes.append(f"Class '{class_id}' has only one photo: it is used for training "
+                             "only.")
+            elif class_id:
+                notes.append(f"The label '{_one_line(class_id)}' is on one photo only: it is "
+                             "used for training only.")
+        result.extend(p.with_split(i < n_valid) for i, p in enumerate(members))
     return result
 
 
@@ -733,7 +892,9 @@ def _check_classes(photo_set: PhotoSet) -> None:
             f"Found {found} in {photo_set.root}; a classifier needs at least 2. Put each "
             f"class's photos in its own folder: {photo_set.root}/<class>/<photo>.jpg."
         )
-    trained = {p.class_id for p in photo_set.photos if not p.is_valid}
+    if photo_set.task == "multi" and photo_set.class_ids:
+        return  # one label is a classifier too: the photos with it and those without
+    trained = {c for p in photo_set.photos if not p.is_valid for c in p.label_set}
     untrained = [c for c in photo_set.class_ids if c not in trained]
     if untrained:
         raise DataError(
@@ -742,11 +903,14 @@ def _check_classes(photo_set: PhotoSet) -> None:
         )
 
 
-def _class_folder(photo_set: PhotoSet, class_id: str) -> Path:
+def _photos_of(photo_set: PhotoSet, class_id: str) -> str:
+    """Where a class's photos are, for messages: "file in FOLDER", or "photo labelled X"."""
+    if photo_set.task == "multi":
+        return f"photo labelled '{_one_line(class_id)}'"
     for p in photo_set.photos:
         if p.class_id == class_id:
-            return p.path.parent
-    return photo_set.root / class_id
+            return f"file in {p.path.parent}"
+    return f"file in {photo_set.root / class_id}"
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -769,9 +933,27 @@ def split_checksum(run_dir: Path) -> str:
     return hashlib.sha256((Path(run_dir) / SPLIT_FILE).read_bytes()).hexdigest()
 
 
-def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoSet:
+def split_label_cell(photo: Photo) -> str:
+    """A photo's label as split.csv writes it: its class id, or (multi-label) its labels as
+    a JSON list, which no label's characters can break."""
+    return photo.class_id if photo.labels is None else json.dumps(list(photo.labels),
+                                                                    ensure_ascii=False)
+
+
+def _split_photo(path: str, cell: str, is_valid: bool, task: str) -> Photo:
+    if task != "multi":
+        return Photo(Path(path), cell, is_valid)
+    labels = json.loads(cell)
+    if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
+        raise ValueError(f"a label cell is not a list of labels: {_one_line(cell)}")
+    return multi_label_photo(Path(path), tuple(labels), is_valid)
+
+
+def parse_split(run_dir: Path, class_ids: list[str], recorded: object,
+                task: str = "single") -> PhotoSet:
     """The photos a run was trained on, as its RUN/split.csv lists them (`class_ids` in the
-    model's order): a resumed run needs exactly these, not a new look at DATA.
+    model's order, `task` the model's): a resumed run needs exactly these, not a new look
+    at DATA.
 
     The file must be the one `train` wrote: its SHA-256 is checked against `recorded`, what
     RUN/config.json records (`RunFolder.split` reads it), and an edited split is an error
@@ -799,10 +981,10 @@ def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoS
         raise RunError.edited(split, config, run_dir)
     try:
         with io.StringIO(data.decode("utf-8"), newline="") as f:
-            photos = [Photo(Path(read_cell(r["path"])), read_cell(r["label"]),
-                            parse_is_valid(r["is_valid"], f"{split}, line {line}"))
+            photos = [_split_photo(read_cell(r["path"]), read_cell(r["label"]),
+                                   parse_is_valid(r["is_valid"], f"{split}, line {line}"), task)
                       for line, r in enumerate(csv.DictReader(f), start=2)]
-        unknown = sorted({p.class_id for p in photos} - known)
+        unknown = sorted({c for p in photos for c in p.label_set} - known)
         if unknown or not photos:
             raise ValueError(f"classes not in the model: {', '.join(unknown[:3])}" if unknown
                              else "no photos")
@@ -811,4 +993,4 @@ def parse_split(run_dir: Path, class_ids: list[str], recorded: object) -> PhotoS
         raise DataError(f"{split} cannot be read ({type(e).__name__}: {e}); it must be as "
                         "`clearclass train` wrote it. Restore it, or train again.") from None
     return PhotoSet(photos, list(class_ids), "the run's split.csv", Path(run_dir), notes,
-                    split_given=True)
+                    split_given=True, task=task)

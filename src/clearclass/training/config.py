@@ -26,7 +26,7 @@ from clearclass.data.budget import CACHE_MODES, SIZE_UNITS_HELP, parse_size
 from clearclass.data.decode import RESIZE_METHODS
 from clearclass.device import DEVICES, PRECISIONS, is_device_name
 from clearclass.errors import SettingError
-from clearclass.task import BALANCE_MODES
+from clearclass.task import BALANCE_MODES, TASK_CHOICES
 
 # Groups of options, in the order `--help` shows them.
 PHOTOS, MODEL, SCHEDULE, HARDWARE, OUTPUT = (
@@ -73,6 +73,14 @@ class TrainConfig:
                  "Stanford Dogs' Images/ too), a folder with train/ and valid/ (or val/, "
                  "test/) class folders, or a CSV file with columns path,label[,is_valid] "
                  "(paths relative to the CSV).", PHOTOS)
+    task: str = setting(
+        "auto", "single (one class per photo) or multi (a set of labels per photo, maybe "
+                "none: sigmoid outputs, binary cross-entropy, a threshold). auto: multi when "
+                "DATA is a CSV with a label cell that lists several labels or none.", PHOTOS)
+    label_delimiter: str | None = setting(
+        None, "What separates the labels in a CSV's label cell (multi-label), e.g. ' ' for "
+              "fastai's space-separated labels.", PHOTOS,
+        default_text="; (with --task multi and no ; in any cell: spaces)")
     validation_fraction: float = setting(
         0.2, "Share of each class held out for validation when DATA has no split of its "
              "own.", PHOTOS)
@@ -115,6 +123,10 @@ class TrainConfig:
         default_text="timm's download (efficientnet_lite0: the offline package if installed)")
     pretrained: bool = setting(
         True, "Start from ImageNet weights; --no-pretrained starts from random weights.", MODEL)
+    threshold: str = setting(
+        "0.5", "Multi-label: a label is predicted when its probability reaches this (between "
+               "0 and 1), or auto: for each label, the threshold with the best F1 on the "
+               "validation photos. Saved in model.json for predict and serve.", MODEL)
 
     epochs: int = setting(
         1, "Epochs with the whole model trainable, after the frozen ones.", SCHEDULE)
@@ -195,6 +207,8 @@ class TrainConfig:
 
         for name in OLD_VALUES:
             setattr(self, name, _current_value(name, getattr(self, name), warn=True))
+        if isinstance(self.threshold, numbers.Real) and not isinstance(self.threshold, bool):
+            self.threshold = f"{self.threshold:g}"  # threshold=0.3 from Python
         if isinstance(self.track, (str, list)):  # one name, or a list from config.json
             self.track = (self.track,) if isinstance(self.track, str) else tuple(self.track)
         _check_types(self)
@@ -239,17 +253,28 @@ class TrainConfig:
             ("cache", self.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}"),
             ("balance", self.balance in BALANCE_MODES,
              f"must be one of {', '.join(BALANCE_MODES)}"),
+            ("task", self.task in TASK_CHOICES, f"must be one of {', '.join(TASK_CHOICES)}"),
+            ("label_delimiter", self.label_delimiter is None or len(self.label_delimiter) == 1,
+             "must be one character, such as ';' or ' '"),
+            ("threshold", self.threshold == "auto" or _fraction(self.threshold),
+             "must be a number between 0 and 1, or auto"),
         ]
         for name, ok, problem in checks:
             if not ok:
                 value = getattr(self, name)
-                hint = _did_you_mean(value, BALANCE_MODES) if name == "balance" else ""
+                choices = {"balance": BALANCE_MODES, "task": TASK_CHOICES}.get(name, ())
+                hint = _did_you_mean(value, choices)
                 raise SettingError(name, f"{problem}; got {value!r}.{hint}")
         if self.cache_limit is not None:
             try:
                 parse_size(self.cache_limit)
             except ValueError as e:
                 raise SettingError("cache_limit", str(e)) from None
+
+    @property
+    def threshold_value(self) -> float | None:
+        """`threshold` as a number; None for auto (tuned on the validation photos)."""
+        return None if self.threshold == "auto" else float(self.threshold)
 
     @property
     def will_adapt_batchnorm(self) -> bool:
@@ -274,7 +299,8 @@ NAMES = tuple(f.name for f in fields(TrainConfig))
 # `explore` and `show_batch` how photos are split, sized and augmented.
 LR_FIND_SETTINGS = tuple(n for n in NAMES if n not in (
     "epochs", "freeze_epochs", "learning_rate", "body_slowdown", "head_speedup", "onnx",
-    "overwrite", "checkpoint_minutes", "frozen_stages", "warmup_size", "track", "experiment"))
+    "overwrite", "checkpoint_minutes", "frozen_stages", "warmup_size", "track", "experiment",
+    "threshold"))
 # What a resumed run may change: how it runs, never what it computes.
 RESUME_SETTINGS = ("device", "precision", "workers", "cache", "cache_limit",
                    "checkpoint_minutes", "onnx")
@@ -351,6 +377,13 @@ def default_text(name: str) -> str:
     if isinstance(f.default, float):
         return f"{f.default:g}"
     return str(f.default)
+
+
+def _fraction(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1
+    except ValueError:
+        return False
 
 
 def _check_types(config: TrainConfig) -> None:

@@ -57,16 +57,22 @@ from clearclass.model import (
 )
 from clearclass.progress import LiveTable, bar, quiet, say, warn
 from clearclass.run_folder import (
-    METRICS_HEADER,
-    METRICS_WIDTHS,
     EpochRow,
     RunFolder,
+    metrics_columns,
     resuming,
     run_dir_for,
     run_folder,
     run_path,
 )
-from clearclass.task import SINGLE_LABEL, SingleLabel
+from clearclass.task import (
+    SINGLE_LABEL,
+    MultiLabel,
+    SingleLabel,
+    best_thresholds,
+    multi_label_scores,
+    task_named,
+)
 from clearclass.tracking import RunFacts, Tracking, require
 from clearclass.training import distributed, speedups
 from clearclass.training.checkpoint import Checkpoint, Position
@@ -148,8 +154,19 @@ class Setup:
     augment_generator: torch.Generator  # reseeded every step (`seed_step`)
     scaler: torch.amp.GradScaler | None  # float16 only
     frozen_stages: int  # --frozen-stages, resolved for the model
-    task: SingleLabel = SINGLE_LABEL  # the loss, the metric and the decision (task.py)
+    task: SingleLabel | MultiLabel = SINGLE_LABEL  # the loss, metric and decision (task.py)
     tracking: Tracking = field(default_factory=Tracking)  # --track (process 0 only)
+
+
+@dataclass
+class Validation:
+    """What `validate` measured: the mean loss, the accuracy, and (multi-label) every
+    validation photo's probabilities, in the photos' order, for the scores that need them
+    all (F1, average precision) and for --threshold auto."""
+
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +207,8 @@ def fine_tune(run: TrainingRun, saver: RunSaver, started: float,
     start = checkpoint.position if checkpoint else Position()
     try:
         setup = set_up(run, saver, checkpoint)
-        table = LiveTable(METRICS_HEADER, METRICS_WIDTHS) if processes.main else None
+        table = (LiveTable(*metrics_columns(setup.task.score_names)) if processes.main
+                 else None)
         for row in run.history if table is not None else ():
             table.add_row(row.cells())
         steps = len(setup.train_batches)
@@ -238,17 +256,34 @@ def fit_stage(run: TrainingRun, setup: Setup, stage: Stage, start: Position, sav
         position = start if epoch == start.epochs_done else Position(epoch)
         t0 = time.perf_counter()
         train_loss = train_one_epoch(run, setup, stage, epoch, position, saver, stop)
-        valid_loss, accuracy = validate(stage.calls.validation(len(setup.valid_batches)),
-                                        setup.valid_batches, setup.compute, setup.info,
-                                        run.processes, setup.task)
+        valid = validate(stage.calls.validation(len(setup.valid_batches)),
+                         setup.valid_batches, setup.compute, setup.info, run.processes,
+                         setup.task)
+        accuracy, scores = valid.accuracy, {}
+        if valid.probabilities is not None:  # multi-label
+            accuracy, scores = decide_thresholds(setup, config, valid.probabilities)
         seconds = position.seconds + time.perf_counter() - t0
-        row = EpochRow(epoch, train_loss, valid_loss, accuracy, seconds, plan.name)
+        row = EpochRow(epoch, train_loss, valid.loss, accuracy, seconds, plan.name, scores)
         if table is not None:
             table.add_row(row.cells())
         last = epoch == config.freeze_epochs + config.epochs - 1
         saver.epoch_done(row, stage.state, finished=last)
         if not last and stop.requested()[0]:
             raise KeyboardInterrupt  # the epoch's checkpoint is saved
+
+
+def decide_thresholds(setup: Setup, config: TrainConfig,
+                      probabilities: np.ndarray) -> tuple[float, dict[str, float]]:
+    """A multi-label epoch's accuracy (fastai's accuracy_multi) and scores at the model's
+    thresholds: --threshold, or with auto each label's best for F1 on these validation
+    photos (`task.best_thresholds`), which the saved model.json then holds."""
+    targets = setup.valid_batches.targets.numpy()
+    thresholds = [config.threshold_value] * targets.shape[1]
+    if config.threshold_value is None:
+        thresholds = best_thresholds(probabilities, targets)
+    setup.info.thresholds = thresholds
+    scores = multi_label_scores(probabilities, targets, thresholds)
+    return scores.pop("accuracy"), scores
 
 
 def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = None) -> Setup:
@@ -269,9 +304,14 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     speedups.for_process(compute)
 
     if checkpoint is None:
-        photo_set = find_photos(config.data, config.validation_fraction, config.seed)
+        photo_set = find_photos(config.data, config.validation_fraction, config.seed,
+                                config.task, config.label_delimiter)
     else:
-        photo_set = RunFolder(run.run_dir).split(checkpoint.info.class_ids)
+        photo_set = RunFolder(run.run_dir).split(checkpoint.info.class_ids,
+                                                 checkpoint.info.task)
+    if photo_set.task == "multi" and config.balance != "none":
+        raise SettingError("balance", f"is for one class per photo; {config.data} gives "
+                                      "photos several labels (or none). Drop --balance.")
     for note in photo_set.notes:
         say(note)
     t0 = time.perf_counter()
@@ -287,7 +327,8 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     photo_set = photos.photo_set
     train_idx = [i for i, p in enumerate(photo_set.photos) if not p.is_valid]
     valid_idx = [i for i, p in enumerate(photo_set.photos) if p.is_valid]
-    say(f"{len(photo_set.class_ids)} classes, {len(train_idx)} training and {len(valid_idx)} "
+    classes = "labels" if photo_set.task == "multi" else "classes"
+    say(f"{len(photo_set.class_ids)} {classes}, {len(train_idx)} training and {len(valid_idx)} "
         f"validation photos ({photo_set.layout}).")
 
     torch.manual_seed(config.seed)
@@ -316,13 +357,12 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
         folder.write_config(config, {"run_id": run.run_id, "pretrained": pretrained.describe(),
                                      "device": compute.describe()})
 
-    class_index = {c: i for i, c in enumerate(photo_set.class_ids)}
+    targets = photo_set.targets()  # class indices, or multi-hot rows (task.py)
 
     def batches(indices: list[int], training: bool) -> PhotoBatches:
         # Each process takes its share of every batch: --batch-size stays the photos of one
         # step, whatever the number of processes, and so does the learning rate.
-        return PhotoBatches(take(photos.pixels, indices),
-                            [class_index[photo_set.photos[i].class_id] for i in indices],
+        return PhotoBatches(take(photos.pixels, indices), targets[indices],
                             config.item_resize, config.resize_method,
                             config.batch_size // processes.world_size,
                             training=training, seed=config.seed,
@@ -341,9 +381,8 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
             resumed=checkpoint is not None, history=run.history))
     saver.attach(model, info, scaler, tracking)
     # --balance weights: class weights from the training photos read (task.py).
-    task = SINGLE_LABEL.for_training(
-        config.balance, [class_index[photo_set.photos[i].class_id] for i in train_idx],
-        len(photo_set.class_ids))
+    task = task_named(photo_set.task, info.thresholds).for_training(
+        config.balance, targets[train_idx], len(photo_set.class_ids))
     return Setup(model, compute, info, batches(train_idx, True), batches(valid_idx, False),
                  augment_settings(config.batch_augment, config.augment_strength),
                  torch.Generator().manual_seed(config.seed), scaler, frozen, task, tracking)
@@ -480,15 +519,21 @@ def training_step(setup: Setup, stage: Stage, images: torch.Tensor, targets: tor
 @torch.no_grad()
 def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Compute,
              info: ModelInfo, processes: Processes | None = None,
-             task: SingleLabel = SINGLE_LABEL) -> tuple[float, float]:
+             task: SingleLabel | MultiLabel = SINGLE_LABEL) -> Validation:
     """Mean loss and accuracy over the validation photos (each process measures its share;
-    the sums are added up across processes). `model`: the network, or a function
-    that gives its logits (`speedups.StageForward.validation`)."""
+    the sums are added up across processes); a multi-label task's probabilities too. `model`:
+    the network, or a function that gives its logits (`speedups.StageForward.validation`)."""
+    processes = processes or Processes()
     if isinstance(model, nn.Module):
         model.eval()
     total_loss = torch.zeros((), device=compute.device)
-    correct = torch.zeros((), device=compute.device, dtype=torch.long)
+    correct = torch.zeros((), device=compute.device, dtype=torch.float64)
     count = 0
+    multi = isinstance(task, MultiLabel)
+    # Multi-label: every photo's probabilities, each process filling the rows of its share
+    # (photos rank, rank + world, ...: `PhotoBatches.epoch_plan`), then summed across them.
+    probabilities = (torch.zeros(batches.targets.shape, dtype=torch.float64,
+                                 device=compute.device) if multi else None)
     for images, targets in batches:
         x = normalize(images.to(compute.device, non_blocking=True), info.mean, info.std)
         targets = targets.to(compute.device, non_blocking=True)
@@ -497,13 +542,19 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
         # The plain loss, whatever --balance: valid_loss compares across runs (task.py).
         total_loss += task.loss(logits.float(), targets, reduction="sum", weighted=False)
         correct += task.correct(logits, targets)
+        if probabilities is not None:
+            rows = torch.arange(count, count + len(targets), device=compute.device)
+            probabilities[rows * processes.world_size + processes.rank] = torch.sigmoid(
+                logits.double())
         count += len(targets)
     sums = torch.stack([total_loss.double(), correct.double(),
                         torch.tensor(float(count), dtype=torch.float64, device=compute.device)])
-    total, right, count = distributed.sum_all(sums, processes or Processes()).tolist()
+    total, right, count = distributed.sum_all(sums, processes).tolist()
+    if probabilities is not None:
+        probabilities = distributed.sum_all(probabilities, processes).cpu().numpy()
     if not count:  # nothing was measured; 0% would read as a result
-        return math.nan, math.nan
-    return total / count, right / count
+        return Validation(math.nan, math.nan, probabilities)
+    return Validation(total / count, right / count, probabilities)
 
 
 def frozen_stages(config: TrainConfig, model: nn.Module) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clearclass import pages
 from clearclass.progress import LiveTable
-from clearclass.run_folder import METRICS_HEADER, METRICS_WIDTHS, EpochRow
+from clearclass.run_folder import EpochRow, metrics_columns
 from clearclass.training.config import TrainConfig
 from clearclass.training.distributed import Processes
 
@@ -42,7 +42,8 @@ class TrainingRun:
 
     @property
     def accuracy(self) -> float:
-        """Validation accuracy after the last epoch."""
+        """Validation accuracy after the last epoch (multi-label: fastai's accuracy_multi,
+        the share of (photo, label) pairs decided right)."""
         return self.history[-1].accuracy if self.history else float("nan")
 
     def evaluate(self, data: str | Path | None = None, tta: bool = False,
@@ -61,8 +62,10 @@ class TrainingRun:
         return load(self.model_dir, device=device)
 
     def epoch_table(self) -> LiveTable:
-        """The epoch table (`epoch, train_loss, valid_loss, accuracy, time, stage`)."""
-        table = LiveTable(METRICS_HEADER, METRICS_WIDTHS, live=False)
+        """The epoch table (`epoch, train_loss, valid_loss, accuracy, time, stage`; a
+        multi-label run's with its F1 and mean average precision after accuracy)."""
+        scores = list(self.history[0].scores) if self.history else []
+        table = LiveTable(*metrics_columns(scores), live=False)
         for row in self.history:
             table.add_row(row.cells())
         return table

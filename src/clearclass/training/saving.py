@@ -27,6 +27,7 @@ from clearclass.model import Pretrained
 from clearclass.onnx_runtime import export_bundle
 from clearclass.progress import warn
 from clearclass.run_folder import EpochRow, RunFolder
+from clearclass.task import DEFAULT_THRESHOLD
 from clearclass.tracking import Tracking
 from clearclass.training.checkpoint import CHECKPOINT_DIR, Position, write_checkpoint
 from clearclass.training.config import TrainConfig
@@ -216,4 +217,9 @@ def model_info(config: TrainConfig, photo_set: PhotoSet, pretrained: Pretrained,
         training={"run_id": run_id, "data": str(Path(config.data).resolve()),
                   "pretrained": pretrained.describe(),
                   "train_photos": len(photo_set.train), "valid_photos": len(photo_set.valid)},
+        task=photo_set.task,
+        # Multi-label: --threshold for every label; with auto, each epoch's tuned ones
+        # replace these before the model is saved (loop.decide_thresholds).
+        thresholds=([config.threshold_value or DEFAULT_THRESHOLD] * len(photo_set.class_ids)
+                    if photo_set.task == "multi" else None),
     )
