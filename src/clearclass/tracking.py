@@ -248,6 +248,7 @@ class _TensorBoard:
         from torch.utils.tensorboard import summary
 
         for tag, value in (("valid/loss", row.valid_loss), ("valid/accuracy", row.accuracy),
+                           *((f"valid/{name}", v) for name, v in row.scores.items()),
                            ("train/epoch_loss", row.train_loss),
                            ("train/epoch_seconds", row.seconds)):
             self._add(summary.scalar(tag, value), row.epoch)
@@ -396,7 +397,9 @@ class _Mlflow:
         now = int(time.time() * 1000)
         self.pending += [Metric(name, float(value), now, row.epoch) for name, value in (
             ("train_loss", row.train_loss), ("valid_loss", row.valid_loss),
-            ("valid_accuracy", row.accuracy), ("epoch_seconds", row.seconds))]
+            ("valid_accuracy", row.accuracy),
+            *((f"valid_{name}", v) for name, v in row.scores.items()),  # multi-label
+            ("epoch_seconds", row.seconds))]
         self.epochs_sent.add(row.epoch)
 
     def send(self) -> None:

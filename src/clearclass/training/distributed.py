@@ -95,6 +95,18 @@ def sum_all(values: torch.Tensor, processes: Processes) -> torch.Tensor:
     return values
 
 
+def share_buffers(module: torch.nn.Module, processes: Processes) -> None:
+    """Every process's buffers (BatchNorm's running statistics) made process 0's.
+
+    DistributedDataParallel sends process 0's buffers at the start of each forward pass, so
+    after the last training step each process holds the statistics of its own last batch;
+    validating with them would score a slightly different model in each process than the
+    one process 0 saves."""
+    if processes.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def any_process(flags: torch.Tensor, processes: Processes) -> torch.Tensor:
     """Each flag (0/1) set where it is set in any process."""
     if processes.distributed:

@@ -256,6 +256,7 @@ def fit_stage(run: TrainingRun, setup: Setup, stage: Stage, start: Position, sav
         position = start if epoch == start.epochs_done else Position(epoch)
         t0 = time.perf_counter()
         train_loss = train_one_epoch(run, setup, stage, epoch, position, saver, stop)
+        distributed.share_buffers(setup.model, run.processes)  # validate what is saved
         valid = validate(stage.calls.validation(len(setup.valid_batches)),
                          setup.valid_batches, setup.compute, setup.info, run.processes,
                          setup.task)
