@@ -14,7 +14,7 @@ import copy
 import difflib
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -107,6 +107,17 @@ def _zero_head(model: nn.Module) -> None:
         for name, tensor in model.named_parameters():
             if name in head:
                 tensor.zero_()
+
+
+def set_head_bias(model: nn.Module, bias: Sequence[float]) -> None:
+    """Start the new head's outputs at `bias` (one per class) instead of zero: a multi-label
+    head starts each label at its share of the training photos (task.MultiLabel.initial_bias),
+    as RetinaNet's prior initialisation does (Lin et al., 2017)."""
+    biases = [tensor for name, tensor in model.named_parameters()
+              if name in set(classifier_keys(model)) and tensor.ndim == 1]
+    with torch.no_grad():
+        for tensor in biases:
+            tensor.copy_(torch.as_tensor(bias, dtype=tensor.dtype))
 
 
 def _pretrained_model(architecture: str, num_classes: int) -> tuple[nn.Module, Pretrained]:

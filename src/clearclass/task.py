@@ -139,6 +139,19 @@ class MultiLabel:
     def for_training(self, balance: str, targets: Sequence, classes: int) -> MultiLabel:
         return self  # --balance is refused for multi-label runs (training.config)
 
+    def initial_bias(self, targets: np.ndarray) -> np.ndarray:
+        """The head's starting logits: each label's share of the training photos, as a
+        logit, so that the first predictions are the labels' frequencies instead of 0.5 for
+        every label. With most labels absent from most photos, a zero head starts by calling
+        every label present and spends its first steps unlearning that (measured in
+        benchmarks/RESULTS.md). A label on every photo, or on none, stays finite: its share
+        is taken as at most 1 - 1/(n+1), at least 1/(n+1)."""
+        targets = np.asarray(targets, dtype=np.float64)
+        n = len(targets)
+        share = np.clip(targets.mean(0) if n else np.full(targets.shape[1], 0.5),
+                        1 / (n + 1), n / (n + 1))
+        return np.log(share / (1 - share))
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
              weighted: bool = True) -> torch.Tensor:
         """Binary cross-entropy of each photo's `logits` against its multi-hot `targets`,

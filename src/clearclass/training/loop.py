@@ -52,6 +52,7 @@ from clearclass.model import (
     feature_stages,
     freeze_early_stages,
     set_body_trainable,
+    set_head_bias,
     set_train_mode,
     stages_finer_than,
 )
@@ -336,6 +337,8 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     if checkpoint is None:
         model, pretrained = create_model(config.model, len(photo_set.class_ids),
                                          pretrained=config.pretrained, weights=config.weights)
+        if photo_set.task == "multi":  # each label starts at its frequency (task.py)
+            set_head_bias(model, MultiLabel().initial_bias(photo_set.targets(photo_set.train)))
         info, origin = model_info(config, photo_set, pretrained, run.run_id), pretrained.describe()
     else:
         model, _ = create_model(config.model, len(photo_set.class_ids), pretrained=False)
