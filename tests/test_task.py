@@ -163,3 +163,17 @@ def test_sigmoid_probabilities_are_stable_and_decide_per_label_threshold():
 ])
 def test_a_label_cell_splits_into_its_labels(cell, delimiter, labels):
     assert split_labels(cell, delimiter) == labels
+
+
+def test_a_multi_label_head_starts_each_label_at_its_share_of_the_photos():
+    targets = np.array([[1, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 1]])
+    bias = MultiLabel().initial_bias(targets)
+    assert np.isfinite(bias).all()  # a label on every photo, or none, stays finite
+    shares = 1 / (1 + np.exp(-bias))
+    np.testing.assert_allclose(shares, [4 / 5, 1 / 5, 0.5])  # clipped to 1/(n+1) .. n/(n+1)
+    from clearclass.model import create_model, set_head_bias
+
+    model, _ = create_model("test_resnet", 3, pretrained=False)
+    set_head_bias(model, bias)
+    np.testing.assert_allclose(model.get_classifier().bias.detach().numpy(), bias, rtol=1e-6)
+    assert not model.get_classifier().weight.detach().any()  # the weights still start at 0
