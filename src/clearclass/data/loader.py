@@ -214,7 +214,7 @@ class PhotoSquares(Dataset):
     def __init__(self, pixels: Sequence[np.ndarray], targets: Sequence[int] | np.ndarray,
                  size: int, method: str):
         # A class index per photo, or (several labels per photo) a multi-hot row.
-        self.pixels, self.targets = pixels, np.asarray(targets, dtype=np.int64)
+        self.pixels, self.targets = pixels, _as_targets(targets)
         self.size, self.method = size, method
 
     def __len__(self) -> int:
@@ -229,9 +229,16 @@ class PhotoSquares(Dataset):
         return crop_or_pad(pixels, self.size, self.method, position), self.targets[i]
 
 
+def _as_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Class indices as int64 (what cross-entropy takes); multi-hot rows as they come
+    (uint8 from `PhotoSet.targets`: the loss makes them float per batch)."""
+    array = np.asarray(targets)
+    return array if array.ndim == 2 else array.astype(np.int64)
+
+
 def stack_squares(items: list) -> tuple[torch.Tensor, torch.Tensor] | PhotoFailure:
-    """DataLoader collate function: squares stacked N x S x S x 3 uint8, int64 targets
-    (N class indices, or N multi-hot rows)."""
+    """DataLoader collate function: squares stacked N x S x S x 3 uint8, and the targets
+    (N int64 class indices, or N multi-hot rows)."""
     for item in items:
         if isinstance(item, PhotoFailure):
             return item
@@ -313,7 +320,7 @@ class PhotoBatches:
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size; "
                              f"got {shard}")
         # A class index per photo, or (several labels per photo) a multi-hot row.
-        self.pixels, self.targets = pixels, torch.as_tensor(np.asarray(targets, dtype=np.int64))
+        self.pixels, self.targets = pixels, torch.as_tensor(_as_targets(targets))
         self.size, self.method, self.batch_size = size, method, batch_size
         self.training, self.seed, self.epoch, self.start_batch = training, seed, 0, 0
         self.shard = (rank, world)

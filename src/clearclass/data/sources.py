@@ -124,7 +124,8 @@ class PhotoSet:
         index = {c: i for i, c in enumerate(self.class_ids)}
         if self.task != "multi":
             return np.array([index[p.class_id] for p in photos], dtype=np.int64)
-        rows = np.zeros((len(photos), len(self.class_ids)), dtype=np.int64)
+        # uint8: 1 byte per (photo, label), so many labels do not cost 8 times the memory.
+        rows = np.zeros((len(photos), len(self.class_ids)), dtype=np.uint8)
         for row, photo in zip(rows, photos):
             row[[index[c] for c in photo.label_set]] = 1
         return rows
