@@ -3,7 +3,9 @@
 The README's Python blocks, every docstring `Example:` block of the package, and the example
 of every command's --help are executed in a workspace that holds what they name:
 `photos/` (three breeds of the bundled sample, eight photos each), `new.jpg` and `rex.jpg`
-(photos of those breeds not in photos/), and `runs/dogs` (a run trained on photos/). A
+(photos of those breeds not in photos/), `pairs.csv` (boards of none, one or two of those
+breeds, labelled with the breeds shown: a multi-label set) and `runs/dogs` (a run trained
+on photos/). A
 broken example fails here before a user copies it.
 """
 
@@ -54,6 +56,7 @@ def _make_workspace(root: Path, with_run: bool) -> Path:
         (root / "test-photos" / breed).mkdir(parents=True)
         for photo in sorted((DEMO_PHOTOS / breed).iterdir())[PER_BREED:PER_BREED + 3]:
             shutil.copy(photo, root / "test-photos" / breed / photo.name)
+    _make_pairs(root)
     if with_run:
         from clearclass import progress
 
@@ -61,6 +64,26 @@ def _make_workspace(root: Path, with_run: bool) -> Path:
             clearclass.train(root / "photos", model="efficientnet_lite0", epochs=1,
                              out=root / "runs" / "dogs")
     return root
+
+
+def _make_pairs(root: Path, count: int = 36) -> None:
+    """pairs.csv over pairs/: boards of two cells, each a photo of one of the breeds or
+    empty, labelled with the breeds shown (none for an empty board): a multi-label set."""
+    from PIL import Image, ImageOps
+
+    photos = {breed: sorted((DEMO_PHOTOS / breed).iterdir()) for breed in BREEDS}
+    rows = ["path,label"]
+    (root / "pairs").mkdir()
+    for n in range(count):
+        shown = [BREEDS[n % 3], BREEDS[(n // 3) % 3]][: 1 + n % 2] if n % 9 else []
+        board = Image.new("RGB", (320, 160), (128, 128, 128))
+        for cell, breed in enumerate(dict.fromkeys(shown)):
+            with Image.open(photos[breed][n % len(photos[breed])]) as photo:
+                board.paste(ImageOps.fit(photo.convert("RGB"), (160, 160)), (160 * cell, 0))
+        board.save(root / "pairs" / f"{n:03d}.jpg")
+        labels = sorted({breed.split("-", 1)[1] for breed in shown})  # beagle, Samoyed
+        rows.append(f"pairs/{n:03d}.jpg,{';'.join(labels)}")
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")
