@@ -299,3 +299,14 @@ def test_a_server_that_dies_mid_run_is_one_warning_and_the_run_finishes(
     assert len(run.history) == 3 and len(_metrics(run.run_dir)) == 3
     assert (run.model_dir / "model.onnx").is_file()
     assert time.perf_counter() - t0 < 90  # a few retries, not MLflow's minutes of them
+
+
+def test_a_multi_label_run_sends_its_f1_and_mean_average_precision(multi_label_photos,
+                                                                   tmp_path):
+    out = tmp_path / "run"
+    loop.train(multi_label_photos, out=str(out), **tiny(epochs=1), track=["tensorboard"])
+    events = tensorboard_events(out / "tensorboard")
+    rows = _metrics(out)
+    for name in ("accuracy", "f1_micro", "f1_macro", "mean_ap"):
+        values = [e.value for e in events.Scalars(f"valid/{name}")]
+        assert values == pytest.approx([float(r[name]) for r in rows], abs=1e-6), name
