@@ -1,14 +1,17 @@
 """What a classification task is, in one place: how a network's outputs become a loss to
-train on, a count of right answers, probabilities and a decision.
+train on, a count of right answers, scores, probabilities and a decision, and how a labels
+cell becomes a photo's labels.
 
-The loop trains with `loss` and measures with `correct`; prediction (with or without
-PyTorch) turns logits into `probabilities` and `decide`s. There are two tasks, each a class
-with these methods: `SingleLabel` (one class per photo: softmax, cross-entropy, the most
-likely class) and `MultiLabel` (a set of labels per photo, maybe empty: sigmoid, binary
-cross-entropy, every label over its threshold). `TASKS` names them; `task_named` gives one;
-a third task is a third class, not a change to the loop. How a labels CSV's cell becomes a
-photo's labels is `split_labels`; `multi_label_scores` and `best_thresholds` measure and tune
-the multi-label decision.
+The loop starts the head at `initial_bias`, trains with `loss`, measures with `correct`
+(and, for a task with `score_names`, `epoch_scores` on every validation photo's
+`torch_probabilities`); prediction (with or without PyTorch) turns logits into
+`probabilities` and `decide`s. There are two tasks, each a class with these methods:
+`SingleLabel` (one class per photo: softmax, cross-entropy, the most likely class) and
+`MultiLabel` (a set of labels per photo, maybe empty: sigmoid, binary cross-entropy, every
+label over its threshold). `TASKS` names them; `task_named` gives one; a third task is a
+third class, not a change to the loop. How a labels CSV's cell becomes a photo's labels is
+`split_labels`; `multi_label_scores` and `best_thresholds` measure and tune the multi-label
+decision.
 
 `--balance weights` lives here too: `for_training` gives the task the class weights of the
 training photos, and `loss` weighs each photo's cross-entropy by its class's.
@@ -20,6 +23,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from clearclass.errors import SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +65,20 @@ class SingleLabel:
         if balance != "weights":
             return self
         return SingleLabel(balanced_class_weights(targets, classes))
+
+    def initial_bias(self, targets: np.ndarray) -> np.ndarray | None:
+        """The new head's starting bias; None: zero, every class equally likely."""
+        return None
+
+    def torch_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(1)
+
+    def epoch_scores(self, accuracy: float, probabilities: np.ndarray | None,
+                     targets: np.ndarray, threshold: float | None,
+                     ) -> tuple[float, dict[str, float], list[float] | None]:
+        """An epoch's accuracy, its other scores (`score_names`) and the thresholds the
+        model decides with from now on: for one label per photo, `validate`'s accuracy."""
+        return accuracy, {}, None
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
              weighted: bool = True) -> torch.Tensor:
@@ -137,7 +156,25 @@ class MultiLabel:
         self.thresholds = thresholds  # one for every label, or one number for them all
 
     def for_training(self, balance: str, targets: Sequence, classes: int) -> MultiLabel:
-        return self  # --balance is refused for multi-label runs (training.config)
+        if balance != "none":  # class weights and balanced draws count one class per photo
+            raise SettingError("balance", "is for one class per photo; these photos have "
+                                          "several labels (or none). Drop --balance.")
+        return self
+
+    def torch_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+    def epoch_scores(self, accuracy: float, probabilities: np.ndarray | None,
+                     targets: np.ndarray, threshold: float | None,
+                     ) -> tuple[float, dict[str, float], list[float]]:
+        """fastai's accuracy_multi and `score_names` over every validation photo's
+        `probabilities`, at `threshold` for every label, or (None: --threshold auto) at each
+        label's best for F1 on these photos (`best_thresholds`), which the model then
+        keeps."""
+        thresholds = ([threshold] * targets.shape[1] if threshold is not None
+                      else best_thresholds(probabilities, targets))
+        scores = multi_label_scores(probabilities, targets, thresholds)
+        return scores.pop("accuracy"), scores, thresholds
 
     def initial_bias(self, targets: np.ndarray) -> np.ndarray:
         """The head's starting logits: each label's share of the training photos, as a

@@ -70,8 +70,6 @@ from clearclass.task import (
     SINGLE_LABEL,
     MultiLabel,
     SingleLabel,
-    best_thresholds,
-    multi_label_scores,
     task_named,
 )
 from clearclass.tracking import RunFacts, Tracking, require
@@ -261,9 +259,12 @@ def fit_stage(run: TrainingRun, setup: Setup, stage: Stage, start: Position, sav
         valid = validate(stage.calls.validation(len(setup.valid_batches)),
                          setup.valid_batches, setup.compute, setup.info, run.processes,
                          setup.task)
-        accuracy, scores = valid.accuracy, {}
-        if valid.probabilities is not None:  # multi-label
-            accuracy, scores = decide_thresholds(setup, config, valid.probabilities)
+        # Multi-label: F1 and mAP, and with --threshold auto each label's tuned threshold.
+        accuracy, scores, thresholds = setup.task.epoch_scores(
+            valid.accuracy, valid.probabilities, setup.valid_batches.targets.numpy(),
+            config.threshold_value)
+        if thresholds is not None:  # saved with the model (model.json)
+            setup.info.thresholds = thresholds
         seconds = position.seconds + time.perf_counter() - t0
         row = EpochRow(epoch, train_loss, valid.loss, accuracy, seconds, plan.name, scores)
         if table is not None:
@@ -272,20 +273,6 @@ def fit_stage(run: TrainingRun, setup: Setup, stage: Stage, start: Position, sav
         saver.epoch_done(row, stage.state, finished=last)
         if not last and stop.requested()[0]:
             raise KeyboardInterrupt  # the epoch's checkpoint is saved
-
-
-def decide_thresholds(setup: Setup, config: TrainConfig,
-                      probabilities: np.ndarray) -> tuple[float, dict[str, float]]:
-    """A multi-label epoch's accuracy (fastai's accuracy_multi) and scores at the model's
-    thresholds: --threshold, or with auto each label's best for F1 on these validation
-    photos (`task.best_thresholds`), which the saved model.json then holds."""
-    targets = setup.valid_batches.targets.numpy()
-    thresholds = [config.threshold_value] * targets.shape[1]
-    if config.threshold_value is None:
-        thresholds = best_thresholds(probabilities, targets)
-    setup.info.thresholds = thresholds
-    scores = multi_label_scores(probabilities, targets, thresholds)
-    return scores.pop("accuracy"), scores
 
 
 def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = None) -> Setup:
@@ -311,9 +298,6 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     else:
         photo_set = RunFolder(run.run_dir).split(checkpoint.info.class_ids,
                                                  checkpoint.info.task)
-    if photo_set.task == "multi" and config.balance != "none":
-        raise SettingError("balance", f"is for one class per photo; {config.data} gives "
-                                      "photos several labels (or none). Drop --balance.")
     for note in photo_set.notes:
         say(note)
     t0 = time.perf_counter()
@@ -333,12 +317,17 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
     say(f"{len(photo_set.class_ids)} {classes}, {len(train_idx)} training and {len(valid_idx)} "
         f"validation photos ({photo_set.layout}).")
 
+    # The loss, metric and decision (task.py); --balance weights: the training photos'.
+    targets = photo_set.targets()  # class indices, or multi-hot rows
+    task = task_named(photo_set.task, None if checkpoint is None else checkpoint.info.thresholds
+                      ).for_training(config.balance, targets[train_idx], len(photo_set.class_ids))
     torch.manual_seed(config.seed)
     if checkpoint is None:
         model, pretrained = create_model(config.model, len(photo_set.class_ids),
                                          pretrained=config.pretrained, weights=config.weights)
-        if photo_set.task == "multi":  # each label starts at its frequency (task.py)
-            set_head_bias(model, MultiLabel().initial_bias(photo_set.targets(photo_set.train)))
+        bias = task.initial_bias(targets[train_idx])  # multi-label: each label's frequency
+        if bias is not None:
+            set_head_bias(model, bias)
         info, origin = model_info(config, photo_set, pretrained, run.run_id), pretrained.describe()
     else:
         model, _ = create_model(config.model, len(photo_set.class_ids), pretrained=False)
@@ -361,8 +350,6 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
         folder.write_config(config, {"run_id": run.run_id, "pretrained": pretrained.describe(),
                                      "device": compute.describe()})
 
-    targets = photo_set.targets()  # class indices, or multi-hot rows (task.py)
-
     def batches(indices: list[int], training: bool) -> PhotoBatches:
         # Each process takes its share of every batch: --batch-size stays the photos of one
         # step, whatever the number of processes, and so does the learning rate.
@@ -384,9 +371,6 @@ def set_up(run: TrainingRun, saver: RunSaver, checkpoint: Checkpoint | None = No
             len(train_idx), len(valid_idx), where, config.experiment,
             resumed=checkpoint is not None, history=run.history))
     saver.attach(model, info, scaler, tracking)
-    # --balance weights: class weights from the training photos read (task.py).
-    task = task_named(photo_set.task, info.thresholds).for_training(
-        config.balance, targets[train_idx], len(photo_set.class_ids))
     return Setup(model, compute, info, batches(train_idx, True), batches(valid_idx, False),
                  augment_settings(config.batch_augment, config.augment_strength),
                  torch.Generator().manual_seed(config.seed), scaler, frozen, task, tracking)
@@ -533,11 +517,11 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
     total_loss = torch.zeros((), device=compute.device)
     correct = torch.zeros((), device=compute.device, dtype=torch.float64)
     count = 0
-    multi = isinstance(task, MultiLabel)
-    # Multi-label: every photo's probabilities, each process filling the rows of its share
-    # (photos rank, rank + world, ...: `PhotoBatches.epoch_plan`), then summed across them.
+    # A task with scores beyond accuracy (multi-label: F1, mAP) needs every photo's
+    # probabilities: each process fills the rows of its share (photos rank, rank + world,
+    # ...: `PhotoBatches.epoch_plan`), and they are summed across processes.
     probabilities = (torch.zeros(batches.targets.shape, dtype=torch.float64,
-                                 device=compute.device) if multi else None)
+                                 device=compute.device) if task.score_names else None)
     for images, targets in batches:
         x = normalize(images.to(compute.device, non_blocking=True), info.mean, info.std)
         targets = targets.to(compute.device, non_blocking=True)
@@ -548,8 +532,8 @@ def validate(model: nn.Module | Any, batches: PhotoBatches, compute: devices.Com
         correct += task.correct(logits, targets)
         if probabilities is not None:
             rows = torch.arange(count, count + len(targets), device=compute.device)
-            probabilities[rows * processes.world_size + processes.rank] = torch.sigmoid(
-                logits.double())
+            probabilities[rows * processes.world_size + processes.rank] = (
+                task.torch_probabilities(logits.double()))
         count += len(targets)
     sums = torch.stack([total_loss.double(), correct.double(),
                         torch.tensor(float(count), dtype=torch.float64, device=compute.device)])
