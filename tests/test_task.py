@@ -16,6 +16,7 @@ from clearclass.task import (
     balanced_class_weights,
     best_thresholds,
     multi_label_scores,
+    precision_recall_curve,
     split_labels,
 )
 
@@ -177,3 +178,20 @@ def test_a_multi_label_head_starts_each_label_at_its_share_of_the_photos():
     set_head_bias(model, bias)
     np.testing.assert_allclose(model.get_classifier().bias.detach().numpy(), bias, rtol=1e-6)
     assert not model.get_classifier().weight.detach().any()  # the weights still start at 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_precision_recall_curve_is_scikit_learns(seed):
+    """Ties counted together: the points scikit-learn gives, in the other order, without its
+    closing (precision 1, recall 0)."""
+    from sklearn.metrics import precision_recall_curve as sklearn_curve
+
+    targets, probabilities = _random_multi_label(seed)
+    for j in range(targets.shape[1]):
+        precision, recall, thresholds = precision_recall_curve(targets[:, j], probabilities[:, j])
+        expected = sklearn_curve(targets[:, j], probabilities[:, j])
+        np.testing.assert_allclose(precision, expected[0][:-1][::-1])
+        np.testing.assert_allclose(recall, expected[1][:-1][::-1])
+        np.testing.assert_allclose(thresholds, expected[2][::-1])
+    with pytest.raises(ValueError, match="no photo has the label"):
+        precision_recall_curve(np.zeros(3, dtype=bool), np.array([0.1, 0.2, 0.3]))

@@ -11,7 +11,7 @@ The loop starts the head at `initial_bias`, trains with `loss`, measures with `c
 label over its threshold). `TASKS` names them; `task_named` gives one; a third task is a
 third class, not a change to the loop. How a labels CSV's cell becomes a photo's labels is
 `split_labels`; `multi_label_scores` and `best_thresholds` measure and tune the multi-label
-decision.
+decision, `precision_recall_curve` draws it for every threshold.
 
 `--balance weights` lives here too: `for_training` gives the task the class weights of the
 training photos, and `loss` weighs each photo's cross-entropy by its class's.
@@ -238,6 +238,18 @@ def task_named(name: str, thresholds: Sequence[float] | None = None) -> SingleLa
     raise ValueError(f"no task {name!r}; tasks: {', '.join(TASKS)}")
 
 
+def ranked_counts(hits: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+    """One label's photos ranked by `scores`, highest first, read at each distinct score:
+    the score, the photos with the label (`hits`) among those scored at least that high, and
+    how many photos those are. Average precision, the precision-recall curve and the best
+    F1 threshold are each read off these. Needs at least one photo."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranked = np.asarray(scores, dtype=np.float64)[order]
+    last = np.r_[np.nonzero(np.diff(ranked))[0], len(ranked) - 1]  # end of each score
+    return ranked[last], np.cumsum(np.asarray(hits, dtype=bool)[order])[last], last + 1
+
+
 def average_precisions(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """Each label's average precision (NaN for a label with no positive photo): the mean,
     over the label's positive photos, of the precision among the photos scored at least as
@@ -250,15 +262,26 @@ def average_precisions(targets: np.ndarray, probabilities: np.ndarray) -> np.nda
         positives = targets[:, j].sum()
         if not positives:
             continue
-        order = np.argsort(-probabilities[:, j], kind="stable")
-        scores, hits = probabilities[order, j], targets[order, j]
         # At each distinct score, the precision and recall of "everything scored this high".
-        last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-        true_positives = np.cumsum(hits)[last]
-        precision = true_positives / (last + 1)
+        _, true_positives, decided = ranked_counts(targets[:, j], probabilities[:, j])
+        precision = true_positives / decided
         recall_gain = np.diff(np.r_[0, true_positives]) / positives
         result[j] = float((precision * recall_gain).sum())
     return result
+
+
+def precision_recall_curve(hits: np.ndarray, scores: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One label's precision and recall at every threshold that changes them: (precision,
+    recall, thresholds), the thresholds the distinct `scores` from the highest down (a photo
+    is given the label when its score reaches the threshold). scikit-learn's
+    `precision_recall_curve` gives the same points in the other order, plus (1, 0) at the
+    end. The label must be on at least one photo (`hits`), or recall has no meaning."""
+    positives = int(np.asarray(hits, dtype=bool).sum())
+    if not positives:
+        raise ValueError("no photo has the label: its recall is undefined")
+    thresholds, true_positives, decided = ranked_counts(hits, scores)
+    return true_positives / decided, true_positives / positives, thresholds
 
 
 def f1_scores(decided: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
@@ -305,15 +328,11 @@ def best_thresholds(probabilities: np.ndarray, targets: np.ndarray,
         if not positives:
             result.append(float(default))
             continue
-        order = np.argsort(-probabilities[:, j], kind="stable")
-        scores, hits = probabilities[order, j].astype(np.float64), targets[order, j]
-        last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]  # end of each score
-        tp = np.cumsum(hits)[last]
-        decided = last + 1  # photos at or above each distinct score
+        scores, tp, decided = ranked_counts(targets[:, j], probabilities[:, j])
         f1 = 2 * tp / (decided + positives)
         # Threshold between this score and the next lower one (or below the lowest).
-        below = np.r_[scores[last[:-1] + 1], 0.0]
-        candidates = (scores[last] + below) / 2
+        below = np.r_[scores[1:], 0.0]
+        candidates = (scores + below) / 2
         best = np.flatnonzero(np.isclose(f1, f1.max()))
         pick = best[np.argmin(np.abs(candidates[best] - default))]
         result.append(float(candidates[pick]))
