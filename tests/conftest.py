@@ -287,6 +287,21 @@ def trained_run(tmp_path_factory) -> Path:
     return run.run_dir
 
 
+@pytest.fixture(scope="session")
+def trained_multi_label_run(tmp_path_factory) -> Path:
+    """A finished multi-label run of test_resnet on the striped photos
+    (`make_multi_label_dataset`: labels red, green and blue, every subset), its thresholds
+    tuned per label (--threshold auto), trained once per test session for every test that
+    only reads it (copy it before changing it)."""
+    from clearclass.training import train
+
+    root = tmp_path_factory.mktemp("trained-multi-label")
+    data = make_multi_label_dataset(root / "stripes")
+    run = train(data=str(data), out=str(root / "run"),
+                **tiny(batch_size=4, learning_rate=2e-2, threshold="auto"))
+    return run.run_dir
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -337,6 +337,12 @@ def evaluate(
     pairs; a sortable per-class table; top losses; calibration), with confusion.png,
     most_confused.csv/.png, per_class.csv (in the matrix's order), top_losses.png and
     calibration.png.
+
+    A multi-label run (train --task multi) is evaluated at the thresholds of its model.json:
+    accuracy_multi, micro and macro F1 and mean average precision; per label, precision,
+    recall, F1, average precision and support (per_label.csv); the labels given in place of
+    others (confused_labels.csv); precision-recall curves; top losses with the labels given
+    beside the true ones. --data reads a CSV's label cells as sets of labels.
     """
     from clearclass.evaluation import evaluate as run_evaluation
 

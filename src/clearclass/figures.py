@@ -1,4 +1,5 @@
-"""The figures: confusion matrices, top losses, grids of photos, the learning-rate curve.
+"""The figures: confusion matrices, top losses, grids of photos, the learning-rate curve,
+and a multi-label model's precision-recall curves and errors per label.
 
 Each function returns a matplotlib `Figure` made without pyplot: nothing is drawn on a
 screen, the global backend is left alone (a notebook keeps its inline one), and a figure
@@ -62,16 +63,24 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     return fig
 
 
-def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Sequence) -> Figure:
-    """The confusion sub-matrix of the classes in the most confused pairs, with counts."""
+def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str],
+                          pairs: Sequence[tuple[str, str]], *,
+                          title: str = "Most confused classes (grey: correct)",
+                          rows: str = "actual", columns: str = "predicted",
+                          counted: str = "mistakes",
+                          nothing: str = "No mistakes on the validation photos.") -> Figure:
+    """The sub-matrix of `matrix` over the names in `pairs` (row name, column name), with
+    counts; the diagonal, when it holds any, in grey italics. By default a confusion matrix's
+    most confused classes; the words (`title`, what `rows` and `columns` are, what is
+    `counted`, the message when there is `nothing`) say what another matrix holds."""
     index = {name: i for i, name in enumerate(names)}
     chosen: list[int] = []
     for pair in pairs:
-        for name in (pair.actual, pair.predicted):
+        for name in pair:
             if index[name] not in chosen:
                 chosen.append(index[name])
     if not chosen:
-        return message("No mistakes on the validation photos.")
+        return message(nothing)
     sub = matrix[np.ix_(chosen, chosen)]
     off = sub.copy()
     np.fill_diagonal(off, 0)
@@ -92,35 +101,39 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str], pairs: Seque
                         color="gray" if diagonal else
                         ("white" if off[a, p] > off.max() / 2 else "black"),
                         style="italic" if diagonal else "normal")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title("Most confused classes (grey: correct)")
-    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mistakes")
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
+    ax.set_title(_label(title))
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label=counted)
     bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 mistakes
     return fig
 
 
-def reliability_diagram(calibration) -> Figure:
-    """Accuracy against confidence per bin (a `Calibration`), the photos per bin below."""
+def reliability_diagram(calibration, confidence: str = "confidence (probability of the "
+                        "predicted class)", outcome: str = "accuracy",
+                        counted: str = "photos") -> Figure:
+    """Accuracy against confidence per bin (a `Calibration`), the photos per bin below.
+    `confidence`, `outcome` and `counted` name the axes where the bins hold something else
+    (a multi-label model's probability of each label, how often the photo has it)."""
     fig = new_figure(6, 6)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     bins = [b for b in calibration.bins if b.count]
     width = calibration.bins[0].high - calibration.bins[0].low if calibration.bins else 0.1
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
     top.bar([b.low for b in bins], [b.accuracy for b in bins], width=width, align="edge",
-            color="tab:blue", edgecolor="white", label="accuracy")
+            color="tab:blue", edgecolor="white", label=outcome)
     top.bar([b.low for b in bins], [b.confidence - b.accuracy for b in bins], width=width,
             bottom=[b.accuracy for b in bins], align="edge", color="tab:red", alpha=0.3,
             edgecolor="tab:red", hatch="//", label="gap to the bin's mean confidence")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
-    top.set_ylabel("accuracy")
+    top.set_ylabel(outcome)
     top.set_title(f"Calibration: expected error {calibration.expected_error:.3f}")
     top.legend(loc="upper left", fontsize=8)
     bottom.bar([b.low for b in bins], [b.count for b in bins], width=width, align="edge",
                color="gray", edgecolor="white")
-    bottom.set_xlabel("confidence (probability of the predicted class)")
-    bottom.set_ylabel("photos")
+    bottom.set_xlabel(confidence)
+    bottom.set_ylabel(counted)
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
@@ -130,6 +143,14 @@ def top_losses(images: Sequence[np.ndarray], captions: Sequence[tuple]) -> Figur
     titles = [f"{_cut(p, 18)} / {_cut(a, 18)}\n{loss:.2f} / {prob:.2f}"
               for p, a, loss, prob in captions]
     return photo_grid(images, titles, "predicted / actual / loss / probability")
+
+
+def label_set_top_losses(images: Sequence[np.ndarray],
+                         captions: Sequence[tuple[str, str, float]]) -> Figure:
+    """Multi-label photos titled with the labels given, the labels they have, and the loss."""
+    titles = [f"given: {_cut(given, 26)}\ntrue: {_cut(true, 26)}\nloss {loss:.2f}"
+              for given, true, loss in captions]
+    return photo_grid(images, titles, "labels given / labels the photo has / loss")
 
 
 def photo_grid(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str = "",
@@ -265,6 +286,123 @@ def prediction(image: np.ndarray, top_k: Sequence[dict], title: str = "") -> Fig
     bars.set_xlabel("probability")
     for y, v in enumerate(values):
         bars.text(min(v + 0.02, 0.85), y, f"{v:.1%}", va="center", fontsize=9)
+    return fig
+
+
+CURVES_DRAWN = 10  # labels whose precision-recall curve is drawn in colour, named (C0-C9)
+
+
+def precision_recall(curves: Sequence[tuple[np.ndarray, np.ndarray] | None],
+                     names: Sequence[str], average_precisions: Sequence[float],
+                     operating_points: Sequence[tuple[float | None, float | None]],
+                     drawn: int = CURVES_DRAWN) -> Figure:
+    """Each label's precision against its recall over every threshold, beside the average
+    precision of every label.
+
+    `curves` holds a label's (precision, recall) points from its highest threshold down
+    (`task.precision_recall_curve`), or None for a label no photo has; `operating_points`
+    its (precision, recall) at the model's threshold, marked with a dot (precision None:
+    no photo is given the label there). Up to `drawn` labels every curve is drawn in colour
+    and named; past it the `drawn` labels of lowest average precision are, over the others
+    in light grey, which is what stays readable at 120 labels. On the right, every label's
+    average precision, lowest first (named up to 30 labels), the drawn ones in colour.
+    """
+    n = len(names)
+    known = [j for j in range(n) if curves[j] is not None]
+    worst = sorted(known, key=lambda j: (average_precisions[j], names[j]))
+    shown = worst[:drawn]
+    fig = new_figure(13, max(5.0, 0.9 + 0.2 * min(n, 30)))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
+    colours = {j: f"C{i % 10}" for i, j in enumerate(shown)}
+    for j in known:
+        if j in colours:
+            continue
+        precision, recall = curves[j]
+        left.plot(np.r_[0, recall], np.r_[precision[0], precision], drawstyle="steps-pre",
+                  color="0.8", linewidth=0.7, zorder=1)
+    for j in shown:
+        precision, recall = curves[j]
+        left.plot(np.r_[0, recall], np.r_[precision[0], precision], drawstyle="steps-pre",
+                  color=colours[j], linewidth=1.6, zorder=2,
+                  label=f"{_short(names[j], 24)} (AP {average_precisions[j]:.2f})")
+        at_precision, at_recall = operating_points[j]
+        if at_precision is not None and at_recall is not None:
+            left.plot(at_recall, at_precision, "o", color=colours[j], markeredgecolor="black",
+                      markersize=7, zorder=3)
+    left.set_xlim(-0.02, 1.02)
+    left.set_ylim(-0.02, 1.05)
+    left.set_xlabel("recall (share of the label's photos given it)")
+    left.set_ylabel("precision (share of the photos given it that have it)")
+    left.grid(alpha=0.3)
+    rest = len(known) - len(shown)
+    left.set_title((f"The {len(shown)} labels of lowest average precision; the other {rest} "
+                    "in grey" if rest else "Each label")
+                   + "\n(dot: at the model's threshold)", fontsize=10)
+    if shown:
+        left.legend(fontsize=7, loc="lower left")
+    order = worst
+    values = [average_precisions[j] for j in order]
+    bar_colours = [colours.get(j, "0.6") for j in order]
+    undefined = n - len(known)
+    title = "Average precision of each label, lowest first"
+    if undefined:
+        title += f"\n({undefined} label{'s' if undefined != 1 else ''} on no photo: undefined)"
+    if len(order) <= 30:
+        right.barh(range(len(order)), values, color=bar_colours)
+        right.set_yticks(range(len(order)), [_short(names[j], 24) for j in order], fontsize=8)
+        right.invert_yaxis()
+        right.set_xlim(0, 1)
+        right.set_xlabel("average precision")
+    else:
+        right.bar(range(len(order)), values, color=bar_colours, width=1.0)
+        right.set_xlim(-0.5, len(order) - 0.5)
+        right.set_ylim(0, 1)
+        right.set_xlabel(f"the {len(order)} labels, lowest average precision first")
+        right.set_ylabel("average precision")
+    if values:
+        mean = float(np.mean(values))
+        line = right.axvline if len(order) <= 30 else right.axhline
+        line(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
+        right.legend(fontsize=8, loc="lower right")
+    right.set_title(title, fontsize=10)
+    return fig
+
+
+LABEL_ERRORS_SHOWN = 30  # labels in the errors-per-label figure; more rows blur together
+
+
+def label_errors(names: Sequence[str], found: Sequence[int], missed: Sequence[int],
+                 wrongly_given: Sequence[int], shown: int = LABEL_ERRORS_SHOWN) -> Figure:
+    """A bar per label (the `shown` with most errors, most first): its photos found (given
+    the label they have), missed (not given it), and wrongly given it (without having it):
+    a multi-label model's confusion matrix per label, less the photos rightly left without."""
+    errors = np.asarray(missed) + np.asarray(wrongly_given)
+    order = sorted(range(len(names)), key=lambda j: (-errors[j], -missed[j], names[j]))
+    order = [j for j in order if errors[j]][:shown]
+    if not order:
+        return message("No label missed or wrongly given.")
+    fig = new_figure(9, max(3.0, 0.9 + 0.28 * len(order)))
+    ax = fig.subplots()
+    y = np.arange(len(order))
+    parts = (("missed", [missed[j] for j in order], "tab:orange"),
+             ("wrongly given", [wrongly_given[j] for j in order], "tab:red"),
+             ("found", [found[j] for j in order], "tab:blue"))
+    left = np.zeros(len(order))
+    for label, values, colour in parts:
+        ax.barh(y, values, left=left, color=colour, label=label,
+                alpha=0.35 if label == "found" else 1.0)
+        left += values
+    ax.set_yticks(y, [_short(names[j], 28) for j in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("photos")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Above the bars, where it covers none of them.
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
+              frameon=False)
+    more = sum(1 for e in errors if e) - len(order)
+    fig.suptitle("Errors per label" + (f": the {len(order)} with most ({more} more with "
+                                      "errors in per_label.csv)" if more > 0 else ""),
+                 fontsize=10)
     return fig
 
 

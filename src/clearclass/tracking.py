@@ -516,7 +516,9 @@ def track_evaluation(run_dir: Path, trackers: Sequence[str], evaluation: Any,
                      report_dir: Path, epochs_done: int) -> None:
     """The report of `evaluate` to the run's trackers: figures and the per-class table to
     TensorBoard (a file of its own in RUN/tensorboard/, replaced by the next evaluation of
-    the same report), the report folder and its accuracy to the run's MLflow run."""
+    the same report), the report folder and its accuracy to the run's MLflow run. What is
+    sent is what the evaluation names: its `tracked_scores()` (accuracy, and a multi-label
+    model's F1 and mean average precision), its report's `FIGURES`, its `per_class()` rows."""
     report_dir = Path(report_dir)
     step = max(epochs_done - 1, 0)
     if "tensorboard" in trackers:
@@ -534,10 +536,8 @@ def track_evaluation(run_dir: Path, trackers: Sequence[str], evaluation: Any,
                 client = MlflowClient(tracking_uri=saved["tracking_uri"])
                 now = int(time.time() * 1000)
                 prefix = _tag_prefix(report_dir)
-                metrics = [Metric(f"{prefix}accuracy", evaluation.accuracy, now, step)]
-                if evaluation.tta_accuracy is not None:
-                    metrics.append(Metric(f"{prefix}tta_accuracy", evaluation.tta_accuracy,
-                                          now, step))
+                metrics = [Metric(f"{prefix}{name}", value, now, step)
+                           for name, value in evaluation.tracked_scores().items()]
                 client.log_batch(saved["run_id"], metrics=metrics)
                 client.log_artifacts(saved["run_id"], str(report_dir), report_dir.name)
         except Exception as e:
@@ -563,10 +563,9 @@ def _evaluation_events(run_dir: Path, evaluation: Any, report_dir: Path, step: i
     def add(part: Any) -> None:
         events.append(Event(wall_time=now, step=step, summary=part))
 
-    add(summary.scalar(f"{prefix}accuracy", evaluation.accuracy))
-    if evaluation.tta_accuracy is not None:
-        add(summary.scalar(f"{prefix}tta_accuracy", evaluation.tta_accuracy))
-    for png in ("confusion.png", "most_confused.png", "calibration.png", "top_losses.png"):
+    for name, value in evaluation.tracked_scores().items():
+        add(summary.scalar(f"{prefix}{name}", value))
+    for png in evaluation.FIGURES:
         path = report_dir / png
         if path.is_file():
             from PIL import Image
@@ -576,11 +575,20 @@ def _evaluation_events(run_dir: Path, evaluation: Any, report_dir: Path, step: i
                 width, height = image.size
             add(Summary(value=[Summary.Value(tag=prefix + png[:-4], image=Summary.Image(
                 height=height, width=width, colorspace=4, encoded_image_string=data))]))
-    rows = ["| class | precision | recall | F1 | photos |", "| --- | --- | --- | --- | --- |"]
-    for row in evaluation.per_class():
+    table = evaluation.per_class()
+    # A multi-label model's rows: per label, with its average precision; a figure no photo
+    # defines (a label on none of them) as "undefined".
+    multi = bool(table) and "average_precision" in table[0]
+    keys = ("precision", "recall", "f1", "average_precision") if multi else \
+        ("precision", "recall", "f1")
+    rows = [f"| {'label' if multi else 'class'} | precision | recall | F1 | "
+            + ("AP | " if multi else "") + "photos |",
+            "| --- | --- | --- | --- | " + ("--- | " if multi else "") + "--- |"]
+    for row in table:
         name = _markdown_cell(str(row["name"]))
-        rows.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                    f"{row['f1']:.3f} | {row['support']} |")
+        figures = " | ".join("undefined" if row[key] is None else f"{row[key]:.3f}"
+                             for key in keys)
+        rows.append(f"| {name} | {figures} | {row['support']} |")
     add(summary.text(f"{prefix}per_class", "\n".join(rows)))
     folder = Path(run_dir) / TENSORBOARD_DIR
     folder.mkdir(exist_ok=True)

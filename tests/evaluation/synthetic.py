@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clearclass.evaluation import Evaluation
+from clearclass.evaluation import Evaluation, MultiLabelEvaluation
 from tests.conftest import make_photo
 
 GROUP = 4  # classes per group of look-alikes
@@ -43,3 +43,43 @@ def confused_groups(n: int = 120, per_class: int = 20, seed: int = 0,
         paths.append(path)
     return Evaluation([f"id{i:03d}" for i in range(n)], names, paths, targets,
                       probabilities), group
+
+
+def multi_label_groups(n: int = 120, photos_count: int = 600, seed: int = 0,
+                       photos: Path | None = None, names: list[str] | None = None,
+                       ) -> tuple[MultiLabelEvaluation, np.ndarray]:
+    """A MultiLabelEvaluation of n labels and the group of each: each photo has 1 to 3
+    labels; 10% of its labels are missed, and then (mostly) a label of the same group is
+    given instead; 1% of the other labels are given wrongly. The last label is on no photo
+    (its recall and average precision are undefined). Thresholds differ per label. With
+    `photos`, small generated photos are written there (one per 10 photos, shared), else the
+    paths do not exist; `names` replaces the labels' display names."""
+    rng = np.random.default_rng(seed)
+    group = rng.permutation(n) // GROUP
+    targets = np.zeros((photos_count, n), dtype=bool)
+    for row in targets:
+        row[rng.choice(n - 1, rng.integers(1, 4), replace=False)] = True
+    thresholds = np.round(rng.uniform(0.3, 0.7, n), 2)
+    decided = targets.copy()
+    for k, row in enumerate(targets):
+        for j in np.flatnonzero(row):
+            if rng.random() < 0.10:
+                decided[k, j] = False
+                mates = np.nonzero((group == group[j]) & ~row)[0]
+                if len(mates) and rng.random() < 0.8:
+                    decided[k, rng.choice(mates)] = True
+    decided |= (rng.random(targets.shape) < 0.01) & ~targets
+    # A probability on the right side of each label's threshold, by a random margin.
+    margin = rng.uniform(0.01, 0.29, targets.shape)
+    probabilities = np.where(decided, thresholds + margin, thresholds - margin)
+    paths = []
+    for k in range(photos_count):
+        path = (photos or Path("/nonexistent")) / f"p{k % 60:03d}.jpg"
+        if photos is not None and not path.exists():
+            make_photo(path, colour=tuple(int(c) for c in rng.integers(0, 255, 3)),
+                       size=(120, 90), seed=k)
+        paths.append(path)
+    label_names = names or [f"label {i:03d}" + (" with a rather long name" if i % 9 == 0 else "")
+                            for i in range(n)]
+    return MultiLabelEvaluation([f"id{i:03d}" for i in range(n)], label_names, paths, targets,
+                                probabilities, thresholds), group

@@ -30,7 +30,7 @@ import numpy as np
 
 from clearclass.errors import DataError, RunError
 from clearclass.fileio import read_cell
-from clearclass.task import DEFAULT_LABEL_DELIMITER, TASK_CHOICES, split_labels
+from clearclass.task import DEFAULT_LABEL_DELIMITER, TASK_CHOICES, TASKS, split_labels
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
@@ -245,7 +245,8 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
     return photo_set
 
 
-def list_photos(data: str | Path) -> PhotoSet:
+def list_photos(data: str | Path, task: str = "single",
+                label_delimiter: str | None = None) -> PhotoSet:
     """Every photo of DATA with its label, as the data gives them, under none of training's
     rules: any number of classes, any number of photos in each.
 
@@ -254,12 +255,19 @@ def list_photos(data: str | Path) -> PhotoSet:
     (`split_given`: valid/ or test/ beside train/, an is_valid column; their classes are kept
     whether or not train/ has them), else False for every photo. What `evaluate --data`
     reads a test set with.
+
+    `task` is the model's: with "multi", a CSV's label cells are sets of labels (split on
+    `label_delimiter`, or as `find_photos` does with --task multi: on ';' when a cell holds
+    one, else on spaces), maybe empty, and the set is multi-label; a folder's photos keep
+    their one class each (a note says so).
     """
+    if task not in TASKS:
+        raise DataError(f"task must be one of {', '.join(TASKS)}; got {task!r}.")
     root = Path(data).expanduser()
     notes: list[str] = []
     with _reading(root):
         if _is_table(root):
-            listed, has_split, _ = _csv_photos(root)
+            listed, has_split, task = _csv_photos(root, task, label_delimiter, notes)
             photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{root}: ")
             layout, root, given = ("CSV with is_valid column" if has_split else "CSV",
                                    root.parent, has_split)
@@ -277,8 +285,13 @@ def list_photos(data: str | Path) -> PhotoSet:
             photos = _one_each([(p, real, str(p.path)) for p, real in found], notes,
                                _KEEP_ONE_PLACE)
             given = split is not None
-    return PhotoSet(photos, sorted({p.class_id for p in photos}), layout, root, notes,
-                    split_given=given)
+            if task == "multi":
+                notes.append(f"{data} is a folder of class folders: each photo is taken to "
+                             "have exactly one label, its folder's. A CSV (path,label) can "
+                             "give a photo several labels, or none.")
+                task = "single"
+    return PhotoSet(photos, sorted({c for p in photos for c in p.label_set}), layout, root,
+                    notes, split_given=given, task=task)
 
 
 @contextlib.contextmanager

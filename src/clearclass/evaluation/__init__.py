@@ -7,6 +7,12 @@ confused with each other side by side, the most confused pairs (with a heatmap o
 classes in them), precision, recall and F1 per class, and the photos with the highest loss.
 It writes them to `RUN/report/` with a self-contained, interactive `index.html`, and returns
 an `Evaluation` whose `plot_*` methods draw the same figures (under the cell, in a notebook).
+
+A multi-label model (several labels per photo, maybe none) has no one predicted class to
+confuse: its evaluation is a `MultiLabelEvaluation` (multi_label.py), with the same verbs
+(`summary`, `facts`, `headline`, `per_class`, `most_confused`, `top_losses`, `plot_*`) and
+its own figures: per label at its threshold, labels given in place of others,
+precision-recall curves, top losses with the labels given beside the true ones.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from clearclass.errors import (
     check_path,
     described,
 )
+from clearclass.evaluation.multi_label import LabelConfusion, MultiLabelEvaluation
 from clearclass.evaluation.report import REPORT_FILES, write_report
 from clearclass.evaluation.results import (
     MOST_CONFUSED_PAIRS,
@@ -47,14 +54,18 @@ if TYPE_CHECKING:
     from clearclass.training.loop import TrainingRun
 
 __all__ = ["MOST_CONFUSED_PAIRS", "REPORT_FILES", "TOP_LOSSES", "Calibration",
-           "CalibrationBin", "ConfusedPair", "Evaluation", "confusion_order", "evaluate",
-           "predict_photos", "write_report"]
+           "CalibrationBin", "ConfusedPair", "Evaluation", "LabelConfusion",
+           "MultiLabelEvaluation", "confusion_order", "evaluate", "predict_photos",
+           "write_report"]
 BATCH = 32
+# What a photo's truth is: its class id, or (a multi-label model's photo) its set of labels.
+Truth = str | tuple[str, ...]
 
 
 def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta: bool = False,
              top_losses: int = TOP_LOSSES, device: str = "auto",
-             report: str | Path | None = None, exclude_training: bool = False) -> Evaluation:
+             report: str | Path | None = None, exclude_training: bool = False,
+             ) -> Evaluation | MultiLabelEvaluation:
     """Evaluate a training run and write its report.
 
     By default on the run's own validation photos, into RUN/report/. With `data`, on the
@@ -67,6 +78,12 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     `tta`: also predict each photo's mirror image and report the accuracy of the two averaged.
     `report`: another folder for the report.
 
+    A multi-label run gives a `MultiLabelEvaluation` (at the thresholds of its model.json),
+    and `data` is read as multi-label: a CSV's label cells are sets of labels (split as the
+    run's --label-delimiter says; by default on ';', or on spaces when no cell has one);
+    labels the model does not know are left out of each photo's set, with a warning that
+    names them.
+
     Example:
         report = clearclass.evaluate("runs/dogs", tta=True)
         print(report.summary())
@@ -77,30 +94,44 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     run_dir = run_folder.path
     classifier = load(run_folder.model_dir, device=device)
     class_ids = list(classifier.info.class_ids)
+    task = classifier.info.task
     split = run_folder.split(class_ids)  # checked against config.json's record
     for note in split.notes:
         say(note)
     if data is None:
-        photos = [(p.path, p.class_id) for p in split.valid]
+        photos: list[tuple[Path, Truth]] = [
+            (p.path, p.label_set if task == "multi" else p.class_id) for p in split.valid]
         if not photos:
             raise RunError(f"{run_folder.split_file} lists no validation photos.")
         source, folder = "validation photos", run_dir / "report"
     else:
-        photos = labelled_photos(data, class_ids)
+        delimiter = _label_delimiter(run_folder) if task == "multi" else None
+        photos = labelled_photos(data, class_ids, task, delimiter)
         where = Path(data).expanduser().resolve()
         # A labels file is named for its folder: data/stanford-dogs/labels.csv, stanford-dogs.
         name = re.sub(r"[^\w.-]+", "-", where.name if where.is_dir() else where.parent.name)
         source, folder = f"photos of {data}", run_dir / f"report-{name}"
     photos = _without_training_photos(photos, split.train, source, run_dir, exclude_training)
     evaluation = predict_photos(classifier, photos, tta=tta, source=source)
-    learning = _learning_curves(run_folder, evaluation) if data is None else None
+    # The learning curves and photos needed are counted per class: single-label only.
+    learning = (_learning_curves(run_folder, evaluation)
+                if data is None and isinstance(evaluation, Evaluation) else None)
     evaluation.report_dir = write_report(evaluation, Path(report) if report else folder,
                                          top_losses, learning=learning)
     _track(run_folder, evaluation)
     return evaluation
 
 
-def _track(run_folder: RunFolder, evaluation: Evaluation) -> None:
+def _label_delimiter(run_folder: RunFolder) -> str | None:
+    """What separates the labels in the run's labels CSV (`train --label-delimiter`), for
+    reading a test CSV alike; None (the default rule) when the run does not say."""
+    try:
+        return run_folder.config().label_delimiter
+    except RunError:
+        return None
+
+
+def _track(run_folder: RunFolder, evaluation: Evaluation | MultiLabelEvaluation) -> None:
     """The report to the trackers the run was trained with (`train --track`)."""
     try:
         config = run_folder.config()
@@ -142,8 +173,10 @@ def _learning_curves(run_folder: RunFolder, evaluation: Evaluation) -> object:
                          names=evaluation.class_names)
 
 
-def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, str]]:
-    """The test photos of a labelled folder or CSV, with the model's class id for its label.
+def labelled_photos(data: str | Path, class_ids: list[str], task: str = "single",
+                    label_delimiter: str | None = None) -> list[tuple[Path, Truth]]:
+    """The test photos of a labelled folder or CSV, with the model's class id for its label
+    (a multi-label model's: the set of its labels the photo has).
 
     The test photos are the held-out ones when the data says which (a valid/ or test/ folder
     beside train/, or an is_valid column, as Stanford Dogs' labels.csv marks its official
@@ -152,8 +185,13 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
     a class by id first, then by display name ("Chihuahua" for "n02085620-Chihuahua", any
     case), then by WordNet id (Imagewoof's "n02085620"); photos of labels that match no class
     are left out with a warning that names them. An error when none match.
+
+    With `task` "multi", a CSV's label cells are read as sets of labels (`list_photos`), and
+    a label that matches none of the model's is left out of each photo's set, not the photo:
+    the model's labels are decided on it all the same (a photo with no other label counts
+    as having none of them). A warning names those labels.
     """
-    found = list_photos(data)
+    found = list_photos(data, task, label_delimiter)
     for note in found.notes:
         say(note)
     photos = found.valid if found.split_given else found.photos
@@ -164,21 +202,10 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
                 f"({found.layout}), so there is nothing to evaluate. Mark the test photos "
                 "(is_valid True), or remove the is_valid column to evaluate on every photo.")
         say(f"Evaluating on the {len(photos)} held-out photos of {data} ({found.layout}).")
+    if task == "multi":
+        return _multi_label_photos(data, photos, class_ids)
     given = sorted({p.class_id for p in photos})
-    by_name: dict[str, str] = {}
-    for cid in class_ids:
-        by_name.setdefault(display_name(cid).casefold(), cid)
-        if _wordnet_id(cid):
-            by_name.setdefault(_wordnet_id(cid), cid)
-    known = set(class_ids)
-    matched: dict[str, str] = {}
-    for class_id in given:
-        if class_id in known:
-            matched[class_id] = class_id
-        elif display_name(class_id).casefold() in by_name:
-            matched[class_id] = by_name[display_name(class_id).casefold()]
-        elif _wordnet_id(class_id) and _wordnet_id(class_id) in by_name:  # n02086240, n02086240-Pug
-            matched[class_id] = by_name[_wordnet_id(class_id)]
+    matched = _matched_classes(given, class_ids)
     if not matched:
         raise DataError(f"None of the {len(given)} classes of {data} is a class of this model "
                         f"(e.g. {', '.join(given[:3])}; the model's: {', '.join(class_ids[:3])}"
@@ -196,9 +223,58 @@ def labelled_photos(data: str | Path, class_ids: list[str]) -> list[tuple[Path, 
     return [(p.path, matched[p.class_id]) for p in photos if p.class_id in matched]
 
 
-def _without_training_photos(photos: list[tuple[Path, str]], training: list[Photo],
+def _matched_classes(given: list[str], class_ids: list[str]) -> dict[str, str]:
+    """Each of the `given` labels that names one of the model's classes, with that class's
+    id: by id, then display name (any case), then WordNet id."""
+    by_name: dict[str, str] = {}
+    for cid in class_ids:
+        by_name.setdefault(display_name(cid).casefold(), cid)
+        if _wordnet_id(cid):
+            by_name.setdefault(_wordnet_id(cid), cid)
+    known = set(class_ids)
+    matched: dict[str, str] = {}
+    for class_id in given:
+        if class_id in known:
+            matched[class_id] = class_id
+        elif display_name(class_id).casefold() in by_name:
+            matched[class_id] = by_name[display_name(class_id).casefold()]
+        elif _wordnet_id(class_id) and _wordnet_id(class_id) in by_name:  # n02086240, n02086240-Pug
+            matched[class_id] = by_name[_wordnet_id(class_id)]
+    return matched
+
+
+def _multi_label_photos(data: str | Path, photos: list[Photo],
+                        class_ids: list[str]) -> list[tuple[Path, Truth]]:
+    """Each photo with the set of the model's labels it has (`labelled_photos`)."""
+    given = sorted({c for p in photos for c in p.label_set})
+    if not given:
+        raise DataError(f"No photo of {data} has a label, so there is nothing to measure. "
+                        "List each photo's labels in the CSV's label column (dog;cat).")
+    matched = _matched_classes(given, class_ids)
+    if not matched:
+        raise DataError(f"None of the {len(given)} labels of {data} is a label of this model "
+                        f"(e.g. {', '.join(given[:3])}; the model's: {', '.join(class_ids[:3])}"
+                        "...). Name the labels in the CSV as in the training data.")
+    unmatched = Counter(c for p in photos for c in p.label_set if c not in matched)
+    if unmatched:
+        warn(f"{len(unmatched)} label(s) of {data} are not labels of this model and were "
+             "left out of the photos' labels: " + ", ".join(
+                 f"{c} ({n} photos)" for c, n in sorted(unmatched.items())[:8])
+             + ("..." if len(unmatched) > 8 else "")
+             + ". Those photos are evaluated on the model's labels they have (one with no "
+               "other label as having none of them).")
+    absent = [c for c in class_ids if c not in set(matched.values())]
+    if absent:
+        say(f"{len(absent)} label(s) of the model are on no photo of {data}: "
+            + ", ".join(absent[:8]) + ("..." if len(absent) > 8 else "")
+            + " (their recall and average precision are undefined).")
+    return [(p.path, tuple(sorted({matched[c] for c in p.label_set if c in matched})))
+            for p in photos]
+
+
+def _without_training_photos(photos: list[tuple[Path, Truth]], training: list[Photo],
                              source: str, run_dir: Path,
-                             exclude: bool) -> list[tuple[Path, str]]:
+                             exclude: bool) -> list[tuple[Path, Truth]]:
     """`photos`, with those the run trained on counted in a warning, or left out (`exclude`).
 
     A photo counts when it is a training photo of RUN/split.csv (the same file, whatever
@@ -281,20 +357,24 @@ def _wordnet_id(class_id: str) -> str:
     return found.group(0) if found else ""
 
 
-def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]], tta: bool = False,
-                   source: str = "validation photos") -> Evaluation:
+def predict_photos(classifier: Classifier, photos: list[tuple[Path, Truth]], tta: bool = False,
+                   source: str = "validation photos") -> Evaluation | MultiLabelEvaluation:
     """Predict each photo once (and its mirror image too, with `tta`).
 
-    Photos that cannot be read are skipped with a warning.
+    Each photo comes with its class id, or for a multi-label model its set of labels (any
+    of the model's, maybe none); a multi-label model's evaluation decides at its
+    classifier's thresholds. Photos that cannot be read are skipped with a warning.
     """
-    index = {c: i for i, c in enumerate(classifier.info.class_ids)}
+    info = classifier.info
+    index = {c: i for i, c in enumerate(info.class_ids)}
+    multi = info.task == "multi"
     kept, targets, probabilities, mirrored, batch, skipped = [], [], [], [], [], []
     with bar(f"predicting {source}", len(photos)) as progress:
-        for n, (path, class_id) in enumerate(photos):
+        for n, (path, truth) in enumerate(photos):
             try:
                 batch.append(classifier.preprocess(path))
                 kept.append(path)
-                targets.append(index[class_id])
+                targets.append(_multi_hot(truth, index) if multi else index[truth])
             except DataError as e:
                 skipped.append(str(e))  # "PATH: reason."
             if len(batch) == BATCH or (n == len(photos) - 1 and batch):
@@ -312,6 +392,16 @@ def predict_photos(classifier: Classifier, photos: list[tuple[Path, str]], tta: 
                         "evaluate.")
     plain = np.concatenate(probabilities)
     averaged = (plain + np.concatenate(mirrored)) / 2 if tta else None
-    return Evaluation(list(classifier.info.class_ids), list(classifier.info.class_names), kept,
-                      np.array(targets), plain, model=classifier.info,
+    if multi:
+        return MultiLabelEvaluation(list(info.class_ids), list(info.class_names), kept,
+                                    np.array(targets), plain, classifier.task.thresholds,
+                                    model=info, tta_probabilities=averaged, source=source)
+    return Evaluation(list(info.class_ids), list(info.class_names), kept,
+                      np.array(targets), plain, model=info,
                       tta_probabilities=averaged, source=source)
+
+
+def _multi_hot(labels: Truth, index: dict[str, int]) -> np.ndarray:
+    row = np.zeros(len(index), dtype=np.int64)
+    row[[index[c] for c in labels]] = 1
+    return row

@@ -8,6 +8,13 @@ view order (confused classes side by side), with every class named; a small inli
 click. Only thumbnails travel in the page (the photos of
 mistakes, a few of each correct cell, the top losses), which keeps a 120-class report to a
 few MB.
+
+A multi-label model's report (`MultiLabelEvaluation`) is templates/report_multi_label.html:
+no confusion matrix (there is no one predicted class), but a sortable per-label table at
+the model's thresholds (a row's click shows its missed and wrongly given photos), the labels
+given in place of others, the most missed and most wrongly given labels, precision-recall
+curves and top losses with the labels given beside the true ones; per_label.csv and
+confused_labels.csv hold the tables.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 from clearclass import fileio, pages
 from clearclass.errors import RunError
+from clearclass.evaluation.multi_label import MultiLabelEvaluation
 from clearclass.evaluation.results import (
     MOST_CONFUSED_PAIRS,
     RESULTS_FILE,
@@ -29,15 +37,21 @@ from clearclass.progress import bar
 
 REPORT_FILES = ("index.html", "most_confused.csv", "per_class.csv", "confusion.png",
                 "most_confused.png", "top_losses.png", "calibration.png",
-                "learning_curves.png", "photos_needed.csv", RESULTS_FILE)
+                "learning_curves.png", "photos_needed.csv", RESULTS_FILE,
+                # a multi-label model's
+                "per_label.csv", "confused_labels.csv", "precision_recall.png",
+                "label_errors.png")
 MISTAKE_PHOTOS = 24  # thumbnails kept per wrong cell (worst first)
 CORRECT_PHOTOS = 6  # thumbnails kept per diagonal cell (least sure first)
 PAIRS_LISTED = 30  # rows of the most-confused table
 LOSS_THUMBNAIL_SIDE = 160
+LABEL_PHOTOS = 8  # thumbnails kept of each label's missed photos, and of its wrongly given
+PAIR_PHOTOS = 12  # thumbnails kept per listed (missed, given instead) pair
+LABEL_LISTS = 10  # rows of the most-missed and most-wrongly-given tables
 
 
-def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES,
-                 learning: object = None) -> Path:
+def write_report(ev: Evaluation | MultiLabelEvaluation, folder: Path,
+                 top_losses: int = TOP_LOSSES, learning: object = None) -> Path:
     """Write the figures, CSV files and index.html of an evaluation into `folder`.
 
     `learning`: the run's learning curves and photos needed (an `advice.learning_curve.
@@ -53,9 +67,12 @@ def write_report(ev: Evaluation, folder: Path, top_losses: int = TOP_LOSSES,
     if others:
         raise RunError(f"{folder} holds files that are not part of a report "
                        f"({', '.join(others[:3])}); give a new or empty folder.")
+    cleaning = folder.parent / "clean" / "index.html"
     with fileio.changing(folder, start_empty=True) as new:
-        _write_report_files(ev, new, top_losses, cleaning=folder.parent / "clean" / "index.html",
-                            learning=learning)
+        if isinstance(ev, MultiLabelEvaluation):
+            _write_multi_label_files(ev, new, top_losses, cleaning)
+        else:
+            _write_report_files(ev, new, top_losses, cleaning=cleaning, learning=learning)
     return folder
 
 
@@ -155,7 +172,8 @@ def _page(ev: Evaluation, pngs: dict[str, bytes], pairs: list, per_class: list[d
         calibration_png=pages.png_uri(pngs["calibration.png"]), data=data)
 
 
-def _thumbnails(ev: Evaluation, indices: list[int], worst: list[int]) -> dict[int, tuple]:
+def _thumbnails(ev: Evaluation | MultiLabelEvaluation, indices: list[int],
+                worst: list[int]) -> dict[int, tuple]:
     """(small, large) data URIs per photo; the large one only for the top losses."""
     big = set(worst)
 
@@ -169,6 +187,93 @@ def _thumbnails(ev: Evaluation, indices: list[int], worst: list[int]) -> dict[in
             result[i] = uris
             progress.advance(1)
     return result
+
+
+PER_LABEL_COLUMNS = ("position", "class_id", "name", "threshold", "precision", "recall", "f1",
+                     "average_precision", "support", "found", "missed", "wrongly_given",
+                     "rightly_left", "given_instead", "given_instead_count")
+# Why a per-label figure is undefined, shown when the page's "undefined" is pointed at.
+UNDEFINED = {"precision": "no photo was given this label", "recall": "no photo has this label",
+             "f1": "", "average_precision": "no photo has this label"}
+
+
+def _write_multi_label_files(ev: MultiLabelEvaluation, folder: Path, top_losses: int,
+                             cleaning: Path) -> None:
+    """A multi-label model's report: results.json, per_label.csv, confused_labels.csv,
+    its figures and index.html (templates/report_multi_label.html)."""
+    from clearclass import figures
+
+    fileio.write_json(folder / RESULTS_FILE, ev.headline())
+    pairs = ev.most_confused()
+    fileio.write_csv(folder / "confused_labels.csv", ("missed", "given_instead", "count", "rate"),
+                     [(p.missed, p.given, p.count, f"{p.rate:.4f}") for p in pairs])
+    per_label = ev.per_label()
+    fileio.write_csv(folder / "per_label.csv", PER_LABEL_COLUMNS,
+                     [[_cell(r[c]) for c in PER_LABEL_COLUMNS] for r in per_label])
+    pngs = {}
+    for name, fig in (("precision_recall.png", ev.plot_precision_recall()),
+                      ("label_errors.png", ev.plot_label_errors()),
+                      ("most_confused.png", ev.plot_most_confused(MOST_CONFUSED_PAIRS)),
+                      ("top_losses.png", ev.plot_top_losses(top_losses)),
+                      ("calibration.png", ev.plot_calibration())):
+        pngs[name] = figures.png_bytes(fig)
+        fileio.atomic_write(folder / name, lambda tmp, data=pngs[name]: tmp.write_bytes(data))
+    page = _multi_label_page(ev, pngs, pairs, per_label, ev.top_losses(top_losses),
+                             cleaning.is_file())
+    fileio.write_text(folder / "index.html", page)
+
+
+def _cell(value: object) -> object:
+    """A per_label.csv cell: a figure to 4 places (a threshold as model.json has it), blank
+    when undefined."""
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def _multi_label_page(ev: MultiLabelEvaluation, pngs: dict[str, bytes], pairs: list,
+                      per_label: list[dict], worst: list[int], cleaning: bool) -> str:
+    from clearclass import figures
+    from clearclass.data.sources import label_text
+
+    order = ev.view_order()
+    index = {name: j for j, name in enumerate(ev.class_names)}
+    rows, wanted = [], set(worst)
+    for j in order:  # each row's photos: the worst of its missed and of its wrongly given
+        missed, wrong = ev.label_photos(j)
+        wanted.update(missed[:LABEL_PHOTOS] + wrong[:LABEL_PHOTOS])
+        rows.append([len(missed), missed[:LABEL_PHOTOS], len(wrong), wrong[:LABEL_PHOTOS]])
+    listed = []
+    for p in pairs[:PAIRS_LISTED]:
+        photos = ev.pair_photos(index[p.missed], index[p.given])[:PAIR_PHOTOS]
+        wanted.update(photos)
+        listed.append([p.missed, p.given, p.count, photos])
+    thumbs = _thumbnails(ev, sorted(wanted), worst)
+    decided = ev.decided
+
+    def labels(row: np.ndarray) -> str:
+        return label_text(tuple(ev.labels_of(row)))
+
+    data = {"labels": [ev.class_names[j] for j in order], "rows": rows, "pairs": listed,
+            "photos": {str(i): [ev.paths[i].name, thumbs[i][0], labels(ev.targets[i]),
+                                labels(decided[i])] for i in sorted(wanted)}}
+    losses = [{"uri": thumbs[i][1], "name": ev.paths[i].name, "given": labels(decided[i]),
+               "true": labels(ev.targets[i]),
+               "missed": "; ".join(ev.labels_of(ev.targets[i] & ~decided[i])),
+               "wrong": "; ".join(ev.labels_of(decided[i] & ~ev.targets[i])),
+               "loss": float(ev.losses[i])} for i in worst]
+    drawn = min(figures.CURVES_DRAWN, int(ev.targets.any(0).sum()))
+    return pages.render(
+        "report_multi_label.html", architecture=ev.model.architecture if ev.model else "model",
+        facts=ev.facts(), cleaning=cleaning, per_label=per_label, undefined=UNDEFINED,
+        pairs=pairs[:PAIRS_LISTED], heatmap_pairs=MOST_CONFUSED_PAIRS,
+        most_confused_png=pages.png_uri(pngs["most_confused.png"]),
+        missed=ev.most_missed()[:LABEL_LISTS], wrong=ev.most_wrongly_given()[:LABEL_LISTS],
+        label_errors_png=pages.png_uri(pngs["label_errors.png"]),
+        precision_recall_png=pages.png_uri(pngs["precision_recall.png"]),
+        labels_with_photos=int(ev.targets.any(0).sum()), labels_drawn=drawn, losses=losses,
+        expected_calibration_error=ev.calibration().expected_error,
+        calibration_png=pages.png_uri(pngs["calibration.png"]), data=data)
 
 
 def _matrix(ev: Evaluation, order: list[int], matrix: np.ndarray) -> dict:

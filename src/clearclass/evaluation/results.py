@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -127,6 +127,9 @@ class Evaluation:
     tta_probabilities: np.ndarray | None = None
     source: str = "validation photos"  # what the photos are, in words
     _order: list[int] | None = field(default=None, init=False, compare=False)
+    # The figures of its report (RUN/report/) that `train --track` sends on.
+    FIGURES: ClassVar[tuple[str, ...]] = ("confusion.png", "most_confused.png",
+                                          "calibration.png", "top_losses.png")
 
     @property
     def predictions(self) -> np.ndarray:
@@ -204,21 +207,7 @@ class Evaluation:
 
     def calibration(self, bins: int = CALIBRATION_BINS) -> Calibration:
         """Confidence against accuracy in `bins` equal-width bins, and the expected error."""
-        confidence = self.probabilities.max(1)
-        correct = self.predictions == self.targets
-        edges = np.linspace(0.0, 1.0, bins + 1)
-        which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
-        result, error = [], 0.0
-        for b in range(bins):
-            inside = which == b
-            count = int(inside.sum())
-            if count:
-                conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
-                error += count * abs(acc - conf)
-            else:
-                conf = acc = math.nan
-            result.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), count, conf, acc))
-        return Calibration(result, error / max(len(confidence), 1))
+        return calibration_of(self.probabilities.max(1), self.predictions == self.targets, bins)
 
     def cell_photos(self, actual: int, predicted: int) -> list[int]:
         """Indices of the photos of class `actual` predicted as `predicted`, worst first."""
@@ -228,12 +217,7 @@ class Evaluation:
     def photo(self, i: int) -> np.ndarray:
         """Photo number `i` as the model saw it (a square uint8 array; without the model's
         preprocessing, a 224 px centre crop)."""
-        size, method = ((self.model.item_resize, self.model.resize_method) if self.model is not None
-                        else (224, "crop"))
-        try:
-            return load_item(self.paths[i], size, method)
-        except (UnreadableImage, OSError) as e:
-            raise DataError(f"Cannot read {self.paths[i]} any more ({e}).") from None
+        return photo_as_seen(self.paths[i], self.model)
 
     def plot_confusion_matrix(self) -> Figure:
         """The whole confusion matrix in the view order (rows: actual; columns: predicted)."""
@@ -250,8 +234,9 @@ class Evaluation:
         """
         from clearclass import figures
 
-        return figures.most_confused_heatmap(self.confusion(), self.class_names,
-                                             self.most_confused()[:pairs])
+        return figures.most_confused_heatmap(
+            self.confusion(), self.class_names,
+            [(p.actual, p.predicted) for p in self.most_confused()[:pairs]])
 
     def plot_calibration(self) -> Figure:
         """Reliability diagram: accuracy against confidence, with how many photos each bin has."""
@@ -300,6 +285,14 @@ class Evaluation:
                 "tta_accuracy": self.tta_accuracy,
                 "run_id": (self.model.training or {}).get("run_id") if self.model else None}
 
+    def tracked_scores(self) -> dict[str, float]:
+        """What `train --track` records of this evaluation: the accuracy, and with `tta` the
+        accuracy with test-time augmentation."""
+        scores = {"accuracy": self.accuracy}
+        if self.tta_accuracy is not None:
+            scores["tta_accuracy"] = self.tta_accuracy
+        return scores
+
     def summary(self, pairs: int = MOST_CONFUSED_PAIRS) -> str:
         """Accuracy and the most confused pairs, as lines of text."""
         line = (f"Accuracy {self.accuracy:.2%} on {len(self.targets)} {self.source}"
@@ -329,6 +322,37 @@ class Evaluation:
         return pages.render("evaluation.html", facts=self.facts(), pairs=pairs, heatmap=heatmap,
                             source=self.source,
                             report=self.report_dir and str(self.report_dir / "index.html"))
+
+
+def calibration_of(confidence: np.ndarray, correct: np.ndarray,
+                   bins: int = CALIBRATION_BINS) -> Calibration:
+    """How sure the model was (`confidence`, a probability each) against how often it was
+    right (`correct`, True or False each), in `bins` equal-width bins of the confidence, and
+    the expected calibration error."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    result, error = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        count = int(inside.sum())
+        if count:
+            conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
+            error += count * abs(acc - conf)
+        else:
+            conf = acc = math.nan
+        result.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), count, conf, acc))
+    return Calibration(result, error / max(len(confidence), 1))
+
+
+def photo_as_seen(path: Path, model: ModelInfo | None) -> np.ndarray:
+    """The photo at `path` as the model sees it (a square uint8 array; without the model's
+    preprocessing, a 224 px centre crop); a DataError when it cannot be read any more."""
+    size, method = ((model.item_resize, model.resize_method) if model is not None
+                    else (224, "crop"))
+    try:
+        return load_item(path, size, method)
+    except (UnreadableImage, OSError) as e:
+        raise DataError(f"Cannot read {path} any more ({e}).") from None
 
 
 def read_results(report_dir: str | Path) -> dict:

@@ -67,19 +67,5 @@
   document.querySelectorAll("tr.pair").forEach(function (row) {
     row.addEventListener("click", function () { showCell(+row.dataset.a, +row.dataset.p); });
   });
-  const table = document.getElementById("per-class");
-  table.querySelectorAll("th").forEach(function (th, column) {
-    th.addEventListener("click", function () {
-      const down = th.dataset.order !== "down";
-      table.querySelectorAll("th").forEach(h => delete h.dataset.order);
-      th.dataset.order = down ? "down" : "up";
-      const body = table.tBodies[0], number = th.dataset.type === "number";
-      const sorted = Array.from(body.rows).sort(function (x, y) {
-        const u = x.cells[column].dataset.value, v = y.cells[column].dataset.value;
-        const d = number ? (+u) - (+v) : u.localeCompare(v);
-        return down ? -d : d;
-      });
-      sorted.forEach(r => body.appendChild(r));
-    });
-  });
+  {% include "report_sort.js" %}
 })();
