@@ -18,7 +18,7 @@ import clearclass
 from clearclass.errors import DataError
 from clearclass.evaluation import MultiLabelEvaluation, evaluate
 from clearclass.evaluation.results import read_results
-from tests.conftest import make_multi_label_dataset, make_photo, run_cli
+from tests.conftest import make_multi_label_dataset, make_photo
 from tests.evaluation.synthetic import GROUP, multi_label_groups
 
 MULTI_LABEL_FILES = {"index.html", "results.json", "per_label.csv", "confused_labels.csv",
@@ -250,11 +250,8 @@ def test_evaluate_data_reads_a_multi_label_csv(trained_multi_label_run, tmp_path
             pytest.approx(recall[j]), pytest.approx(f1[j]), support[j])
         assert row["average_precision"] == pytest.approx(
             average_precision_score(ev.targets[:, j], ev.probabilities[:, j]))
-    # The command says the same, and leaves the run's own report alone.
-    result = run_cli("evaluate", trained_multi_label_run, "--data", test, "--device", "cpu")
-    assert result.returncode == 0, result.stderr
-    assert "purple (6 photos)" in result.stderr and "accuracy_multi" in result.stdout
-    assert read_results(trained_multi_label_run / "report-test")["photos"] == 16
+    assert read_results(ev.report_dir)["photos"] == 16
+    # (tests/robustness/test_multi_label_report.py runs the command on such a CSV.)
 
 
 def test_a_test_csv_with_none_of_the_models_labels_is_refused(trained_multi_label_run, tmp_path):
@@ -297,3 +294,19 @@ def test_the_trackers_get_the_multi_label_figures(trained_multi_label_run, tmp_p
             "evaluation/top_losses"} <= set(events.Tags()["images"])
     table = events.Tensors("evaluation/per_class/text_summary")[0].tensor_proto.string_val[0]
     assert b"| label | precision | recall | F1 | AP | photos |" in table
+    # `clearclass runs` lists the accuracy with test-time augmentation: accuracy_multi's.
+    assert clearclass.runs(run).rows[0].tta_accuracy == pytest.approx(ev.tta_accuracy)
+
+
+def test_exclude_training_leaves_out_the_photos_a_multi_label_run_trained_on(
+        trained_multi_label_run, caplog):
+    from clearclass.run_folder import RunFolder
+
+    split = RunFolder.open(trained_multi_label_run).split()
+    data = json.loads((trained_multi_label_run / "config.json").read_text())["config"]["data"]
+    ev = evaluate(trained_multi_label_run, data=data, exclude_training=True, device="cpu",
+                  report=trained_multi_label_run.parent / "report-unseen")
+    assert sorted(ev.paths) == sorted(p.path for p in split.valid)
+    assert [ev.labels_of(t) for t in ev.targets] == [
+        list(p.labels) for p in sorted(split.valid, key=lambda p: ev.paths.index(p.path))]
+    assert f"Left out {len(split.train)} of the {len(split.photos)}" in caplog.text

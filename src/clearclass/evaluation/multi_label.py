@@ -315,7 +315,7 @@ class MultiLabelEvaluation:
             [(p.missed, p.given) for p in self.most_confused()[:pairs]],
             title="Labels given in place of others", rows="missed (on the photo, not given)",
             columns="given instead (not on the photo)", counted="photos",
-            nothing=f"No label given in place of another on the {self.source}.")
+            nothing="No label given in place of another.")
 
     def plot_calibration(self) -> Figure:
         """Reliability diagram of every (photo, label) probability."""
