@@ -47,6 +47,7 @@ _PUBLIC = {
     "resume": "clearclass.training",
     "lr_find": "clearclass.training",
     "Evaluation": "clearclass.evaluation",
+    "MultiLabelEvaluation": "clearclass.evaluation",
     "evaluate": "clearclass.evaluation",
     "Advice": "clearclass.advice",
     "advise": "clearclass.advice",
@@ -69,6 +70,7 @@ __all__ = [
     "ClearclassError",
     "Evaluation",
     "Exploration",
+    "MultiLabelEvaluation",
     "Prediction",
     "Runs",
     "TrainConfig",
@@ -92,7 +94,7 @@ if TYPE_CHECKING:
     from clearclass.cleaning import Cleaning, clean
     from clearclass.demo import SAMPLE_PHOTOS
     from clearclass.errors import ClearclassError
-    from clearclass.evaluation import Evaluation, evaluate
+    from clearclass.evaluation import Evaluation, MultiLabelEvaluation, evaluate
     from clearclass.exploration import Exploration, explore, show_batch
     from clearclass.hub import push
     from clearclass.predict import Classifier, Prediction, load
