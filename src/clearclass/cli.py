@@ -524,7 +524,10 @@ def explore(
     files, and warns when the largest class has more than 3 times the training photos of
     the smallest; writes samples.png (photos of each class), augmented.png (what batch
     augmentation does to a few photos) and batch.png (a batch as training sees it, as
-    fastai's show_batch) into OUT.
+    fastai's show_batch) into OUT. A multi-label CSV (--task, --label-delimiter): photos
+    with each label, how many labels the photos have, the labels that occur together most
+    often, and cooccurrence.png (a heatmap of the 30 labels on the most photos); the
+    warning names the rare labels, with their photos with and without them.
     """
     from clearclass.exploration import explore as run_explore
     from clearclass.exploration import print_report

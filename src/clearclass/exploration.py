@@ -6,11 +6,17 @@ of sample photos per class and of what batch augmentation does. With `out` it wr
 (`samples.png`, `augmented.png`, `batch.png`, `unreadable.csv`); in a notebook it shows
 itself under the cell. `show_batch(DATA)` draws a batch of augmented training photos with
 their labels, as fastai's `dls.show_batch()`.
+
+A multi-label CSV (several labels per photo, or none) is explored label by label: photos
+with each label, how many labels the photos have, which labels occur together (the pairs
+on the most photos, and `cooccurrence.png`, a heatmap of the labels on the most photos),
+samples of each label (and of the photos with none), and titles that show each photo's set.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clearclass import fileio
 from clearclass.data.augment import augment_settings, batch_augment
-from clearclass.data.checks import imbalance_warning
+from clearclass.data.checks import imbalance_warning, label_imbalance_warning
 from clearclass.data.decode import (
     UnreadableImage,
     crop_or_pad,
@@ -31,7 +37,7 @@ from clearclass.data.decode import (
     resize_to_fit,
 )
 from clearclass.data.loader import keep_as_is
-from clearclass.data.sources import Photo, PhotoSet, find_photos
+from clearclass.data.sources import Photo, PhotoSet, find_photos, label_text
 from clearclass.errors import DataError, check_count, check_path
 from clearclass.parallel import check_process_count, default_workers
 from clearclass.progress import bar, say, show
@@ -43,6 +49,23 @@ if TYPE_CHECKING:
 SAMPLES_PER_CLASS = 6
 CLASSES_PER_PAGE = 20
 THUMBNAIL = 160
+TOP_PAIRS = 10  # label pairs listed by the report; cooccurrence.png draws more
+NO_LABEL = "(no label)"  # the row of samples of a multi-label set's photos without one
+
+
+@dataclass(frozen=True)
+class LabelPair:
+    """Two labels (display names) of a multi-label set and the readable photos with both;
+    `share` is those photos over the photos with the rarer of the two."""
+
+    first: str
+    second: str
+    photos: int
+    share: float
+
+    def __str__(self) -> str:
+        return (f"{self.first} + {self.second}: {self.photos} photos ({self.share:.0%} of "
+                f"those with {self.second})")
 
 
 @dataclass(repr=False)
@@ -62,20 +85,66 @@ class Exploration:
     samples: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)  # per class
     figures: list[Path] = field(default_factory=list)  # files written by `save`
 
+    @property
+    def is_multi_label(self) -> bool:
+        """Whether each photo has a set of labels (maybe none) rather than one class."""
+        return self.photo_set.task == "multi"
+
     def counts(self) -> dict[str, tuple[int, int]]:
-        """Readable photos per class (display name), as (train, valid)."""
-        bad = {p for p, _ in self.unreadable}
-        names = dict(zip(self.photo_set.class_ids, self.photo_set.display_names))
+        """Readable photos per class (display name), as (train, valid); multi-label: the
+        readable photos with each label."""
+        names = self._names()
         counts = {names[c]: [0, 0] for c in self.photo_set.class_ids}
-        for p in self.photo_set.photos:
-            if p.path not in bad:
-                counts[names[p.class_id]][p.is_valid] += 1
+        for p in self._readable():
+            for c in p.label_set:
+                counts[names[c]][p.is_valid] += 1
         return {name: (train, valid) for name, (train, valid) in counts.items()}
 
     def imbalance(self) -> str | None:
         """A warning when the largest class has more than IMBALANCE_RATIO times the readable
-        training photos of the smallest (which has some); None otherwise."""
-        return imbalance_warning({name: counts[0] for name, counts in self.counts().items()})
+        training photos of the smallest (which has some); multi-label: the label on the
+        most training photos against the rarest (`label_imbalance_warning`). None
+        otherwise."""
+        train = {name: counts[0] for name, counts in self.counts().items()}
+        if self.is_multi_label:
+            return label_imbalance_warning(
+                train, sum(1 for p in self._readable() if not p.is_valid))
+        return imbalance_warning(train)
+
+    def labels_per_photo(self) -> dict[int, int]:
+        """How many readable photos have 0, 1, 2, ... labels (one each, for one class per
+        photo), from none to the most any photo has."""
+        found = Counter(len(p.label_set) for p in self._readable())
+        return {n: found[n] for n in range(max(found, default=0) + 1)}
+
+    def cooccurrence(self) -> np.ndarray:
+        """Readable photos with both labels, for every pair of labels (labels x labels, in
+        `photo_set.class_ids`' order); the diagonal is the photos with each label."""
+        targets = self.photo_set.targets(self._readable())
+        if not self.is_multi_label:  # one class per photo: no two on one photo
+            return np.diag(np.bincount(targets, minlength=len(self.photo_set.class_ids)))
+        return targets.T @ targets
+
+    def top_pairs(self, n: int = TOP_PAIRS) -> list[LabelPair]:
+        """The `n` pairs of labels on the most readable photos together (none share a
+        photo: an empty list)."""
+        matrix, names = self.cooccurrence(), self.photo_set.display_names
+        pairs = [(int(matrix[a, b]), a, b) for a in range(len(names))
+                 for b in range(a + 1, len(names)) if matrix[a, b]]
+        pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
+        found = []
+        for both, a, b in pairs[:n]:
+            first, second = (a, b) if matrix[a, a] >= matrix[b, b] else (b, a)
+            found.append(LabelPair(names[first], names[second], both,
+                                   both / max(int(matrix[second, second]), 1)))
+        return found
+
+    def plot_cooccurrence(self) -> Figure:
+        """The heatmap of which labels occur together: photos with both of each pair, for
+        the 30 labels on the most photos (`figures.label_cooccurrence`)."""
+        from clearclass import figures
+
+        return figures.label_cooccurrence(self.cooccurrence(), self.photo_set.display_names)
 
     def size_stats(self) -> dict[str, tuple[int, int, int]]:
         """(min, median, max) of width, height and short side, in pixels."""
@@ -100,9 +169,8 @@ class Exploration:
         """A few training photos as loaded, each followed by augmented versions of it."""
         check_count("photos", photos)
         check_count("versions", versions, least=0)
-        names = dict(zip(self.photo_set.class_ids, self.photo_set.display_names))
-        return _augmented_grid(self._readable_training_photos(), names, self.config, photos,
-                               versions)
+        return _augmented_grid(self._readable_training_photos(), self._names(), self.config,
+                               photos, versions)
 
     def show_batch(self, n: int = 9) -> Figure:
         """A batch of augmented training photos with their labels (see `show_batch`)."""
@@ -121,6 +189,8 @@ class Exploration:
         for page in range(1, pages + 1):
             suffix = "" if page == 1 else f"-{page}"
             written.append(figures.save(self.plot_samples(page), out / f"samples{suffix}.png"))
+        if self.is_multi_label:
+            written.append(figures.save(self.plot_cooccurrence(), out / "cooccurrence.png"))
         if self._readable_training_photos():  # both figures show training photos
             if self.config.batch_augment != "none":
                 written.append(figures.save(self.plot_augmented(), out / "augmented.png"))
@@ -131,23 +201,51 @@ class Exploration:
     def _readable_training_photos(self) -> list[Photo]:
         return [p for p in self.photo_set.train if p.path in self.sizes]
 
+    def _readable(self) -> list[Photo]:
+        return [p for p in self.photo_set.photos if p.path in self.sizes]
+
+    def _names(self) -> dict[str, str]:
+        return dict(zip(self.photo_set.class_ids, self.photo_set.display_names))
+
     def __repr__(self) -> str:
         photo_set = self.photo_set
-        lines = [f"{len(photo_set.class_ids)} classes ({photo_set.layout}); "
+        lines = [f"{_kinds(photo_set)} ({photo_set.layout}); "
                  f"{len(self.sizes)} readable photos, {len(self.unreadable)} unreadable."]
-        lines += [f"  {name}: {train} training, {valid} validation"
+        with_ = " with it" if self.is_multi_label else ""
+        lines += [f"  {name}: {train} training, {valid} validation{with_}"
                   for name, (train, valid) in self.counts().items()]
+        if self.is_multi_label:
+            lines.append("Labels per photo: " + _per_photo_text(self.labels_per_photo()))
+            lines += ["Together most often:", *(f"  {pair}" for pair in self.top_pairs())]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         from clearclass import figures, pages
 
         stats = "; ".join(f"{k} {a} / {b} / {c}" for k, (a, b, c) in self.size_stats().items())
+        multi = self.is_multi_label
         return pages.render(
-            "exploration.html", classes=len(self.photo_set.class_ids),
+            "exploration.html", kinds=_kinds(self.photo_set), multi=multi,
             layout=self.photo_set.layout, readable=len(self.sizes), counts=self.counts(),
             sizes=stats, unreadable=self.unreadable, imbalance=self.imbalance(),
+            per_photo=self.labels_per_photo() if multi else {},
+            pairs=[str(pair) for pair in self.top_pairs()] if multi else [],
+            cooccurrence=(pages.png_uri(figures.png_bytes(self.plot_cooccurrence()))
+                          if multi else ""),
             samples=pages.png_uri(figures.png_bytes(self.plot_samples())))
+
+
+def _kinds(photo_set: PhotoSet) -> str:
+    """"3 classes", or "3 labels" for a multi-label set."""
+    noun = "labels" if photo_set.task == "multi" else "classes"
+    return f"{len(photo_set.class_ids)} {noun}"
+
+
+def _per_photo_text(per_photo: dict[int, int]) -> str:
+    """`labels_per_photo` in words: "6 photos with 0 labels, 18 with 1, 18 with 2"."""
+    return ", ".join(f"{count}{' photos' if i == 0 else ''} with {n}"
+                     f"{' labels' if i == 0 else ''}"
+                     for i, (n, count) in enumerate(per_photo.items()))
 
 
 class _Inspect(Dataset):
@@ -181,13 +279,21 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
     if out is not None:
         check_path("out", out, "a folder")
     config = make_config(data, settings, allowed=EXPLORE_SETTINGS)
-    photo_set = find_photos(config.data, config.validation_fraction, config.seed)
+    photo_set = find_photos(config.data, config.validation_fraction, config.seed,
+                            config.task, config.label_delimiter)
     rng = random.Random(config.seed)
+    # Samples of each class; of a multi-label set, of each label (a photo with several
+    # labels may show under each) and of the photos without one.
     by_class: dict[str, list[int]] = {c: [] for c in photo_set.class_ids}
+    unlabelled: list[int] = []
     for i, p in enumerate(photo_set.photos):
-        by_class[p.class_id].append(i)
+        for c in p.label_set:
+            by_class[c].append(i)
+        if not p.label_set:
+            unlabelled.append(i)
+    groups = list(by_class.values()) + [unlabelled]
     # A few more than shown per class, in case some turn out unreadable.
-    wanted = {i for members in by_class.values()
+    wanted = {i for members in groups
               for i in rng.sample(members, min(len(members), SAMPLES_PER_CLASS + 2))}
 
     paths = [p.path for p in photo_set.photos]
@@ -206,8 +312,11 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
                     thumbs[i] = thumb
             progress.advance()
     names = dict(zip(photo_set.class_ids, photo_set.display_names))
-    samples = [(names[c], [thumbs[i] for i in sorted(by_class[c]) if i in thumbs]
-                [:SAMPLES_PER_CLASS]) for c in photo_set.class_ids]
+    rows = [(names[c], by_class[c]) for c in photo_set.class_ids]
+    if unlabelled:
+        rows.append((NO_LABEL, unlabelled))
+    samples = [(name, [thumbs[i] for i in sorted(members) if i in thumbs][:SAMPLES_PER_CLASS])
+               for name, members in rows]
     result = Exploration(photo_set, sizes, sorted(unreadable), config, samples)
     if out is not None:
         result.save(out)
@@ -227,31 +336,45 @@ def show_batch(data: str | Path | TrainConfig, n: int = 9, **settings: Any) -> F
     """
     check_count("n", n)
     config = make_config(data, settings, allowed=EXPLORE_SETTINGS)
-    photo_set = find_photos(config.data, config.validation_fraction, config.seed)
+    photo_set = find_photos(config.data, config.validation_fraction, config.seed,
+                            config.task, config.label_delimiter)
     return _batch_figure(photo_set.train, photo_set, config, n)
 
 
 def print_report(result: Exploration) -> None:
     """The exploration as the command line shows it: a table of counts, then notes."""
     photo_set, item_resize = result.photo_set, result.config.item_resize
+    multi = result.is_multi_label
     names = dict(zip(photo_set.class_ids, photo_set.display_names))
     unreadable = {p for p, _ in result.unreadable}
-    table = Table(title=f"{len(photo_set.class_ids)} classes ({photo_set.layout})")
-    for column in ("class", "folder / id", "train", "valid", "unreadable"):
-        table.add_column(column, justify="left" if column in ("class", "folder / id")
+    table = Table(title=f"{_kinds(photo_set)} ({photo_set.layout})"
+                  + (": photos with each label" if multi else ""))
+    first, second = ("label", "id") if multi else ("class", "folder / id")
+    for column in (first, second, "train", "valid", "unreadable"):
+        table.add_column(column, justify="left" if column in (first, second)
                          else "right", overflow="fold")
     bad = {c: 0 for c in photo_set.class_ids}
     for p in photo_set.photos:
         if p.path in unreadable:
-            bad[p.class_id] += 1
+            for c in p.label_set:
+                bad[c] += 1
     total_train = total_valid = 0
     for cid, (train, valid) in photo_set.counts().items():
         total_train, total_valid = total_train + train, total_valid + valid
         table.add_row(fileio.shown_name(names[cid]), fileio.shown_name(cid), str(train),
                       str(valid), str(bad[cid] or ""))
-    table.add_row("total", "", str(total_train), str(total_valid), str(len(unreadable) or ""),
-                  style="bold")
+    if multi:  # a photo counts under each of its labels: the photos, not the sum
+        total_train, total_valid = len(photo_set.train), len(photo_set.valid)
+    table.add_row("photos" if multi else "total", "", str(total_train), str(total_valid),
+                  str(len(unreadable) or ""), style="bold")
     show(table)
+    if multi:
+        say("Labels per photo (readable photos): "
+            + _per_photo_text(result.labels_per_photo()))
+        pairs = result.top_pairs()
+        say("Labels that occur together most often: "
+            + ("; ".join(fileio.shown_name(str(pair)) for pair in pairs) if pairs
+               else "none: no photo has two labels."))
     stats = result.size_stats()
     if stats:
         say("Photo sizes (min / median / max, pixels): " + "; ".join(
@@ -315,7 +438,14 @@ def _batch_figure(photos: list[Photo], photo_set: PhotoSet, config: TrainConfig,
     names = dict(zip(photo_set.class_ids, photo_set.display_names))
     columns = min(len(picked), int(np.ceil(np.sqrt(len(picked)))))
     return figures.photo_grid(list(_augment(squares, config, config.seed)),
-                              [names[p.class_id] for p in picked], columns=columns)
+                              [_title(p, names) for p in picked], columns=columns)
+
+
+def _title(photo: Photo, names: dict[str, str]) -> str:
+    """A photo's class, or (multi-label) its set of labels, by display name."""
+    if photo.labels is None:
+        return names[photo.class_id]
+    return label_text(tuple(names[c] for c in photo.labels))
 
 
 def _augmented_grid(photos: list[Photo], names: dict[str, str], config: TrainConfig,
@@ -330,7 +460,7 @@ def _augmented_grid(photos: list[Photo], names: dict[str, str], config: TrainCon
     images, titles = [], []
     for k, photo in enumerate(picked):
         images.append(squares[k])
-        titles.append(f"{names[photo.class_id]} (as loaded)")
+        titles.append(f"{_title(photo, names)} (as loaded)")
         for r in range(versions):
             images.append(augmented[k * versions + r])
             titles.append("augmented")

@@ -109,6 +109,47 @@ def most_confused_heatmap(matrix: np.ndarray, names: Sequence[str],
     return fig
 
 
+COOCCURRENCE_LABELS = 30  # labels on the heatmap; past this, numbers in cells blur
+
+
+def label_cooccurrence(matrix: np.ndarray, names: Sequence[str],
+                       limit: int = COOCCURRENCE_LABELS) -> Figure:
+    """Which labels occur together: photos with both labels of each pair (`matrix`, labels
+    x labels, its diagonal the photos with each label), for the `limit` labels on the most
+    photos, every cell counted. A label pair is red by how many photos have both; the
+    diagonal is grey, as it counts one label."""
+    order = sorted(range(len(names)), key=lambda i: (-matrix[i, i], i))[:limit]
+    if not order:
+        return message("No labels.")
+    sub = matrix[np.ix_(order, order)]
+    off = sub.copy()
+    np.fill_diagonal(off, 0)
+    k = len(order)
+    side = max(4.5, 1.8 + 0.38 * k)
+    font = 9 if k <= 15 else 7
+    fig = new_figure(side + 1.5, side)
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_where(np.eye(k, dtype=bool), off), cmap="Reds", vmin=0,
+                   vmax=max(int(off.max()), 1))
+    shown_names = [_short(names[i], 24) for i in order]
+    ax.set_xticks(range(k), shown_names, rotation=60, ha="right", fontsize=font)
+    ax.set_yticks(range(k), shown_names, fontsize=font)
+    for a in range(k):
+        for b in range(k):
+            if sub[a, b]:
+                ax.text(b, a, str(sub[a, b]), ha="center", va="center", fontsize=font - 1,
+                        color="gray" if a == b else
+                        ("white" if off[a, b] > off.max() / 2 else "black"),
+                        style="italic" if a == b else "normal")
+    title = "Labels that occur together (photos with both; grey: photos with the label)"
+    if k < len(names):
+        title += f"\nthe {k} labels on the most photos, of {len(names)}"
+    ax.set_title(title, fontsize=10)
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="photos with both labels")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
 def reliability_diagram(calibration, confidence: str = "confidence (probability of the "
                         "predicted class)", outcome: str = "accuracy",
                         counted: str = "photos") -> Figure:

@@ -54,6 +54,37 @@ def imbalance_warning(train_photos: dict[str, int]) -> str | None:
             "more often).")
 
 
+def label_imbalance_warning(train_with: dict[str, int], train_photos: int) -> str | None:
+    """Multi-label: a warning when the label on the most training photos is on more than
+    IMBALANCE_RATIO times the training photos of the rarest (which is on some), naming each
+    rare label's photos with it against those without it; None otherwise. `train_with`:
+    display name -> training photos with the label; `train_photos`: all training photos.
+
+    Each label is a yes/no question of its own, so "without it" is every other photo: the
+    rare labels are those whose yes is drowned out. --balance draws or weighs one class per
+    photo, so the remedy is photos, not an option.
+
+    Example:
+        print(label_imbalance_warning({"dog": 120, "cat": 30, "fox": 8}, 150))
+    """
+    present = {name: n for name, n in train_with.items() if n}
+    if len(present) < 2:
+        return None
+    largest = max(present, key=present.get)
+    rare = sorted((name for name, n in present.items()
+                   if present[largest] > IMBALANCE_RATIO * n), key=lambda name: present[name])
+    if not rare:
+        return None
+    shown = "; ".join(f"{name} on {present[name]} of {train_photos} "
+                      f"({train_photos - present[name]} without it)" for name in rare[:3])
+    more = f" and {len(rare) - 3} more" if len(rare) > 3 else ""
+    return (f"The labels are imbalanced: {largest} is on {present[largest]} training photos, "
+            f"{present[largest] / present[rare[0]]:.1f} times the {present[rare[0]]} of "
+            f"{rare[0]}. Rare labels: {shown}{more}. A model learns to leave a rare label out; "
+            "add photos that show the rare labels where you can (--balance is for one class "
+            "per photo).")
+
+
 # Pillow's format name -> the extensions that name it; the first is the one files are given.
 EXTENSIONS = {
     "JPEG": (".jpg", ".jpeg", ".jfif", ".jpe"),
