@@ -38,6 +38,15 @@ byte. A move to another file system is copied, renamed and only then deleted
 half-done step (its own too) and finishes or reverses it. Ctrl-C stops either between two
 changes and says how far it got.
 
+A multi-label run (a labels CSV that gives each photo a set of labels, maybe none) is
+cleaned the same way, each label judged on its own: one binary head per label out of sample,
+cleanlab's multi-label filter (`advice.label_issues.find_label_set_issues`), and for each
+flagged photo the labels the heads dispute; where they are confident (as above, per label:
+`RELABEL_CONFIDENCE` or their typical probability), `relabel` to the set with those labels
+added or removed is suggested. In actions.csv a set is written as DATA writes it (`blue;red`
+with DATA's label delimiter) and `(none)` is a photo with no label; `relabel` rewrites the
+photo's label cell with the whole new set, `delete` moves the photo aside and drops its row.
+
 Why out of sample: a photo the model trained on with a wrong label has been pulled towards
 that label, so the model's own loss understates the problem. `clean` ranked by that loss
 (1 - p(label), fastai's top losses) before; on imagewoof-2k with 5% of the training labels
@@ -65,7 +74,12 @@ import numpy as np
 
 from clearclass import fileio
 from clearclass.advice.features import RunFeatures, run_features
-from clearclass.advice.label_issues import LabelIssue, find_label_issues
+from clearclass.advice.label_issues import (
+    LabelIssue,
+    LabelSetIssue,
+    find_label_issues,
+    find_label_set_issues,
+)
 from clearclass.advice.near_duplicates import NearDuplicate, find_near_duplicates
 from clearclass.advice.out_of_sample import (
     DEFAULT_FOLDS,
@@ -83,6 +97,7 @@ from clearclass.data.sources import (
     column_name,
     display_names,
     find_photos,
+    label_text,
     listed_file,
     read_table,
     sniff_delimiter,
@@ -92,6 +107,7 @@ from clearclass.errors import DataError, RunError, check_count
 from clearclass.parallel import StopBetweenSteps, default_workers, map_in_order
 from clearclass.progress import bar, say, warn
 from clearclass.run_folder import RunFolder
+from clearclass.task import DEFAULT_LABEL_DELIMITER, split_labels
 
 if TYPE_CHECKING:
     from clearclass.training.config import TrainConfig
@@ -111,6 +127,11 @@ RELABEL_CONFIDENCE = 0.7
 # less than this (they do not recognise it as its class either); else it is kept.
 OUTLIER_DELETE_BELOW = 0.5
 UNSURE_MODEL = 0.5  # a median top probability under it: the list is mostly noise
+# Multi-label: a median, over the photos, of each one's mean sureness of its yes/no decisions
+# (the probability of the side decided, 0.5 to 1) under this says the same: its typical
+# decision is nearer a coin toss than certainty.
+UNSURE_MULTI_LABEL = 0.75
+NO_LABELS = "(none)"  # a multi-label photo without a label, in actions.csv
 TABLE_ROWS = 15  # rows the command prints; actions.csv and the page hold more
 PAGE_ROWS = 300  # rows shown with thumbnails in index.html (about 6 KB each)
 CLEAN_FOLDER = "clean"
@@ -175,6 +196,10 @@ class Finding(_LabelNames):
     new_class_id: str = ""
     other: Path | None = None
     other_class_id: str = ""  # the other copy's class, or the class the model says
+    # Multi-label: the photo's set of labels (its class_id is them written out, for
+    # messages), and the set suggested instead with `relabel`.
+    labels: tuple[str, ...] | None = None
+    new_labels: tuple[str, ...] | None = None
 
     @property
     def other_caption(self) -> str:
@@ -203,6 +228,8 @@ class Action(_LabelNames):
     evidence: str
     score: float
     findings: tuple[Finding, ...]
+    labels: tuple[str, ...] | None = None  # multi-label: the photo's set
+    new_labels: tuple[str, ...] | None = None  # multi-label: the set to relabel it with
 
     @property
     def candidates(self) -> tuple[Finding, ...]:
@@ -230,6 +257,13 @@ class Cleaning:
     findings: list[Finding]
     checked: Counter = field(default_factory=Counter)  # photos checked by split
     folder: Path | None = None  # RUN/clean, once written
+    task: str = "single"  # "multi": a set of labels per photo
+    # Multi-label: what joins the labels of a set in actions.csv, as in DATA's label cells.
+    cell_delimiter: str = DEFAULT_LABEL_DELIMITER
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.task == "multi"
 
     @property
     def candidates(self) -> list[Finding]:
@@ -264,17 +298,32 @@ class Cleaning:
         for path, found in by_path.items():
             found.sort(key=lambda c: -c.score)
             chosen = min(found, key=lambda c: (ACTIONS[::-1].index(c.action), -c.score))
+            relabel = chosen.action == RELABEL
             rows.append(Action(path, found[0].class_id, found[0].split, chosen.action,
-                               chosen.new_class_id if chosen.action == RELABEL else "",
+                               chosen.new_class_id if relabel else "",
                                "; ".join(dict.fromkeys(c.problem for c in found)),
                                " | ".join(c.evidence for c in found), found[0].score,
-                               tuple(found)))
+                               tuple(found), found[0].labels,
+                               chosen.new_labels if relabel else None))
         rows.sort(key=lambda a: (-a.score, str(a.path)))
         return rows
 
     def name(self, class_id: str) -> str:
         """The display name of a class id."""
         return dict(zip(self.class_ids, self.class_names)).get(class_id, class_id)
+
+    def shown_label(self, class_id: str, labels: tuple[str, ...] | None = None) -> str:
+        """A photo's class by display name, or (multi-label, `labels`) its set of labels."""
+        if labels is None:
+            return self.name(class_id)
+        return label_text(tuple(self.name(c) for c in labels))
+
+    def cell(self, labels: tuple[str, ...] | None, class_id: str = "") -> str:
+        """A photo's label as actions.csv writes it: its class id, or (multi-label) its set
+        joined as DATA joins labels (`(none)` for no label)."""
+        if labels is None:
+            return class_id
+        return self.cell_delimiter.join(labels) if labels else NO_LABELS
 
     def shown(self, path: Path) -> str:
         """`path` as actions.csv writes it: relative to DATA when inside it."""
@@ -292,8 +341,9 @@ class Cleaning:
         lines = [f"Checked {sum(self.checked.values())} photos of {self.run_dir} ({checked}): "
                  f"{found}."]
         for i, a in enumerate(self.actions[:rows], start=1):
-            lines.append(f"  {i}. {self.shown(a.path)} ({self.name(a.class_id)}): "
-                         f"{_action_text(a, self.name)}; {a.evidence}")
+            lines.append(f"  {i}. {self.shown(a.path)} "
+                         f"({self.shown_label(a.class_id, a.labels)}): "
+                         f"{_action_text(a, self)}; {a.evidence}")
         if self.folder is not None:
             lines.append(f"Actions to edit: {self.folder / ACTIONS_FILE}")
             lines.append(f"With thumbnails: {self.folder / PAGE_FILE}")
@@ -311,8 +361,8 @@ class Cleaning:
             table.add_column(column, overflow="fold")
         for i, a in enumerate(self.actions[:limit], start=1):
             table.add_row(*map(fileio.shown_name, (  # rich counts \xe9 as 4 characters
-                str(i), self.shown(a.path), self.name(a.class_id), _action_text(a, self.name),
-                a.evidence)))
+                str(i), self.shown(a.path), self.shown_label(a.class_id, a.labels),
+                _action_text(a, self), a.evidence)))
         return table
 
     def _repr_html_(self) -> str:
@@ -367,26 +417,45 @@ def find(run: str | Path, device: str = "auto", folds: int = DEFAULT_FOLDS) -> C
     for note in split.notes:
         say(note)
     data_root = _data_root(_recorded_data(run_folder))
-    extra = _skipped_in_training(run_folder, split)
+    extra, label_split = _skipped_in_training(run_folder, split)
     examined = _examine(split.photos + extra)
     # Photos of DATA that are not in the split and can be read were added since.
     photos = split.photos + [p for p in extra if not isinstance(examined[p.path], Examined)]
     readable = [p for p in photos if isinstance(examined[p.path], Examined) and p.class_id]
     in_split = {p.path for p in split.photos}
     cleaning = Cleaning(run_dir, data_root, class_ids, list(info.class_names),
-                        [], Counter(_split_name(p, in_split) for p in photos))
+                        [], Counter(_split_name(p, in_split) for p in photos),
+                        task=info.task, cell_delimiter=_cell_delimiter(label_split, run_folder))
     judged = _judge(cleaning, run_folder, device, any(p.path in in_split for p in readable),
                     folds)
     cleaning.findings = _find(cleaning, photos, in_split, examined, judged)
     cleaning.findings.sort(key=lambda c: (-c.score, str(c.path)))
-    _warn_if_unsure(judged.own, run_dir)
+    _warn_if_unsure(judged.own, run_dir, cleaning.is_multi_label)
     return cleaning
 
 
-def _warn_if_unsure(probabilities: np.ndarray, run_dir: Path) -> None:
+def _cell_delimiter(found: str | None, run: RunFolder) -> str:
+    """What joins a multi-label set's labels in actions.csv: DATA's label delimiter as
+    `found` reading DATA (a space for whitespace); when DATA could not be read, the run's
+    --label-delimiter, else ';'."""
+    if found is not None:
+        return found
+    return _run_config(run).label_delimiter or DEFAULT_LABEL_DELIMITER
+
+
+def _warn_if_unsure(probabilities: np.ndarray, run_dir: Path, multi_label: bool = False) -> None:
     """A model that hesitates over most photos (its own `probabilities`) has features that
     tell the classes apart little, so the heads on them rank by noise: say so."""
     if not len(probabilities):
+        return
+    if multi_label:
+        sureness = np.maximum(probabilities, 1 - probabilities).mean(axis=1)
+        typical = float(np.median(sureness))
+        if typical < UNSURE_MULTI_LABEL:
+            warn(f"The model of {run_dir} is unsure of most photos (its yes or no to each "
+                 f"label is {typical:.0%} sure on average, for half of them), so this list "
+                 "says little. Train longer for a useful one (more epochs, or a smaller "
+                 "--batch-size on few photos), then clean the new run.")
         return
     typical = float(np.median(probabilities.max(axis=1)))
     if typical < UNSURE_MODEL:
@@ -579,24 +648,37 @@ def _split_name(photo: Photo, in_split: set[Path]) -> str:
     return "valid" if photo.is_valid else "train"
 
 
-def _skipped_in_training(run: RunFolder, split: PhotoSet) -> list[Photo]:
+def _skipped_in_training(run: RunFolder, split: PhotoSet) -> tuple[list[Photo], str | None]:
     """The photos of DATA that are not in the split: the files training could not read (or
-    photos added since, which are examined and left out when they can be read)."""
+    photos added since, which are examined and left out when they can be read); and what
+    joins a multi-label set's labels in DATA (`_label_joiner`), None when DATA cannot be
+    read."""
     run_dir = run.path
     source = _recorded_data(run)
     if not source.exists():
         warn(f"The photos {run_dir} was trained on ({source}) are not there any more; only "
              "the photos of its split.csv are checked.")
-        return []
+        return [], None
     try:
-        config = _run_config(run)
-        found = find_photos(source, config.validation_fraction, config.seed)
+        found = _read_data(source, _run_config(run))
     except DataError as e:
         warn(f"Only the photos of {run_dir}/split.csv are checked: {e}")
-        return []
+        return [], None
     known = {os.path.realpath(p.path) for p in split.photos}
-    return [Photo(p.path, p.class_id, False) for p in found.photos
-            if os.path.realpath(p.path) not in known]
+    return ([p.with_split(False) for p in found.photos
+             if os.path.realpath(p.path) not in known], _label_joiner(found))
+
+
+def _read_data(source: Path, config: TrainConfig) -> PhotoSet:
+    """DATA's photos as the run read them: the same split, task and label delimiter."""
+    return find_photos(source, config.validation_fraction, config.seed, config.task,
+                       config.label_delimiter)
+
+
+def _label_joiner(photos: PhotoSet) -> str:
+    """What joins a multi-label set's labels as `photos`' label cells do (a space where
+    they are split on whitespace)."""
+    return (photos.label_delimiter or " ") if photos.task == "multi" else DEFAULT_LABEL_DELIMITER
 
 
 def _run_config(run: RunFolder) -> TrainConfig:
@@ -631,10 +713,24 @@ class _Judged:
     issues: list[LabelIssue]  # cleanlab's, least self-confident first
     outliers: Outliers | None
     near: list[NearDuplicate]
+    # Multi-label: cleanlab's photos with a likely wrong set of labels, least likely first
+    # (`issues` is then empty), and the probabilities are each label's own.
+    set_issues: list[LabelSetIssue] = field(default_factory=list)
 
     @property
     def index(self) -> dict[Path, int]:
         return {path: i for i, path in enumerate(self.paths)}
+
+    def agreement(self, row: int, labels: tuple[int, ...] | int) -> float:
+        """How likely the heads that never saw photo `row` find its label: the probability
+        of class `labels`; multi-label (a tuple), that of the least likely label of its
+        set, or for no label, of there being none (1 - the likeliest label's)."""
+        if isinstance(labels, int):
+            return float(self.probabilities[row, labels])
+        chances = self.probabilities[row]
+        if not labels:
+            return float(1 - chances.max()) if len(chances) else 1.0
+        return float(chances[list(labels)].min())
 
 
 def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
@@ -649,11 +745,19 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
     paths = [Path(p) for p in found.paths]
     if len(found) == 0:
         return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
-    probabilities = _out_of_sample(found, cleaning, folds)
-    issues = [] if probabilities is None else find_label_issues(probabilities, found.targets)
+    if found.is_multi_label:
+        probabilities = _out_of_sample_labels(found, cleaning, folds)
+        issues, set_issues = [], ([] if probabilities is None else
+                                  find_label_set_issues(probabilities, found.targets))
+    else:
+        probabilities = _out_of_sample(found, cleaning, folds)
+        issues = [] if probabilities is None else find_label_issues(probabilities,
+                                                                    found.targets)
+        set_issues = []
     return _Judged(paths, found.probabilities,
                    found.probabilities if probabilities is None else probabilities, issues,
-                   find_outliers(found.features), find_near_duplicates(found.features))
+                   find_outliers(found.features), find_near_duplicates(found.features),
+                   set_issues)
 
 
 def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.ndarray | None:
@@ -672,6 +776,32 @@ def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.nda
              f"photo(s): {folds} folds instead of {asked}, so the labels of small "
              "classes are judged less surely. More photos per class give a surer list.")
     say(f"Judging {len(found)} photos out of sample ({folds} folds).")
+    return out_of_sample_probabilities(found.features, found.targets, len(found.class_ids),
+                                       folds=folds)
+
+
+def _out_of_sample_labels(found: RunFeatures, cleaning: Cleaning,
+                          asked: int) -> np.ndarray | None:
+    """Multi-label: each photo's probability of each label from a binary head per label on
+    the features of the other folds; None (said) when no label is on some photos and not on
+    others."""
+    with_ = found.targets.sum(axis=0)
+    scarce = np.minimum(with_, len(found) - with_)  # photos with the label, or without it
+    if not (scarce > 0).any():
+        warn(f"The readable photos of {cleaning.run_dir} all have the same labels, so no "
+             "label can be judged: only duplicates, photos unlike the others and unreadable "
+             "files are listed.")
+        return None
+    folds = usable_folds(found.targets, asked)
+    if folds < asked:
+        rarest = int(np.argmin(np.where(scarce > 0, scarce, np.iinfo(np.int64).max)))
+        on = int(with_[rarest])
+        which = (f"is on only {on} photo(s)" if on == scarce[rarest] else
+                 f"is missing from only {len(found) - on} photo(s)")
+        warn(f"Label {cleaning.name(found.class_ids[rarest])} {which}: {folds} folds instead "
+             f"of {asked}, so rare labels are judged less surely. More photos per label give "
+             "a surer list.")
+    say(f"Judging {len(found)} photos out of sample ({folds} folds, a head per label).")
     return out_of_sample_probabilities(found.features, found.targets, len(found.class_ids),
                                        folds=folds)
 
@@ -697,6 +827,7 @@ def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
 
     photo_of = {p.path: p for p in photos if p.path in in_split}
     examples = _surest_photos(photos, judged, column)
+    found += _mislabelled_sets(cleaning, judged, photo_of, in_split, examples)
     for issue in judged.issues:
         p = photo_of.get(judged.paths[issue.index])
         if p is None:
@@ -716,6 +847,42 @@ def _find(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
     return found
 
 
+def _mislabelled_sets(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
+                      in_split: set[Path], examples: dict[str, Path]) -> list[Finding]:
+    """Multi-label: the photos cleanlab flags, each with the labels the heads dispute; where
+    they are confident of one (`RELABEL_CONFIDENCE`, or their typical probability for such
+    photos when lower, as for one class per photo), the set with it added or removed is
+    suggested."""
+    ids, name = cleaning.class_ids, cleaning.name
+    found = []
+    for issue in judged.set_issues:
+        p = photo_of.get(judged.paths[issue.index])
+        if p is None:
+            continue
+        chances = judged.probabilities[issue.index]
+        added, removed = [], []
+        for j, typical in zip(issue.disputed, issue.typical):
+            has = j in issue.given
+            sure = 1 - chances[j] if has else chances[j]
+            if sure >= min(RELABEL_CONFIDENCE, typical):
+                (removed if has else added).append(ids[j])
+        new = tuple(sorted((set(p.label_set) - set(removed)) | set(added)))
+        relabel = bool(added or removed)
+        disputed = ", ".join(f"{name(ids[j])} {chances[j]:.0%} ("
+                             + ("one of its labels" if j in issue.given else
+                                "not among its labels") + ")" for j in issue.disputed[:3])
+        evidence = (f"judged without it (out of sample): {disputed or 'its labels unlikely'}"
+                    + (f"; suggested labels: {cleaning.shown_label('', new)}" if relabel
+                       else ""))
+        # 1 - cleanlab's quality score of the set, 0 to 1 as the other problems expect.
+        other = added[0] if added else ""
+        found.append(Finding(p.path, p.class_id, _split_name(p, in_split), MISLABELLED,
+                             RELABEL if relabel else KEEP, evidence, 1.0 - issue.quality,
+                             label_text(new) if relabel else "", examples.get(other),
+                             other, labels=p.label_set, new_labels=new if relabel else None))
+    return found
+
+
 def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
               in_split: set[Path], column: dict[str, int]) -> list[Finding]:
     """The photos far from all the others in feature space (Datalab's rule, `outliers`)."""
@@ -727,7 +894,7 @@ def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
         if p is None:
             continue
         ratio = float(judged.outliers.ratio[i])
-        given = float(judged.probabilities[i, column[p.class_id]])
+        given = judged.agreement(i, _columns(p, column))
         # Delete only a photo the heads do not put in its class either (a cat among the
         # dogs, a screenshot, a blank frame): it teaches nothing, and `apply` only moves it
         # into RUN/clean/removed, which `undo` reverses. One they do recognise is an
@@ -735,27 +902,46 @@ def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
         # model the class's range: keep it, listed for a look.
         action = DELETE if given < OUTLIER_DELETE_BELOW else KEEP
         evidence = (f"far from every class's photos: its nearest photos are {ratio:.1f}x "
-                    f"farther than is typical; judged without it, {cleaning.name(p.class_id)} "
-                    f"(its label) {given:.0%}")
+                    f"farther than is typical; judged without it, "
+                    f"{_agreement_text(cleaning, p)} {given:.0%}")
         # 1 - 1/ratio, 0 to 1: 2x as far as typical sorts with a mislabelling at 50%.
         found.append(Finding(p.path, p.class_id, _split_name(p, in_split), OUTLIER, action,
-                               evidence, 1.0 - 1.0 / max(ratio, 1.0)))
+                             evidence, 1.0 - 1.0 / max(ratio, 1.0), labels=p.labels))
     return found
+
+
+def _columns(photo: Photo, column: dict[str, int]) -> int | tuple[int, ...]:
+    """A photo's class as a column of the probabilities; multi-label, its labels'."""
+    if photo.labels is None:
+        return column[photo.class_id]
+    return tuple(column[c] for c in photo.labels)
+
+
+def _agreement_text(cleaning: Cleaning, photo: Photo) -> str:
+    """What `_Judged.agreement` measured for `photo`, in words."""
+    if photo.labels is None:
+        return f"{cleaning.name(photo.class_id)} (its label)"
+    if not photo.labels:
+        return "no label (it has none)"
+    if len(photo.labels) == 1:
+        return f"{cleaning.name(photo.labels[0])} (its label)"
+    return f"its least likely label of {cleaning.shown_label('', photo.labels)}"
 
 
 def _surest_photos(photos: list[Photo], judged: _Judged,
                    column: dict[str, int]) -> dict[str, Path]:
-    """For each class, the photo labelled so that the heads are surest of (to show what
-    the suggested class looks like)."""
+    """For each class (multi-label: each label), the photo labelled so that the heads are
+    surest of (to show what the suggested class looks like)."""
     best: dict[str, tuple[float, Path]] = {}
     index = judged.index
     for p in photos:
         i = index.get(p.path)
         if i is None:
             continue
-        score = float(judged.probabilities[i, column[p.class_id]])
-        if score > best.get(p.class_id, (-1.0, p.path))[0]:
-            best[p.class_id] = (score, p.path)
+        for c in p.label_set:
+            score = float(judged.probabilities[i, column[c]])
+            if score > best.get(c, (-1.0, p.path))[0]:
+                best[c] = (score, p.path)
     return {class_id: path for class_id, (_, path) in best.items()}
 
 
@@ -796,49 +982,56 @@ def _duplicates(cleaning: Cleaning, photos: list[Photo], in_split: set[Path],
 def _duplicate(cleaning: Cleaning, first: Photo, p: Photo, copy: str, kind: str,
                judged: _Judged, column: dict[str, int], in_split: set[Path]) -> Finding:
     """The finding for `p`, a copy of `first` (which comes first in the list's order)."""
-    name = cleaning.name
+    name = cleaning.shown_label
     if first.class_id != p.class_id:
-        # Delete the copy whose label the heads find less likely for the photo.
-        chance = {c: _mean_probability(judged, (p, first), column[c])
-                  for c in (p.class_id, first.class_id)}
+        # Delete the copy whose label (set) the heads find less likely for the photo.
+        chance = {q.class_id: _mean_agreement(judged, (p, first), _columns(q, column))
+                  for q in (p, first)}
         wrong, right = ((p, first) if chance[p.class_id] <= chance[first.class_id]
                         else (first, p))
-        evidence = (f"{copy} {cleaning.shown(right.path)}, labelled {name(right.class_id)}; "
-                    f"the model gives {name(right.class_id)} {chance[right.class_id]:.0%}, "
-                    f"{name(wrong.class_id)} {chance[wrong.class_id]:.0%}")
+        evidence = (f"{copy} {cleaning.shown(right.path)}, labelled "
+                    f"{name(right.class_id, right.labels)}; the model gives "
+                    f"{name(right.class_id, right.labels)} {chance[right.class_id]:.0%}, "
+                    f"{name(wrong.class_id, wrong.labels)} {chance[wrong.class_id]:.0%}")
         return Finding(wrong.path, wrong.class_id, _split_name(wrong, in_split),
                        ACROSS_CLASSES, DELETE, evidence, _SCORES[ACROSS_CLASSES, kind],
-                       other=right.path, other_class_id=right.class_id)
+                       other=right.path, other_class_id=right.class_id, labels=wrong.labels)
     if first.is_valid != p.is_valid:
         valid, train = (p, first) if p.is_valid else (first, p)
         evidence = (f"{copy} {cleaning.shown(train.path)} (train): validation scores a "
                     "photo the model trained on")
         return Finding(valid.path, valid.class_id, "valid", ACROSS_SPLITS, DELETE, evidence,
                        _SCORES[ACROSS_SPLITS, kind], other=train.path,
-                       other_class_id=train.class_id)
+                       other_class_id=train.class_id, labels=valid.labels)
     return Finding(p.path, p.class_id, _split_name(p, in_split), WITHIN_CLASS,
                    DELETE if kind == "identical" else KEEP,
                    f"{copy} {cleaning.shown(first.path)}", _SCORES[WITHIN_CLASS, kind],
-                   other=first.path, other_class_id=first.class_id)
+                   other=first.path, other_class_id=first.class_id, labels=p.labels)
 
 
-def _mean_probability(judged: _Judged, photos: tuple[Photo, ...], column: int) -> float:
+def _mean_agreement(judged: _Judged, photos: tuple[Photo, ...],
+                    columns: int | tuple[int, ...]) -> float:
+    """The heads' mean `agreement` with one label (set) over these photos (copies)."""
     index = judged.index
     rows = [index[p.path] for p in photos if p.path in index]
-    return float(judged.probabilities[rows, column].mean()) if rows else 0.0
+    return float(np.mean([judged.agreement(r, columns) for r in rows])) if rows else 0.0
 
 
 # --- writing the list ------------------------------------------------------------------------
 
-def _action_text(action: Action, name) -> str:
-    return f"relabel to {name(action.new_class_id)}" if action.action == RELABEL else action.action
+def _action_text(action: Action, cleaning: Cleaning) -> str:
+    if action.action != RELABEL:
+        return action.action
+    return f"relabel to {cleaning.shown_label(action.new_class_id, action.new_labels)}"
 
 
 def _write(cleaning: Cleaning, folder: Path) -> Path:
     actions = cleaning.actions
     fileio.write_csv(folder / ACTIONS_FILE, COLUMNS,
-                     [(cleaning.shown(a.path), a.split, a.class_id, a.action, a.new_class_id,
-                       a.reason, a.evidence) for a in actions])
+                     [(cleaning.shown(a.path), a.split, cleaning.cell(a.labels, a.class_id),
+                       a.action, cleaning.cell(a.new_labels, a.new_class_id)
+                       if a.action == RELABEL else "", a.reason, a.evidence)
+                      for a in actions])
     fileio.write_text(folder / PAGE_FILE, _page(cleaning, actions, folder))
     return folder
 
@@ -851,7 +1044,10 @@ def _page(cleaning: Cleaning, actions: list[Action], folder: Path) -> str:
         "cleaning_page.html", run=run, summary=cleaning.summary(rows=0),
         actions_csv=str(folder / ACTIONS_FILE), removed=str(folder / REMOVED),
         run_argument=quote(str(run)), actions_argument=quote(str(folder / ACTIONS_FILE)),
-        rows=_rows(cleaning, actions[:PAGE_ROWS]), listed=len(actions))
+        rows=_rows(cleaning, actions[:PAGE_ROWS]), listed=len(actions),
+        multi=cleaning.is_multi_label,
+        joiner="spaces" if cleaning.cell_delimiter == " " else f"'{cleaning.cell_delimiter}'",
+        no_labels=NO_LABELS)
 
 
 def _rows(cleaning: Cleaning, actions: list[Action]) -> list[dict]:
@@ -866,9 +1062,10 @@ def _rows(cleaning: Cleaning, actions: list[Action]) -> list[dict]:
         compared = next((c for c in a.findings if c.other is not None), None)
         other = None if compared is None else thumb(
             compared.other, f"{cleaning.name(compared.other_class_id)}: {compared.other_caption}")
-        rows.append({"number": i, "photo": thumb(a.path, cleaning.name(a.class_id)),
+        rows.append({"number": i, "photo": thumb(a.path, cleaning.shown_label(a.class_id,
+                                                                               a.labels)),
                      "other": other, "path": cleaning.shown(a.path),
-                     "split": a.split or "skipped", "action": _action_text(a, cleaning.name),
+                     "split": a.split or "skipped", "action": _action_text(a, cleaning),
                      "reason": a.reason, "evidence": a.evidence})
     return rows
 
@@ -924,7 +1121,7 @@ def _current_dataset(run: RunFolder) -> _Dataset:
                        "more; actions can only be applied to them where they were.")
     config = _run_config(run)
     try:
-        photos = find_photos(source, config.validation_fraction, config.seed)
+        photos = _read_data(source, config)
     except DataError as e:
         raise DataError(f"The run's photos cannot be read as a dataset any more, so no action "
                         f"was applied: {e}") from None
@@ -944,8 +1141,11 @@ class _Plan:
 def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) -> _Plan:
     """Check every row and list the changes; one error naming the rows that cannot be
     applied, before anything changes."""
-    class_ids = sorted({p.class_id for p in dataset.photos.photos} | set(dataset.photos.class_ids))
+    class_ids = sorted({c for p in dataset.photos.photos for c in p.label_set}
+                       | set(dataset.photos.class_ids))
     by_name = {n: c for c, n in zip(class_ids, display_names(class_ids))}
+    multi = dataset.photos.task == "multi"
+    joiner = _label_joiner(dataset.photos)
     problems, plan = [], _Plan()
     seen: dict[str, int] = {}
     destinations: dict[Path, int] = {}
@@ -972,11 +1172,19 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
             problems.append(f"{where}: {row.path} is changed on line {seen[real]} already")
             continue
         seen[real] = row.line
-        if row.class_id and row.class_id != photo.class_id:
+        if row.class_id and (_label_set(row.class_id, joiner, class_ids) != set(photo.labels)
+                             if multi else row.class_id != photo.class_id):
             problems.append(f"{where}: {row.path} is labelled {photo.class_id!r} now, not "
                             f"{row.class_id!r}; run `clearclass clean` again for a current list")
             continue
-        if row.action == RELABEL:
+        if row.action == RELABEL and multi:
+            problem, cell = _new_label_cell(row, photo, joiner, class_ids, by_name)
+            if problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            plan.relabel_rows[real] = cell
+            plan.relabelled += 1
+        elif row.action == RELABEL:
             new = (row.new_class_id if row.new_class_id in class_ids
                    else by_name.get(row.new_class_id))
             if new is None:
@@ -1028,6 +1236,33 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
         plan.operations.append({"op": "rewrite", "path": str(dataset.source),
                                 "backup": str(backup)})
     return plan
+
+
+def _label_set(cell: str, joiner: str, class_ids: list[str]) -> set[str]:
+    """A multi-label set as actions.csv writes it (`Cleaning.cell`): the labels joined by
+    `joiner` (split on whitespace when it is a space), or `(none)` for no label, unless a
+    label of the run is called that."""
+    if cell.strip() == NO_LABELS and NO_LABELS not in class_ids:
+        return set()
+    return set(split_labels(cell, None if joiner == " " else joiner))
+
+
+def _new_label_cell(row: _Row, photo: Photo, joiner: str, class_ids: list[str],
+                    by_name: dict[str, str]) -> tuple[str, str]:
+    """A multi-label relabel row's new set as DATA's label cell; or why it cannot be."""
+    shown = "spaces" if joiner == " " else repr(joiner)
+    if not row.new_class_id.strip():
+        return (f"new_label is empty: give {row.path}'s new labels, all of them, separated by "
+                f"{shown} as in the labels CSV, or {NO_LABELS} for no label"), ""
+    given = _label_set(row.new_class_id, joiner, class_ids)
+    new = {c if c in class_ids else by_name.get(c) for c in given}
+    unknown = sorted(c for c in given if c not in class_ids and c not in by_name)
+    if unknown:
+        return (f"new_label {unknown[0]!r} is not a label of the run (e.g. "
+                f"{', '.join(class_ids[:3])}); labels are separated by {shown}"), ""
+    if new == set(photo.labels):
+        return f"relabel to {label_text(photo.labels)!r}, the labels it has", ""
+    return "", joiner.join(sorted(new))
 
 
 def _claim(target: Path, destinations: dict[Path, int], line: int, where: str) -> str:

@@ -375,7 +375,8 @@ def advise(
     clean` finds them, judged by heads that never saw them), and how many photos the
     learning curve says it needs for the target accuracy. Warns when the classes are
     imbalanced. Writes RUN/advice/classes.csv and RUN/advice/index.html (with the learning
-    curves).
+    curves). A multi-label run gets a row per label and F1 for accuracy (--target is then
+    an F1); the imbalance warning names the rare labels.
     """
     from clearclass.advice import advise as run_advice
 
@@ -403,7 +404,8 @@ def clean(
     actions: Annotated[Path | None, typer.Option(
         "--apply", help="Apply this actions.csv (RUN/clean/actions.csv, edited) to the photos: "
                         "delete moves a photo into RUN/clean/removed/, relabel moves it into "
-                        "its new class folder (or edits a labels CSV).",
+                        "its new class folder (or edits a labels CSV; multi-label: new_label "
+                        "is the photo's whole new set of labels, or (none)).",
         metavar="ACTIONS_CSV", show_default=False)] = None,
     undo: Annotated[bool, typer.Option(
         "--undo", help="Put the photos back as they were before the last --apply, one "
@@ -425,7 +427,9 @@ def clean(
     model) across train and valid or across classes, and unreadable files. Writes
     RUN/clean/actions.csv (keep, relabel or delete each photo, with the evidence: edit it)
     and RUN/clean/index.html (the same with thumbnails). --apply changes the photos as the
-    file says, logging each change; --undo reverses them. Then train again.
+    file says, logging each change; --undo reverses them. Then train again. A multi-label
+    run is judged label by label (a head per label; cleanlab's multi-label filter), and a
+    relabel gives the photo a whole new set of labels.
     """
     from clearclass import cleaning
 

@@ -259,13 +259,17 @@ def learning_curves(curves, needed: Sequence, target: float,
     `names` the classes' display names (default: their ids).
     """
     names = list(curves.class_ids) if names is None else list(names)
+    # A multi-label run's curves: each label's F1 against the training photos with it.
+    metric = curves.metric
+    kind, plural, photos_of = (("class", "classes", "of the class") if metric == "accuracy"
+                               else ("label", "labels", "with the label"))
     fig = new_figure(12, 4.6)
     overall, classes = fig.subplots(1, 2)
-    total = curves.photos.sum(axis=2)[:, 0]
-    _curve(overall, total, curves.accuracy, curves.overall_fit(), "black", "all classes")
-    overall.set_xlabel("training photos, all classes")
-    overall.set_title(f"Overall: {curves.accuracy_now:.1%} now with {int(total[-1]):,} "
-                      "photos", fontsize=10)
+    total = curves.photos_total[:, 0]
+    _curve(overall, total, curves.accuracy, curves.overall_fit(), "black", f"all {plural}")
+    overall.set_xlabel("training photos" + (", all classes" if kind == "class" else ""))
+    overall.set_title(f"Overall: {metric} {curves.accuracy_now:.1%} now with "
+                      f"{int(total[-1]):,} photos", fontsize=10)
     known = [c for c in range(len(curves.class_ids)) if curves.valid_photos[c] > 0]
     # Furthest below by the accuracy the photos needed count from (the network's, when given).
     gap = {c: target - (needed[c].accuracy_now if needed[c].accuracy_now is not None
@@ -278,11 +282,11 @@ def learning_curves(curves, needed: Sequence, target: float,
         _curve(classes, curves.photos[:, 0, c], curves.class_accuracy[:, :, c],
                curves.class_fit(c), colours[i % 10],
                f"{_short(shown_name(names[c]), 22)} ({more})")
-    classes.set_xlabel("training photos of the class")
+    classes.set_xlabel(f"training photos {photos_of}")
     many = len(curves.class_ids) > len(shown)
     classes.set_title(
-        (f"{len(shown)} of {len(curves.class_ids)} classes, furthest below the target"
-         if many else "Each class") + "\n(photos to add; ? = not enough data to say)",
+        (f"{len(shown)} of {len(curves.class_ids)} {plural}, furthest below the target"
+         if many else f"Each {kind}") + "\n(photos to add; ? = not enough data to say)",
         fontsize=10)
     for ax in (overall, classes):
         ax.axhline(target, color="tab:red", linestyle=":", label=f"target {target:.1%}")
@@ -290,7 +294,7 @@ def learning_curves(curves, needed: Sequence, target: float,
         ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel(f"validation {metric}")
         ax.grid(alpha=0.3)
     overall.legend(fontsize=8, loc="lower right")
     classes.legend(fontsize=7, loc="lower right", ncol=1 if len(shown) <= 4 else 2)

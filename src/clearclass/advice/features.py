@@ -7,6 +7,9 @@ linear layer), computed without gradients on a BatchNorm-folded copy.
 
 They are kept in RUN/advice/features.safetensors with the SHA-256 of the weights and of
 split.csv they came from; a later call reuses them only while both still match.
+
+A multi-label run's photos have a set of labels each: their `targets` are multi-hot rows
+and the model's own `probabilities` its sigmoids, one per label.
 """
 
 from __future__ import annotations
@@ -32,16 +35,23 @@ class RunFeatures:
     """One row per photo of the run that could be read, in split.csv's order."""
 
     paths: list[str]
-    targets: np.ndarray  # class index of each photo, in the model's class order
+    # The class index of each photo, in the model's class order; a multi-label run's:
+    # photos x labels, 1 where the photo has the label.
+    targets: np.ndarray
     is_valid: np.ndarray  # bool: a validation photo
     features: np.ndarray  # float32, photos x the width the classifier reads
     class_ids: list[str]
     # float32, photos x classes: the trained model's own probabilities (its classifier on
-    # the features), in sample for the training photos.
+    # the features; multi-label: each label's sigmoid), in sample for the training photos.
     probabilities: np.ndarray
+    task: str = "single"  # "multi": a set of labels per photo (task.py)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.task == "multi"
 
 
 def run_features(run: object, device: str = "auto") -> RunFeatures:
@@ -98,11 +108,11 @@ def _compute(folder: RunFolder, device: str) -> RunFeatures:
     photos = read_photos(photo_set, info.item_resize, info.resize_method, cache="disk",
                          listed_in=None)
     kept = photos.photo_set.photos
-    index = {c: i for i, c in enumerate(info.class_ids)}
-    targets = np.array([index[p.class_id] for p in kept], dtype=np.int64)
+    targets = photos.photo_set.targets()  # in info.class_ids' order: the split's
+    multi = info.task == "multi"
     compute = select(device)
     net = fold_batchnorm(model).to(compute.device).eval()
-    batches = PhotoBatches(photos.pixels, targets.tolist(), info.item_resize,
+    batches = PhotoBatches(photos.pixels, targets, info.item_resize,
                            info.resize_method, BATCH_SIZE, training=False)
     classifier = net.get_classifier()  # timm: the last layer, what reads pre_logits
     rows, chances = [], []
@@ -113,14 +123,17 @@ def _compute(folder: RunFolder, device: str) -> RunFeatures:
                 pooled = net.forward_head(net.forward_features(x), pre_logits=True)
             pooled = pooled.float()
             rows.append(pooled.cpu().numpy())
-            chances.append(torch.softmax(classifier(pooled), dim=1).cpu().numpy())
+            logits = classifier(pooled)
+            chances.append((torch.sigmoid(logits) if multi else torch.softmax(logits, dim=1))
+                           .cpu().numpy())
             progress.advance()
     width, classes = (rows[0].shape[1] if rows else 0), len(info.class_ids)
     return RunFeatures([str(p.path) for p in kept], targets,
                        np.array([p.is_valid for p in kept], dtype=bool),
                        np.concatenate(rows) if rows else np.zeros((0, width), np.float32),
                        list(info.class_ids),
-                       np.concatenate(chances) if chances else np.zeros((0, classes), np.float32))
+                       np.concatenate(chances) if chances else np.zeros((0, classes), np.float32),
+                       info.task)
 
 
 def _write(path: Path, found: RunFeatures, key: dict[str, str]) -> None:
@@ -131,7 +144,7 @@ def _write(path: Path, found: RunFeatures, key: dict[str, str]) -> None:
                "probabilities": np.ascontiguousarray(found.probabilities, dtype=np.float32),
                "targets": found.targets, "is_valid": found.is_valid.astype(np.uint8)}
     metadata = {**key, "paths": json.dumps(found.paths),
-                "class_ids": json.dumps(found.class_ids)}
+                "class_ids": json.dumps(found.class_ids), "task": found.task}
     fileio.atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -153,7 +166,10 @@ def _read(path: Path, key: dict[str, str]) -> RunFeatures | None:
         paths, class_ids = json.loads(metadata["paths"]), json.loads(metadata["class_ids"])
     except Exception:  # noqa: BLE001  (any damage: compute them again)
         return None
+    task = metadata.get("task", "single")  # kept before multi-label runs: single
+    rows = (len(class_ids),) if task == "multi" else ()
     if not (len(paths) == len(features) == len(targets) == len(is_valid)
-            == len(probabilities)) or probabilities.shape[1:] != (len(class_ids),):
+            == len(probabilities)) or probabilities.shape[1:] != (len(class_ids),) \
+            or targets.shape[1:] != rows or task not in ("single", "multi"):
         return None
-    return RunFeatures(paths, targets, is_valid, features, class_ids, probabilities)
+    return RunFeatures(paths, targets, is_valid, features, class_ids, probabilities, task)

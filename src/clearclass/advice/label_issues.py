@@ -16,6 +16,12 @@ puts more of the swapped photos first than the in-sample loss did (a median of 8
 81% in the first 80 over seeds 42-44, one seed behind by one photo: the "Label errors"
 section of benchmarks/RESULTS.md), so it is the default here; the others stay a parameter
 away.
+
+A multi-label run's photos have a set of labels each: `find_label_set_issues` hands them
+to cleanlab's multi-label filter (`cleanlab.multilabel_classification.filter`, one yes/no
+question per label, the same `filter_by`) and ranks the flagged photos by cleanlab's
+multi-label quality score (each label's self-confidence, the least confident weighing
+most). It has not been measured on planted errors as the single-label ranking was.
 """
 
 from __future__ import annotations
@@ -108,3 +114,87 @@ def in_sample_ranking(probabilities: np.ndarray, targets: np.ndarray) -> np.ndar
     probabilities = np.asarray(probabilities)
     given = probabilities[np.arange(len(probabilities)), np.asarray(targets)]
     return np.argsort(given, kind="stable")
+
+
+@dataclass(frozen=True)
+class LabelSetIssue:
+    """One photo whose set of labels is likely wrong (multi-label); `index` is its row in
+    the arrays given, label numbers are columns of the probabilities."""
+
+    index: int
+    quality: float  # cleanlab's quality score of the photo's labels, 0-1: low, likely wrong
+    given: tuple[int, ...]  # the labels it has
+    # The labels the heads decide otherwise: one it has at a probability under 0.5, or one
+    # it lacks at 0.5 or more; the most disputed first.
+    disputed: tuple[int, ...]
+    # For each disputed label, how sure the heads are of such photos: the mean probability
+    # of the label on the photos with it (when the heads would add it), or the mean of
+    # 1 - that on the photos without it (when they would remove it); cleanlab's confident
+    # thresholds of the label's yes/no question.
+    typical: tuple[float, ...]
+
+
+def find_label_set_issues(probabilities: np.ndarray, targets: np.ndarray,
+                          filter_by: str = FILTER) -> list[LabelSetIssue]:
+    """The photos cleanlab flags as labelled with a wrong set of labels (multi-label), least
+    likely first (cleanlab's multi-label quality score).
+
+    `probabilities` (photos x labels, each its own yes/no probability) should be out of
+    sample; `targets` are the multi-hot rows given. Labels that every photo has, or none,
+    are left out (there is nothing to tell apart; cleanlab refuses them), so is a set with
+    no label that some photos have and others not (no issues).
+
+    Example:
+        targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 10)
+        probabilities = np.where(targets == 1, 0.9, 0.1)
+        probabilities[5] = [0.95, 0.2]  # labelled [0, 1], looks like [1, 0]
+        issues = find_label_set_issues(probabilities, targets)
+        print(issues[0].index, issues[0].disputed)  # 5 (0, 1)
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if targets.shape != probabilities.shape:
+        raise ValueError(f"targets of shape {targets.shape} for probabilities of shape "
+                         f"{probabilities.shape}")
+    with_ = targets.sum(axis=0)
+    varied = np.flatnonzero((with_ > 0) & (with_ < len(targets)))
+    if not len(varied):
+        return []
+    kept, given = probabilities[:, varied], targets[:, varied]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tiny labels, as find_label_issues
+        if len(varied) == 1:  # one yes/no question: cleanlab's multi-label wants two
+            from cleanlab.filter import find_label_issues as cleanlab_find
+            from cleanlab.rank import get_label_quality_scores
+
+            binary = np.column_stack([1 - kept[:, 0], kept[:, 0]])
+            ranked = cleanlab_find(given[:, 0], binary, filter_by=filter_by,
+                                   return_indices_ranked_by="self_confidence", n_jobs=1)
+            quality = get_label_quality_scores(given[:, 0], binary)
+        else:
+            from cleanlab.multilabel_classification import filter as multi_label_filter
+            from cleanlab.multilabel_classification.rank import get_label_quality_scores
+
+            sets = [list(np.flatnonzero(row)) for row in given]
+            ranked = multi_label_filter.find_label_issues(
+                sets, kept, filter_by=filter_by, return_indices_ranked_by="self_confidence",
+                n_jobs=1)
+            quality = get_label_quality_scores(sets, kept)
+    has = targets.astype(bool)
+    # How sure the heads typically are that a photo has each label / lacks it.
+    sure_with = np.array([probabilities[has[:, j], j].mean() if with_[j] else 1.0
+                          for j in range(targets.shape[1])])
+    sure_without = np.array([(1 - probabilities[~has[:, j], j]).mean()
+                             if with_[j] < len(targets) else 1.0
+                             for j in range(targets.shape[1])])
+    issues = []
+    for i in np.asarray(ranked, dtype=np.int64):
+        row = probabilities[i]
+        against = np.where(has[i], 0.5 - row, row - 0.5)  # > 0 where the heads disagree
+        disputed = [int(j) for j in np.argsort(-against, kind="stable") if against[j] >= 0
+                    and not (has[i, j] and row[j] == 0.5)]
+        issues.append(LabelSetIssue(
+            int(i), float(quality[i]), tuple(int(j) for j in np.flatnonzero(has[i])),
+            tuple(disputed), tuple(float(sure_without[j] if has[i, j] else sure_with[j])
+                                   for j in disputed)))
+    return sorted(issues, key=lambda issue: (issue.quality, issue.index))

@@ -27,6 +27,13 @@ Targets are accuracies as fractions, as everywhere in clearclass: 0.92 for 92%.
 Heads run on the kept features, so the curves are for a head on a network fine-tuned on
 every training photo: optimistic at small fractions compared with fine-tuning on fewer
 photos (the benchmark measures by how much).
+
+A multi-label run's photos have several labels, so a photo cannot be drawn for one label
+alone: the heads (one binary logistic regression per label) are trained on 10-100% of all
+the training photos (and at least one photo with each label), and each label's curve is its
+F1 on the validation photos against the training photos with it; overall, the micro F1
+against the photos in all. Targets are then F1 scores. This variant has not been measured
+against fine-tuning as the single-label curves were (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -69,10 +76,25 @@ class LearningCurves:
     class_accuracy: np.ndarray  # fractions x seeds x classes: recall, NaN without photos
     valid_photos: np.ndarray  # int, per class: validation photos
     seconds: float  # time the heads took (scikit-learn's import not counted)
+    # "multi": a set of labels per photo; `accuracy` is then the micro F1, `class_accuracy`
+    # each label's F1, `photos` the training photos with each label.
+    task: str = "single"
+    total: np.ndarray | None = None  # int, fractions x seeds: photos in all (multi-label)
 
     @property
     def seeds(self) -> int:
         return self.photos.shape[1]
+
+    @property
+    def metric(self) -> str:
+        """What the curves measure: "accuracy", or (multi-label) "F1"."""
+        return "F1" if self.task == "multi" else "accuracy"
+
+    @property
+    def photos_total(self) -> np.ndarray:
+        """Training photos each head saw in all, fractions x seeds (a multi-label photo
+        once, whatever its labels)."""
+        return self.photos.sum(axis=2) if self.total is None else self.total
 
     @property
     def photos_now(self) -> np.ndarray:
@@ -90,7 +112,7 @@ class LearningCurves:
 
     def overall_fit(self) -> PowerLaw | None:
         """The power law of the overall error against the training photos in all."""
-        return fit_power_law(self.photos.sum(axis=2).ravel(), 1 - self.accuracy.ravel(),
+        return fit_power_law(self.photos_total.ravel(), 1 - self.accuracy.ravel(),
                              floor=0.5 / max(int(self.valid_photos.sum()), 1))
 
     def class_fit(self, index: int) -> PowerLaw | None:
@@ -245,6 +267,9 @@ def learning_curves(found, fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seeds = check_count("seeds", seeds)
     features, targets = np.asarray(found.features), np.asarray(found.targets)
     is_valid = np.asarray(found.is_valid, dtype=bool)
+    if targets.ndim == 2:  # multi-label: photos x labels
+        return _multi_label_curves(list(found.class_ids), features, targets, is_valid,
+                                   fractions, seeds)
     classes = len(found.class_ids)
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
     per_class = [train[targets[train] == c] for c in range(classes)]
@@ -291,6 +316,52 @@ def _fill(features, targets, valid, per_class, fractions, photos, accuracy, clas
             with np.errstate(invalid="ignore", divide="ignore"):
                 class_accuracy[f, seed] = np.where(valid_photos > 0, hits / valid_photos,
                                                    np.nan)
+
+
+def _multi_label_curves(class_ids: list[str], features: np.ndarray, targets: np.ndarray,
+                        is_valid: np.ndarray, fractions: tuple[float, ...],
+                        seeds: int) -> LearningCurves:
+    """`learning_curves` of a multi-label run (the module's docstring says how)."""
+    from clearclass.task import f1_scores
+
+    train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
+    with_ = targets[train].sum(axis=0)
+    if not ((with_ > 0) & (with_ < len(train))).any():
+        raise SettingError("found", "needs a label that some training photos have and others "
+                                    "not for learning curves; give a run whose photos differ "
+                                    "in their labels.")
+    if len(valid) == 0:
+        raise SettingError("found", "has no validation photos to score learning curves on; "
+                                    "give a run with a validation split.")
+    labels = targets.shape[1]
+    valid_photos = targets[valid].sum(axis=0)
+    shape = (len(fractions), seeds)
+    photos, total = np.zeros((*shape, labels), dtype=np.int64), np.zeros(shape, np.int64)
+    accuracy, class_accuracy = np.zeros(shape), np.full((*shape, labels), np.nan)
+    with _one_blas_thread():
+        started = time.perf_counter()
+        for seed in range(seeds):
+            order = np.random.default_rng(seed).permutation(train)
+            # Each label's first photo in this order: kept in every subset, so that no head
+            # goes without a label the run has (subsets stay nested: the prefixes are).
+            firsts = {int(order[np.argmax(targets[order, j] > 0)]) for j in range(labels)
+                      if with_[j]}
+            for f, fraction in enumerate(fractions):
+                if fraction == 1.0 and seed > 0:  # every seed's 1.0 is the same head
+                    photos[f, seed], total[f, seed] = photos[f, 0], total[f, 0]
+                    accuracy[f, seed], class_accuracy[f, seed] = (accuracy[f, 0],
+                                                                  class_accuracy[f, 0])
+                    continue
+                prefix = order[:max(1, round(fraction * len(order)))]
+                chosen = np.union1d(prefix, sorted(firsts))
+                head = _fit_head(features[chosen], targets[chosen], None, multi_label=True)
+                decided = head.predict_proba(features[valid]) >= 0.5
+                per_label, micro = f1_scores(decided, targets[valid])
+                photos[f, seed], total[f, seed] = targets[chosen].sum(axis=0), len(chosen)
+                accuracy[f, seed] = micro
+                class_accuracy[f, seed] = np.where(valid_photos > 0, per_label, np.nan)
+    return LearningCurves(class_ids, fractions, photos, accuracy, class_accuracy,
+                          valid_photos, time.perf_counter() - started, "multi", total)
 
 
 def fit_power_law(photos: np.ndarray, errors: np.ndarray,
@@ -387,7 +458,7 @@ def overall_photos_needed(curves: LearningCurves, target: float | None = None,
         print(row.target, row.photos_needed, row.low, row.high, row.reason)
     """
     target = curves.default_target() if target is None else check_target(target)
-    return _needed(None, curves.photos.sum(axis=2), curves.accuracy_now, target,
+    return _needed(None, curves.photos_total, curves.accuracy_now, target,
                    curves.overall_fit, network_accuracy)
 
 
@@ -465,14 +536,15 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _fit_head(features: np.ndarray, targets: np.ndarray, previous):
+def _fit_head(features: np.ndarray, targets: np.ndarray, previous, multi_label: bool = False):
     """The advice head on these photos, from `previous`'s weights when it saw the same
-    classes (lbfgs then converges in a fraction of the iterations)."""
+    classes (lbfgs then converges in a fraction of the iterations); `multi_label`: a binary
+    head per label, each from scratch."""
     from sklearn.exceptions import ConvergenceWarning
 
     from clearclass.advice.out_of_sample import feature_head
 
-    head = feature_head(max_iter=HEAD_ITERATIONS)
+    head = feature_head(max_iter=HEAD_ITERATIONS, multi_label=multi_label)
     regression = head[-1]
     if previous is not None and np.array_equal(previous[-1].classes_, np.unique(targets)):
         regression.set_params(warm_start=True)
@@ -483,6 +555,9 @@ def _fit_head(features: np.ndarray, targets: np.ndarray, previous):
         # Many classes of a photo or two each: scikit-learn wonders whether the labels are
         # a regression's values; they are classes.
         warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
+        # A label on every photo of a subset, or none: that head gives the constant.
+        warnings.filterwarnings("ignore", "Label .*present in all training examples",
+                                UserWarning)
         head.fit(features, targets)
     return head
 

@@ -6,6 +6,10 @@ so the model that trained on it is the wrong judge. Here each fold's photos are 
 logistic regression trained on the other folds' features (scikit-learn; each photo's
 features scaled to length 1), which takes seconds where a fine-tune per fold would take as
 long as training.
+
+A multi-label run's photos (targets: multi-hot rows) are judged by one binary logistic
+regression per label (scikit-learn's one-vs-rest), each label's probability on its own, as
+the network's sigmoids are.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ def require_libraries(command: str) -> None:
                                   "with pip install 'clearclass[advice]'.")
 
 
-def feature_head(max_iter: int = 1000):
+def feature_head(max_iter: int = 1000, multi_label: bool = False):
     """The head every piece of advice trains on the network's features: each photo's
     features scaled to length 1, then a multinomial logistic regression (scikit-learn,
-    lbfgs, its default L2 penalty), unfitted.
+    lbfgs, its default L2 penalty), unfitted; `multi_label`: a binary one per label
+    (`OneVsRestClassifier`, fitted on multi-hot rows; a label that every photo it sees has,
+    or none does, gets that constant).
 
     Length 1 is the cosine geometry the neighbours (outliers, near duplicates) use too. On
     imagewoof-2k with 5% of the training labels swapped (benchmarks/label_errors.py, seed
@@ -50,21 +56,31 @@ def feature_head(max_iter: int = 1000):
         head = feature_head().fit(np.random.rand(20, 4), np.arange(20) % 2)
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import Normalizer
 
-    return make_pipeline(Normalizer(), LogisticRegression(max_iter=max_iter))
+    regression = LogisticRegression(max_iter=max_iter)
+    return make_pipeline(Normalizer(),
+                         OneVsRestClassifier(regression) if multi_label else regression)
 
 
 def usable_folds(targets: np.ndarray, folds: int = DEFAULT_FOLDS) -> int:
     """How many folds `out_of_sample_probabilities` makes: `folds`, or as many as the
     smallest class has photos when it has fewer (at least 2), so that every fold holds a
     photo of every class it can. A caller says so when this is fewer than it asked for.
+    Multi-label targets (multi-hot rows): as many as the photos with the rarest label, or
+    without the most common one, among the labels some photos have and others not.
 
     Example:
         print(usable_folds(np.array([0] * 10 + [1] * 3)))  # 3
     """
-    counts = np.bincount(np.asarray(targets))
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        with_ = targets.sum(axis=0)
+        counts = np.minimum(with_, len(targets) - with_)
+    else:
+        counts = np.bincount(targets)
     present = counts[counts > 0]
     return max(2, min(folds, int(present.min()))) if len(present) else folds
 
@@ -77,6 +93,11 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
     its photos (at least 2: `usable_folds`). A class absent from a fold's training photos
     gets probability 0 there.
 
+    Multi-label `targets` (photos x labels, 0/1) give each label's probability from a binary
+    head per label; the folds are stratified by each photo's rarest label (the photos with
+    none as one more group), so that a rare label's photos spread over the folds. A label
+    that every training photo of a fold has, or none, gets that probability (1 or 0) there.
+
     Example:
         from clearclass.advice.features import run_features
         found = run_features("runs/dogs")
@@ -88,6 +109,8 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
     from sklearn.model_selection import StratifiedKFold
 
     targets = np.asarray(targets)
+    if targets.ndim == 2:
+        return _multi_label_probabilities(features, targets, folds, seed)
     counts = np.bincount(targets, minlength=classes)
     if len(targets) < 2 or (counts > 0).sum() < 2:
         raise ValueError("out-of-sample probabilities need photos of at least 2 classes")
@@ -109,4 +132,35 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, class
             warnings.simplefilter("ignore", ConvergenceWarning)
             head.fit(features[train], targets[train])
         probabilities[np.ix_(held_out, head.classes_)] = head.predict_proba(features[held_out])
+    return probabilities
+
+
+def _multi_label_probabilities(features: np.ndarray, targets: np.ndarray, folds: int,
+                               seed: int) -> np.ndarray:
+    """`out_of_sample_probabilities` for multi-hot `targets`: each label's probability."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+
+    with_ = targets.sum(axis=0)
+    if len(targets) < 2 or not ((with_ > 0) & (with_ < len(targets))).any():
+        raise ValueError("out-of-sample probabilities need a label that some photos have and "
+                         "others not")
+    # Each photo's rarest label, or -1 for a photo without one: the group it is drawn from.
+    rarity = np.where(targets > 0, with_[None, :], np.iinfo(np.int64).max)
+    groups = np.where(targets.any(axis=1), rarity.argmin(axis=1), -1)
+    splitter = StratifiedKFold(n_splits=usable_folds(targets, folds), shuffle=True,
+                               random_state=seed)
+    probabilities = np.zeros(targets.shape, dtype=np.float64)
+    with warnings.catch_warnings():
+        # A group of fewer photos than folds misses some folds; a label then absent from (or
+        # on every photo of) a fold's training photos is that constant there (documented).
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        warnings.filterwarnings("ignore", "Label .* is present in all training examples",
+                                UserWarning)
+        warnings.filterwarnings("ignore", "Label not .* is present in all training examples",
+                                UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, held_out in splitter.split(features, groups):
+            head = feature_head(multi_label=True).fit(features[train], targets[train])
+            probabilities[held_out] = head.predict_proba(features[held_out])
     return probabilities

@@ -98,6 +98,9 @@ class PhotoSet:
     notes: list[str] = field(default_factory=list)
     split_given: bool = False  # the data says which photos are held out (folders, is_valid)
     task: str = "single"  # "multi": each photo has a set of labels (task.py)
+    # A multi-label CSV's: what its label cells were split on (None: any whitespace), so
+    # that a cell written back (`clean --apply`) reads as the others.
+    label_delimiter: str | None = None
 
     @property
     def train(self) -> list[Photo]:
@@ -163,7 +166,7 @@ class PhotoSet:
                 "readable photos to validate on."
             )
         return PhotoSet(kept, self.class_ids, self.layout, self.root, list(self.notes),
-                        self.split_given, self.task)
+                        self.split_given, self.task, self.label_delimiter)
 
 
 def data_name(data: object) -> str | None:
@@ -267,7 +270,7 @@ def list_photos(data: str | Path, task: str = "single",
     notes: list[str] = []
     with _reading(root):
         if _is_table(root):
-            listed, has_split, task = _csv_photos(root, task, label_delimiter, notes)
+            listed, has_split, task, _ = _csv_photos(root, task, label_delimiter, notes)
             photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{root}: ")
             layout, root, given = ("CSV with is_valid column" if has_split else "CSV",
                                    root.parent, has_split)
@@ -563,7 +566,8 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int, task: str =
               label_delimiter: str | None = None) -> PhotoSet:
     base = csv_path.parent
     notes: list[str] = []
-    listed, has_split, task = _csv_photos(csv_path, task, label_delimiter, notes)
+    listed, has_split, task, label_delimiter = _csv_photos(csv_path, task, label_delimiter,
+                                                           notes)
     photos = _one_each(listed, notes, "Delete one of the two rows", prefix=f"{csv_path}: ")
     if has_split:
         marked = sum(p.is_valid for p in photos)
@@ -599,7 +603,8 @@ def _from_csv(csv_path: Path, validation_fraction: float, seed: int, task: str =
     if task == "multi":
         layout = f"multi-label {layout}"
         _check_multi_labels(csv_path, photos, class_ids, notes)
-    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split, task=task)
+    return PhotoSet(photos, class_ids, layout, base, notes, split_given=has_split, task=task,
+                    label_delimiter=label_delimiter if task == "multi" else None)
 
 
 def _label_task(cells: list[str], task: str, delimiter: str | None,
@@ -673,9 +678,10 @@ def _check_multi_labels(csv_path: Path, photos: list[Photo], class_ids: list[str
 
 def _csv_photos(csv_path: Path, task: str = "single", label_delimiter: str | None = None,
                 notes: list[str] | None = None,
-                ) -> tuple[list[tuple[Photo, Path, str]], bool, str]:
+                ) -> tuple[list[tuple[Photo, Path, str]], bool, str, str | None]:
     """The photos a labels table lists (each with its real path and its line), whether it
-    has an is_valid column, and its task ("single" or "multi", `_label_task`)."""
+    has an is_valid column, its task ("single" or "multi", `_label_task`) and what splits
+    its label cells (None: whitespace)."""
     base = csv_path.parent
     header, rows, delimiter = read_table(csv_path)
     columns = [column_name(c) for c in header]
@@ -690,7 +696,9 @@ def _csv_photos(csv_path: Path, task: str = "single", label_delimiter: str | Non
                         "one.")
     at = {name: columns.index(name) for name in ("path", "label", "is_valid") if name in columns}
     has_split = "is_valid" in at
-    task, delimiter = _label_task(
+    # What splits a label cell: not `delimiter`, which splits the table's cells (the
+    # message about a row with too many cells names that one).
+    task, label_split = _label_task(
         [read_cell(row[at["label"]]) if at["label"] < len(row) else "" for _, row in rows],
         task, label_delimiter, notes if notes is not None else [])
     listed, missing, folders, empty = [], [], [], []
@@ -712,7 +720,7 @@ def _csv_photos(csv_path: Path, task: str = "single", label_delimiter: str | Non
             continue
         is_valid = (parse_is_valid(cells["is_valid"], f"{csv_path}, line {line}")
                     if has_split else False)
-        photo = (multi_label_photo(path, split_labels(class_id, delimiter), is_valid)
+        photo = (multi_label_photo(path, split_labels(class_id, label_split), is_valid)
                  if task == "multi" else Photo(path, class_id, is_valid))
         listed.append((photo, real, f"line {line} ({_one_line(rel)})"))
     if empty:
@@ -735,7 +743,7 @@ def _csv_photos(csv_path: Path, task: str = "single", label_delimiter: str | Non
     if not listed:
         raise DataError(f"{csv_path} lists no photos: it has a header but no rows. Add one row "
                         "per photo: its path and its label.")
-    return listed, has_split, task
+    return listed, has_split, task, label_split
 
 
 def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]], str]:
