@@ -302,6 +302,39 @@ def trained_multi_label_run(tmp_path_factory) -> Path:
     return run.run_dir
 
 
+# The two photos `mislabelled_multi_label_run` labels wrongly: a red stripe labelled blue
+# and red, and a blue one with no label, as the data's relative path -> (labels given, labels
+# drawn).
+MISLABELLED_SETS = {"images/1-00.jpg": (("blue", "red"), ("red",)),
+                    "images/3-01.jpg": ((), ("blue",))}
+
+
+@pytest.fixture(scope="session")
+def mislabelled_multi_label_run(tmp_path_factory) -> Path:
+    """A finished multi-label run of test_resnet on the striped photos (every set of red,
+    green and blue 8 times) with the two labels of MISLABELLED_SETS wrong, trained once per
+    test session for the tests that read it (copy the run before changing it; DATA is
+    `run's model.json training.data`, shared: a test that changes it puts it back)."""
+    from clearclass.training import train
+
+    root = tmp_path_factory.mktemp("mislabelled-multi-label")
+    data = make_multi_label_dataset(root / "stripes", per_set=8)
+    lines = data.read_text().splitlines()
+    for path, (given, _) in MISLABELLED_SETS.items():
+        at = next(i for i, line in enumerate(lines) if line.startswith(path + ","))
+        lines[at] = f"{path},{';'.join(given)}"
+    data.write_text("\n".join(lines) + "\n")
+    # As trained_run: batches of 4, so that 3 epochs learn the stripes.
+    run = train(data=str(data), out=str(root / "run"), **tiny(epochs=3, batch_size=4,
+                                                                learning_rate=2e-2))
+    # Its features kept in RUN/advice, which the copies of the run then read (clean and
+    # advise compute them first).
+    from clearclass.advice.features import run_features
+
+    run_features(run.run_dir, device="cpu")
+    return run.run_dir
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

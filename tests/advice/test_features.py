@@ -70,3 +70,21 @@ def test_kept_features_are_reused_and_computed_again_for_other_weights(run, monk
 def test_what_is_not_a_run_is_refused_naming_it(tmp_path):
     with pytest.raises(RunError, match="not a training run"):
         run_features(tmp_path)
+
+
+def test_multi_label_features_keep_their_task_and_multi_hot_targets(tmp_path):
+    from clearclass.advice.features import RunFeatures, _read, _write
+
+    targets = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+    found = RunFeatures(["a.jpg", "b.jpg", "c.jpg"], targets, np.array([False, True, False]),
+                        np.ones((3, 4), np.float32), ["x", "y", "z"],
+                        np.full((3, 3), 0.25, np.float32), "multi")
+    key = {"weights_sha256": "w", "split_sha256": "s"}
+    path = tmp_path / FEATURES_FILE
+    _write(path, found, key)
+    back = _read(path, key)
+    assert back.is_multi_label and back.targets.tolist() == targets.tolist()
+    # A file whose targets do not fit its task is computed again, not misread.
+    _write(path, RunFeatures(found.paths, np.array([0, 2, 1]), found.is_valid, found.features,
+                             found.class_ids, found.probabilities, "multi"), key)
+    assert _read(path, key) is None

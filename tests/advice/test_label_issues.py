@@ -50,3 +50,52 @@ def test_tiny_classes_do_not_crash():
 def test_the_in_sample_ranking_is_by_loss():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     assert in_sample_ranking(probabilities, np.array([0, 0, 0])).tolist() == [1, 2, 0]
+
+
+# --- several labels per photo (issue 25) ------------------------------------------------------
+
+def _label_sets(seed: int = 0, photos: int = 120, labels: int = 4):
+    """Features that are the sum of a direction per label the photo has, plus noise."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((photos, labels)) < 0.4).astype(np.int64)
+    directions = rng.normal(scale=4, size=(labels, 12))
+    return rng, truth @ directions + rng.normal(size=(photos, 12)), truth
+
+
+def test_a_label_added_or_taken_away_is_flagged_first_and_disputed():
+    from clearclass.advice.label_issues import find_label_set_issues
+
+    _, features, truth = _label_sets()
+    given = truth.copy()
+    added = int(np.flatnonzero(truth[:, 2] == 0)[0])
+    removed = int(np.flatnonzero(truth[:, 1] == 1)[3])
+    given[added, 2], given[removed, 1] = 1, 0
+    probabilities = out_of_sample_probabilities(features, given, 4)
+    issues = find_label_set_issues(probabilities, given)
+    assert {i.index for i in issues[:2]} == {added, removed}
+    by_index = {i.index: i for i in issues}
+    assert by_index[added].disputed[0] == 2 and 2 in by_index[added].given
+    assert by_index[removed].disputed[0] == 1 and 1 not in by_index[removed].given
+    assert all(0 <= i.quality <= 1 for i in issues)
+    assert [i.quality for i in issues] == sorted(i.quality for i in issues)
+    assert all(0 < t <= 1 for i in issues for t in i.typical)
+
+
+def test_labels_that_do_not_vary_are_left_out_and_one_label_is_judged_alone():
+    from clearclass.advice.label_issues import find_label_set_issues
+
+    _, features, truth = _label_sets(seed=1)
+    truth[:, 3] = 1  # on every photo: nothing to tell apart, cleanlab refuses it
+    truth[:, 0] = 0  # on none
+    given = truth.copy()
+    flipped = int(np.flatnonzero(truth[:, 1] == 1)[0])
+    given[flipped, 1] = 0
+    probabilities = out_of_sample_probabilities(features, given, 4)
+    issues = find_label_set_issues(probabilities, given)
+    assert flipped in {i.index for i in issues[:2]}
+    assert not any(j in (0, 3) for i in issues for j in i.disputed if j not in i.given
+                   and probabilities[i.index, j] < 0.5)
+    # One label that varies: cleanlab's yes/no filter on it, the same answer.
+    alone = find_label_set_issues(probabilities[:, [1, 3]], given[:, [1, 3]])
+    assert flipped in {i.index for i in alone[:2]}
+    assert find_label_set_issues(np.full((5, 2), 0.5), np.ones((5, 2), int)) == []

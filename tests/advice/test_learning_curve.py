@@ -234,3 +234,57 @@ def test_the_report_shows_the_curves_once_the_features_are_kept(trained_run, tmp
     rows = (run / "report" / "photos_needed.csv").read_text().splitlines()
     assert rows[0].startswith("class_id,photos_now,accuracy_now,target")
     assert len(rows) == 1 + len(run_features(run).class_ids)
+
+
+# --- several labels per photo (issue 25) ------------------------------------------------------
+
+def label_sets(labels=3, train=160, valid=60, width=16, spread=2.5, seed=0) -> RunFeatures:
+    """Features that sum a direction per label the photo has, in noise: more photos, a
+    better head."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((train + valid, labels)) < 0.35).astype(np.int64)
+    features = truth @ rng.normal(size=(labels, width)) + spread * rng.normal(
+        size=(train + valid, width))
+    is_valid = np.r_[np.zeros(train, bool), np.ones(valid, bool)]
+    return RunFeatures([f"p{i}.png" for i in range(train + valid)], truth, is_valid,
+                       features.astype(np.float32), [f"label {c}" for c in range(labels)],
+                       np.full(truth.shape, 0.5, np.float32), "multi")
+
+
+def test_multi_label_curves_count_the_photos_with_each_label_and_score_f1():
+    found = label_sets()
+    curves = learning_curves(found, seeds=2)
+    assert curves.metric == "F1" and curves.task == "multi"
+    train = found.targets[~found.is_valid]
+    # At 100%: every training photo, and each label's photos with it.
+    assert (curves.photos_total[-1] == len(train)).all()
+    assert (curves.photos[-1, 0] == train.sum(axis=0)).all()
+    # A photo counts once in all, whatever its labels (none, or several).
+    assert curves.photos_total[-1, 0] != curves.photos[-1, 0].sum()
+    # Nested subsets: photos with each label never fall as the fraction grows.
+    assert (np.diff(curves.photos[:, 0], axis=0) >= 0).all()
+    assert (curves.photos[0] >= 1).all()  # at least one photo with each label at 10%
+    assert (curves.valid_photos == found.targets[found.is_valid].sum(axis=0)).all()
+    assert np.all((curves.accuracy >= 0) & (curves.accuracy <= 1))
+    assert curves.accuracy[-1, 0] > curves.accuracy[0].mean()  # more photos, better F1
+    rows = photos_needed(curves, target=min(0.99, curves.accuracy_now + 0.05))
+    assert [r.class_id for r in rows] == found.class_ids
+    assert all(r.known or r.reason.startswith(NOT_ENOUGH) for r in rows)
+    overall = overall_photos_needed(curves)
+    assert overall.photos_now == len(train)
+    from clearclass.figures import learning_curves as figure
+
+    drawn = figure(curves, rows, 0.9)
+    assert "validation F1" in {ax.get_ylabel() for ax in drawn.axes}
+    assert "training photos with the label" in {ax.get_xlabel() for ax in drawn.axes}
+
+
+def test_multi_label_curves_need_a_label_that_varies_and_validation_photos():
+    found = label_sets(train=30, valid=10)
+    found.targets[~found.is_valid] = 1  # every training photo has every label
+    with pytest.raises(SettingError, match="some training photos have and others not"):
+        learning_curves(found)
+    found = label_sets(train=30, valid=10)
+    found.is_valid[:] = False
+    with pytest.raises(SettingError, match="no validation photos"):
+        learning_curves(found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clearclass.advice.out_of_sample import out_of_sample_probabilities
+from clearclass.advice.out_of_sample import out_of_sample_probabilities, usable_folds
 
 
 def test_a_head_that_saw_the_photo_would_memorise_it_the_out_of_sample_one_cannot():
@@ -51,3 +51,24 @@ def test_a_class_of_one_photo_and_a_class_without_photos():
 def test_one_class_is_refused():
     with pytest.raises(ValueError, match="at least 2 classes"):
         out_of_sample_probabilities(np.zeros((5, 3)), np.zeros(5, dtype=int), classes=1)
+
+
+def test_multi_label_rows_come_from_a_binary_head_per_label_that_never_saw_the_photo():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((90, 3)) < 0.5).astype(np.int64)
+    features = truth @ rng.normal(scale=4, size=(3, 10)) + rng.normal(size=(90, 10))
+    given = truth.copy()
+    given[4] = 1 - truth[4]  # every label of one photo wrong
+    probabilities = out_of_sample_probabilities(features, given, 3)
+    assert probabilities.shape == (90, 3)
+    assert ((probabilities >= 0.5) == truth.astype(bool)).mean() > 0.9
+    # Out of sample: the head that judged photo 4 never saw its wrong labels.
+    assert ((probabilities[4] >= 0.5) == truth[4].astype(bool)).all()
+    assert usable_folds(given) == 5
+    rare = given.copy()
+    rare[:, 2] = 0
+    rare[[0, 1], 2] = 1  # a label on 2 photos: 2 folds, the rarest label spread over both
+    assert usable_folds(rare) == 2
+    assert out_of_sample_probabilities(features, rare, 3).shape == (90, 3)
+    with pytest.raises(ValueError, match="a label that some photos have and others not"):
+        out_of_sample_probabilities(features, np.ones((90, 3), np.int64), 3)
