@@ -716,6 +716,7 @@ class _Judged:
     # Multi-label: cleanlab's photos with a likely wrong set of labels, least likely first
     # (`issues` is then empty), and the probabilities are each label's own.
     set_issues: list[LabelSetIssue] = field(default_factory=list)
+    unjudged: frozenset[int] = frozenset()  # multi-label: labels no head could learn
 
     @property
     def index(self) -> dict[Path, int]:
@@ -724,13 +725,17 @@ class _Judged:
     def agreement(self, row: int, labels: tuple[int, ...] | int) -> float:
         """How likely the heads that never saw photo `row` find its label: the probability
         of class `labels`; multi-label (a tuple), that of the least likely label of its
-        set, or for no label, of there being none (1 - the likeliest label's)."""
+        set, or for no label, of there being none (1 - the likeliest label's). NaN for a
+        set whose labels no head could learn (`unjudged`): no judgement, not 0%."""
         if isinstance(labels, int):
             return float(self.probabilities[row, labels])
         chances = self.probabilities[row]
+        judged = [j for j in labels if j not in self.unjudged]
+        if labels and not judged:
+            return float("nan")
         if not labels:
             return float(1 - chances.max()) if len(chances) else 1.0
-        return float(chances[list(labels)].min())
+        return float(chances[judged].min())
 
 
 def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
@@ -745,10 +750,13 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
     paths = [Path(p) for p in found.paths]
     if len(found) == 0:
         return _Judged([], np.zeros((0, classes)), np.zeros((0, classes)), [], None, [])
+    unjudged: frozenset[int] = frozenset()
     if found.is_multi_label:
         probabilities = _out_of_sample_labels(found, cleaning, folds)
-        issues, set_issues = [], ([] if probabilities is None else
-                                  find_label_set_issues(probabilities, found.targets))
+        judged = _judged_labels(found, cleaning) if probabilities is not None else []
+        unjudged = frozenset(range(len(found.class_ids))) - set(judged)
+        issues, set_issues = [], ([] if probabilities is None else find_label_set_issues(
+            probabilities, found.targets, labels=judged))
     else:
         probabilities = _out_of_sample(found, cleaning, folds)
         issues = [] if probabilities is None else find_label_issues(probabilities,
@@ -757,7 +765,7 @@ def _judge(cleaning: Cleaning, run: RunFolder, device: str, any_readable: bool,
     return _Judged(paths, found.probabilities,
                    found.probabilities if probabilities is None else probabilities, issues,
                    find_outliers(found.features), find_near_duplicates(found.features),
-                   set_issues)
+                   set_issues, unjudged)
 
 
 def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.ndarray | None:
@@ -780,6 +788,22 @@ def _out_of_sample(found: RunFeatures, cleaning: Cleaning, asked: int) -> np.nda
                                        folds=folds)
 
 
+def _judged_labels(found: RunFeatures, cleaning: Cleaning) -> list[int]:
+    """The labels whose photos can be judged out of sample: those on 2 photos or more and
+    missing from 2 or more. The one photo with a label (or without it) is judged by heads
+    that never saw the label on a photo (or off one), which would find every such label
+    wrong; they are said in a line instead."""
+    with_ = found.targets.sum(axis=0)
+    scarce = np.minimum(with_, len(found) - with_)
+    alone = [found.class_ids[j] for j in np.flatnonzero(scarce == 1)]
+    if alone:
+        warn(f"Not judged: {', '.join(cleaning.name(c) for c in alone[:3])}"
+             f"{' and more' if len(alone) > 3 else ''} (on one photo only, or missing from "
+             "one only), which no head can learn without that photo. Add photos to have "
+             "them judged.")
+    return [int(j) for j in np.flatnonzero(scarce >= 2)]
+
+
 def _out_of_sample_labels(found: RunFeatures, cleaning: Cleaning,
                           asked: int) -> np.ndarray | None:
     """Multi-label: each photo's probability of each label from a binary head per label on
@@ -793,8 +817,9 @@ def _out_of_sample_labels(found: RunFeatures, cleaning: Cleaning,
              "files are listed.")
         return None
     folds = usable_folds(found.targets, asked)
-    if folds < asked:
-        rarest = int(np.argmin(np.where(scarce > 0, scarce, np.iinfo(np.int64).max)))
+    if folds < asked:  # the rarest label that can be judged (`_judged_labels`)
+        judged = scarce >= 2 if (scarce >= 2).any() else scarce > 0
+        rarest = int(np.argmin(np.where(judged, scarce, np.iinfo(np.int64).max)))
         on = int(with_[rarest])
         which = (f"is on only {on} photo(s)" if on == scarce[rarest] else
                  f"is missing from only {len(found) - on} photo(s)")
@@ -900,10 +925,11 @@ def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
         # into RUN/clean/removed, which `undo` reverses. One they do recognise is an
         # unusual photo of its class (a rare pose, odd light), the kind that teaches the
         # model the class's range: keep it, listed for a look.
-        action = DELETE if given < OUTLIER_DELETE_BELOW else KEEP
+        action = DELETE if given < OUTLIER_DELETE_BELOW else KEEP  # NaN: not judged, kept
+        judged = (f"judged without it, {_agreement_text(cleaning, p)} {given:.0%}"
+                  if given == given else "its labels are on too few photos to be judged")
         evidence = (f"far from every class's photos: its nearest photos are {ratio:.1f}x "
-                    f"farther than is typical; judged without it, "
-                    f"{_agreement_text(cleaning, p)} {given:.0%}")
+                    f"farther than is typical; {judged}")
         # 1 - 1/ratio, 0 to 1: 2x as far as typical sorts with a mislabelling at 50%.
         found.append(Finding(p.path, p.class_id, _split_name(p, in_split), OUTLIER, action,
                              evidence, 1.0 - 1.0 / max(ratio, 1.0), labels=p.labels))
@@ -991,8 +1017,8 @@ def _duplicate(cleaning: Cleaning, first: Photo, p: Photo, copy: str, kind: str,
                         else (first, p))
         evidence = (f"{copy} {cleaning.shown(right.path)}, labelled "
                     f"{name(right.class_id, right.labels)}; the model gives "
-                    f"{name(right.class_id, right.labels)} {chance[right.class_id]:.0%}, "
-                    f"{name(wrong.class_id, wrong.labels)} {chance[wrong.class_id]:.0%}")
+                    f"{name(right.class_id, right.labels)} {_percent(chance[right.class_id])}, "
+                    f"{name(wrong.class_id, wrong.labels)} {_percent(chance[wrong.class_id])}")
         return Finding(wrong.path, wrong.class_id, _split_name(wrong, in_split),
                        ACROSS_CLASSES, DELETE, evidence, _SCORES[ACROSS_CLASSES, kind],
                        other=right.path, other_class_id=right.class_id, labels=wrong.labels)
@@ -1007,6 +1033,11 @@ def _duplicate(cleaning: Cleaning, first: Photo, p: Photo, copy: str, kind: str,
                    DELETE if kind == "identical" else KEEP,
                    f"{copy} {cleaning.shown(first.path)}", _SCORES[WITHIN_CLASS, kind],
                    other=first.path, other_class_id=first.class_id, labels=p.labels)
+
+
+def _percent(share: float) -> str:
+    """A probability as the evidence gives it; "?" where none could be judged (NaN)."""
+    return f"{share:.0%}" if share == share else "?"
 
 
 def _mean_agreement(judged: _Judged, photos: tuple[Photo, ...],

@@ -27,6 +27,7 @@ most). It has not been measured on planted errors as the single-label ranking wa
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,14 +136,16 @@ class LabelSetIssue:
 
 
 def find_label_set_issues(probabilities: np.ndarray, targets: np.ndarray,
-                          filter_by: str = FILTER) -> list[LabelSetIssue]:
+                          filter_by: str = FILTER,
+                          labels: Sequence[int] | None = None) -> list[LabelSetIssue]:
     """The photos cleanlab flags as labelled with a wrong set of labels (multi-label), least
     likely first (cleanlab's multi-label quality score).
 
     `probabilities` (photos x labels, each its own yes/no probability) should be out of
     sample; `targets` are the multi-hot rows given. Labels that every photo has, or none,
     are left out (there is nothing to tell apart; cleanlab refuses them), so is a set with
-    no label that some photos have and others not (no issues).
+    no label that some photos have and others not (no issues). `labels`: the labels to
+    judge (default: all); the others are neither flagged nor disputed.
 
     Example:
         targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 10)
@@ -157,7 +160,9 @@ def find_label_set_issues(probabilities: np.ndarray, targets: np.ndarray,
         raise ValueError(f"targets of shape {targets.shape} for probabilities of shape "
                          f"{probabilities.shape}")
     with_ = targets.sum(axis=0)
-    varied = np.flatnonzero((with_ > 0) & (with_ < len(targets)))
+    chosen = np.zeros(targets.shape[1], dtype=bool)
+    chosen[list(range(targets.shape[1])) if labels is None else list(labels)] = True
+    varied = np.flatnonzero((with_ > 0) & (with_ < len(targets)) & chosen)
     if not len(varied):
         return []
     kept, given = probabilities[:, varied], targets[:, varied]
@@ -192,7 +197,7 @@ def find_label_set_issues(probabilities: np.ndarray, targets: np.ndarray,
         row = probabilities[i]
         against = np.where(has[i], 0.5 - row, row - 0.5)  # > 0 where the heads disagree
         disputed = [int(j) for j in np.argsort(-against, kind="stable") if against[j] >= 0
-                    and not (has[i, j] and row[j] == 0.5)]
+                    and not (has[i, j] and row[j] == 0.5) and j in varied]
         issues.append(LabelSetIssue(
             int(i), float(quality[i]), tuple(int(j) for j in np.flatnonzero(has[i])),
             tuple(disputed), tuple(float(sure_without[j] if has[i, j] else sure_with[j])

@@ -70,7 +70,9 @@ def usable_folds(targets: np.ndarray, folds: int = DEFAULT_FOLDS) -> int:
     smallest class has photos when it has fewer (at least 2), so that every fold holds a
     photo of every class it can. A caller says so when this is fewer than it asked for.
     Multi-label targets (multi-hot rows): as many as the photos with the rarest label, or
-    without the most common one, among the labels some photos have and others not.
+    without the most common one, among the labels on 2 photos or more and missing from 2
+    or more (a label on one photo is never seen by the head that judges that photo, so it
+    cannot be judged with any number of folds; `clean` says so).
 
     Example:
         print(usable_folds(np.array([0] * 10 + [1] * 3)))  # 3
@@ -79,6 +81,8 @@ def usable_folds(targets: np.ndarray, folds: int = DEFAULT_FOLDS) -> int:
     if targets.ndim == 2:
         with_ = targets.sum(axis=0)
         counts = np.minimum(with_, len(targets) - with_)
+        if (counts >= 2).any():
+            counts = counts[counts >= 2]
     else:
         counts = np.bincount(targets)
     present = counts[counts > 0]
