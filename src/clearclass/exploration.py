@@ -267,10 +267,10 @@ def explore(data: str | Path | TrainConfig, out: str | Path | None = None,
             **settings: Any) -> Exploration:
     """Look at labelled photos before training: counts, sizes, unreadable files, samples.
 
-    `data` and `settings` are those of `train` that concern the photos
-    (`validation_fraction`, `seed`, `item_resize`, `resize_method`, `batch_augment`,
-    `augment_strength`, `workers`). With `out`, the figures and unreadable.csv are written
-    there too.
+    `data` and `settings` are those of `train` that concern the photos (`task`,
+    `label_delimiter`, `validation_fraction`, `seed`, `item_resize`, `resize_method`,
+    `batch_augment`, `augment_strength`, `workers`). With `out`, the figures and
+    unreadable.csv are written there too (and cooccurrence.png for a multi-label CSV).
 
     Example:
         found = clearclass.explore("photos/", out="runs/explore")
