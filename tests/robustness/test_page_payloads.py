@@ -54,9 +54,11 @@ def run(tmp_path_factory) -> Path:
     with (root / "labels.csv").open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("path", "label", "is_valid"), *rows])
     out = root / "run"
+    # One class per photo: a payload holds a ';' (&amp;), which would otherwise read as two
+    # labels of a multi-label set (task auto).
     train(data=str(root / "labels.csv"), out=str(out), model="test_resnet", pretrained=False,
           item_resize=32, batch_size=8, epochs=0, freeze_epochs=1, learning_rate=1e-2,
-          head_speedup=1.0, workers=0, device="cpu", onnx=False)
+          head_speedup=1.0, workers=0, device="cpu", onnx=False, task="single")
     clean(out, device="cpu")
     evaluate(out, device="cpu")
     return out
