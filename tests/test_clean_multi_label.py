@@ -178,3 +178,33 @@ def test_labels_the_heads_cannot_judge_are_said_in_a_line(monkeypatch):
     probabilities = cleaning_module._out_of_sample_labels(found, cleaning, 5)
     assert probabilities.shape == (12, 2) and (probabilities[:, 1] == 1).all()
     assert "Label a is missing from only 1 photo(s): 2 folds instead of 5" in said[0]
+
+
+def test_every_outlier_is_listed_its_labels_judged_only_where_a_head_could_learn_them():
+    import numpy as np
+
+    from clearclass.advice.outliers import Outliers
+    from clearclass.data.sources import multi_label_photo
+
+    paths = [Path(f"{i}.jpg") for i in range(5)]
+    sets = [("a",), ("b",), (), ("a",), ("a", "b")]
+    photos = [multi_label_photo(path, labels, False) for path, labels in zip(paths, sets)]
+    chances = np.array([[0.9, 0.1], [0.2, 0.1], [0.7, 0.2], [0.8, 0.1], [0.3, 0.6]])
+    flagged = np.array([True, True, True, False, True])
+    outliers = Outliers(np.array([5.0, 4.0, 3.0, 1.0, 2.0]), np.array([5.0, 4.0, 3.0, 1.0, 2.0]),
+                        np.zeros(5), flagged, 1.5)
+    # Label b is on one photo only: no head could learn it (`_judged_labels`).
+    judged = cleaning_module._Judged(paths, chances, chances, [], outliers, [], [],
+                                     frozenset({1}))
+    cleaning = cleaning_module.Cleaning(Path("runs/x"), None, ["a", "b"], ["a", "b"], [],
+                                        task="multi")
+    found = cleaning_module._outliers(cleaning, judged, {p.path: p for p in photos},
+                                      set(paths), {"a": 0, "b": 1})
+    assert [f.path for f in found] == [paths[0], paths[1], paths[2], paths[4]]
+    a, b, none, both = found
+    assert a.action == "keep" and "a (its label) 90%" in a.evidence
+    assert b.action == "keep" and "too few photos to be judged" in b.evidence
+    # No label, and the heads give a 70%: 30% that it has none, so it goes.
+    assert none.action == "delete" and "no label (it has none) 30%" in none.evidence
+    assert both.action == "delete" and "least likely label of a; b 30%" in both.evidence
+    assert both.labels == ("a", "b")

@@ -926,10 +926,10 @@ def _outliers(cleaning: Cleaning, judged: _Judged, photo_of: dict[Path, Photo],
         # unusual photo of its class (a rare pose, odd light), the kind that teaches the
         # model the class's range: keep it, listed for a look.
         action = DELETE if given < OUTLIER_DELETE_BELOW else KEEP  # NaN: not judged, kept
-        judged = (f"judged without it, {_agreement_text(cleaning, p)} {given:.0%}"
-                  if given == given else "its labels are on too few photos to be judged")
+        verdict = (f"judged without it, {_agreement_text(cleaning, p)} {given:.0%}"
+                   if given == given else "its labels are on too few photos to be judged")
         evidence = (f"far from every class's photos: its nearest photos are {ratio:.1f}x "
-                    f"farther than is typical; {judged}")
+                    f"farther than is typical; {verdict}")
         # 1 - 1/ratio, 0 to 1: 2x as far as typical sorts with a mislabelling at 50%.
         found.append(Finding(p.path, p.class_id, _split_name(p, in_split), OUTLIER, action,
                              evidence, 1.0 - 1.0 / max(ratio, 1.0), labels=p.labels))
