@@ -131,3 +131,20 @@ def test_a_rare_label_is_warned_about_with_its_photos_with_and_without(tmp_path)
     assert "Labels per photo (readable photos): 16 photos with 0 labels" in said
     assert "red + blue: 4 photos (100% of those with blue)" in said  # the rarer second
     assert (tmp_path / "out" / "cooccurrence.png").is_file()
+
+
+def test_label_pairs_are_counted_past_255_photos():
+    # PhotoSet.targets keeps multi-hot rows as uint8: the counts must not wrap around.
+    from pathlib import Path
+
+    from clearclass.data.sources import PhotoSet, multi_label_photo
+    from clearclass.exploration import Exploration
+    from clearclass.training.config import make_config
+
+    photos = [multi_label_photo(Path(f"{i}.jpg"), ("a", "b") if i < 300 else ("c",), i % 5 == 0)
+              for i in range(320)]
+    found = Exploration(PhotoSet(photos, ["a", "b", "c"], "CSV", Path("."), task="multi"),
+                        {p.path: (48, 40) for p in photos}, [], make_config("labels.csv", {}))
+    assert found.cooccurrence().tolist() == [[300, 300, 0], [300, 300, 0], [0, 0, 20]]
+    assert found.top_pairs()[0].photos == 300 and found.labels_per_photo() == {0: 0, 1: 20,
+                                                                               2: 300}

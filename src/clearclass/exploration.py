@@ -123,6 +123,7 @@ class Exploration:
         targets = self.photo_set.targets(self._readable())
         if not self.is_multi_label:  # one class per photo: no two on one photo
             return np.diag(np.bincount(targets, minlength=len(self.photo_set.class_ids)))
+        targets = targets.astype(np.int64)  # kept as uint8 rows: a count would wrap at 256
         return targets.T @ targets
 
     def top_pairs(self, n: int = TOP_PAIRS) -> list[LabelPair]:

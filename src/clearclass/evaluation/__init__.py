@@ -164,9 +164,6 @@ def _learning_curves(run_folder: RunFolder, evaluation: Evaluation) -> object:
                 "network's features of every photo of the run: compute them with "
                 "clearclass.advice.features.run_features(RUN) (clearclass advise RUN), then "
                 "evaluate again.")
-    if found.is_multi_label:  # counted from each label's F1, which advise computes
-        return ("The learning curves of a multi-label run, and the photos each label needs, "
-                "are in the advice: clearclass advise RUN (RUN/advice/index.html).")
     # Photos needed are counted from this network's accuracy on each class, as advise does.
     predictions = evaluation.predictions
     network = [float((predictions[evaluation.targets == c] == c).mean())
