@@ -335,6 +335,52 @@ def mislabelled_multi_label_run(tmp_path_factory) -> Path:
     return run.run_dir
 
 
+@pytest.fixture(scope="session")
+def multi_label_run(trained_multi_label_run, tmp_path_factory) -> Path:
+    """A copy of `trained_multi_label_run` with model.onnx exported (checked against
+    PyTorch), for the tests of ONNX, predict and serve that only read it (copy it before
+    changing it). So few steps teach it little: a test that needs a given set predicted
+    chooses the thresholds (`with_thresholds`)."""
+    import shutil
+
+    from clearclass.export import export_onnx
+
+    run = shutil.copytree(trained_multi_label_run, tmp_path_factory.mktemp("exported") / "run")
+    export_onnx(run / "model")
+    return run
+
+
+def with_thresholds(model: Path, thresholds, names=None) -> Path:
+    """`model` (a bundle folder) with model.json's thresholds replaced, one per class in its
+    order (and the display names, with `names`): model.json vouches for the weights and
+    model.onnx, not for itself, so the bundle still loads. Returns the folder."""
+    import json
+
+    info = model / "model.json"
+    data = json.loads(info.read_text(encoding="utf-8"))
+    assert data["task"] == "multi" and len(thresholds) == len(data["classes"])
+    for n, (entry, threshold) in enumerate(zip(data["classes"], thresholds)):
+        entry["threshold"] = float(threshold)
+        if names is not None:
+            entry["name"] = names[n]
+    info.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return model
+
+
+def separating_thresholds(probabilities_with: np.ndarray, probabilities_without: np.ndarray
+                          ) -> list[float]:
+    """Thresholds under which the photo of `probabilities_with` gets one label, and the
+    photo of `probabilities_without` none: the label whose probability is most above the
+    other photo's gets the midpoint of the two, every other label a threshold above both."""
+    gap = probabilities_with - probabilities_without
+    chosen = int(np.argmax(gap))
+    assert gap[chosen] > 1e-4, "the model gives both photos the same probabilities"
+    thresholds = [min(1.0, max(a, b) + 1e-3)
+                  for a, b in zip(probabilities_with, probabilities_without)]
+    thresholds[chosen] = float(probabilities_with[chosen] + probabilities_without[chosen]) / 2
+    return thresholds
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -86,3 +86,75 @@ def test_onnx_export_matches_pytorch(trained_run, tmp_path):
     # Saving new weights removes the ONNX file that described the old ones.
     save_bundle(model, info, folder)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("task", ["single", "multi"])
+def test_model_onnx_gives_the_logits_then_the_tasks_probabilities(trained_run, multi_label_run,
+                                                                   tmp_path, task):
+    """Output 0 stays the logits (what older consumers read); output 1 is the softmax of a
+    single-label model, the sigmoids of a multi-label one, as clearclass computes them."""
+    import onnxruntime as ort
+
+    from clearclass.onnx_runtime import output_names
+
+    run = trained_run if task == "single" else multi_label_run
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    path = export_onnx(folder)
+    assert output_names(path) == ["logits", "probabilities"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.shape[1] for o in session.get_outputs()] == [3, 3]
+    x = np.random.default_rng(1).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    logits, probabilities = session.run(None, {"image": x})
+    model, info = load_bundle(folder)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+    np.testing.assert_allclose(probabilities, info.decision().probabilities(logits), atol=1e-6)
+    if task == "single":
+        np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    else:
+        np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
+
+
+def test_the_export_check_covers_the_probabilities(multi_label_run, tmp_path, monkeypatch):
+    """An export whose probabilities differ from PyTorch's (here: halved only while being
+    exported) is removed, naming the output; prediction runs PyTorch."""
+    from clearclass.task import MultiLabel
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path / "model")
+    (folder / "model.onnx").unlink()
+    real = MultiLabel.torch_probabilities
+
+    def halved_in_the_export(self, logits):
+        return real(self, logits) * (0.5 if torch.onnx.is_in_onnx_export() else 1.0)
+
+    monkeypatch.setattr(MultiLabel, "torch_probabilities", halved_in_the_export)
+    with pytest.raises(ModelFileError, match="differs from PyTorch by .* in the "
+                                             "probabilities; it was removed"):
+        export_onnx(folder)
+    assert not (folder / "model.onnx").exists()
+    monkeypatch.undo()
+    from clearclass.predict import load
+
+    assert load(folder).backend == "torch"
+
+
+def test_a_model_onnx_with_only_logits_still_predicts(multi_label_run, trained_run, tmp_path):
+    """A model.onnx exported before the probabilities output (logits alone) keeps working
+    in clearclass's ONNX path, for either task."""
+    from clearclass.bundle import record_onnx
+    from clearclass.onnx_runtime import export_module, output_names
+    from clearclass.predict import load
+    from tests.conftest import COLOURS, make_photo
+
+    photo = make_photo(tmp_path / "red.jpg", COLOURS["red"], seed=3)
+    for task, run in (("single", trained_run), ("multi", multi_label_run)):
+        folder = shutil.copytree(run / "model", tmp_path / task / "model")
+        expected = load(folder, backend="onnx").predict_proba([photo])
+        model, info = load_bundle(folder)
+        export_module(model, torch.randn(2, 3, 32, 32), folder / "model.onnx")
+        record_onnx(folder)
+        assert output_names(folder / "model.onnx") == ["logits"]
+        old = load(folder, backend="onnx")
+        np.testing.assert_allclose(old.predict_proba([photo]), expected, atol=1e-5)
+        assert old.predict(photo).to_dict().keys() == load(
+            folder, backend="torch").predict(photo).to_dict().keys()

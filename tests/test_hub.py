@@ -4,6 +4,9 @@ upload itself against a local server that records the requests huggingface_hub m
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import json
 import os
 import re
@@ -108,18 +111,77 @@ def test_timm_loads_the_folder_as_the_fine_tuned_network_with_its_class_names(dr
         assert torch.allclose(model(x), reference(x), atol=1e-6)
 
 
-def test_the_cards_onnx_runtime_snippet_predicts_as_clearclass_does(dry, photo):
-    """The snippet of the card, run as written (the download replaced by the folder)."""
-    text = (dry / "README.md").read_text()
+def _run_onnx_snippet(folder: Path, photo: Path, repo: str) -> tuple[dict, str]:
+    """The card's ONNX Runtime snippet, run as written (the download replaced by the
+    folder): its variables, and what it printed."""
+    text = (folder / "README.md").read_text()
     code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
                 if "onnxruntime" in b)
-    download = 'snapshot_download("owner/colours", allow_patterns=["model.onnx", "model.json"])'
+    download = f'snapshot_download("{repo}", allow_patterns=["model.onnx", "model.json"])'
     assert download in code
-    code = code.replace(download, repr(str(dry))).replace('"photo.jpg"', repr(str(photo)))
+    code = code.replace(download, repr(str(folder))).replace('"photo.jpg"', repr(str(photo)))
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    expected = clearclass.load(dry, backend="onnx").predict_proba([photo])[0]
-    np.testing.assert_allclose(namespace["p"], expected, atol=1e-5)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), namespace)
+    return namespace, printed.getvalue()
+
+
+def test_the_cards_onnx_runtime_snippet_predicts_as_clearclass_does(dry, photo):
+    namespace, printed = _run_onnx_snippet(dry, photo, "owner/colours")
+    assert 'session.run(["probabilities"]' in (dry / "README.md").read_text()
+    classifier = clearclass.load(dry, backend="onnx")
+    np.testing.assert_allclose(namespace["p"], classifier.predict_proba([photo])[0], atol=1e-5)
+    assert printed.split()[0] == classifier.predict(photo).class_name
+
+
+@pytest.fixture(scope="module")
+def multi_label_dry(multi_label_run, tmp_path_factory) -> Path:
+    """What `push` uploads for the multi-label model, its thresholds such that the red photo
+    gets red (over 0) and not blue (at 1)."""
+    from tests.conftest import with_thresholds
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path_factory.mktemp("ml") / "model")
+    with_thresholds(folder, [1.0, 0.5, 0.0])
+    return Path(hub.push(folder, "owner/stripes", dry_run=True, out=folder.parent / "dry"))
+
+
+def test_a_multi_label_card_gives_the_set_over_the_thresholds_of_model_json(multi_label_dry,
+                                                                           photo):
+    text = (multi_label_dry / "README.md").read_text()
+    for line in ("A multi-label image classifier of 3 labels", "| 0 | blue | blue | 1.000 |",
+                 "| 2 | red | red | 0.000 |", "outputs `logits` and `probabilities` (each "
+                 "label's sigmoid)", "p = model(x).sigmoid()[0]"):
+        assert line in text, line
+    assert "softmax" not in text
+    namespace, printed = _run_onnx_snippet(multi_label_dry, photo, "owner/stripes")
+    classifier = clearclass.load(multi_label_dry, backend="onnx")
+    np.testing.assert_allclose(namespace["p"], classifier.predict_proba([photo])[0], atol=1e-5)
+    expected = [t["label"] for t in classifier.predict(photo).labels]
+    assert "red" in expected and "blue" not in expected
+    assert sorted(ast.literal_eval(printed)) == sorted(expected)  # the list it printed
+
+
+def test_the_card_of_a_model_onnx_with_only_logits_computes_the_probabilities(
+        multi_label_run, trained_run, photo, tmp_path):
+    """A bundle exported before model.onnx had probabilities: its card's snippet reads the
+    logits and applies the task's softmax or sigmoids itself."""
+    import torch
+
+    from clearclass.bundle import load_bundle, record_onnx
+    from clearclass.onnx_runtime import export_module
+
+    for task, run in (("single", trained_run), ("multi", multi_label_run)):
+        folder = shutil.copytree(run / "model", tmp_path / task / "model")
+        model, _ = load_bundle(folder)
+        export_module(model, torch.randn(2, 3, 32, 32), folder / "model.onnx")
+        record_onnx(folder)
+        dry = Path(hub.push(folder, "owner/old", dry_run=True, out=tmp_path / task / "dry"))
+        text = (dry / "README.md").read_text()
+        assert 'session.run(["logits"]' in text and "output `logits`" in text
+        namespace, _ = _run_onnx_snippet(dry, photo, "owner/old")
+        expected = clearclass.load(dry, backend="torch").predict_proba([photo])[0]
+        np.testing.assert_allclose(namespace["p"], expected, atol=1e-5)
 
 
 def test_push_uploads_that_folder_to_the_hub_as_huggingface_hub_does(evaluated_run, tmp_path):

@@ -53,3 +53,17 @@ def test_the_export_command_module_keeps_its_names():
 
     assert export.export_module is onnx_runtime.export_module
     assert export.check_onnx is onnx_runtime.check_onnx
+
+
+def test_a_module_with_several_outputs_names_each_and_takes_any_batch(tmp_path):
+    class Two(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3)), x.amax((2, 3))
+
+    export_module(Two().eval(), torch.zeros(2, 3, 4, 4), tmp_path / "two.onnx",
+                  outputs=("mean", "max"))
+    assert onnx_runtime.output_names(tmp_path / "two.onnx") == ["mean", "max"]
+    x = torch.randn(5, 3, 4, 4)
+    mean, largest = session(tmp_path / "two.onnx").run(None, {"image": x.numpy()})
+    assert outputs_match(mean, x.mean((2, 3)).numpy())
+    assert outputs_match(largest, x.amax((2, 3)).numpy())

@@ -220,11 +220,15 @@ def test_mlflow_run_holds_settings_metrics_by_epoch_the_bundle_and_a_servable_on
     session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
     ours = onnxruntime.InferenceSession(str(out / "model" / "model.onnx"))
-    np.testing.assert_allclose(session.run(None, {"image": x})[0],
-                               ours.run(None, {"image": x})[0], rtol=1e-5, atol=1e-5)
-    # the pyfunc flavour that `mlflow models serve` loads predicts too
+    for got, expected in zip(session.run(None, {"image": x}), ours.run(None, {"image": x}),
+                             strict=True):  # logits, then probabilities
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # the pyfunc flavour that `mlflow models serve` loads predicts too, as its signature says
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/onnx_model")
-    assert np.asarray(model.predict({"image": x})["logits"]).shape == (2, 3)
+    assert model.metadata.get_output_schema().input_names() == ["logits", "probabilities"]
+    predicted = model.predict({"image": x})
+    assert np.asarray(predicted["logits"]).shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(predicted["probabilities"]).sum(1), 1.0, atol=1e-5)
 
     import clearclass
 

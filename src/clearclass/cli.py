@@ -675,7 +675,8 @@ def export(
     Example: clearclass export runs/dogs/model
 
     The ONNX model takes normalised images (N x 3 x size x size; size, mean and std are in
-    model.json) and returns logits, so prediction needs no PyTorch.
+    model.json) and returns "logits" and "probabilities" (softmax; a multi-label model's
+    sigmoid per label, whose thresholds are in model.json), so prediction needs no PyTorch.
     """
     from clearclass.export import export_onnx
 

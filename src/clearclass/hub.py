@@ -11,7 +11,9 @@ The folder uploaded is prepared here first (`prepare`), the same for a real push
                        `training` record changes: the SHA-256 it keeps are those of the
                        weights and of model.onnx, which are copied unchanged, so the
                        uploaded model.json still loads with `clearclass.load`.
-    model.onnx         when the bundle has one that matches the checksum model.json records.
+    model.onnx         when the bundle has one that matches the checksum model.json records
+                       (outputs "logits" and "probabilities"; "logits" alone in a file
+                       exported before the probabilities were added).
     config.json        timm's configuration, written by timm's own `save_config_for_hf`
                        (architecture, num_classes, label_names, pretrained_cfg with the
                        bundle's input size, mean, std and resize), so that
@@ -58,6 +60,7 @@ from clearclass.bundle import (
 from clearclass.data.sources import data_name
 from clearclass.errors import ClearclassError, HubError, SettingError, check_path
 from clearclass.hub_download import HUB_PREFIX, check_repo_id, hub_library, is_hub_reference
+from clearclass.onnx_runtime import output_names
 
 CARD_FILE = "README.md"
 TIMM_CONFIG_FILE = "config.json"
@@ -195,8 +198,10 @@ def prepare(model_dir: str | Path, repo_id: str, target: str | Path) -> Path:
     fileio.write_json(target / INFO_FILE, data)
     _write_timm_config(model, info, target / TIMM_CONFIG_FILE)
     facts = run_facts(folder, info)
-    fileio.write_text(target / CARD_FILE, model_card(info, repo_id, facts,
-                                                     has_onnx=(target / ONNX_FILE).is_file()))
+    has_onnx = (target / ONNX_FILE).is_file()
+    fileio.write_text(target / CARD_FILE, model_card(
+        info, repo_id, facts, has_onnx=has_onnx,
+        onnx_probabilities=has_onnx and "probabilities" in output_names(target / ONNX_FILE)))
     _check_nothing_private(target, folder, info)
     return target
 
@@ -357,8 +362,11 @@ def _fraction(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool) -> str:
-    """README.md: the Hub's YAML metadata, then the card (templates/model_card.md)."""
+def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool,
+               onnx_probabilities: bool = True) -> str:
+    """README.md: the Hub's YAML metadata, then the card (templates/model_card.md).
+    `onnx_probabilities`: the model.onnx uploaded has the "probabilities" output (one
+    exported before it was added has only "logits", and the card's snippet computes them)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from markupsafe import Markup
 
@@ -383,7 +391,9 @@ def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool) -
     text = pages.render_markdown(
         "model_card.md", card_yaml=Markup(data.to_yaml()), repo_id=Markup(repo_id), title=name,
         architecture=Markup(info.architecture),
-        classes=[{"id": i, "name": n} for i, n in zip(info.class_ids, info.class_names)],
+        classes=[{"id": i, "name": n, "threshold": t} for i, n, t in zip(
+            info.class_ids, info.class_names, info.thresholds or [None] * len(info.class_ids))],
+        multi_label=info.task == "multi", onnx_probabilities=onnx_probabilities,
         data_name=facts.data_name, train_photos=facts.train_photos,
         valid_photos=facts.valid_photos, valid_accuracy=facts.valid_accuracy,
         evaluation=facts.evaluation, confused=facts.confused, settings=facts.settings,

@@ -101,13 +101,23 @@ def outputs_match(got: Any, expected: Any) -> bool:
     return difference <= EXPORT_TOLERANCE * float(abs(expected).max()) + _FLOOR
 
 
+# What a bundle's model.onnx outputs, in this order: the logits (output 0, all that files
+# exported before the probabilities existed have), then the task's probabilities (softmax
+# for a single-label model, sigmoids for a multi-label one), so that a consumer of the file
+# needs neither to know the task nor to compute them.
+BUNDLE_OUTPUTS = ("logits", "probabilities")
+
+
 def export_module(module: nn.Module, example: torch.Tensor, target: Path | io.BytesIO,
-                  opset: int = 18, fallback: bool = True) -> None:
-    """Write `module`'s forward pass as ONNX (input "image", output "logits", any batch size)
-    to a file or a buffer. `fallback`: where the TorchScript exporter fails, use the dynamo
+                  opset: int = 18, fallback: bool = True,
+                  outputs: Sequence[str] = ("logits",)) -> None:
+    """Write `module`'s forward pass as ONNX (input "image", any batch size) to a file or a
+    buffer. `outputs`: the names of what forward returns, in order (a module returning a
+    tuple has several). `fallback`: where the TorchScript exporter fails, use the dynamo
     one (a file only)."""
     import torch
 
+    outputs = list(outputs)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
@@ -117,49 +127,73 @@ def export_module(module: nn.Module, example: torch.Tensor, target: Path | io.By
             torch.onnx.export(
                 module, (example,), target if isinstance(target, io.BytesIO) else str(target),
                 dynamo=False, opset_version=opset,
-                input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                input_names=["image"], output_names=outputs,
+                dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             )
         except Exception:  # noqa: BLE001  (any failure: try the other exporter)
             if not fallback or isinstance(target, io.BytesIO):
                 raise
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset,
-                input_names=["image"], output_names=["logits"],
+                input_names=["image"], output_names=outputs,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
             )
             program.save(str(target))
+
+
+def with_probabilities(model: nn.Module, task: Any) -> nn.Module:
+    """`model` returning (logits, probabilities): BUNDLE_OUTPUTS, the probabilities by
+    `task` (task.py's `torch_probabilities`: softmax or sigmoids)."""
+    import torch
+
+    class WithProbabilities(torch.nn.Module):
+        def __init__(self, network: nn.Module):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.network(x)
+            return logits, task.torch_probabilities(logits)
+
+    return WithProbabilities(model).eval()
 
 
 def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     """Write model.onnx into a bundle; with `check`, compare it with PyTorch on test inputs.
 
     `path`: a bundle folder, its model.json, or a run folder.
-    The ONNX file takes the normalised image batch (N, 3, size, size) and returns logits,
-    so prediction can run with onnxruntime alone. model.json then records the file's
-    SHA-256, and prediction uses model.onnx only while it matches. `clearclass export`
-    (`export.export_onnx`) and the end of training both write it here.
+    The ONNX file takes the normalised image batch (N, 3, size, size) and returns the logits
+    and the probabilities (BUNDLE_OUTPUTS: softmax, or a multi-label model's sigmoids), so
+    prediction can run with onnxruntime alone; the check covers both. model.json then
+    records the file's SHA-256, and prediction uses model.onnx only while it matches.
+    `clearclass export` (`export.export_onnx`) and the end of training both write it here.
     """
     import torch
 
     folder = bundle_folder(path)
     model, info = load_bundle(folder)
+    network = with_probabilities(model, info.decision())
     example = torch.randn(2, 3, info.item_resize, info.item_resize)
     target = folder / ONNX_FILE
 
     def write(tmp: Path) -> None:
-        export_module(model, example, tmp, opset)
+        export_module(network, example, tmp, opset, outputs=BUNDLE_OUTPUTS)
 
     fileio.atomic_write(target, write)
     if check:
-        got, expected = _outputs(target, model, info.item_resize)
-        if not outputs_match(got, expected):
+        got, expected = _outputs(target, network, info.item_resize)
+        names = output_names(target)
+        problem = None
+        if names != list(BUNDLE_OUTPUTS):
+            problem = f"has the outputs {', '.join(names)}, not {', '.join(BUNDLE_OUTPUTS)}"
+        for name, one, reference in zip(BUNDLE_OUTPUTS, got, expected):
+            if problem is None and not outputs_match(one, reference):
+                problem = (f"differs from PyTorch by {largest_difference(one, reference):.2g} "
+                           f"in the {name}")
+        if problem is not None:
             target.unlink()
-            raise ModelFileError(
-                f"The ONNX export of {info.architecture} differs from PyTorch by "
-                f"{largest_difference(got, expected):.2g} in the logits; it was removed. "
-                "Please report this."
-            )
+            raise ModelFileError(f"The ONNX export of {info.architecture} {problem}; it was "
+                                 "removed. Please report this.")
     # Recorded once model.onnx is in place and checked. A process killed in between leaves
     # model.json with no checksum (prediction then tries the file and falls back to PyTorch
     # if ONNX Runtime refuses it) or the previous file's (a mismatch: PyTorch is used).
@@ -167,19 +201,32 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
     return target
 
 
+def output_names(onnx_path: Path) -> list[str]:
+    """The names of an ONNX file's outputs, in order (read without starting a session).
+    A bundle's model.onnx exported before the probabilities were added has only "logits"."""
+    import onnx
+
+    return [output.name for output in onnx.load(str(onnx_path), load_external_data=False)
+            .graph.output]
+
+
 def check_onnx(onnx_path: Path, model: nn.Module, size: int) -> float:
-    """Largest absolute difference in logits between ONNX Runtime and PyTorch."""
-    return largest_difference(*_outputs(onnx_path, model, size))
+    """Largest absolute difference in logits (the first output) between ONNX Runtime and
+    PyTorch."""
+    got, expected = _outputs(onnx_path, model, size)
+    return largest_difference(got[0], expected[0])
 
 
-def _outputs(onnx_path: Path, model: nn.Module, size: int) -> tuple[Any, Any]:
-    """ONNX Runtime's logits and PyTorch's (NumPy arrays) for the same random batch."""
+def _outputs(onnx_path: Path, model: nn.Module, size: int) -> tuple[list, list]:
+    """ONNX Runtime's outputs and PyTorch's (lists of NumPy arrays, in order) for the same
+    random batch."""
     import torch
 
     checker = session(onnx_path)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 3, size, size, generator=gen)
     with torch.no_grad():
-        expected = model(x).numpy()
-    got = checker.run(None, {checker.get_inputs()[0].name: x.numpy()})[0]
+        expected = model(x)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    got = checker.run(None, {checker.get_inputs()[0].name: x.numpy()})
     return got, expected

@@ -377,7 +377,9 @@ class _OnnxNetwork(_Network):
         if problem:
             raise ModelFileError(f"{problem}. Restore {INFO_FILE} from a copy, or train the "
                                  "model again.")
-        self.input_name = inputs[0].name
+        # Output 0, the logits, which every clearclass model.onnx has (the probabilities,
+        # output 1, came later); the task turns them into probabilities as PyTorch's do.
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.path = onnx_path
         # (x / 255 - mean) / std as one multiply-add per channel.
         std = np.asarray(info.std, dtype=np.float32)
@@ -387,7 +389,8 @@ class _OnnxNetwork(_Network):
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels.transpose(0, 3, 1, 2).astype(np.float32) * self.scale + self.shift
         try:
-            return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+            return self.session.run([self.output_name],
+                                    {self.input_name: np.ascontiguousarray(x)})[0]
         except Exception as e:  # noqa: BLE001  (onnxruntime's errors derive from Exception)
             raise ModelFileError(f"ONNX Runtime failed to run {self.path} ({_first_line(e)}). "
                                  f"Run `clearclass export {self.path.parent}` to write it "

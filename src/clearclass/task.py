@@ -4,14 +4,15 @@ cell becomes a photo's labels.
 
 The loop starts the head at `initial_bias`, trains with `loss`, measures with `correct`
 (and, for a task with `score_names`, `epoch_scores` on every validation photo's
-`torch_probabilities`); prediction (with or without PyTorch) turns logits into
-`probabilities` and `decide`s. There are two tasks, each a class with these methods:
-`SingleLabel` (one class per photo: softmax, cross-entropy, the most likely class) and
-`MultiLabel` (a set of labels per photo, maybe empty: sigmoid, binary cross-entropy, every
-label over its threshold). `TASKS` names them; `task_named` gives one; a third task is a
-third class, not a change to the loop. How a labels CSV's cell becomes a photo's labels is
-`split_labels`; `multi_label_scores` and `best_thresholds` measure and tune the multi-label
-decision, `precision_recall_curve` draws it for every threshold.
+`torch_probabilities`, which the ONNX export also puts in its graph); prediction (with or
+without PyTorch) turns logits into `probabilities` and `decide`s. There are two tasks, each
+a class with these methods: `SingleLabel` (one class per photo: softmax, cross-entropy, the
+most likely class) and `MultiLabel` (a set of labels per photo, maybe empty: sigmoid, binary
+cross-entropy, every label over its threshold). `TASKS` names them; `task_named` gives
+one; a third task is a third class, not a change to the loop. How a labels CSV's cell
+becomes a photo's labels is `split_labels`; `multi_label_scores` and `best_thresholds`
+measure and tune the multi-label decision, `precision_recall_curve` draws it for every
+threshold.
 
 `--balance weights` lives here too: `for_training` gives the task the class weights of the
 training photos, and `loss` weighs each photo's cross-entropy by its class's.

@@ -9,8 +9,8 @@ Off by default: the run folder holds everything without them. With them:
   folders (RUNS/mlflow.db, artifacts in RUNS/mlartifacts), in the experiment named after the
   data's folder (or `--experiment`): every setting as a param, the metrics by step and by
   epoch, tags (clearclass's version, classes, photos, device), the model bundle and, in
-  MLflow's `onnx` flavour, model.onnx, which `mlflow models serve` serves; `evaluate` adds
-  its report.
+  MLflow's `onnx` flavour, model.onnx (image -> logits and probabilities), which `mlflow
+  models serve` serves; `evaluate` adds its report.
 
 A resumed run goes on in the same TensorBoard folder and the same MLflow run
 (RUN/tracking.json says which); under torchrun only the process of rank 0 tracks. A tracker
@@ -434,7 +434,9 @@ class _Mlflow:
                 say(f"MLflow: {text[0].lower()}{text[1:]}.")
 
     def _log_onnx(self, model_dir: Path) -> None:
-        """model.onnx in MLflow's onnx flavour, which `mlflow models serve` serves."""
+        """model.onnx in MLflow's onnx flavour, which `mlflow models serve` serves: image ->
+        logits and probabilities (softmax; a multi-label model's sigmoids), each N x
+        classes."""
         import mlflow.onnx
         import numpy as np
         import onnx
@@ -444,15 +446,18 @@ class _Mlflow:
         from clearclass.bundle import read_info
 
         info = read_info(model_dir)
-        side = info.item_resize
+        side, classes = info.item_resize, len(info.class_ids)
+        network = onnx.load(str(model_dir / "model.onnx"))
+        # The file's own outputs: onnx_runtime.BUNDLE_OUTPUTS, or "logits" alone in a file
+        # exported before the probabilities were added.
+        outputs = [output.name for output in network.graph.output]
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, side, side), "image")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(info.class_ids)),
-                                       "logits")]))
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes), name)
+                            for name in outputs]))
         with tempfile.TemporaryDirectory() as folder:
             flavour = Path(folder) / "onnx_model"
-            mlflow.onnx.save_model(onnx.load(str(model_dir / "model.onnx")), str(flavour),
-                                   signature=signature)
+            mlflow.onnx.save_model(network, str(flavour), signature=signature)
             self.client.log_artifacts(self.run_id, str(flavour), "onnx_model")
 
     def end(self, status: str) -> None:
