@@ -16,7 +16,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from clearclass.predict import load  # noqa: E402
 from clearclass.serve import create_app  # noqa: E402
-from tests.conftest import COLOURS, Server, make_photo  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    COLOURS,
+    Server,
+    make_multi_label_dataset,
+    make_photo,
+    separating_thresholds,
+    with_thresholds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +101,8 @@ def test_health_model_docs_and_page(client, trained_run):
     assert client.get("/health").json()["status"] == "ok"
     about = client.get("/model").json()
     assert [c["id"] for c in about["classes"]] == ["blue", "green", "red"]
-    assert about["size"] == 32 and about["backend"] == "onnx"
+    assert about["size"] == 32 and about["backend"] == "onnx" and about["task"] == "single"
+    assert all(set(c) == {"id", "name"} for c in about["classes"])  # no thresholds
     assert 0 <= about["accuracy"] <= 1  # from the run's metrics.csv
     assert client.get("/openapi.json").json()["paths"]["/predict"]
     page = client.get("/").text
@@ -160,5 +168,118 @@ def test_the_page_predicts_a_photo_in_a_real_browser(server, photos, browser):
     artifacts = Path(__file__).parents[1] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "serve.png"))
+    page.close()
+    assert errors == [] and outside == []
+
+
+# --- a multi-label model ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory) -> list[Path]:
+    """Striped photos: blue and red, green, and grey (no label)."""
+    csv = make_multi_label_dataset(tmp_path_factory.mktemp("serve-stripes"), per_set=1,
+                                   sets=(("blue", "red"), ("green",), ()))
+    return sorted(csv.parent.glob("images/*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def multi_client(multi_label_run):
+    with TestClient(create_app(multi_label_run / "model")) as client:
+        yield client
+
+
+def test_a_multi_label_photo_gets_the_json_of_predict_with_every_label(
+        multi_client, multi_label_run, stripes):
+    with open(stripes[0], "rb") as f:
+        answer = multi_client.post("/predict?top_k=1", files={"file": ("br.jpg", f, "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = load(multi_label_run / "model", device="cpu").predict(stripes[0]).to_dict()
+    assert set(body) == {"image", "labels", "class_ids", "predicted", "probabilities"}
+    assert body["image"] == "br.jpg"
+    assert body["labels"] == expected["labels"] and body["class_ids"] == expected["class_ids"]
+    # Every label, whatever top_k, with the probability its sigmoid gives and its threshold.
+    assert [t["label"] for t in body["probabilities"]] == [
+        t["label"] for t in expected["probabilities"]]
+    for got, wanted in zip(body["probabilities"], expected["probabilities"]):
+        assert got["probability"] == pytest.approx(wanted["probability"], abs=1e-5)
+        assert got["threshold"] == wanted["threshold"]
+    assert sum(t["probability"] for t in body["probabilities"]) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_several_photos_to_a_multi_label_model_give_a_list(multi_client, stripes):
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in stripes]
+    files.append(("files", ("notes.txt", b"not a photo", "text/plain")))
+    body = multi_client.post("/predict", files=files).json()
+    assert [len(b["probabilities"]) for b in body[:3]] == [3, 3, 3]
+    assert all(b["labels"] == [t["label"] for t in b["predicted"]] for b in body[:3])
+    assert body[3]["image"] == "notes.txt" and "not an image" in body[3]["error"]
+
+
+def test_the_model_endpoint_says_the_task_and_each_labels_threshold(multi_client,
+                                                                   multi_label_run):
+    from clearclass.bundle import read_info
+
+    about = multi_client.get("/model").json()
+    info = read_info(multi_label_run / "model")
+    assert about["task"] == "multi"
+    assert [(c["id"], c["threshold"]) for c in about["classes"]] == list(
+        zip(info.class_ids, info.thresholds))
+    assert multi_client.get("/health").json()["classes"] == 3
+    assert "3 labels (multi-label)" in multi_client.get("/openapi.json").json()["info"]["title"]
+
+
+@pytest.fixture(scope="module")
+def multi_server(multi_label_run, stripes, tmp_path_factory):
+    """`clearclass serve` over a copy of the multi-label model whose thresholds give the
+    first striped photo one label and the grey one none."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("multi-server")
+    folder = shutil.copytree(multi_label_run / "model", root / "model")
+    p = load(folder, device="cpu").predict_proba([stripes[0], stripes[2]])
+    with_thresholds(folder, separating_thresholds(p[0], p[1]))
+    served = Server(folder, root)
+    yield served.url, load(folder, device="cpu")
+    served.stop()
+
+
+def test_the_page_shows_the_set_and_every_labels_bar_with_its_threshold(
+        multi_server, stripes, browser):
+    url, classifier = multi_server
+    expected = classifier.predict(stripes[0])
+    [chosen] = expected.labels
+    page = browser.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # The browser's own request for /favicon.ico logs its 404: not the page's error.
+    page.on("console", lambda m: m.type == "error" and not m.location.get(
+        "url", "").endswith("/favicon.ico") and errors.append(m.text))
+    page.on("request", lambda r: r.url.startswith(url) or r.url.startswith("blob:")
+            or outside.append(r.url))
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('about').textContent.includes('labels')")
+    assert "3 labels (multi-label)" in page.locator("#about").inner_text()
+    page.locator("#choose").set_input_files(str(stripes[0]))
+    page.wait_for_function("document.getElementById('time').textContent.length > 0")
+    assert page.locator("#label .chip").all_inner_texts() == [
+        f"{chosen['label']} {100 * chosen['probability']:.1f}%"]
+    bars = page.locator("#list .bar")
+    assert bars.count() == 3 and page.locator("#list .bar.over").count() == 1
+    assert page.locator("#list .threshold").count() == 3
+    for n, t in enumerate(expected.probabilities):  # most likely first, each tick placed
+        assert bars.nth(n).locator(".name span").first.inner_text() == t["label"]
+        tick = bars.nth(n).locator(".threshold").get_attribute("style")
+        assert f"left: {100 * t['threshold']:.1f}%" in tick
+        assert "threshold" in bars.nth(n).locator(".name").inner_text()
+    artifacts = Path(__file__).parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.screenshot(path=str(artifacts / "serve-multi-label.png"))
+    # The grey photo: no label over its threshold, every bar still drawn.
+    page.locator("#choose").set_input_files(str(stripes[2]))
+    page.wait_for_function("document.getElementById('label').textContent"
+                           ".includes('no label over its threshold')")
+    assert page.locator("#label .chip").count() == 0
+    assert page.locator("#list .bar").count() == 3 and page.locator("#list .bar.over").count() == 0
     page.close()
     assert errors == [] and outside == []

@@ -4,7 +4,9 @@ photo and folder names on disk. The evaluation report, the cleaning page and the
 show every name literally; no dialog opens, no payload's script or event handler runs, and
 no payload makes the browser log an error (an injected <img src=x> would fail to load).
 
-One tiny run serves the three pages.
+One tiny run serves the three pages; a copy of the session's multi-label model with the same
+names as labels serves the page's multi-label view (the predicted set and every label's bar),
+and a notebook's display of its prediction is opened as a page too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from clearclass.data.sources import display_name
 from clearclass.fileio import read_cell
-from tests.conftest import Server, make_photo
+from tests.conftest import Server, make_photo, with_thresholds
 
 # Class names (labels in the CSV, so they may hold a slash), each a different way out.
 CLASSES = ("<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>",
@@ -166,3 +168,52 @@ def test_the_names_reach_the_pages_scripts_as_json(run):
     assert sorted(data["classes"]) == sorted(map(display_name, CLASSES))
     # Every validation photo, each hostile name and the copy within the third class.
     assert {p[0] for p in data["photos"].values()} == {*FILES, "twin.png"}
+
+
+@pytest.fixture(scope="module")
+def multi_label_model(multi_label_run, tmp_path_factory) -> Path:
+    """A copy of the multi-label model with the payloads as its labels' names: the first two
+    at threshold 0 (always predicted: the set shows them), the third at 1."""
+    import shutil
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path_factory.mktemp("ml") / "model")
+    return with_thresholds(folder, [0.0, 0.0, 1.0], names=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def multi_label_server(multi_label_model, tmp_path_factory):
+    pytest.importorskip("fastapi")
+    served = Server(multi_label_model, tmp_path_factory.mktemp("ml-server"))
+    yield served.url
+    served.stop()
+
+
+def test_the_served_multi_label_page_shows_every_label_name_as_text(
+        run, multi_label_server, watched):
+    page = watched.page
+    page.goto(multi_label_server + "/")
+    page.locator("#choose").set_input_files(str(run.parent / FOLDERS[1] / FILES[5]))
+    page.wait_for_function("document.getElementById('time').textContent.length > 0")
+    chips = page.locator("#label .chip").all_inner_texts()
+    assert len(chips) == 2 and {c.rsplit(" ", 1)[0] for c in chips} == set(CLASSES[:2])
+    bars = page.locator("#list").inner_text()
+    for name in CLASSES:
+        assert name in bars
+    assert page.locator("#list .threshold").count() == 3
+    watched.check()
+
+
+def test_a_notebooks_multi_label_prediction_shows_every_label_name_as_text(
+        run, multi_label_model, watched, tmp_path):
+    import clearclass
+
+    prediction = clearclass.load(multi_label_model).predict(run.parent / FOLDERS[0] / FILES[5])
+    html = prediction._repr_html_()
+    assert "<script>" not in html and "<img src=x" not in html
+    shown = tmp_path / "prediction.html"
+    shown.write_text(f"<!doctype html><meta charset=utf-8><body>{html}</body>", encoding="utf-8")
+    watched.page.goto(shown.as_uri())
+    text = watched.check()
+    for name in CLASSES:
+        assert name in text
+    assert {t["label"] for t in prediction.labels} == set(CLASSES[:2])

@@ -3,12 +3,20 @@
 A FastAPI app (served by uvicorn) over the same predictor as `clearclass predict` (ONNX
 Runtime on the CPU when the bundle has model.onnx; then PyTorch is never imported):
 - `GET /`: a page to choose, drop, paste or take a photo; it shows the photo with its five
-  most likely classes as bars, and the time taken. Plain HTML, CSS and JavaScript served by
-  the app: nothing is fetched from anywhere else.
+  most likely classes as bars, and the time taken (a multi-label model: the predicted set,
+  and every label's probability as a bar with its threshold marked). Plain HTML, CSS and
+  JavaScript served by the app: nothing is fetched from anywhere else.
 - `POST /predict`: a photo in the multipart field `file` (one JSON object back), or several
-  in `files` (a list), each object as `clearclass predict --json` prints it. `?top_k=N`.
-- `GET /health`, `GET /model` (classes, architecture, preprocessing, the run's accuracy when
-  the bundle sits in its run folder), OpenAPI docs at `/docs`.
+  in `files` (a list), each object as `clearclass predict --json` prints it
+  (`Prediction.to_dict`; a multi-label model's: labels, class_ids, predicted and every
+  label's probability and threshold). `?top_k=N` (single-label models).
+- `GET /health`, `GET /model` (task, classes with a multi-label model's thresholds,
+  architecture, preprocessing, the run's accuracy when the bundle sits in its run folder),
+  OpenAPI docs at `/docs`.
+
+The network's outputs become probabilities and a decision by the model's task
+(`Classifier.predict_proba_pixels` and `Classifier.prediction`): softmax and the most likely
+class, or sigmoids and every label over its threshold.
 
 Bad input is a 4xx answer with a JSON message, never a 500 and never a stopped server: a
 file over `max_upload_bytes` (413, as soon as the bytes past the limit arrive, chunked or
@@ -178,9 +186,11 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         yield
         await batcher.stop()
 
-    app = FastAPI(title=f"clearclass: {about['architecture']}, {len(about['classes'])} classes",
-                  description="Predict the class of a photo. `POST /predict` with the photo "
-                              "in the multipart field `file` (or several in `files`).",
+    kind = "labels (multi-label)" if about["task"] == "multi" else "classes"
+    app = FastAPI(title=f"clearclass: {about['architecture']}, {len(about['classes'])} {kind}",
+                  description="Predict the class (a multi-label model: the labels) of a "
+                              "photo. `POST /predict` with the photo in the multipart field "
+                              "`file` (or several in `files`).",
                   lifespan=lifespan, default_response_class=_JSON)
     budget = MemoryBudget(decode_memory_bytes)
     app.add_middleware(UploadLimits, max_photo_bytes=max_upload_bytes, max_photos=MAX_FILES,
@@ -215,20 +225,24 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.get("/model")
     async def model_info() -> dict:
-        """The model: classes, architecture, preprocessing, accuracy when known."""
+        """The model: task ("single" or "multi"), classes (a multi-label model's with each
+        label's threshold), architecture, preprocessing, accuracy when known."""
         return about
 
     @app.post("/predict")
     async def predict(
         file: Annotated[UploadFile | None, File(description="A photo.")] = None,
         files: Annotated[list[UploadFile] | None, File(description="Several photos.")] = None,
-        top_k: Annotated[int, Query(ge=1, le=100, description="Classes listed.")] = 5,
+        top_k: Annotated[int, Query(ge=1, le=100, description=(
+            "Classes listed (a multi-label answer lists every label)."))] = 5,
     ) -> Any:
         """The most likely classes of a photo (`file`) or of several (`files`, a list back).
 
         Each answer is the object `clearclass predict --json` prints: image, label,
-        class_id, probability, top_k. In a list, a photo that cannot be read is
-        {"image", "error"} and the others are predicted.
+        class_id, probability, top_k; for a multi-label model image, labels and class_ids
+        (the predicted set, maybe empty), predicted (those labels with their probability
+        and threshold) and probabilities (every label's, most likely first). In a list, a
+        photo that cannot be read is {"image", "error"} and the others are predicted.
         """
         if file is None and not files:
             raise HTTPException(400, "No photo: send one in the multipart field 'file' (or "
@@ -305,9 +319,16 @@ def _decode(file, name: str, size: int, method: str) -> np.ndarray:
 
 
 def _about(classifier: Classifier) -> dict:
+    """GET /model: what the model is. A multi-label model's classes carry their threshold,
+    as in model.json."""
     info = classifier.info
-    about = {"architecture": info.architecture,
-             "classes": [{"id": c, "name": n} for c, n in zip(info.class_ids, info.class_names)],
+    classes = [{"id": c, "name": n} for c, n in zip(info.class_ids, info.class_names)]
+    if info.task == "multi":  # the thresholds the server decides with
+        thresholds = np.broadcast_to(np.asarray(classifier.task.thresholds, dtype=np.float64),
+                                     len(classes))
+        for entry, threshold in zip(classes, thresholds):
+            entry["threshold"] = float(threshold)
+    about = {"architecture": info.architecture, "task": info.task, "classes": classes,
              "size": info.item_resize, "resize_method": info.resize_method, "mean": list(info.mean),
              "std": list(info.std), "backend": classifier.backend, "accuracy": None}
     # The accuracy of the run the model comes from, when it lies in a run folder. A bundle
