@@ -292,3 +292,129 @@ def test_each_bad_field_of_model_json_is_named(trained_run, tmp_path, edit, mess
     with pytest.raises(ModelFileError, match=f"model.json is not a valid model description: "
                                              f"{message}.*Restore the file"):
         read_info(folder)
+
+
+# --- multi-label models -------------------------------------------------------------------------
+
+@pytest.fixture
+def stripes(tmp_path) -> list:
+    """Three striped photos: red and blue, green, and grey (no label)."""
+    from tests.conftest import make_multi_label_dataset
+
+    csv = make_multi_label_dataset(tmp_path / "stripes", per_set=1,
+                                   sets=(("blue", "red"), ("green",), ()))
+    return sorted(csv.parent.glob("images/*.jpg"))
+
+
+@pytest.fixture
+def multi_label_model(multi_label_run, stripes, tmp_path):
+    """A copy of the multi-label model whose thresholds give the first photo the labels
+    blue and red, and not green; returns (folder, the first photo's probabilities)."""
+    from tests.conftest import with_thresholds
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path / "model")
+    p = clearclass.load(folder).predict_proba([stripes[0]])[0]
+    assert clearclass.load(folder).classes == ["blue", "green", "red"]
+    with_thresholds(folder, [float(p[0]) - 0.01, min(1.0, float(p[1]) + 0.01),
+                             float(p[2]) - 0.01])
+    return folder, p
+
+
+def test_a_multi_label_prediction_is_the_set_over_the_thresholds(multi_label_model, stripes):
+    folder, p = multi_label_model
+    for backend in ("onnx", "torch"):
+        prediction = clearclass.load(folder, backend=backend).predict(stripes[0], top_k=2)
+        expected = sorted(["blue", "red"], key=lambda label: -p[["blue", "green", "red"]
+                                                                .index(label)])
+        assert [t["label"] for t in prediction.labels] == expected, backend
+        assert prediction.class_name == "; ".join(expected) == prediction.class_id
+        assert [t["label"] for t in prediction.probabilities] == [
+            ["blue", "green", "red"][i] for i in np.argsort(-p, kind="stable")]
+        assert [t["threshold"] for t in prediction.probabilities] == [
+            read_info(folder).thresholds[["blue", "green", "red"].index(t["label"])]
+            for t in prediction.probabilities]
+        assert len(prediction.top_k) == 2
+        answer = prediction.to_dict()
+        assert set(answer) == {"image", "labels", "class_ids", "predicted", "probabilities"}
+        assert answer["labels"] == answer["class_ids"] == expected
+        assert answer["predicted"] == prediction.labels
+        assert json.loads(json.dumps(answer)) == answer  # what --json and the API send
+    # A label whose probability is exactly its threshold reaches it: predicted.
+    exact = clearclass.load(folder, threshold=float(p.max())).predict(stripes[0])
+    assert [t["label"] for t in exact.labels] == [["blue", "green", "red"][int(p.argmax())]]
+
+
+def test_onnx_and_torch_give_a_multi_label_model_the_same_sigmoids(multi_label_run, stripes):
+    onnx = clearclass.load(multi_label_run / "model", backend="onnx").predict_proba(stripes)
+    torch = clearclass.load(multi_label_run / "model", backend="torch").predict_proba(stripes)
+    assert onnx.shape == (3, 3)
+    np.testing.assert_allclose(onnx, torch, atol=1e-5)
+    assert not np.allclose(onnx.sum(1), 1.0)  # independent sigmoids, not a softmax
+
+
+def test_predict_prints_the_set_and_json_gives_every_label(multi_label_model, stripes):
+    from tests.conftest import run_cli
+
+    folder, p = multi_label_model
+    result = run_cli("predict", folder, *stripes[:2])
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    order = sorted([(p[0], "blue"), (p[2], "red")], reverse=True)
+    assert first == f"{stripes[0]}: " + ", ".join(f"{label} ({q:.1%})" for q, label in order)
+    assert second.startswith(f"{stripes[1]}: ")
+    result = run_cli("predict", folder, stripes[0], "--json")
+    assert result.returncode == 0, result.stderr
+    [answer] = json.loads(result.stdout)
+    assert answer["image"] == str(stripes[0])
+    assert answer["labels"] == [label for _, label in order]
+    assert [set(t) for t in answer["probabilities"]] == [
+        {"label", "class_id", "probability", "threshold"}] * 3
+    assert sorted(t["label"] for t in answer["probabilities"]) == ["blue", "green", "red"]
+    probabilities = [t["probability"] for t in answer["probabilities"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_threshold_overrides_the_thresholds_of_model_json(multi_label_model, stripes):
+    from tests.conftest import run_cli
+
+    folder, p = multi_label_model
+    everything = run_cli("predict", folder, stripes[0], "--threshold", "0", "--json")
+    [answer] = json.loads(everything.stdout)
+    assert sorted(answer["labels"]) == ["blue", "green", "red"]
+    assert {t["threshold"] for t in answer["probabilities"]} == {0.0}
+    above = f"{float(p.max()) + 0.001:.4f}"
+    nothing = run_cli("predict", folder, stripes[0], "--threshold", above)
+    most_likely = ["blue", "green", "red"][int(p.argmax())]
+    assert nothing.stdout == (f"{stripes[0]}: no label over its threshold; most likely "
+                              f"{most_likely} ({p.max():.1%})\n")
+    assert clearclass.load(folder, threshold=0.0).predict(stripes[0]).class_name.count(";") == 2
+
+
+def test_a_single_label_model_given_a_threshold_is_one_line(trained_run, stripes):
+    from tests.conftest import failed, run_cli
+
+    failed(run_cli("predict", trained_run / "model", stripes[0], "--threshold", "0.3"),
+           "--threshold is for multi-label models", "gives one class per photo")
+    with pytest.raises(SettingError, match="threshold is for multi-label models"):
+        clearclass.load(trained_run / "model", threshold=0.3)
+
+
+def test_a_multi_label_prediction_shows_its_set_and_every_labels_bar(multi_label_model, stripes):
+    folder, _ = multi_label_model
+    classifier = clearclass.load(folder)
+    prediction = classifier.predict(stripes[0])
+    html = prediction._repr_html_()
+    assert html.count('class="clearclass-label') == 3
+    assert html.count('class="clearclass-label over"') == 2
+    assert html.count('title="threshold"') == 3
+    assert "<b>red</b>" in html and "<b>blue</b>" in html and "<b>green</b>" not in html
+    figure = prediction.plot()
+    bars = figure.axes[1]
+    assert len(bars.patches) == 3 and len(bars.collections[0].get_offsets()) == 3
+    assert "blue" in bars.get_title() and "red" in bars.get_title()
+    assert prediction._repr_png_().startswith(b"\x89PNG")
+    # A photo with no label over its threshold says so.
+    none = clearclass.load(folder, threshold=1.0).predict(stripes[0])
+    assert none.labels == [] and none.class_name == "(none)"
+    assert "no label over its threshold" in none._repr_html_()
+    assert none.plot().axes[1].get_title() == "no label over its threshold"

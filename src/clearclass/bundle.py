@@ -224,7 +224,11 @@ class _JsonChecker:
                          checksums=checksums)
 
     def threshold(self, entry: dict, n: int) -> float:
-        value = entry.get("threshold")
+        if "threshold" not in entry:
+            raise self.fail(f"it has no 'classes[{n}].threshold' (a multi-label model has "
+                            "one for every class)")
+        value = entry["threshold"]
+        # NaN fails the range too: every comparison with it is false.
         if (not isinstance(value, (int, float)) or isinstance(value, bool)
                 or not 0 <= value <= 1):
             raise self.fail(f"'classes[{n}].threshold' must be a number from 0 to 1 (a "

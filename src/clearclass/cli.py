@@ -463,9 +463,11 @@ def predict(
                        "probability, top_k (a multi-label model: image, labels, class_ids, "
                        "predicted, probabilities); or image and error for one that could not "
                        "be read.")] = False,
+    # Checked by predict.check_threshold rather than click's range: one line, exit status 1,
+    # and NaN refused too (it passes a range check: every comparison with it is false).
     threshold: Annotated[float | None, typer.Option(
-        help="Multi-label models: predict every label whose probability reaches this, "
-             "instead of the thresholds in model.json.", min=0.0, max=1.0,
+        help="Multi-label models: predict every label whose probability reaches this (0 to "
+             "1), instead of the thresholds in model.json.",
         show_default="model.json's")] = None,
     *,
     settings: dict,
@@ -483,9 +485,11 @@ def predict(
     results are printed); 1 when nothing was predicted because the model or an option is
     wrong (one line on stderr says what to do); 2 for a command line that cannot be parsed.
     """
-    from clearclass.predict import check_top_k, image_files, load
+    from clearclass.predict import check_threshold, check_top_k, image_files, load
 
     check_top_k(top_k)  # before the model is loaded
+    if threshold is not None:
+        check_threshold(threshold)
     classifier = load(model, device=settings["device"], threshold=threshold)
     files = image_files(images, unreadable="report")
     results = classifier.predict_many(files, top_k=top_k, unreadable="report")

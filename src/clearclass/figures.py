@@ -451,6 +451,49 @@ def label_errors(names: Sequence[str], found: Sequence[int], missed: Sequence[in
     return fig
 
 
+# Labels drawn in a multi-label prediction's figure: every label of most models; past this,
+# the labels over their thresholds and the most likely others (the title says how many are
+# left out), so that the bars stay legible.
+PREDICTION_LABELS_SHOWN = 40
+
+
+def multi_label_prediction(image: np.ndarray, probabilities: Sequence[dict],
+                           title: str = "") -> Figure:
+    """A photo beside a multi-label prediction: a bar per label (`probabilities`, most
+    likely first, each with its "threshold"), green where it reaches its threshold, a tick
+    at each threshold; the predicted set above the bars."""
+    chosen = [t for t in probabilities if t["probability"] >= t["threshold"]]
+    others = [t for t in probabilities if t["probability"] < t["threshold"]]
+    shown = (chosen + others)[:max(PREDICTION_LABELS_SHOWN, len(chosen))]
+    shown.sort(key=lambda t: -t["probability"])
+    left_out = len(probabilities) - len(shown)
+    fig = new_figure(8, max(3.2, 1.0 + 0.24 * len(shown)))
+    photo, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    photo.imshow(image)
+    photo.axis("off")
+    if title:
+        photo.set_title(_short(title, 40), fontsize=9)
+    shown = shown[::-1]  # the most likely at the top
+    y = np.arange(len(shown))
+    values = [t["probability"] for t in shown]
+    over = [t["probability"] >= t["threshold"] for t in shown]
+    bars.barh(y, values, color=["tab:green" if o else "tab:gray" for o in over])
+    bars.set_yticks(y, [_short(t["label"], 28) for t in shown])
+    # Each label's threshold: a black tick across its bar.
+    bars.scatter([t["threshold"] for t in shown], y, marker="|", s=260, color="black",
+                 linewidths=1.5, zorder=3, label="threshold")
+    bars.set_xlim(0, 1)
+    bars.set_ylim(-0.6, len(shown) - 0.4)
+    bars.set_xlabel("probability (tick: the label's threshold)")
+    for row, v in zip(y, values):
+        bars.text(min(v + 0.02, 0.85), row, f"{v:.1%}", va="center", fontsize=8)
+    names = ("predicted: " + ", ".join(_cut(t["label"], 28) for t in chosen) if chosen
+             else "no label over its threshold")
+    bars.set_title(_label(_cut(names, 80)) + (f" ({left_out} less likely labels not drawn)"
+                                              if left_out else ""), fontsize=9)
+    return fig
+
+
 RUN_CURVES = 12  # runs drawn on one figure; more lines and legend entries blur together
 
 

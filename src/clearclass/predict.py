@@ -11,7 +11,8 @@ both); a damaged one is reported with a warning and PyTorch runs the weights ins
 `predict_many(..., unreadable="report")` goes on past photos it cannot read, giving each a
 `Prediction` whose `error` says why, as `clearclass predict` does.
 
-In a notebook, a `Prediction` that ends a cell shows as the photo with its top-k table.
+In a notebook, a `Prediction` that ends a cell shows as the photo with its top-k table (a
+multi-label one: with the predicted set, and every label's probability and threshold).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class Prediction:
         return np.asarray(img)
 
     def plot(self) -> Figure:
-        """The photo beside bars of its most likely classes."""
+        """The photo beside bars of its most likely classes (a multi-label prediction: of
+        every label, each with its threshold marked, and the predicted set)."""
         from clearclass import figures
 
         if self.error is not None:
@@ -126,6 +128,9 @@ class Prediction:
 
         name = Path(self.image).name if self.source is None or isinstance(
             self.source, (str, Path)) else self.image
+        if self.probabilities is not None:
+            return figures.multi_label_prediction(self.shown_photo(), self.probabilities,
+                                                  title=name)
         return figures.prediction(self.shown_photo(), self.top_k, title=name)
 
     def _repr_png_(self) -> bytes | None:
@@ -153,10 +158,11 @@ class Classifier:
         # sigmoids and every label over its threshold: model.json's, or `threshold` for all.
         self.task = info.decision()
         if threshold is not None:
+            threshold = check_threshold(threshold)
             if info.task != "multi":
                 raise SettingError("threshold", f"is for multi-label models; {path or 'this model'}"
                                                 " gives one class per photo.")
-            self.task = MultiLabel(_threshold(threshold))
+            self.task = MultiLabel(threshold)
 
     def __repr__(self) -> str:
         return (f"Classifier({self.info.architecture}, {len(self.info.class_ids)} classes, "
@@ -484,7 +490,9 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto",
     return Classifier(info, network, folder, threshold)
 
 
-def _threshold(value: Any) -> float:
+def check_threshold(value: Any) -> float:
+    """`value` as a multi-label threshold: a number from 0 to 1 (not NaN); SettingError
+    otherwise."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not 0 <= value <= 1):
         raise SettingError("threshold", f"must be a number from 0 to 1; got {described(value)}.")
