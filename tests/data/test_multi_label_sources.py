@@ -89,6 +89,39 @@ def test_the_delimiter_splits_cells(tmp_path, rows, task, delimiter, expected):
     assert {name: labels[name] for name in expected} == expected
 
 
+def test_auto_reads_fastai_space_separated_cells_as_sets_when_every_word_is_a_label(tmp_path):
+    rows = [(f"p/{i}.jpg", ("beagle", "samoyed", "beagle samoyed", "samoyed  beagle")[i % 4])
+            for i in range(12)]
+    photo_set = find_photos(_table(tmp_path, rows))
+    assert photo_set.task == "multi" and photo_set.class_ids == ["beagle", "samoyed"]
+    assert {p.labels for p in photo_set.photos} == {("beagle",), ("samoyed",),
+                                                    ("beagle", "samoyed")}
+    assert any("separated by spaces" in note and "'beagle samoyed'" in note
+               for note in photo_set.notes)
+    # with an empty cell too (a photo with none of them)
+    empty = find_photos(_table(tmp_path / "e", rows + [("p/none.jpg", "")]))
+    assert empty.task == "multi" and empty.class_ids == ["beagle", "samoyed"]
+
+
+@pytest.mark.parametrize(("cells", "task", "classes"), [
+    # a word that never stands alone: a label with a space in it, and a note
+    (("golden retriever", "beagle", "beagle golden"), "single",
+     ["beagle", "beagle golden", "golden retriever"]),
+    # ';' in a cell: ';' separates, a space stays inside a label
+    (("golden retriever;beagle", "beagle", "golden retriever", "beagle golden retriever"),
+     "multi", ["beagle", "beagle golden retriever", "golden retriever"]),
+])
+def test_auto_keeps_spaces_inside_labels_when_the_words_are_not_all_labels(tmp_path, cells,
+                                                                           task, classes):
+    rows = [(f"p/{i}.jpg", cells[i % len(cells)]) for i in range(4 * len(cells))]
+    photo_set = find_photos(_table(tmp_path, rows))
+    assert photo_set.task == task and photo_set.class_ids == classes
+    # a delimiter chosen by the user is used as given, even where spaces would split
+    chosen = find_photos(_table(tmp_path / "c", [(f"p/{i}.jpg", ("a b", "a", "b")[i % 3])
+                                                for i in range(9)]), label_delimiter=";")
+    assert chosen.task == "single" and chosen.class_ids == ["a", "a b", "b"]
+
+
 def test_one_label_per_cell_stays_single_label_and_task_single_reads_cells_whole(tmp_path):
     rows = [(f"p/{i}.jpg", ("golden retriever", "beagle")[i % 2]) for i in range(10)]
     photo_set = find_photos(_table(tmp_path, rows))
@@ -100,10 +133,13 @@ def test_one_label_per_cell_stays_single_label_and_task_single_reads_cells_whole
 
 
 def test_labels_with_spaces_that_look_like_several_are_noted(tmp_path):
-    rows = [(f"p/{i}.jpg", ("dog", "cat", "dog cat")[i % 3]) for i in range(12)]
+    # 'dog cat' looks like two labels, but 'sea lion' is one (no 'sea' alone): single-label,
+    # and the note says how to read the cells as sets
+    rows = [(f"p/{i}.jpg", ("dog", "cat", "dog cat", "sea lion")[i % 4]) for i in range(12)]
     photo_set = find_photos(_table(tmp_path, rows))
     assert photo_set.task == "single"
-    assert any("--label-delimiter ' '" in note for note in photo_set.notes)
+    assert any("'dog cat' reads as one label" in note and "--label-delimiter ' '" in note
+               for note in photo_set.notes)
 
 
 def test_multi_label_needs_a_csv(tmp_path):

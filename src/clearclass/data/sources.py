@@ -220,7 +220,9 @@ def find_photos(data: str | Path, validation_fraction: float = 0.2, seed: int = 
     links back to DATA. A set with no validation photo is an error too.
 
     `task` (task.TASK_CHOICES): with "auto", a CSV whose label cells hold several labels
-    (separated by `label_delimiter`, by default ';') or none makes a multi-label set; "multi"
+    (separated by `label_delimiter`, by default ';') or none makes a multi-label set, and so
+    does one whose cells with spaces all list labels that stand alone in other cells (`dog
+    cat` beside `dog` and `cat`: fastai's label_delim=' '); "multi"
     makes one from any CSV (its cells split on ';' if any has one, else on spaces, as
     fastai's label_delim); "single" reads each cell as one label.
     """
@@ -613,6 +615,7 @@ def _label_task(cells: list[str], task: str, delimiter: str | None,
     whitespace): `find_photos` says how `task` "auto" decides."""
     if task == "single":
         return task, delimiter
+    chosen = delimiter  # None: not chosen, so spaces may turn out to separate the labels
     if delimiter is None:
         if task == "multi" and not any(DEFAULT_LABEL_DELIMITER in c for c in cells):
             return task, None  # fastai's label_delim=' '
@@ -620,7 +623,17 @@ def _label_task(cells: list[str], task: str, delimiter: str | None,
     if task == "auto":
         several = next((c for c in cells if len(split_labels(c, delimiter)) != 1), None)
         # No label at all is a table not filled in, not a multi-label one: _csv_photos says so.
-        if several is None or not any(c.strip() for c in cells):
+        if not any(c.strip() for c in cells):
+            return "single", delimiter
+        if chosen is None and not any(DEFAULT_LABEL_DELIMITER in c for c in cells):
+            spaced = _spaced_sets(cells)
+            if spaced:  # fastai's label_delim=' ', unambiguous: every word is a label alone
+                notes.append(f"Read as multi-label with labels separated by spaces: every "
+                             f"cell with spaces lists labels that stand alone in other cells "
+                             f"('{_one_line(spaced)}'). Each photo has a set of labels, maybe "
+                             "empty; --task single reads each cell as one label.")
+                return "multi", None
+        if several is None:
             _note_spaced_labels(cells, notes)
             return "single", delimiter
         notes.append("Read as multi-label: "
@@ -629,6 +642,18 @@ def _label_task(cells: list[str], task: str, delimiter: str | None,
                      + ". Each photo has a set of labels, maybe empty; --task single reads "
                        "each cell as one label.")
     return "multi", delimiter
+
+
+def _spaced_sets(cells: list[str]) -> str | None:
+    """A cell that shows the table separates labels with spaces, or None: the first cell
+    with several words when every such cell's words are each a whole cell elsewhere (`dog
+    cat` beside `dog` and `cat`). One word that never stands alone (`golden retriever`
+    without `golden`) keeps the table single-label, as a label with a space in it."""
+    alone = {c.strip() for c in cells if len(c.split()) == 1}
+    spaced = sorted({c for c in cells if len(c.split()) > 1})
+    if spaced and all(w in alone for c in spaced for w in c.split()):
+        return spaced[0]
+    return None
 
 
 def _note_spaced_labels(cells: list[str], notes: list[str]) -> None:

@@ -76,7 +76,8 @@ class TrainConfig:
     task: str = setting(
         "auto", "single (one class per photo) or multi (a set of labels per photo, maybe "
                 "none: sigmoid outputs, binary cross-entropy, a threshold). auto: multi when "
-                "DATA is a CSV with a label cell that lists several labels or none.", PHOTOS)
+                "DATA is a CSV with a label cell that lists several labels or none, or whose "
+                "cells with spaces all list labels found alone in other cells.", PHOTOS)
     label_delimiter: str | None = setting(
         None, "What separates the labels in a CSV's label cell (multi-label), e.g. ' ' for "
               "fastai's space-separated labels.", PHOTOS,
