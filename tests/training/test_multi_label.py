@@ -80,9 +80,16 @@ def test_a_multi_label_run_reports_fastais_scores_and_saves_its_tuned_thresholds
     assert summary["valid_accuracy"] == pytest.approx(float(last["accuracy"]), abs=1e-6)
 
 
-def test_a_fixed_threshold_is_saved_for_every_label_and_scores_use_it(labels_csv, tmp_path):
+def test_a_fixed_threshold_is_saved_for_every_label_and_scores_use_it(labels_csv, tmp_path,
+                                                                      capsys):
     out = tmp_path / "run"
     run = clearclass.train(labels_csv, out=str(out), **tiny(epochs=1, threshold=0.3))
+    # The last line names the figures for what they are, not plain "accuracy".
+    last = _metrics(out)[-1]
+    assert (f"Validation accuracy_multi {float(last['accuracy']):.2%}, F1 micro "
+            f"{float(last['f1_micro']):.3f}, F1 macro {float(last['f1_macro']):.3f}, mean "
+            f"average precision {float(last['mean_ap']):.3f}. Model saved in"
+            ) in " ".join(capsys.readouterr().out.split())
     info = json.loads((out / "model" / "model.json").read_text())
     assert [c["threshold"] for c in info["classes"]] == [0.3, 0.3, 0.3]
     assert run.config.threshold == "0.3"

@@ -243,7 +243,7 @@ def fine_tune(run: TrainingRun, saver: RunSaver, started: float,
         distributed.stop()
     if processes.main:
         finish(run, started, saver.tracking)
-        say(f"Validation accuracy {run.accuracy:.2%}. Model saved in {run.model_dir}.")
+        say(f"{run.headline}. Model saved in {run.model_dir}.")
     return run
 
 

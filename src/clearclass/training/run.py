@@ -46,6 +46,20 @@ class TrainingRun:
         the share of (photo, label) pairs decided right)."""
         return self.history[-1].accuracy if self.history else float("nan")
 
+    @property
+    def headline(self) -> str:
+        """The last epoch's validation figures in words: accuracy, and a multi-label run's
+        accuracy_multi with its F1 and mean average precision (at the model's thresholds)."""
+        if not self.history:
+            return "No epoch finished"
+        last = self.history[-1]
+        if not last.scores:
+            return f"Validation accuracy {last.accuracy:.2%}"
+        scores = last.scores
+        return (f"Validation accuracy_multi {last.accuracy:.2%}, F1 micro "
+                f"{scores['f1_micro']:.3f}, F1 macro {scores['f1_macro']:.3f}, mean average "
+                f"precision {scores['mean_ap']:.3f}")
+
     def evaluate(self, data: str | Path | None = None, tta: bool = False,
                  device: str = "auto", exclude_training: bool = False):
         """Evaluate this run on its validation photos, or on `data` (see
