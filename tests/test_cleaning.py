@@ -370,3 +370,21 @@ def test_a_model_unsure_of_most_photos_is_called_so(monkeypatch):
     assert len(said) == 1 and "unsure of most photos" in said[0] and "10%" in said[0]
     cleaning_module._warn_if_unsure(np.eye(3), Path("runs/x"))
     assert len(said) == 1
+
+
+@pytest.mark.parametrize(("flagged", "task", "warned"), [
+    (3, "single", False), (4, "multi", True), (4, "single", True), (0, "multi", False)])
+def test_a_list_flagging_most_photos_says_it_is_the_heads_doubt(monkeypatch, flagged, task,
+                                                                 warned):
+    said = []
+    monkeypatch.setattr(cleaning_module, "warn", said.append)
+    findings = [cleaning_module.Finding(Path(f"{i}.jpg"), "cat", "train",
+                                        cleaning_module.MISLABELLED, "relabel", "", 1.0)
+                for i in range(flagged)]
+    cleaning = cleaning_module.Cleaning(Path("runs/x"), None, ["cat", "dog"], ["cat", "dog"],
+                                        findings, task=task)
+    cleaning_module._warn_if_many_flagged(cleaning, judged=10)  # 30%: not yet too many
+    assert len(said) == warned
+    if warned:
+        assert said[0].startswith(f"{flagged} of 10 photos ({flagged * 10}%) are listed")
+        assert ("labels" if task == "multi" else "classes") + " apart" in said[0]
