@@ -62,6 +62,12 @@ ModelRefArg = Annotated[str, typer.Argument(
          "Hugging Face Hub, fetched once into its cache).", show_default=False,
     metavar="MODEL")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+# `predict` and `serve`. Checked by predict.check_threshold rather than click's range: one
+# line, exit status 1, and NaN refused too (it passes a range check: every comparison with it
+# is false).
+Threshold = Annotated[float | None, typer.Option(
+    help="Multi-label models: predict every label whose probability reaches this (0 to 1), "
+         "instead of the thresholds in model.json.", show_default="model.json's")]
 Folds = Annotated[int, typer.Option(
     help="How many heads on the network's features judge the labels, each photo by one that "
          "never saw it (fewer, said, when a class has fewer photos).", min=2)]
@@ -463,12 +469,7 @@ def predict(
                        "probability, top_k (a multi-label model: image, labels, class_ids, "
                        "predicted, probabilities); or image and error for one that could not "
                        "be read.")] = False,
-    # Checked by predict.check_threshold rather than click's range: one line, exit status 1,
-    # and NaN refused too (it passes a range check: every comparison with it is false).
-    threshold: Annotated[float | None, typer.Option(
-        help="Multi-label models: predict every label whose probability reaches this (0 to "
-             "1), instead of the thresholds in model.json.",
-        show_default="model.json's")] = None,
+    threshold: Threshold = None,
     *,
     settings: dict,
 ) -> None:
@@ -642,6 +643,7 @@ def serve(
                     "each photo's need is estimated from its header (pixels, colour mode, "
                     "what the resize makes); photos wait their turn while others hold it, "
                     "and one that needs more than all of it gets 400.")] = 1100.0,
+    threshold: Threshold = None,
 ) -> None:
     """Serve a model: a web page to try photos on, and an HTTP API.
 
@@ -649,7 +651,9 @@ def serve(
 
     Open http://127.0.0.1:8000/ in a browser, or: curl -F file=@photo.jpg
     http://127.0.0.1:8000/predict (the JSON of `clearclass predict --json`). Also GET
-    /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C.
+    /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C. A multi-label
+    model decides with model.json's thresholds, or --threshold for every label; GET /model
+    and the page show the thresholds it decides with.
 
     Memory: what Python, ONNX Runtime and the model take (0.11 GB with a tiny model),
     --decode-memory-mb for decoding, and the uploads of the requests in progress, at most
@@ -665,7 +669,7 @@ def serve(
     run_server(model, host=host, port=port, workers=workers,
                max_upload_bytes=int(max_upload_mb * 1_000_000),
                max_pixels=int(max_megapixels * 1_000_000),
-               decode_memory_bytes=int(decode_memory_mb * 1_000_000))
+               decode_memory_bytes=int(decode_memory_mb * 1_000_000), threshold=threshold)
 
 
 @app.command()

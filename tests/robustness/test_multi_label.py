@@ -172,12 +172,38 @@ def test_a_threshold_that_is_not_a_probability_is_refused_in_one_line(multi_labe
                                                                        value):
     failed(run_cli("predict", multi_label_run / "model", photos[0], "--threshold", value),
            "--threshold must be a number from 0 to 1; got")
+    # serve refuses it before it loads the model or takes the port (port 1 would be refused).
+    failed(run_cli("serve", multi_label_run / "model", "--threshold", value, "--port", "1"),
+           "--threshold must be a number from 0 to 1; got")
     with pytest.raises(SettingError, match="threshold must be a number"):
         clearclass.load(multi_label_run / "model", threshold=float(value))
 
 
 def test_a_threshold_of_the_wrong_type_from_python_is_one_line(multi_label_run):
+    from clearclass.serve import create_app
+
     for value in ("0.5", True, [0.5]):
         with pytest.raises(SettingError, match="threshold must be a number "
                                                                  "from 0 to 1; got"):
             clearclass.load(multi_label_run / "model", threshold=value)
+        with pytest.raises(SettingError, match="threshold must be a number from 0 to 1; got"):
+            create_app(multi_label_run / "model", threshold=value)
+
+
+def test_a_server_worker_given_a_threshold_that_is_not_a_probability_refuses_it(
+        multi_label_run, monkeypatch):
+    """A worker reads `serve --threshold` from the environment, which anyone may set: a
+    value that is not a probability is refused as the command line's is, not served."""
+    from clearclass import serve
+
+    monkeypatch.setenv(serve.MODEL_VARIABLE, str(multi_label_run / "model"))
+    for value in ("nan", "1.5", "-0"):
+        monkeypatch.setenv(serve.THRESHOLD_VARIABLE, value)
+        if value == "-0":  # -0.0 is 0: every label predicted
+            assert serve.app_from_environment() is not None
+            continue
+        with pytest.raises(SettingError, match="threshold must be a number from 0 to 1"):
+            serve.app_from_environment()
+    monkeypatch.setenv(serve.THRESHOLD_VARIABLE, "0.3x")
+    with pytest.raises(SettingError, match="threshold must be a number from 0 to 1; got"):
+        serve.app_from_environment()
