@@ -154,6 +154,18 @@ def test_a_multi_label_card_gives_the_set_over_the_thresholds_of_model_json(mult
                  "label's sigmoid)", "p = model(x).sigmoid()[0]"):
         assert line in text, line
     assert "softmax" not in text
+    # The snippet reads the thresholds from model.onnx's metadata, where the uploaded copy
+    # holds model.json's: tuned here after the export, so written into the copy (the
+    # bundle's own file untouched), which the uploaded model.json vouches for.
+    from clearclass.bundle import read_info, sha256
+    from clearclass.onnx_runtime import read_metadata
+
+    assert 'thresholds = json.loads(metadata["thresholds"])' in text
+    assert read_metadata(multi_label_dry / "model.onnx").thresholds == [1.0, 0.5, 0.0]
+    bundle = multi_label_dry.parent / "model"
+    assert read_metadata(bundle / "model.onnx").thresholds != [1.0, 0.5, 0.0]
+    assert read_info(multi_label_dry).checksums["model.onnx"] == sha256(
+        multi_label_dry / "model.onnx") != sha256(bundle / "model.onnx")
     namespace, printed = _run_onnx_snippet(multi_label_dry, photo, "owner/stripes")
     classifier = clearclass.load(multi_label_dry, backend="onnx")
     np.testing.assert_allclose(namespace["p"], classifier.predict_proba([photo])[0], atol=1e-5)
@@ -179,6 +191,10 @@ def test_the_card_of_a_model_onnx_with_only_logits_computes_the_probabilities(
         dry = Path(hub.push(folder, "owner/old", dry_run=True, out=tmp_path / task / "dry"))
         text = (dry / "README.md").read_text()
         assert 'session.run(["logits"]' in text and "output `logits`" in text
+        # Nor metadata: a multi-label card's snippet reads the thresholds from model.json.
+        assert "custom_metadata_map" not in text and "metadata: `task`" not in text
+        if task == "multi":
+            assert 'q >= c["threshold"]' in text
         namespace, _ = _run_onnx_snippet(dry, photo, "owner/old")
         expected = clearclass.load(dry, backend="torch").predict_proba([photo])[0]
         np.testing.assert_allclose(namespace["p"], expected, atol=1e-5)

@@ -685,6 +685,8 @@ def export(
     The ONNX model takes normalised images (N x 3 x size x size; size, mean and std are in
     model.json) and returns "logits" and "probabilities" (softmax; a multi-label model's
     sigmoid per label, whose thresholds are in model.json), so prediction needs no PyTorch.
+    Its metadata says what they mean without model.json: "task" (single or multi),
+    "class_ids" and a multi-label model's "thresholds" (JSON lists in the outputs' order).
     """
     from clearclass.export import export_onnx
 

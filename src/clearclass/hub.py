@@ -13,7 +13,10 @@ The folder uploaded is prepared here first (`prepare`), the same for a real push
                        uploaded model.json still loads with `clearclass.load`.
     model.onnx         when the bundle has one that matches the checksum model.json records
                        (outputs "logits" and "probabilities"; "logits" alone in a file
-                       exported before the probabilities were added).
+                       exported before the probabilities were added), byte for byte, unless
+                       model.json's thresholds were changed since the export: then the copy's
+                       metadata gets them (and model.json its new SHA-256), so that the file
+                       alone decides as clearclass does.
     config.json        timm's configuration, written by timm's own `save_config_for_hf`
                        (architecture, num_classes, label_names, pretrained_cfg with the
                        bundle's input size, mean, std and resize), so that
@@ -60,7 +63,7 @@ from clearclass.bundle import (
 from clearclass.data.sources import data_name
 from clearclass.errors import ClearclassError, HubError, SettingError, check_path
 from clearclass.hub_download import HUB_PREFIX, check_repo_id, hub_library, is_hub_reference
-from clearclass.onnx_runtime import output_names
+from clearclass.onnx_runtime import output_names, read_metadata, write_metadata
 
 CARD_FILE = "README.md"
 TIMM_CONFIG_FILE = "config.json"
@@ -189,6 +192,12 @@ def prepare(model_dir: str | Path, repo_id: str, target: str | Path) -> Path:
     onnx = folder / ONNX_FILE
     if onnx.is_file() and info.checksums.get(ONNX_FILE) == sha256(onnx):
         shutil.copyfile(onnx, target / ONNX_FILE)
+        described = read_metadata(target / ONNX_FILE)
+        # model.json's thresholds decide, and may have been tuned after the export; the card
+        # tells an ONNX Runtime user to read them from the file, which must then hold them.
+        if described is not None and described.thresholds != info.thresholds:
+            write_metadata(target / ONNX_FILE, info)
+            data["onnx"]["sha256"] = sha256(target / ONNX_FILE)
     else:
         if onnx.is_file():
             progress.warn(f"{onnx} is left out: it does not match the checksum {INFO_FILE} "
@@ -201,7 +210,8 @@ def prepare(model_dir: str | Path, repo_id: str, target: str | Path) -> Path:
     has_onnx = (target / ONNX_FILE).is_file()
     fileio.write_text(target / CARD_FILE, model_card(
         info, repo_id, facts, has_onnx=has_onnx,
-        onnx_probabilities=has_onnx and "probabilities" in output_names(target / ONNX_FILE)))
+        onnx_probabilities=has_onnx and "probabilities" in output_names(target / ONNX_FILE),
+        onnx_metadata=has_onnx and read_metadata(target / ONNX_FILE) is not None))
     _check_nothing_private(target, folder, info)
     return target
 
@@ -363,10 +373,12 @@ def _fraction(value: Any) -> float | None:
 
 
 def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool,
-               onnx_probabilities: bool = True) -> str:
+               onnx_probabilities: bool = True, onnx_metadata: bool = True) -> str:
     """README.md: the Hub's YAML metadata, then the card (templates/model_card.md).
     `onnx_probabilities`: the model.onnx uploaded has the "probabilities" output (one
-    exported before it was added has only "logits", and the card's snippet computes them)."""
+    exported before it was added has only "logits", and the card's snippet computes them).
+    `onnx_metadata`: it says its task, classes and thresholds (`onnx_runtime.read_metadata`;
+    the snippet of one exported before reads the thresholds from model.json)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from markupsafe import Markup
 
@@ -394,6 +406,7 @@ def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool,
         classes=[{"id": i, "name": n, "threshold": t} for i, n, t in zip(
             info.class_ids, info.class_names, info.thresholds or [None] * len(info.class_ids))],
         multi_label=info.task == "multi", onnx_probabilities=onnx_probabilities,
+        onnx_metadata=onnx_metadata,
         data_name=facts.data_name, train_photos=facts.train_photos,
         valid_photos=facts.valid_photos, valid_accuracy=facts.valid_accuracy,
         evaluation=facts.evaluation, confused=facts.confused, settings=facts.settings,
