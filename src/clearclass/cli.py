@@ -77,8 +77,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) -> Any:
-    """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
+def _option(name: str, *, flag_name: str | None = None, hidden: bool = False,
+            shown_default: str | None = None) -> Any:
+    """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias;
+    `shown_default`: what --help gives as its default, where a command has its own)."""
     meta, kind = _FIELDS[name].metadata, setting_types()[name]
     flag = _flag(flag_name or name)
     extra: dict[str, Any] = {}
@@ -92,7 +94,8 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
                                             help=f"Old name of {_flag(name)}.")]
     return Annotated[kind, typer.Option(*decls, help=meta["help"],
                                         rich_help_panel=meta["group"] + " options",
-                                        show_default=meta["default_text"] or True, **extra)]
+                                        show_default=shown_default or meta["default_text"]
+                                        or True, **extra)]
 
 
 def _old_switch(name: str) -> Any:
@@ -102,12 +105,16 @@ def _old_switch(name: str) -> Any:
                                         help=f"Old form of {flag} {OLD_VALUES[name][False]}.")]
 
 
-def with_settings(names: Sequence[str]) -> Callable:
+def with_settings(names: Sequence[str], shown_defaults: dict[str, str] | None = None
+                  ) -> Callable:
     """Give a command one option per TrainConfig field in `names`, plus the hidden old names.
 
     The command receives them as `settings`, a dict of field name to value (an old name
     given on the command line is passed under its new name, an old switch as its value).
+    `shown_defaults`: what --help gives as a setting's default where the command has its own
+    (evaluate's --label-delimiter is the run's).
     """
+    shown_defaults = shown_defaults or {}
     aliases = {old: new for old, new in RENAMED.items() if new in names}
     switches = [name for name, values in OLD_VALUES.items() if name in names and False in values]
 
@@ -115,7 +122,9 @@ def with_settings(names: Sequence[str]) -> Callable:
         own = inspect.signature(command, eval_str=True).parameters.values()
         params = [p for p in own if p.name != "settings"]
         params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                     default=_FIELDS[name].default, annotation=_option(name))
+                                     default=_FIELDS[name].default,
+                                     annotation=_option(name,
+                                                        shown_default=shown_defaults.get(name)))
                    for name in names]
         params += [inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=_option(new, flag_name=old, hidden=True))
@@ -307,7 +316,8 @@ def _errors_to_launcher() -> Iterator[None]:
 
 
 @app.command()
-@with_settings(("device",))
+@with_settings(("device", "label_delimiter"),
+               shown_defaults={"label_delimiter": "the run's (train --label-delimiter)"})
 def evaluate(
     run: RunArg,
     data: Annotated[Path | None, typer.Option(
@@ -348,7 +358,9 @@ def evaluate(
     accuracy_multi, micro and macro F1 and mean average precision; per label, precision,
     recall, F1, average precision and support (per_label.csv); the labels given in place of
     others (confused_labels.csv); precision-recall curves; top losses with the labels given
-    beside the true ones. --data reads a CSV's label cells as sets of labels.
+    beside the true ones. --data reads a CSV's label cells as sets of labels, split as the
+    run's were unless --label-delimiter says otherwise (a test CSV written with '|' for a run
+    trained on ';').
     """
     from clearclass.evaluation import evaluate as run_evaluation
 
