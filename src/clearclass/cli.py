@@ -317,7 +317,7 @@ def _errors_to_launcher() -> Iterator[None]:
 
 @app.command()
 @with_settings(("device", "label_delimiter"),
-               shown_defaults={"label_delimiter": "the run's (train --label-delimiter)"})
+               shown_defaults={"label_delimiter": "the run's"})
 def evaluate(
     run: RunArg,
     data: Annotated[Path | None, typer.Option(
