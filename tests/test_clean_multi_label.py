@@ -123,6 +123,20 @@ def test_a_new_set_that_cannot_be_applied_changes_nothing(run, change, words):
     assert _tree(data.parent) == before and not (run / "clean" / "applied.json").exists()
 
 
+def test_relabel_to_a_label_the_run_does_not_know_is_one_line_saying_what_to_do(run):
+    clean(run, device="cpu")
+    data = _data(run)
+    before = _tree(data.parent)
+    edited = _edit(run, {"images/1-00.jpg": ("relabel", "red;purple")})
+    failed(run_cli("clean", run, "--apply", edited),
+           "new_label 'purple' is not a label of the run (e.g. blue, green, red); "
+           "labels are separated by ';'",
+           "clean relabels only to the run's labels: for a new label, add it to the photos "
+           "in the labels CSV yourself and train a new run",
+           "apply the file again")
+    assert _tree(data.parent) == before and not (run / "clean" / "applied.json").exists()
+
+
 def test_a_row_whose_labels_changed_since_is_refused(run):
     clean(run, device="cpu")
     rows = _actions(run)

@@ -347,6 +347,26 @@ def test_a_labels_csv_is_edited_in_place_and_restored_byte_for_byte(colours, tmp
     assert _tree(data) == before
 
 
+def test_relabel_to_a_class_the_run_does_not_know_is_one_line_saying_what_to_do(colours,
+                                                                              tmp_path):
+    """clean relabels among the run's classes; a new class is refused in one line that says
+    so and what to do instead, and nothing changes."""
+    from tests.conftest import failed, run_cli
+
+    before, original = _tree(colours.data), colours.labels.read_bytes()
+    actions = tmp_path / "actions.csv"
+    actions.write_text("path,label,action,new_label\nblue/004.jpg,blue,relabel,purple\n",
+                       encoding="utf-8")
+    result = run_cli("clean", colours.run, "--apply", actions)
+    failed(result, f"{actions}: 1 row(s) cannot be applied, so nothing was changed",
+           "line 2: new_label 'purple' is not a class of the run (e.g. blue, green, red)",
+           "clean relabels only to the run's classes: for a new class, put its photos in a "
+           "class folder (or label them in the CSV) yourself and train a new run",
+           "Correct those rows (or make their action keep) and apply the file again.")
+    assert _tree(colours.data) == before and colours.labels.read_bytes() == original
+    assert not (colours.run / "clean" / "applied.json").exists()
+
+
 def test_edited_table_keeps_encoding_delimiter_and_other_lines(tmp_path):
     """A UTF-16 tab-separated table, as Excel saves "Unicode text": only the changed row
     differs."""

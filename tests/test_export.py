@@ -138,11 +138,57 @@ def test_the_export_check_covers_the_probabilities(multi_label_run, tmp_path, mo
     assert load(folder).backend == "torch"
 
 
+@pytest.mark.parametrize("task", ["single", "multi"])
+def test_model_onnx_says_its_task_classes_and_thresholds(trained_run, multi_label_run, tmp_path,
+                                                         task):
+    """The file alone says what its outputs mean, as ONNX Runtime reads it: the task, the
+    class ids in the outputs' order and (multi-label) model.json's threshold for each."""
+    import onnxruntime as ort
+
+    from clearclass.onnx_runtime import OnnxMetadata, read_metadata
+
+    run = trained_run if task == "single" else multi_label_run
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    path = export_onnx(folder)
+    info = read_info(folder)
+    values = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]
+                                  ).get_modelmeta().custom_metadata_map
+    assert values["task"] == task
+    assert json.loads(values["class_ids"]) == info.class_ids == ["blue", "green", "red"]
+    if task == "multi":
+        assert json.loads(values["thresholds"]) == info.thresholds
+    else:
+        assert "thresholds" not in values
+    assert read_metadata(path) == OnnxMetadata(task, info.class_ids, info.thresholds)
+    # The file model.json vouches for is the one with the metadata.
+    from clearclass.bundle import sha256
+
+    assert info.checksums["model.onnx"] == sha256(path)
+
+
+def test_the_export_check_covers_the_metadata(multi_label_run, tmp_path, monkeypatch):
+    """An export whose metadata does not say model.json's thresholds is removed."""
+    from clearclass import onnx_runtime
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path / "model")
+    (folder / "model.onnx").unlink()
+    real = onnx_runtime.bundle_metadata
+
+    def all_at_a_half(info):
+        return {**real(info), "thresholds": json.dumps([0.5] * len(info.class_ids))}
+
+    monkeypatch.setattr(onnx_runtime, "bundle_metadata", all_at_a_half)
+    with pytest.raises(ModelFileError, match="does not hold the task, classes and thresholds "
+                                             "of model.json; it was removed"):
+        export_onnx(folder)
+    assert not (folder / "model.onnx").exists()
+
+
 def test_a_model_onnx_with_only_logits_still_predicts(multi_label_run, trained_run, tmp_path):
     """A model.onnx exported before the probabilities output (logits alone) keeps working
     in clearclass's ONNX path, for either task."""
     from clearclass.bundle import record_onnx
-    from clearclass.onnx_runtime import export_module, output_names
+    from clearclass.onnx_runtime import export_module, output_names, read_metadata
     from clearclass.predict import load
     from tests.conftest import COLOURS, make_photo
 
@@ -154,6 +200,7 @@ def test_a_model_onnx_with_only_logits_still_predicts(multi_label_run, trained_r
         export_module(model, torch.randn(2, 3, 32, 32), folder / "model.onnx")
         record_onnx(folder)
         assert output_names(folder / "model.onnx") == ["logits"]
+        assert read_metadata(folder / "model.onnx") is None  # nor any metadata
         old = load(folder, backend="onnx")
         np.testing.assert_allclose(old.predict_proba([photo]), expected, atol=1e-5)
         assert old.predict(photo).to_dict().keys() == load(

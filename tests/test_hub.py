@@ -87,6 +87,9 @@ def test_the_card_parses_as_the_hub_reads_it_and_says_what_the_run_did(dry):
     assert "clearclass" in card.data.tags
     assert card.data.metrics == ["accuracy"]
     assert [r.metric_type for r in card.data.eval_results] == ["accuracy", "accuracy"]
+    assert [r.metric_name for r in card.data.eval_results] == [
+        "Validation accuracy", "Validation accuracy with test-time augmentation"]
+    assert [r.metric_config for r in card.data.eval_results] == [None, None]
     assert card.data.eval_results[0].dataset_name == "colours"
     text = card.text
     for line in ("| 0 | blue | blue |", "| Training photos | 48 |", "| Validation photos | 12 |",
@@ -154,12 +157,74 @@ def test_a_multi_label_card_gives_the_set_over_the_thresholds_of_model_json(mult
                  "label's sigmoid)", "p = model(x).sigmoid()[0]"):
         assert line in text, line
     assert "softmax" not in text
+    # The snippet reads the thresholds from model.onnx's metadata, where the uploaded copy
+    # holds model.json's: tuned here after the export, so written into the copy (the
+    # bundle's own file untouched), which the uploaded model.json vouches for.
+    from clearclass.bundle import read_info, sha256
+    from clearclass.onnx_runtime import read_metadata
+
+    assert 'thresholds = json.loads(metadata["thresholds"])' in text
+    assert read_metadata(multi_label_dry / "model.onnx").thresholds == [1.0, 0.5, 0.0]
+    bundle = multi_label_dry.parent / "model"
+    assert read_metadata(bundle / "model.onnx").thresholds != [1.0, 0.5, 0.0]
+    assert read_info(multi_label_dry).checksums["model.onnx"] == sha256(
+        multi_label_dry / "model.onnx") != sha256(bundle / "model.onnx")
     namespace, printed = _run_onnx_snippet(multi_label_dry, photo, "owner/stripes")
     classifier = clearclass.load(multi_label_dry, backend="onnx")
     np.testing.assert_allclose(namespace["p"], classifier.predict_proba([photo])[0], atol=1e-5)
     expected = [t["label"] for t in classifier.predict(photo).labels]
     assert "red" in expected and "blue" not in expected
     assert sorted(ast.literal_eval(printed)) == sorted(expected)  # the list it printed
+
+
+@pytest.fixture(scope="module")
+def multi_label_card(multi_label_run, tmp_path_factory) -> tuple:
+    """The card `push` writes for a copy of the multi-label run, evaluated with TTA, and
+    the run."""
+    from clearclass import progress
+
+    run = shutil.copytree(multi_label_run, tmp_path_factory.mktemp("ml-run") / "run")
+    with progress.quiet():
+        clearclass.evaluate(run, tta=True, device="cpu")
+    dry = Path(hub.push(run, "owner/stripes", dry_run=True, out=run.parent / "dry"))
+    return huggingface_hub.ModelCard.load(dry / "README.md"), run
+
+
+def test_a_multi_label_card_names_accuracy_multi_and_gives_f1_and_map(multi_label_card):
+    """The model-index calls accuracy_multi what it is (an accuracy of every photo-label
+    decision, not of photos), and gives the F1 and mAP the run measured as their own
+    metrics: training's last epoch (metrics.csv), and with TTA (RUN/report/results.json)."""
+    from clearclass.evaluation.results import read_results
+    from clearclass.run_folder import RunFolder
+
+    card, run = multi_label_card
+    last = RunFolder(run).history()[-1]
+    report = read_results(run / "report")
+    measured = {"accuracy": last.accuracy, **last.scores}
+    expected = [(f"Validation {words}", kind, config, round(measured[key], 4))
+                for key, kind, config, words in hub.MULTI_LABEL_METRICS]
+    expected += [(f"Validation {words} with test-time augmentation", kind, config,
+                  round(report[f"tta_{key}"], 4))
+                 for key, kind, config, words in hub.MULTI_LABEL_METRICS]
+    assert [(r.metric_name, r.metric_type, r.metric_config, r.metric_value)
+            for r in card.data.eval_results] == expected
+    assert expected[0][:2] == ("Validation accuracy per label (accuracy_multi)", "accuracy")
+    assert expected[1][1:3] == ("f1", "micro") and expected[2][1:3] == ("f1", "macro")
+    assert card.data.metrics == ["accuracy", "f1"]
+    names = [r.metric_name for r in card.data.eval_results]
+    assert "Validation accuracy" not in names
+    assert not any(n.startswith("Validation accuracy with") for n in names)
+    text = card.text
+    for line in (f"| Validation F1 micro (over every photo-label pair), end of training | "
+                 f"{last.scores['f1_micro']:.3f} |",
+                 f"| Validation mean average precision (mAP), end of training | "
+                 f"{last.scores['mean_ap']:.3f} |",
+                 f"| Accuracy per label (accuracy_multi; `clearclass evaluate`, "
+                 f"{report['photos']} photos) | {100 * report['accuracy']:.2f}% |",
+                 f"| F1 macro (the mean of the labels' F1) with test-time augmentation | "
+                 f"{report['tta_f1_macro']:.3f} |"):
+        assert line in text, line
+    assert "| Accuracy (`clearclass evaluate`" not in text
 
 
 def test_the_card_of_a_model_onnx_with_only_logits_computes_the_probabilities(
@@ -179,6 +244,10 @@ def test_the_card_of_a_model_onnx_with_only_logits_computes_the_probabilities(
         dry = Path(hub.push(folder, "owner/old", dry_run=True, out=tmp_path / task / "dry"))
         text = (dry / "README.md").read_text()
         assert 'session.run(["logits"]' in text and "output `logits`" in text
+        # Nor metadata: a multi-label card's snippet reads the thresholds from model.json.
+        assert "custom_metadata_map" not in text and "metadata: `task`" not in text
+        if task == "multi":
+            assert 'q >= c["threshold"]' in text
         namespace, _ = _run_onnx_snippet(dry, photo, "owner/old")
         expected = clearclass.load(dry, backend="torch").predict_proba([photo])[0]
         np.testing.assert_allclose(namespace["p"], expected, atol=1e-5)

@@ -67,3 +67,41 @@ def test_a_module_with_several_outputs_names_each_and_takes_any_batch(tmp_path):
     mean, largest = session(tmp_path / "two.onnx").run(None, {"image": x.numpy()})
     assert outputs_match(mean, x.mean((2, 3)).numpy())
     assert outputs_match(largest, x.amax((2, 3)).numpy())
+
+
+def _info(task: str, thresholds=None, class_ids=("blue", "green", "red")):
+    from clearclass.bundle import ModelInfo
+
+    return ModelInfo(architecture="test_resnet", class_ids=list(class_ids),
+                     class_names=list(class_ids), item_resize=4, resize_method="crop",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), task=task,
+                     thresholds=thresholds)
+
+
+def test_the_metadata_says_the_task_classes_and_thresholds_and_reads_back(tmp_path):
+    """What model.onnx says of itself, read with ONNX Runtime alone as a user of the file
+    does (`custom_metadata_map`), and by read_metadata; the file's other metadata kept."""
+    import json
+
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    export_module(torch.nn.Flatten().eval(), torch.zeros(1, 3, 2, 2), path)
+    assert onnx_runtime.read_metadata(path) is None  # exported before: no task
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"author": "me", "thresholds": "stale"})
+    onnx.save(model, str(path))
+    ids = ["blue", "gr\udce9en", "<b>red</b>"]  # a name that is not UTF-8, one of markup
+    onnx_runtime.write_metadata(path, _info("multi", [0.25, 0.5, 1.0], ids))
+    values = session(path).get_modelmeta().custom_metadata_map
+    assert values["task"] == "multi" and values["author"] == "me"
+    assert json.loads(values["class_ids"]) == ids
+    assert json.loads(values["thresholds"]) == [0.25, 0.5, 1.0]
+    assert onnx_runtime.read_metadata(path) == onnx_runtime.OnnxMetadata(
+        "multi", ids, [0.25, 0.5, 1.0])
+    # A single-label model has no thresholds: the multi-label ones written before go.
+    onnx_runtime.write_metadata(path, _info("single"))
+    values = session(path).get_modelmeta().custom_metadata_map
+    assert "thresholds" not in values and values["task"] == "single"
+    assert onnx_runtime.read_metadata(path) == onnx_runtime.OnnxMetadata(
+        "single", ["blue", "green", "red"], None)

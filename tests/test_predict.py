@@ -320,6 +320,24 @@ def multi_label_model(multi_label_run, stripes, tmp_path):
     return folder, p
 
 
+def test_model_json_s_thresholds_decide_over_those_model_onnx_was_exported_with(
+        multi_label_model, multi_label_run, stripes):
+    """model.onnx's metadata keeps the thresholds of its export, for a user of the file
+    alone; clearclass decides with model.json's, which may be tuned since (here: by
+    with_thresholds), and still in ONNX Runtime (not a contradiction to fall back on)."""
+    from clearclass.onnx_runtime import read_metadata
+
+    folder, _ = multi_label_model
+    exported = read_metadata(folder / "model.onnx").thresholds
+    assert exported == read_info(multi_label_run / "model").thresholds
+    assert exported != read_info(folder).thresholds
+    classifier = clearclass.load(folder)
+    assert classifier.backend == "onnx"
+    assert [t["threshold"] for t in sorted(classifier.predict(stripes[0]).probabilities,
+                                           key=lambda t: t["label"])] == read_info(
+        folder).thresholds
+
+
 def test_a_multi_label_prediction_is_the_set_over_the_thresholds(multi_label_model, stripes):
     folder, p = multi_label_model
     for backend in ("onnx", "torch"):

@@ -4,6 +4,7 @@ JSON message, the page in a real browser, and a bounded load on loopback with no
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from pathlib import Path
@@ -222,11 +223,42 @@ def test_the_model_endpoint_says_the_task_and_each_labels_threshold(multi_client
 
     about = multi_client.get("/model").json()
     info = read_info(multi_label_run / "model")
-    assert about["task"] == "multi"
+    assert about["task"] == "multi" and about["threshold"] is None  # model.json's own
     assert [(c["id"], c["threshold"]) for c in about["classes"]] == list(
         zip(info.class_ids, info.thresholds))
     assert multi_client.get("/health").json()["classes"] == 3
     assert "3 labels (multi-label)" in multi_client.get("/openapi.json").json()["info"]["title"]
+
+
+def test_a_threshold_overrides_every_labels_in_the_answers_and_the_model(multi_label_run,
+                                                                         stripes):
+    """`create_app(threshold=)`, as `serve --threshold`: every label decided at it, and
+    GET /model says so (the thresholds it decides with, not model.json's)."""
+    from clearclass.bundle import read_info
+
+    assert 0.0 not in read_info(multi_label_run / "model").thresholds
+    with TestClient(create_app(multi_label_run / "model", threshold=0.0)) as client:
+        about = client.get("/model").json()
+        assert about["threshold"] == 0.0
+        assert [c["threshold"] for c in about["classes"]] == [0.0, 0.0, 0.0]
+        body = client.post("/predict", files={"file": ("grey.jpg", stripes[2].read_bytes(),
+                                                       "image/jpeg")}).json()
+    # A probability always reaches 0: the grey photo, with no label, gets all three.
+    assert sorted(body["labels"]) == ["blue", "green", "red"]
+    assert [t["threshold"] for t in body["probabilities"]] == [0.0, 0.0, 0.0]
+
+
+def test_a_threshold_for_a_single_label_model_is_refused_as_predict_refuses_it(trained_run,
+                                                                              photos):
+    from clearclass.errors import SettingError
+    from tests.conftest import failed, run_cli
+
+    with pytest.raises(SettingError, match="threshold is for multi-label models"):
+        create_app(trained_run / "model", threshold=0.3)
+    served = run_cli("serve", trained_run / "model", "--threshold", "0.3", "--port", "1")
+    failed(served, "--threshold is for multi-label models", "gives one class per photo")
+    predicted = run_cli("predict", trained_run / "model", photos["red"], "--threshold", "0.3")
+    assert served.stderr == predicted.stderr  # the same line, from the same check
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +315,32 @@ def test_the_page_shows_the_set_and_every_labels_bar_with_its_threshold(
     assert page.locator("#list .bar").count() == 3 and page.locator("#list .bar.over").count() == 0
     page.close()
     assert errors == [] and outside == []
+
+
+def test_the_page_shows_the_threshold_serve_was_given(multi_label_run, stripes, browser,
+                                                      tmp_path):
+    """`clearclass serve MODEL --threshold 0.3` as a user starts it: the page says that every
+    label is decided at 30%, and each bar's tick is there."""
+    served = Server(multi_label_run / "model", tmp_path, "--threshold", "0.3")
+    try:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(served.url + "/")
+        page.wait_for_function("document.getElementById('about').textContent"
+                               ".includes('threshold')")
+        assert ("threshold 30.0% for every label (serve --threshold)"
+                in page.locator("#about").inner_text())
+        page.locator("#choose").set_input_files(str(stripes[0]))
+        page.wait_for_function("document.getElementById('time').textContent.length > 0")
+        ticks = page.locator("#list .threshold")
+        assert ticks.count() == 3
+        # The browser writes the tick's place back as it reads it: "left: 30%".
+        assert [float(re.search(r"left: ([\d.]+)%", ticks.nth(n).get_attribute("style"))[1])
+                for n in range(3)] == [30.0] * 3
+        assert all("(threshold 30.0%)" in text
+                   for text in page.locator("#list .bar .name").all_inner_texts())
+        page.close()
+        assert errors == []
+    finally:
+        served.stop()

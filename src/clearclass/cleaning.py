@@ -1190,6 +1190,15 @@ class _Plan:
     deleted: int = 0
 
 
+# What to do when a relabel names a class (or label) the run does not know: clean moves photos
+# among the classes the model was trained on; a new one needs photos labelled with it and a
+# new run, which is the user's to start.
+NEW_CLASS = ("clean relabels only to the run's classes: for a new class, put its photos in a "
+             "class folder (or label them in the CSV) yourself and train a new run")
+NEW_LABEL = ("clean relabels only to the run's labels: for a new label, add it to the photos "
+             "in the labels CSV yourself and train a new run")
+
+
 def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) -> _Plan:
     """Check every row and list the changes; one error naming the rows that cannot be
     applied, before anything changes."""
@@ -1241,7 +1250,7 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
                    else by_name.get(row.new_class_id))
             if new is None:
                 problems.append(f"{where}: new_label {row.new_class_id or '(empty)'!r} is not a "
-                                f"class of the run (e.g. {', '.join(class_ids[:3])})")
+                                f"class of the run (e.g. {', '.join(class_ids[:3])}); {NEW_CLASS}")
                 continue
             if new == photo.class_id:
                 problems.append(f"{where}: relabel to {new!r}, the label it has")
@@ -1282,7 +1291,8 @@ def _plan(rows: list[_Row], dataset: _Dataset, folder: Path, actions_csv: Path) 
     if problems:
         raise DataError(f"{actions_csv}: {len(problems)} row(s) cannot be applied, so nothing "
                         f"was changed. " + "; ".join(problems[:3])
-                        + ("; ..." if len(problems) > 3 else "") + ".")
+                        + ("; ..." if len(problems) > 3 else "") + ". Correct those rows (or "
+                        "make their action keep) and apply the file again.")
     if plan.relabel_rows or plan.drop_rows:
         backup = folder / f"{dataset.source.name}.before-apply"
         plan.operations.append({"op": "rewrite", "path": str(dataset.source),
@@ -1311,7 +1321,8 @@ def _new_label_cell(row: _Row, photo: Photo, joiner: str, class_ids: list[str],
     unknown = sorted(c for c in given if c not in class_ids and c not in by_name)
     if unknown:
         return (f"new_label {unknown[0]!r} is not a label of the run (e.g. "
-                f"{', '.join(class_ids[:3])}); labels are separated by {shown}"), ""
+                f"{', '.join(class_ids[:3])}); labels are separated by {shown}; "
+                f"{NEW_LABEL}"), ""
     if new == set(photo.labels):
         return f"relabel to {label_text(photo.labels)!r}, the labels it has", ""
     return "", joiner.join(sorted(new))

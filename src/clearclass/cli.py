@@ -62,6 +62,12 @@ ModelRefArg = Annotated[str, typer.Argument(
          "Hugging Face Hub, fetched once into its cache).", show_default=False,
     metavar="MODEL")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+# `predict` and `serve`. Checked by predict.check_threshold rather than click's range: one
+# line, exit status 1, and NaN refused too (it passes a range check: every comparison with it
+# is false).
+Threshold = Annotated[float | None, typer.Option(
+    help="Multi-label models: predict every label whose probability reaches this (0 to 1), "
+         "instead of the thresholds in model.json.", show_default="model.json's")]
 Folds = Annotated[int, typer.Option(
     help="How many heads on the network's features judge the labels, each photo by one that "
          "never saw it (fewer, said, when a class has fewer photos).", min=2)]
@@ -71,8 +77,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) -> Any:
-    """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias)."""
+def _option(name: str, *, flag_name: str | None = None, hidden: bool = False,
+            shown_default: str | None = None) -> Any:
+    """The typer annotation of TrainConfig field `name` (under `flag_name` if an alias;
+    `shown_default`: what --help gives as its default, where a command has its own)."""
     meta, kind = _FIELDS[name].metadata, setting_types()[name]
     flag = _flag(flag_name or name)
     extra: dict[str, Any] = {}
@@ -86,7 +94,8 @@ def _option(name: str, *, flag_name: str | None = None, hidden: bool = False) ->
                                             help=f"Old name of {_flag(name)}.")]
     return Annotated[kind, typer.Option(*decls, help=meta["help"],
                                         rich_help_panel=meta["group"] + " options",
-                                        show_default=meta["default_text"] or True, **extra)]
+                                        show_default=shown_default or meta["default_text"]
+                                        or True, **extra)]
 
 
 def _old_switch(name: str) -> Any:
@@ -96,12 +105,16 @@ def _old_switch(name: str) -> Any:
                                         help=f"Old form of {flag} {OLD_VALUES[name][False]}.")]
 
 
-def with_settings(names: Sequence[str]) -> Callable:
+def with_settings(names: Sequence[str], shown_defaults: dict[str, str] | None = None
+                  ) -> Callable:
     """Give a command one option per TrainConfig field in `names`, plus the hidden old names.
 
     The command receives them as `settings`, a dict of field name to value (an old name
     given on the command line is passed under its new name, an old switch as its value).
+    `shown_defaults`: what --help gives as a setting's default where the command has its own
+    (evaluate's --label-delimiter is the run's).
     """
+    shown_defaults = shown_defaults or {}
     aliases = {old: new for old, new in RENAMED.items() if new in names}
     switches = [name for name, values in OLD_VALUES.items() if name in names and False in values]
 
@@ -109,7 +122,9 @@ def with_settings(names: Sequence[str]) -> Callable:
         own = inspect.signature(command, eval_str=True).parameters.values()
         params = [p for p in own if p.name != "settings"]
         params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                     default=_FIELDS[name].default, annotation=_option(name))
+                                     default=_FIELDS[name].default,
+                                     annotation=_option(name,
+                                                        shown_default=shown_defaults.get(name)))
                    for name in names]
         params += [inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=_option(new, flag_name=old, hidden=True))
@@ -301,7 +316,8 @@ def _errors_to_launcher() -> Iterator[None]:
 
 
 @app.command()
-@with_settings(("device",))
+@with_settings(("device", "label_delimiter"),
+               shown_defaults={"label_delimiter": "the run's"})
 def evaluate(
     run: RunArg,
     data: Annotated[Path | None, typer.Option(
@@ -342,7 +358,9 @@ def evaluate(
     accuracy_multi, micro and macro F1 and mean average precision; per label, precision,
     recall, F1, average precision and support (per_label.csv); the labels given in place of
     others (confused_labels.csv); precision-recall curves; top losses with the labels given
-    beside the true ones. --data reads a CSV's label cells as sets of labels.
+    beside the true ones. --data reads a CSV's label cells as sets of labels, split as the
+    run's were unless --label-delimiter says otherwise (a test CSV written with '|' for a run
+    trained on ';').
     """
     from clearclass.evaluation import evaluate as run_evaluation
 
@@ -463,12 +481,7 @@ def predict(
                        "probability, top_k (a multi-label model: image, labels, class_ids, "
                        "predicted, probabilities); or image and error for one that could not "
                        "be read.")] = False,
-    # Checked by predict.check_threshold rather than click's range: one line, exit status 1,
-    # and NaN refused too (it passes a range check: every comparison with it is false).
-    threshold: Annotated[float | None, typer.Option(
-        help="Multi-label models: predict every label whose probability reaches this (0 to "
-             "1), instead of the thresholds in model.json.",
-        show_default="model.json's")] = None,
+    threshold: Threshold = None,
     *,
     settings: dict,
 ) -> None:
@@ -642,6 +655,7 @@ def serve(
                     "each photo's need is estimated from its header (pixels, colour mode, "
                     "what the resize makes); photos wait their turn while others hold it, "
                     "and one that needs more than all of it gets 400.")] = 1100.0,
+    threshold: Threshold = None,
 ) -> None:
     """Serve a model: a web page to try photos on, and an HTTP API.
 
@@ -649,7 +663,9 @@ def serve(
 
     Open http://127.0.0.1:8000/ in a browser, or: curl -F file=@photo.jpg
     http://127.0.0.1:8000/predict (the JSON of `clearclass predict --json`). Also GET
-    /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C.
+    /health, GET /model and the OpenAPI docs at /docs. Stop it with Ctrl-C. A multi-label
+    model decides with model.json's thresholds, or --threshold for every label; GET /model
+    and the page show the thresholds it decides with.
 
     Memory: what Python, ONNX Runtime and the model take (0.11 GB with a tiny model),
     --decode-memory-mb for decoding, and the uploads of the requests in progress, at most
@@ -665,7 +681,7 @@ def serve(
     run_server(model, host=host, port=port, workers=workers,
                max_upload_bytes=int(max_upload_mb * 1_000_000),
                max_pixels=int(max_megapixels * 1_000_000),
-               decode_memory_bytes=int(decode_memory_mb * 1_000_000))
+               decode_memory_bytes=int(decode_memory_mb * 1_000_000), threshold=threshold)
 
 
 @app.command()
@@ -681,6 +697,8 @@ def export(
     The ONNX model takes normalised images (N x 3 x size x size; size, mean and std are in
     model.json) and returns "logits" and "probabilities" (softmax; a multi-label model's
     sigmoid per label, whose thresholds are in model.json), so prediction needs no PyTorch.
+    Its metadata says what they mean without model.json: "task" (single or multi),
+    "class_ids" and a multi-label model's "thresholds" (JSON lists in the outputs' order).
     """
     from clearclass.export import export_onnx
 

@@ -21,7 +21,9 @@ def export_onnx(path: str | Path, opset: int = 18, check: bool = True) -> Path:
     `path`: a bundle folder, its model.json, or a run folder. The ONNX file takes the
     normalised image batch (N, 3, size, size) and returns two outputs: "logits", then
     "probabilities" (a softmax over the classes; a multi-label model's sigmoid per label), so
-    prediction can run with onnxruntime alone. model.json then records the file's SHA-256,
+    prediction can run with onnxruntime alone; its metadata holds the task, the class ids
+    and a multi-label model's thresholds (`onnx_runtime.read_metadata` reads them). The
+    check covers the outputs and the metadata. model.json then records the file's SHA-256,
     and prediction uses model.onnx only while it matches.
     """
     return export_bundle(path, opset, check)

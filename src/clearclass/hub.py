@@ -13,7 +13,10 @@ The folder uploaded is prepared here first (`prepare`), the same for a real push
                        uploaded model.json still loads with `clearclass.load`.
     model.onnx         when the bundle has one that matches the checksum model.json records
                        (outputs "logits" and "probabilities"; "logits" alone in a file
-                       exported before the probabilities were added).
+                       exported before the probabilities were added), byte for byte, unless
+                       model.json's thresholds were changed since the export: then the copy's
+                       metadata gets them (and model.json its new SHA-256), so that the file
+                       alone decides as clearclass does.
     config.json        timm's configuration, written by timm's own `save_config_for_hf`
                        (architecture, num_classes, label_names, pretrained_cfg with the
                        bundle's input size, mean, std and resize), so that
@@ -44,7 +47,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clearclass
 from clearclass import fileio, pages, progress
@@ -60,7 +63,10 @@ from clearclass.bundle import (
 from clearclass.data.sources import data_name
 from clearclass.errors import ClearclassError, HubError, SettingError, check_path
 from clearclass.hub_download import HUB_PREFIX, check_repo_id, hub_library, is_hub_reference
-from clearclass.onnx_runtime import output_names
+from clearclass.onnx_runtime import output_names, read_metadata, write_metadata
+
+if TYPE_CHECKING:
+    from clearclass.run_folder import RunFolder
 
 CARD_FILE = "README.md"
 TIMM_CONFIG_FILE = "config.json"
@@ -73,6 +79,16 @@ RESIZE_WORDS = {
     "pad": "the long side resized to the input size (bilinear), black borders to a square",
 }
 CONFUSED_SHOWN = 10
+# What a multi-label model's card reports, as key (metrics.csv's column, results.json's key),
+# the Hub's metric type (an id of https://hf.co/metrics where there is one), its config, and
+# the name shown: accuracy_multi is an accuracy, but of every (photo, label) decision, not of
+# photos, so its name says which.
+MULTI_LABEL_METRICS = (
+    ("accuracy", "accuracy", None, "accuracy per label (accuracy_multi)"),
+    ("f1_micro", "f1", "micro", "F1 micro (over every photo-label pair)"),
+    ("f1_macro", "f1", "macro", "F1 macro (the mean of the labels' F1)"),
+    ("mean_ap", "mean_average_precision", None, "mean average precision (mAP)"),
+)
 # Settings of RUN/config.json that say how this machine ran, not how the model was trained.
 MACHINE_SETTINGS = {"workers", "cache", "cache_limit", "device", "out", "overwrite",
                     "checkpoint_minutes", "onnx"}
@@ -189,6 +205,12 @@ def prepare(model_dir: str | Path, repo_id: str, target: str | Path) -> Path:
     onnx = folder / ONNX_FILE
     if onnx.is_file() and info.checksums.get(ONNX_FILE) == sha256(onnx):
         shutil.copyfile(onnx, target / ONNX_FILE)
+        described = read_metadata(target / ONNX_FILE)
+        # model.json's thresholds decide, and may have been tuned after the export; the card
+        # tells an ONNX Runtime user to read them from the file, which must then hold them.
+        if described is not None and described.thresholds != info.thresholds:
+            write_metadata(target / ONNX_FILE, info)
+            data["onnx"]["sha256"] = sha256(target / ONNX_FILE)
     else:
         if onnx.is_file():
             progress.warn(f"{onnx} is left out: it does not match the checksum {INFO_FILE} "
@@ -201,7 +223,8 @@ def prepare(model_dir: str | Path, repo_id: str, target: str | Path) -> Path:
     has_onnx = (target / ONNX_FILE).is_file()
     fileio.write_text(target / CARD_FILE, model_card(
         info, repo_id, facts, has_onnx=has_onnx,
-        onnx_probabilities=has_onnx and "probabilities" in output_names(target / ONNX_FILE)))
+        onnx_probabilities=has_onnx and "probabilities" in output_names(target / ONNX_FILE),
+        onnx_metadata=has_onnx and read_metadata(target / ONNX_FILE) is not None))
     _check_nothing_private(target, folder, info)
     return target
 
@@ -275,7 +298,12 @@ class RunFacts:
     valid_photos: int | None = None
     valid_accuracy: float | None = None
     pretrained: str | None = None
-    evaluation: dict[str, Any] | None = None  # accuracy, photos, tta_accuracy
+    # A multi-label run's f1_micro, f1_macro and mean_ap at the end of training (metrics.csv's
+    # last row); empty for a single-label run, or a bundle outside its run folder.
+    valid_scores: dict[str, float | None] = field(default_factory=dict)
+    # accuracy, photos, tta_accuracy; a multi-label run's also f1_micro, f1_macro, mean_ap and
+    # their tta_ twins
+    evaluation: dict[str, Any] | None = None
     confused: list[dict[str, Any]] = field(default_factory=list)
     settings: list[tuple[str, str]] = field(default_factory=list)
 
@@ -304,8 +332,22 @@ def run_facts(folder: Path, info: ModelInfo) -> RunFacts:
         facts.data_name = facts.data_name or data_name(settings.get("data"))
         facts.settings = [(name, _setting_text(name, value)) for name, value in settings.items()
                           if name not in MACHINE_SETTINGS]
+    if info.task == "multi":
+        facts.valid_scores = _last_scores(RunFolder(run), training.get("epochs_done"))
     facts.evaluation, facts.confused = _evaluation(run / "report", training.get("run_id"))
     return facts
+
+
+def _last_scores(run: RunFolder, epochs_done: object) -> dict[str, float | None]:
+    """A multi-label run's F1 and mAP of its last epoch (metrics.csv), when that epoch is the
+    bundle's (model.json's epochs_done); {} otherwise, or when metrics.csv is damaged."""
+    try:
+        history = run.history()
+    except ClearclassError:
+        return {}
+    if not history or len(history) != epochs_done:
+        return {}
+    return {key: _fraction(history[-1].scores.get(key)) for key, *_ in MULTI_LABEL_METRICS[1:]}
 
 
 def _setting_text(name: str, value: Any) -> str:
@@ -334,6 +376,10 @@ def _evaluation(report: Path, run_id: object = None
     if _fraction(results.get("accuracy")) is not None:
         evaluation = {"accuracy": results["accuracy"], "photos": _count(results.get("photos")),
                       "tta_accuracy": _fraction(results.get("tta_accuracy"))}
+        if results.get("task") == "multi":  # its F1 and mAP, with TTA too
+            for key, *_ in MULTI_LABEL_METRICS[1:]:
+                evaluation[key] = _fraction(results.get(key))
+                evaluation[f"tta_{key}"] = _fraction(results.get(f"tta_{key}"))
     confused = []
     for r in _csv_rows(report / "most_confused.csv")[:CONFUSED_SHOWN]:
         try:
@@ -363,30 +409,44 @@ def _fraction(value: Any) -> float | None:
 
 
 def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool,
-               onnx_probabilities: bool = True) -> str:
+               onnx_probabilities: bool = True, onnx_metadata: bool = True) -> str:
     """README.md: the Hub's YAML metadata, then the card (templates/model_card.md).
     `onnx_probabilities`: the model.onnx uploaded has the "probabilities" output (one
-    exported before it was added has only "logits", and the card's snippet computes them)."""
+    exported before it was added has only "logits", and the card's snippet computes them).
+    `onnx_metadata`: it says its task, classes and thresholds (`onnx_runtime.read_metadata`;
+    the snippet of one exported before reads the thresholds from model.json)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from markupsafe import Markup
 
     name = repo_id.split("/")[1]
     results = []
-    accuracies = [("Validation accuracy", facts.valid_accuracy)]
-    if facts.evaluation:
-        accuracies += [("Validation accuracy with test-time augmentation",
-                        facts.evaluation["tta_accuracy"])]
-    for metric_name, value in accuracies:
+    # (name, metric type, config, value) of each figure the model-index gives.
+    if info.task == "multi":
+        measured = {"accuracy": facts.valid_accuracy, **facts.valid_scores}
+        tta = facts.evaluation or {}
+        figures = [(f"Validation {words}", kind, config, measured.get(key))
+                   for key, kind, config, words in MULTI_LABEL_METRICS]
+        figures += [(f"Validation {words} with test-time augmentation", kind, config,
+                     tta.get(f"tta_{key}")) for key, kind, config, words in MULTI_LABEL_METRICS]
+        metric_ids = ["accuracy", "f1"]  # mAP has no id on https://hf.co/metrics
+    else:
+        figures = [("Validation accuracy", "accuracy", None, facts.valid_accuracy)]
+        if facts.evaluation:
+            figures += [("Validation accuracy with test-time augmentation", "accuracy", None,
+                         facts.evaluation["tta_accuracy"])]
+        metric_ids = ["accuracy"]
+    for metric_name, kind, config, value in figures:
         if value is not None:
             results.append(EvalResult(
                 task_type="image-classification", dataset_type="imagefolder",
                 dataset_name=facts.data_name or "photos", dataset_split="validation",
-                metric_type="accuracy", metric_name=metric_name, metric_value=round(value, 4)))
+                metric_type=kind, metric_name=metric_name, metric_config=config,
+                metric_value=round(value, 4)))
     # library_name timm: config.json is timm's, so the Hub shows timm's loading snippet, as it
     # does for what timm's own push_to_hf_hub uploads; the clearclass tag finds its models.
     data = ModelCardData(library_name="timm", pipeline_tag="image-classification",
                          tags=["image-classification", "timm", "clearclass"],
-                         metrics=["accuracy"], model_name=name if results else None,
+                         metrics=metric_ids, model_name=name if results else None,
                          eval_results=results or None)
     text = pages.render_markdown(
         "model_card.md", card_yaml=Markup(data.to_yaml()), repo_id=Markup(repo_id), title=name,
@@ -394,9 +454,12 @@ def model_card(info: ModelInfo, repo_id: str, facts: RunFacts, has_onnx: bool,
         classes=[{"id": i, "name": n, "threshold": t} for i, n, t in zip(
             info.class_ids, info.class_names, info.thresholds or [None] * len(info.class_ids))],
         multi_label=info.task == "multi", onnx_probabilities=onnx_probabilities,
+        onnx_metadata=onnx_metadata,
         data_name=facts.data_name, train_photos=facts.train_photos,
         valid_photos=facts.valid_photos, valid_accuracy=facts.valid_accuracy,
-        evaluation=facts.evaluation, confused=facts.confused, settings=facts.settings,
+        valid_scores=facts.valid_scores, evaluation=facts.evaluation,
+        score_words=[(key, Markup(words)) for key, _, _, words in MULTI_LABEL_METRICS[1:]],
+        confused=facts.confused, settings=facts.settings,
         pretrained=facts.pretrained, size=info.item_resize,
         resize_method=info.resize_method, resize_words=RESIZE_WORDS[info.resize_method],
         mean=Markup(json.dumps(list(info.mean))), std=Markup(json.dumps(list(info.std))),

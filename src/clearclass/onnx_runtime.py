@@ -5,6 +5,10 @@ passes of training (`training/forward_only.py`) and the check of an export. Each
 session with `session`, writes ONNX with `export_module`, and compares ONNX Runtime (or a
 rewritten network) with PyTorch by `outputs_match`, so that one tolerance applies to all.
 
+A bundle's model.onnx also says what its outputs mean in its metadata (`write_metadata`,
+`read_metadata`): the task, the class ids and a multi-label model's thresholds, for a user
+who has the file without model.json.
+
 A low layer: it imports neither the training loop nor the commands, and it imports PyTorch
 and ONNX Runtime only inside the functions that need them, so that prediction with ONNX
 Runtime runs where PyTorch is not installed.
@@ -14,15 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearclass import fileio
-from clearclass.bundle import ONNX_FILE, bundle_folder, load_bundle, record_onnx
+from clearclass.bundle import ONNX_FILE, ModelInfo, bundle_folder, load_bundle, record_onnx
 from clearclass.errors import ModelFileError
 
 if TYPE_CHECKING:
@@ -108,6 +114,108 @@ def outputs_match(got: Any, expected: Any) -> bool:
 BUNDLE_OUTPUTS = ("logits", "probabilities")
 
 
+# What a bundle's model.onnx says of itself in its metadata_props (ONNX Runtime gives them as
+# `session.get_modelmeta().custom_metadata_map`), so that the file alone says what its outputs
+# mean: "task" ("single": softmax, one class per photo; "multi": a sigmoid per label),
+# "class_ids" (a JSON list, in the outputs' order) and, for a multi-label model, "thresholds"
+# (a JSON list in the same order: a label is predicted when its probability reaches its
+# threshold). Files exported before have none of them.
+METADATA_KEYS = ("task", "class_ids", "thresholds")
+
+
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """What a bundle's model.onnx says of its outputs (`read_metadata`)."""
+
+    task: str  # "single" or "multi"
+    class_ids: list[str]  # in the outputs' order
+    thresholds: list[float] | None  # multi-label: one per class; None for a single-label model
+
+
+def bundle_metadata(info: ModelInfo) -> dict[str, str]:
+    """The METADATA_KEYS of `info`'s model as model.onnx holds them (JSON text; a name that
+    is not UTF-8 as JSON's \\udce9, which ONNX's UTF-8 strings can hold)."""
+    values = {"task": info.task, "class_ids": json.dumps(list(info.class_ids))}
+    if info.task == "multi":
+        values["thresholds"] = json.dumps([float(t) for t in info.thresholds or ()])
+    return values
+
+
+def write_metadata(onnx_path: Path, info: ModelInfo) -> None:
+    """Write `info`'s task, class ids and thresholds into the ONNX file's metadata (replacing
+    any it had; its other metadata kept), as one change of the file."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in METADATA_KEYS}
+    onnx.helper.set_model_props(model, {**kept, **bundle_metadata(info)})
+    fileio.atomic_write(Path(onnx_path), lambda tmp: onnx.save(model, str(tmp)))
+
+
+def read_metadata(model: onnxruntime.InferenceSession | str | os.PathLike[str],
+                  where: str = ONNX_FILE) -> OnnxMetadata | None:
+    """What a bundle's model.onnx (a path, or a session of it) says of its outputs; None for
+    a file exported before clearclass wrote it (it has no "task"). Needs only ONNX Runtime.
+
+    Metadata that is not what clearclass writes (another task, class ids that are not a
+    list of names, thresholds that are not one probability per class) raises
+    MetadataError naming `where` and the key.
+
+    Example:
+        about = read_metadata("runs/dogs/model/model.onnx")
+        print(about.task, about.class_ids[:2], about.thresholds)
+    """
+    checker = model if hasattr(model, "get_modelmeta") else session(model)
+    values = checker.get_modelmeta().custom_metadata_map
+    if "task" not in values:
+        return None
+
+    def fail(problem: str) -> MetadataError:
+        return MetadataError(where, problem)
+
+    def parsed(key: str) -> Any:
+        try:
+            return json.loads(values[key])
+        except KeyError:
+            raise fail(f"it has no '{key}'") from None
+        except (ValueError, RecursionError):  # not JSON, or nested too deep
+            raise fail(f"'{key}' is not JSON") from None
+
+    task = values["task"]
+    if task not in ("single", "multi"):
+        raise fail(f"'task' is {_shown(task)}, not \"single\" or \"multi\"")
+    class_ids = parsed("class_ids")
+    if (not isinstance(class_ids, list) or not class_ids
+            or not all(isinstance(c, str) and c for c in class_ids)):
+        raise fail("'class_ids' is not a list of class ids")
+    thresholds = None
+    if task == "multi":
+        thresholds = parsed("thresholds")
+        # NaN fails the range too: every comparison with it is false.
+        if (not isinstance(thresholds, list) or len(thresholds) != len(class_ids)
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                           and 0 <= t <= 1 for t in thresholds)):
+            raise fail(f"'thresholds' is not {len(class_ids)} numbers from 0 to 1, one per "
+                       "class")
+        thresholds = [float(t) for t in thresholds]
+    return OnnxMetadata(task, class_ids, thresholds)
+
+
+class MetadataError(ModelFileError):
+    """A model.onnx whose metadata is not what clearclass writes; `problem` says how."""
+
+    def __init__(self, where: str, problem: str):
+        self.problem = problem
+        super().__init__(f"{where}'s metadata is not what clearclass writes: {problem}. "
+                         "`clearclass export` writes the file again.")
+
+
+def _shown(text: str) -> str:
+    """A string from a file, quoted and shortened for a message."""
+    shown = json.dumps(text)
+    return shown if len(shown) <= 40 else shown[:36] + '..."'
+
+
 def export_module(module: nn.Module, example: torch.Tensor, target: Path | io.BytesIO,
                   opset: int = 18, fallback: bool = True,
                   outputs: Sequence[str] = ("logits",)) -> None:
@@ -164,8 +272,10 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
     `path`: a bundle folder, its model.json, or a run folder.
     The ONNX file takes the normalised image batch (N, 3, size, size) and returns the logits
     and the probabilities (BUNDLE_OUTPUTS: softmax, or a multi-label model's sigmoids), so
-    prediction can run with onnxruntime alone; the check covers both. model.json then
-    records the file's SHA-256, and prediction uses model.onnx only while it matches.
+    prediction can run with onnxruntime alone; its metadata says the task, the class ids
+    and a multi-label model's thresholds (`write_metadata`). The check covers the outputs
+    and the metadata. model.json then records the file's SHA-256, and prediction uses
+    model.onnx only while it matches.
     `clearclass export` (`export.export_onnx`) and the end of training both write it here.
     """
     import torch
@@ -178,6 +288,7 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
 
     def write(tmp: Path) -> None:
         export_module(network, example, tmp, opset, outputs=BUNDLE_OUTPUTS)
+        write_metadata(tmp, info)
 
     fileio.atomic_write(target, write)
     if check:
@@ -186,6 +297,9 @@ def export_bundle(path: str | Path, opset: int = 18, check: bool = True) -> Path
         problem = None
         if names != list(BUNDLE_OUTPUTS):
             problem = f"has the outputs {', '.join(names)}, not {', '.join(BUNDLE_OUTPUTS)}"
+        elif read_metadata(target) != OnnxMetadata(info.task, list(info.class_ids),
+                                                   info.thresholds):
+            problem = "does not hold the task, classes and thresholds of model.json"
         for name, one, reference in zip(BUNDLE_OUTPUTS, got, expected):
             if problem is None and not outputs_match(one, reference):
                 problem = (f"differs from PyTorch by {largest_difference(one, reference):.2g} "

@@ -370,6 +370,11 @@ class _OnnxNetwork(_Network):
             raise _OnnxUnusable(f"ONNX Runtime cannot load {onnx_path} "
                                 f"({_first_line(e)})") from None
         source, classes = onnx_path.with_name(INFO_FILE), len(info.class_ids)
+        try:
+            described = onnx_runtime.read_metadata(self.session)
+        except onnx_runtime.MetadataError as e:  # not clearclass's file: PyTorch may do
+            raise _OnnxUnusable(f"{onnx_path}'s metadata is not what clearclass writes: "
+                                f"{e.problem}") from None
         problem = None
         if out_shape and isinstance(out_shape[-1], int) and out_shape[-1] != classes:
             problem = (f"{source} lists {classes} class{'es' * (classes != 1)} but "
@@ -378,6 +383,8 @@ class _OnnxNetwork(_Network):
               and in_shape[2:] != [info.item_resize, info.item_resize]):
             problem = (f"{source} gives the input size as {info.item_resize} px but {ONNX_FILE} "
                        f"takes {in_shape[2]} x {in_shape[3]} px")
+        else:
+            problem = _metadata_problem(described, info, source)
         if problem and recorded is None:
             raise _OnnxUnusable(problem)  # perhaps the export of other weights
         if problem:
@@ -401,6 +408,28 @@ class _OnnxNetwork(_Network):
             raise ModelFileError(f"ONNX Runtime failed to run {self.path} ({_first_line(e)}). "
                                  f"Run `clearclass export {self.path.parent}` to write it "
                                  "again, or delete it to predict with PyTorch.") from None
+
+
+def _metadata_problem(described: onnx_runtime.OnnxMetadata | None, info: ModelInfo,
+                      source: Path) -> str | None:
+    """Where model.onnx's metadata contradicts model.json (its task, its classes); None when
+    they agree, or when the file has none (exported before clearclass wrote it). The
+    thresholds may differ: model.json's decide, and may be changed after the export."""
+    if described is None:
+        return None
+    if described.task != info.task:
+        return (f"{source} gives the task as {info.task} but {ONNX_FILE} was exported for "
+                f"{described.task}")
+    if described.class_ids != list(info.class_ids):
+        return (f"{source} lists the classes {_first_names(info.class_ids)} but {ONNX_FILE} "
+                f"was exported for {_first_names(described.class_ids)}")
+    return None
+
+
+def _first_names(names: Sequence[str]) -> str:
+    """The first few class ids, for a message."""
+    shown = ", ".join(repr(n)[:40] for n in names[:3])
+    return shown + (f" (of {len(names)})" if len(names) > 3 else "")
 
 
 class _OnnxUnusable(ModelFileError):

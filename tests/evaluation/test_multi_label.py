@@ -254,6 +254,60 @@ def test_evaluate_data_reads_a_multi_label_csv(trained_multi_label_run, tmp_path
     # (tests/robustness/test_multi_label_report.py runs the command on such a CSV.)
 
 
+def test_a_test_csv_may_separate_its_labels_otherwise_than_the_run(trained_multi_label_run,
+                                                                   tmp_path, caplog):
+    """`evaluate RUN --data test.csv --label-delimiter '|'`: a test CSV written with '|' for
+    a run trained on ';' is read as the sets it lists, as the same photos with ';' are
+    under the run's own delimiter. Without the option a cell "blue|red" is one label the
+    model does not know."""
+    from clearclass.run_folder import RunFolder
+    from tests.conftest import run_cli
+
+    run = trained_multi_label_run
+    config = RunFolder(run).config()
+    assert config.label_delimiter in (None, ";") and ";" in Path(config.data).read_text()
+    semicolons = make_multi_label_dataset(tmp_path / "semicolons", per_set=2, size=(56, 44))
+    bars = make_multi_label_dataset(tmp_path / "bars", per_set=2, size=(56, 44),
+                                    delimiter="|")
+    assert "blue|red" in bars.read_text() and ";" not in bars.read_text()
+    expected = evaluate(run, data=semicolons, device="cpu", report=tmp_path / "r1")
+    got = evaluate(run, data=bars, device="cpu", label_delimiter="|", report=tmp_path / "r2")
+    assert got.targets.sum() > len(got.targets)  # photos with two labels and more
+    np.testing.assert_array_equal(got.targets, expected.targets)
+    assert got.scores() == expected.scores()
+    caplog.clear()
+    without = evaluate(run, data=bars, device="cpu", report=tmp_path / "r3")
+    assert without.targets.sum() < got.targets.sum()
+    assert "blue|red" in caplog.text and "left out of the photos' labels" in caplog.text
+    # The command line, as a user types it: the same figures.
+    result = run_cli("evaluate", run, "--data", bars, "--label-delimiter", "|", "--device",
+                     "cpu")
+    assert result.returncode == 0, result.stderr
+    assert read_results(run / "report-bars")["accuracy"] == pytest.approx(
+        got.scores()["accuracy"])
+
+
+def test_a_label_delimiter_is_refused_where_it_reads_nothing(trained_run,
+                                                             trained_multi_label_run,
+                                                             tmp_path):
+    """One line each, as train's rule says it: not one character, no --data to read, a
+    single-label run (whose label cells are read whole)."""
+    from tests.conftest import failed, run_cli
+
+    source = make_multi_label_dataset(tmp_path / "bars", per_set=1, size=(56, 44),
+                                      delimiter="|")
+    run = trained_multi_label_run
+    failed(run_cli("evaluate", run, "--data", source, "--label-delimiter", "||"),
+           "--label-delimiter must be one character, such as ';' or ' '; got '||'")
+    failed(run_cli("train", source, "--label-delimiter", "||"),
+           "--label-delimiter must be one character, such as ';' or ' '; got '||'")
+    failed(run_cli("evaluate", run, "--label-delimiter", "|"),
+           "--label-delimiter is for reading the labels CSV given as data")
+    failed(run_cli("evaluate", trained_run, "--data", source, "--label-delimiter", "|",
+                   "--device", "cpu"),
+           "--label-delimiter is for multi-label runs", "gives one class per photo")
+
+
 def test_a_test_csv_with_none_of_the_models_labels_is_refused(trained_multi_label_run, tmp_path):
     source = make_multi_label_dataset(tmp_path / "other", per_set=1, size=(56, 44))
     text = source.read_text().replace("red", "cat").replace("green", "dog").replace("blue", "owl")

@@ -127,3 +127,32 @@ def test_push_checks_its_arguments():
     with pytest.raises(ModelFileError):
         hub.push("no-such-folder", "owner/name", dry_run=True, out="never-written")
     assert not Path("never-written").exists()
+
+
+def test_a_multi_label_runs_damaged_figures_are_left_out_of_the_card(multi_label_run,
+                                                                     tmp_path):
+    """The card of a multi-label run whose report holds figures that are not fractions (text
+    that reads as YAML, NaN, 7, true) and whose metrics.csv is cut short: those figures are
+    left out, the rest is said, and the card parses as the Hub parses it."""
+    run = Path(shutil.copytree(multi_label_run, tmp_path / "run"))
+    report = run / "report"
+    report.mkdir()
+    (report / "results.json").write_text(json.dumps({
+        "task": "multi", "photos": 8, "accuracy": 0.75, "tta_accuracy": True,
+        "f1_micro": "0.9\nmetrics: [hacked]", "tta_f1_micro": float("nan"), "f1_macro": 7,
+        "tta_f1_macro": 0.5, "mean_ap": None, "tta_mean_ap": -0.1}))
+    metrics = run / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n1,0.5\n")
+    out = Path(hub.push(run, "owner/stripes", dry_run=True, out=tmp_path / "out"))
+    card = huggingface_hub.ModelCard.load(out / "README.md")
+    figures = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert figures == {
+        "Validation accuracy per label (accuracy_multi)": pytest.approx(
+            clearclass.load(out).info.training["valid_accuracy"], abs=1e-4),
+        "Validation F1 macro (the mean of the labels' F1) with test-time augmentation": 0.5}
+    text = card.text
+    assert "hacked" not in text and "| nan |" not in text
+    assert "| Accuracy per label (accuracy_multi; `clearclass evaluate`, 8 photos) | 75.00% |" \
+        in text
+    assert "| Validation accuracy per label (accuracy_multi)" in text
+    assert "F1 micro (over every photo-label pair)" not in text  # neither figure is one

@@ -172,12 +172,84 @@ def test_a_threshold_that_is_not_a_probability_is_refused_in_one_line(multi_labe
                                                                        value):
     failed(run_cli("predict", multi_label_run / "model", photos[0], "--threshold", value),
            "--threshold must be a number from 0 to 1; got")
+    # serve refuses it before it loads the model or takes the port (port 1 would be refused).
+    failed(run_cli("serve", multi_label_run / "model", "--threshold", value, "--port", "1"),
+           "--threshold must be a number from 0 to 1; got")
     with pytest.raises(SettingError, match="threshold must be a number"):
         clearclass.load(multi_label_run / "model", threshold=float(value))
 
 
 def test_a_threshold_of_the_wrong_type_from_python_is_one_line(multi_label_run):
+    from clearclass.serve import create_app
+
     for value in ("0.5", True, [0.5]):
         with pytest.raises(SettingError, match="threshold must be a number "
                                                                  "from 0 to 1; got"):
             clearclass.load(multi_label_run / "model", threshold=value)
+        with pytest.raises(SettingError, match="threshold must be a number from 0 to 1; got"):
+            create_app(multi_label_run / "model", threshold=value)
+
+
+def test_a_server_worker_given_a_threshold_that_is_not_a_probability_refuses_it(
+        multi_label_run, monkeypatch):
+    """A worker reads `serve --threshold` from the environment, which anyone may set: a
+    value that is not a probability is refused as the command line's is, not served."""
+    from clearclass import serve
+
+    monkeypatch.setenv(serve.MODEL_VARIABLE, str(multi_label_run / "model"))
+    for value in ("nan", "1.5", "-0"):
+        monkeypatch.setenv(serve.THRESHOLD_VARIABLE, value)
+        if value == "-0":  # -0.0 is 0: every label predicted
+            assert serve.app_from_environment() is not None
+            continue
+        with pytest.raises(SettingError, match="threshold must be a number from 0 to 1"):
+            serve.app_from_environment()
+    monkeypatch.setenv(serve.THRESHOLD_VARIABLE, "0.3x")
+    with pytest.raises(SettingError, match="threshold must be a number from 0 to 1; got"):
+        serve.app_from_environment()
+
+
+# --- model.onnx's metadata not what clearclass writes -----------------------------------------
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"task": "multilabel"}, "'task' is \"multilabel\", not \"single\" or \"multi\""),
+    ({"task": "<script>" * 20}, "'task' is \"<script><script>"),
+    ({"class_ids": "blue,green,red"}, "'class_ids' is not JSON"),
+    ({"class_ids": "[]"}, "'class_ids' is not a list of class ids"),
+    ({"class_ids": '["blue", 7, "red"]'}, "'class_ids' is not a list of class ids"),
+    ({"thresholds": "[NaN, 0.5, 0.5]"}, "'thresholds' is not 3 numbers from 0 to 1"),
+    ({"thresholds": "[0.5, 0.5]"}, "'thresholds' is not 3 numbers from 0 to 1"),
+    ({"thresholds": "[1e999, 0.5, 0.5]"}, "'thresholds' is not 3 numbers from 0 to 1"),
+    ({"thresholds": "[true, 0.5, 0.5]"}, "'thresholds' is not 3 numbers from 0 to 1"),
+    ({"thresholds": "[" * 100_000}, "'thresholds' is not JSON"),
+    ({"thresholds": None}, "it has no 'thresholds'"),
+], ids=["another task", "markup task", "not JSON", "no ids", "a number", "NaN", "too few",
+        "infinite", "true", "nested deep", "missing"])
+def test_model_onnx_metadata_not_clearclass_s_is_one_line_and_pytorch_predicts(
+        multi_label_run, photos, tmp_path, values, words):
+    """model.onnx is a file anyone can write, and model.json vouches for it whole (its
+    SHA-256 recorded again here): metadata clearclass did not write is named in one line,
+    by read_metadata and by predict, which warns and predicts with PyTorch instead."""
+    import onnx
+
+    from clearclass.bundle import record_onnx
+    from clearclass.onnx_runtime import MetadataError, read_metadata
+
+    folder = shutil.copytree(multi_label_run / "model", tmp_path / "model")
+    path = folder / "model.onnx"
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(values)
+    onnx.helper.set_model_props(model, {k: v for k, v in props.items() if v is not None})
+    onnx.save(model, str(path))
+    record_onnx(folder)
+    with pytest.raises(MetadataError) as raised:
+        read_metadata(path)
+    assert words in str(raised.value) and len(str(raised.value).splitlines()) == 1
+    result = run_cli("predict", folder, photos[0], "--json")
+    assert result.returncode == 0, result.stderr
+    warning = result.stderr.strip()
+    assert warning.startswith("warning: ") and len(warning.splitlines()) == 1, warning
+    assert words in warning and "predicting with PyTorch" in warning
+    expected = clearclass.load(folder, backend="torch").predict(photos[0]).to_dict()
+    assert json.loads(result.stdout)[0]["labels"] == expected["labels"]

@@ -169,3 +169,26 @@ def test_relabel_to_a_set_of_hostile_labels_reads_back_and_undoes(run):
     finally:
         undo(run)  # the module's data is shared
     assert _tree(data.parent) == before
+
+
+def test_relabel_to_an_unknown_hostile_label_is_one_line_and_changes_nothing(run):
+    """A new_label the run does not know, typed with a line break, markup and a formula: one
+    line (the label escaped) that says clean relabels only to the run's labels and what to
+    do for a new one; the labels CSV untouched."""
+    clean(run, device="cpu")
+    data = Path(RunFolder(run).model_info().training["data"])
+    before = _tree(data.parent)
+    header = list(_cells(run / "clean" / "actions.csv")[0])
+    edited = run / "clean" / "edited.csv"
+    with open(edited, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerow(["00.png", "", "", "relabel", f"cat;owl\n{HTML}", "", ""])
+        writer.writerow(["01.png", "", "", "relabel", "=HYPERLINK(\"x\")", "", ""])
+    result = run_cli("clean", run, "--apply", edited)
+    failed(result, "2 row(s) cannot be applied, so nothing was changed",
+           "new_label 'owl\\n<img src=x onerror=alert(1)>' is not a label of the run",
+           "new_label '=HYPERLINK(\"x\")' is not a label of the run",
+           "clean relabels only to the run's labels: for a new label, add it to the photos in "
+           "the labels CSV yourself and train a new run")
+    assert _tree(data.parent) == before and not (run / "clean" / "applied.json").exists()

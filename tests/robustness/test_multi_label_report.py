@@ -140,6 +140,43 @@ def test_a_test_csv_with_labels_the_model_does_not_know(trained_multi_label_run,
            "has a label")
 
 
+@pytest.mark.parametrize("delimiter", [",", '"', "<", "\t"])
+def test_a_test_csv_split_on_an_awkward_label_delimiter(trained_multi_label_run, tmp_path,
+                                                        delimiter):
+    """`evaluate --data --label-delimiter C` with a character that is the CSV's own
+    separator or quote, markup, or a tab: the cells (quoted by the csv module) are read as
+    the sets they list, as the same CSV written with ';' is."""
+    plain = make_multi_label_dataset(tmp_path / "plain", per_set=1, size=(56, 44))
+    rows = list(csv.reader(io.StringIO(plain.read_text())))
+    assert any(";" in label for _, label in rows[1:])
+    awkward = tmp_path / "awkward" / "labels.csv"
+    awkward.parent.mkdir()
+    with open(awkward, "w", newline="", encoding="utf-8") as f:  # the same photos
+        csv.writer(f).writerows([rows[0]] + [[str(plain.parent / p),
+                                              label.replace(";", delimiter)]
+                                             for p, label in rows[1:]])
+    for source, given in ((plain, []), (awkward, ["--label-delimiter", delimiter])):
+        result = run_cli("evaluate", trained_multi_label_run, "--data", source, *given,
+                         "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+        assert "not labels of" not in result.stderr  # every label known
+    plain_report, awkward_report = (
+        json.loads((trained_multi_label_run / f"report-{name}" / "results.json").read_text())
+        for name in ("plain", "awkward"))
+    assert plain_report["photos"] == awkward_report["photos"] == 8
+    assert {k: v for k, v in awkward_report.items() if k != "source"} == {
+        k: v for k, v in plain_report.items() if k != "source"}
+
+
+@pytest.mark.parametrize("delimiter", ["", "||", "; "])
+def test_a_label_delimiter_of_other_than_one_character_is_one_line(trained_multi_label_run,
+                                                                   tmp_path, delimiter):
+    source = make_multi_label_dataset(tmp_path / "test", per_set=1, size=(56, 44))
+    failed(run_cli("evaluate", trained_multi_label_run, "--data", source,
+                   "--label-delimiter", delimiter),
+           f"--label-delimiter must be one character, such as ';' or ' '; got {delimiter!r}")
+
+
 @pytest.mark.slow  # draws the figures of 120 labels and 2,000 photos
 def test_120_labels_make_a_readable_report_in_reasonable_time(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -147,6 +147,18 @@ def _newer(data):
     data["format_version"] = 3
 
 
+def _swapped_ids(data):
+    """Two classes' ids swapped: as many outputs, which model.onnx's metadata tells apart."""
+    first, second = data["classes"][0], data["classes"][1]
+    first["id"], second["id"] = second["id"], first["id"]
+
+
+def _made_multi_label(data):
+    data["task"], data["format_version"] = "multi", 2
+    for entry in data["classes"]:
+        entry["threshold"] = 0.5
+
+
 @pytest.mark.parametrize(("kind", "edit", "expected"), [
     # The weights are read by PyTorch here: the one case of this file that imports it.
     ("plain", _more_classes, "model.json lists 4 classes but the weights in model.safetensors "
@@ -157,7 +169,12 @@ def _newer(data):
     ("onnx", _drop_size, "model.json is not a valid model description: it has no "
                          "'preprocessing.size'"),
     ("onnx", _newer, "model.json was written by a newer clearclass (format version 3"),
-], ids=["more names", "one name", "a list", "garbage bytes", "missing field", "newer version"])
+    ("onnx", _swapped_ids, "model.json lists the classes 'green', 'blue', 'red' but "
+                           "model.onnx was exported for 'blue', 'green', 'red'"),
+    ("onnx", _made_multi_label, "model.json gives the task as multi but model.onnx was "
+                                "exported for single"),
+], ids=["more names", "one name", "a list", "garbage bytes", "missing field", "newer version",
+        "swapped ids", "another task"])
 def test_an_edited_model_json_is_named_with_what_is_wrong(bundle, photos, kind, edit, expected):
     folder = bundle(kind)
     info = folder / "model.json"

@@ -49,6 +49,7 @@ from clearclass.evaluation.results import (
 from clearclass.predict import Classifier, load
 from clearclass.progress import bar, say, warn
 from clearclass.run_folder import RunFolder, run_path
+from clearclass.training.config import LABEL_DELIMITER_RULE, is_label_delimiter
 
 if TYPE_CHECKING:
     from clearclass.training.loop import TrainingRun
@@ -65,7 +66,7 @@ Truth = str | tuple[str, ...]
 def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta: bool = False,
              top_losses: int = TOP_LOSSES, device: str = "auto",
              report: str | Path | None = None, exclude_training: bool = False,
-             ) -> Evaluation | MultiLabelEvaluation:
+             label_delimiter: str | None = None) -> Evaluation | MultiLabelEvaluation:
     """Evaluate a training run and write its report.
 
     By default on the run's own validation photos, into RUN/report/. With `data`, on the
@@ -79,22 +80,26 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
     `report`: another folder for the report.
 
     A multi-label run gives a `MultiLabelEvaluation` (at the thresholds of its model.json),
-    and `data` is read as multi-label: a CSV's label cells are sets of labels (split as the
-    run's --label-delimiter says; by default on ';', or on spaces when no cell has one);
-    labels the model does not know are left out of each photo's set, with a warning that
-    names them.
+    and `data` is read as multi-label: a CSV's label cells are sets of labels (split on
+    `label_delimiter`, one character; by default as the run's --label-delimiter says, else
+    on ';', or on spaces when no cell has one); labels the model does not know are left out
+    of each photo's set, with a warning that names them.
 
     Example:
         report = clearclass.evaluate("runs/dogs", tta=True)
         print(report.summary())
     """
     _check_arguments(run=run, data=data, tta=tta, top_losses=top_losses, device=device,
-                     report=report, exclude_training=exclude_training)
+                     report=report, exclude_training=exclude_training,
+                     label_delimiter=label_delimiter)
     run_folder = RunFolder.open(run, needs_model=True)
     run_dir = run_folder.path
     classifier = load(run_folder.model_dir, device=device)
     class_ids = list(classifier.info.class_ids)
     task = classifier.info.task
+    if label_delimiter is not None and task != "multi":
+        raise SettingError("label_delimiter", f"is for multi-label runs; {run_dir} gives one "
+                                              "class per photo, whose label cell is read whole.")
     split = run_folder.split(class_ids)  # checked against config.json's record
     for note in split.notes:
         say(note)
@@ -105,7 +110,8 @@ def evaluate(run: str | Path | TrainingRun, data: str | Path | None = None, tta:
             raise RunError(f"{run_folder.split_file} lists no validation photos.")
         source, folder = "validation photos", run_dir / "report"
     else:
-        delimiter = _label_delimiter(run_folder) if task == "multi" else None
+        delimiter = None if task != "multi" else (
+            label_delimiter if label_delimiter is not None else _label_delimiter(run_folder))
         photos = labelled_photos(data, class_ids, task, delimiter)
         where = Path(data).expanduser().resolve()
         # A labels file is named for its folder: data/stanford-dogs/labels.csv, stanford-dogs.
@@ -349,6 +355,14 @@ def _check_arguments(**arguments: object) -> None:
     if not isinstance(arguments["device"], str):
         raise SettingError("device", "must be a device name (auto, cpu, cuda, cuda:N or mps); "
                                      f"got {described(arguments['device'])}.")
+    delimiter = arguments["label_delimiter"]
+    if not is_label_delimiter(delimiter):  # train's rule, and its words
+        raise SettingError("label_delimiter", f"{LABEL_DELIMITER_RULE}; got {delimiter!r}.")
+    if delimiter is not None and arguments["data"] is None:
+        raise SettingError("label_delimiter", "is for reading the labels CSV given as data "
+                                              "(a test set); the run's own validation photos "
+                                              "are read from its split.csv. Give data too, "
+                                              "or leave it out.")
 
 
 def _wordnet_id(class_id: str) -> str:

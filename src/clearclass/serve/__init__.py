@@ -10,9 +10,10 @@ Runtime on the CPU when the bundle has model.onnx; then PyTorch is never importe
   in `files` (a list), each object as `clearclass predict --json` prints it
   (`Prediction.to_dict`; a multi-label model's: labels, class_ids, predicted and every
   label's probability and threshold). `?top_k=N` (single-label models).
-- `GET /health`, `GET /model` (task, classes with a multi-label model's thresholds,
-  architecture, preprocessing, the run's accuracy when the bundle sits in its run folder),
-  OpenAPI docs at `/docs`.
+- `GET /health`, `GET /model` (task, classes with a multi-label model's thresholds: those
+  it decides with, model.json's or `serve --threshold` for every label; architecture,
+  preprocessing, the run's accuracy when the bundle sits in its run folder), OpenAPI docs at
+  `/docs`.
 
 The network's outputs become probabilities and a decision by the model's task
 (`Classifier.predict_proba_pixels` and `Classifier.prediction`): softmax and the most likely
@@ -66,7 +67,7 @@ from clearclass.data.decode import (
 from clearclass.errors import ClearclassError, RunError, SettingError
 from clearclass.fileio import json_text
 from clearclass.parallel import available_cores, check_process_count
-from clearclass.predict import Classifier, load
+from clearclass.predict import Classifier, check_threshold, load
 from clearclass.run_folder import RunFolder
 from clearclass.serve.limits import HELD_REQUESTS, MemoryBudget, UploadLimits, largest_request
 
@@ -90,6 +91,8 @@ MAX_BATCH = 16  # photos in one run of the network
 # p99 at 4 clients from 76 to 102 ms in benchmarks/serve_load.py.)
 BATCH_WAIT = 0.0
 MODEL_VARIABLE, THREADS_VARIABLE = "CLEARCLASS_SERVE_MODEL", "CLEARCLASS_SERVE_THREADS"
+# `serve --threshold`, handed to each uvicorn worker process (unset: model.json's thresholds).
+THRESHOLD_VARIABLE = "CLEARCLASS_SERVE_THRESHOLD"
 # The limits of `serve`, handed to each uvicorn worker process (its share where shared).
 LIMIT_VARIABLES = {"max_upload_bytes": "CLEARCLASS_SERVE_MAX_BYTES",
                    "max_pixels": "CLEARCLASS_SERVE_MAX_PIXELS",
@@ -163,22 +166,25 @@ class MicroBatcher:
 def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_PIXELS, threads: int | None = None,
                decode_memory_bytes: int = DECODE_MEMORY_BYTES,
-               max_held_bytes: int | None = None) -> FastAPI:
+               max_held_bytes: int | None = None,
+               threshold: float | None = None) -> FastAPI:
     """The FastAPI app that serves `model` (a bundle folder or a run folder).
 
     `max_upload_bytes`: the largest photo; `max_pixels`: the most pixels a photo may
     decode into; `decode_memory_bytes`: the estimated memory of the photos decoded at once;
     `max_held_bytes`: the upload bytes requests in progress may hold at once (default:
-    HELD_REQUESTS requests of the largest size).
+    HELD_REQUESTS requests of the largest size). `threshold`: a multi-label model predicts
+    every label whose probability reaches this, instead of model.json's thresholds (as
+    `clearclass.load(threshold=)`; a single-label model refuses it).
 
     Example:
         from fastapi.testclient import TestClient
         with TestClient(create_app("runs/dogs/model")) as client, open("new.jpg", "rb") as f:
             print(client.post("/predict", files={"file": f}).json()["label"])
     """
-    classifier = load(model, device="cpu", threads=threads)
+    classifier = load(model, device="cpu", threads=threads, threshold=threshold)
     batcher = MicroBatcher(classifier)
-    about = _about(classifier)
+    about = _about(classifier, threshold)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -226,7 +232,9 @@ def create_app(model: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.get("/model")
     async def model_info() -> dict:
         """The model: task ("single" or "multi"), classes (a multi-label model's with each
-        label's threshold), architecture, preprocessing, accuracy when known."""
+        label's threshold, the one it decides with), threshold (a multi-label model's: the
+        value `serve --threshold` gave every label, or null for model.json's own),
+        architecture, preprocessing, accuracy when known."""
         return about
 
     @app.post("/predict")
@@ -318,19 +326,21 @@ def _decode(file, name: str, size: int, method: str) -> np.ndarray:
         raise _Rejected(400, f"{name} cannot be decoded ({e}).") from None
 
 
-def _about(classifier: Classifier) -> dict:
-    """GET /model: what the model is. A multi-label model's classes carry their threshold,
-    as in model.json."""
+def _about(classifier: Classifier, threshold: float | None = None) -> dict:
+    """GET /model: what the model is. A multi-label model's classes carry the threshold the
+    server decides with (model.json's, or `threshold` for every label), and "threshold" says
+    which: `threshold`, or None for model.json's."""
     info = classifier.info
     classes = [{"id": c, "name": n} for c, n in zip(info.class_ids, info.class_names)]
-    if info.task == "multi":  # the thresholds the server decides with
-        thresholds = np.broadcast_to(np.asarray(classifier.task.thresholds, dtype=np.float64),
-                                     len(classes))
-        for entry, threshold in zip(classes, thresholds):
-            entry["threshold"] = float(threshold)
     about = {"architecture": info.architecture, "task": info.task, "classes": classes,
              "size": info.item_resize, "resize_method": info.resize_method, "mean": list(info.mean),
              "std": list(info.std), "backend": classifier.backend, "accuracy": None}
+    if info.task == "multi":  # the thresholds the server decides with
+        thresholds = np.broadcast_to(np.asarray(classifier.task.thresholds, dtype=np.float64),
+                                     len(classes))
+        for entry, value in zip(classes, thresholds):
+            entry["threshold"] = float(value)
+        about["threshold"] = threshold
     # The accuracy of the run the model comes from, when it lies in a run folder. A bundle
     # copied elsewhere has none, and a damaged metrics.csv only leaves it out: the page
     # classifies photos without it.
@@ -356,31 +366,50 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 def app_from_environment() -> FastAPI:
-    """The app for uvicorn's worker processes: the model, thread count and limits come from
-    $CLEARCLASS_SERVE_MODEL, $CLEARCLASS_SERVE_THREADS and LIMIT_VARIABLES (set by
-    `serve`)."""
+    """The app for uvicorn's worker processes: the model, thread count, limits and threshold
+    come from $CLEARCLASS_SERVE_MODEL, $CLEARCLASS_SERVE_THREADS, LIMIT_VARIABLES and
+    $CLEARCLASS_SERVE_THRESHOLD (set by `serve`)."""
     threads = os.environ.get(THREADS_VARIABLE, "")
     limits = {name: int(os.environ[variable]) for name, variable in LIMIT_VARIABLES.items()
               if os.environ.get(variable, "").isdigit()}
     return create_app(os.environ[MODEL_VARIABLE],
-                      threads=int(threads) if threads.isdigit() else None, **limits)
+                      threads=int(threads) if threads.isdigit() else None,
+                      threshold=_threshold_from(os.environ.get(THRESHOLD_VARIABLE)), **limits)
+
+
+def _threshold_from(text: str | None) -> float | str | None:
+    """$CLEARCLASS_SERVE_THRESHOLD as `serve` wrote it (the repr of a checked float, which
+    reads back exactly); None when unset. Text that is not a number is handed on as it is,
+    for `load`'s check_threshold to refuse by name."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-          decode_memory_bytes: int = DECODE_MEMORY_BYTES) -> None:
+          decode_memory_bytes: int = DECODE_MEMORY_BYTES,
+          threshold: float | None = None) -> None:
     """Serve `model` until stopped (Ctrl-C): `workers` processes, cores and the decoding
-    memory shared among them.
+    memory shared among them. `threshold`: a multi-label model predicts every label whose
+    probability reaches this, instead of model.json's thresholds.
 
     A port that another program holds, a host that is not this machine's and a port that
-    needs privileges each raise SettingError before anything starts.
+    needs privileges each raise SettingError before anything starts, as do a threshold that
+    is not a probability and one given to a single-label model.
     """
     import uvicorn
 
     check_process_count("workers", workers, "server processes")
-    # A bad model is one clear error here, not one per worker; the workers get the folder
-    # it was loaded from (a model on the Hub is fetched into the cache once, here).
-    folder = load(model, device="cpu").path
+    if threshold is not None:
+        threshold = check_threshold(threshold)  # before a model on the Hub is fetched
+    # A bad model (or a threshold it refuses) is one clear error here, not one per worker;
+    # the workers get the folder it was loaded from (a model on the Hub is fetched into the
+    # cache once, here).
+    folder = load(model, device="cpu", threshold=threshold).path
     _check_address(host, port)
     largest = largest_request(max_upload_bytes, MAX_FILES)
     os.environ[MODEL_VARIABLE] = str(Path(folder).expanduser().resolve())
@@ -390,6 +419,10 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers:
               "max_held_bytes": max(largest, HELD_REQUESTS * largest // workers)}
     for name, variable in LIMIT_VARIABLES.items():
         os.environ[variable] = str(shares[name])
+    if threshold is None:
+        os.environ.pop(THRESHOLD_VARIABLE, None)
+    else:
+        os.environ[THRESHOLD_VARIABLE] = repr(threshold)
     try:
         uvicorn.run("clearclass.serve:app_from_environment", factory=True, host=host,
                     port=port, workers=workers, log_level="info")

@@ -49,6 +49,16 @@ RENAMED = {
 OLD_VALUES: dict[str, dict[Any, Any]] = {"cache": {True: "disk", False: "memory"}}
 
 
+# --label-delimiter's rule, which `evaluate --data` checks too.
+LABEL_DELIMITER_RULE = "must be one character, such as ';' or ' '"
+
+
+def is_label_delimiter(value: object) -> bool:
+    """Whether `value` may separate a CSV's labels: one character, or None (the default:
+    ';', or spaces with --task multi when no cell has a ';')."""
+    return value is None or (isinstance(value, str) and len(value) == 1)
+
+
 def setting(default: Any, help: str, group: str, default_text: str | None = None) -> Any:
     """A field of TrainConfig: its default, its help (shown by --help) and its group.
 
@@ -255,8 +265,7 @@ class TrainConfig:
             ("balance", self.balance in BALANCE_MODES,
              f"must be one of {', '.join(BALANCE_MODES)}"),
             ("task", self.task in TASK_CHOICES, f"must be one of {', '.join(TASK_CHOICES)}"),
-            ("label_delimiter", self.label_delimiter is None or len(self.label_delimiter) == 1,
-             "must be one character, such as ';' or ' '"),
+            ("label_delimiter", is_label_delimiter(self.label_delimiter), LABEL_DELIMITER_RULE),
             ("threshold", self.threshold == "auto" or _fraction(self.threshold),
              "must be a number between 0 and 1, or auto"),
         ]
