@@ -136,7 +136,7 @@ def test_a_multi_label_runs_damaged_figures_are_left_out_of_the_card(multi_label
     left out, the rest is said, and the card parses as the Hub parses it."""
     run = Path(shutil.copytree(multi_label_run, tmp_path / "run"))
     report = run / "report"
-    report.mkdir()
+    report.mkdir(exist_ok=True)  # another test may have evaluated the shared run
     (report / "results.json").write_text(json.dumps({
         "task": "multi", "photos": 8, "accuracy": 0.75, "tta_accuracy": True,
         "f1_micro": "0.9\nmetrics: [hacked]", "tta_f1_micro": float("nan"), "f1_macro": 7,
