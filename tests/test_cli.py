@@ -58,6 +58,7 @@ def test_version_and_top_level_help():
         assert name in result.output
 
 
+@pytest.mark.slow  # train, evaluate, predict and export one after the other
 def test_train_evaluate_predict_export_through_the_cli(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=20)
     run = tmp_path / "run"

@@ -32,7 +32,7 @@ import pytest
 from clearclass import bundle, fileio
 from clearclass.data.sources import find_photos
 from clearclass.training.checkpoint import read_checkpoint
-from tests.conftest import REPO, make_dataset
+from tests.conftest import REPO, make_dataset, run_cli
 from tests.robustness import folder_swapper
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not hasattr(os, "fork"),
@@ -212,13 +212,13 @@ def test_sigkill_at_random_moments_of_training_leaves_a_whole_run(tmp_path):
     # (the previous run kept) and after it (the new run in place, mid-training).
     assert kept >= KILLS // 2 and replaced >= KILLS // 2
 
-    finished = subprocess.run(_train_command(data, out, seed=99), capture_output=True,
-                              text=True, timeout=300)
+    # Then a run to the end over what the kills left, and its evaluation: the same commands,
+    # in this process (what they find on disk is the point, not the process; the processes
+    # above were the real ones, and were killed).
+    finished = run_cli(*_train_command(data, out, seed=99)[3:])
     assert finished.returncode == 0, finished.stderr
     assert _check_whole(out, data) is not None
     assert sorted(p.name for p in out.parent.iterdir()) == ["colours"]  # nothing left beside
-    evaluated = subprocess.run([sys.executable, "-m", "clearclass", "evaluate", str(out),
-                                "--device", "cpu", "--quiet"],
-                               capture_output=True, text=True, timeout=300)
+    evaluated = run_cli("evaluate", out, "--device", "cpu", "--quiet")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "Traceback" not in evaluated.stderr

@@ -28,6 +28,7 @@ def hostile_photos(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a run stopped, damaged and resumed, tracked by both trackers
 def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_resume(
         hostile_photos, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -63,6 +64,7 @@ def test_tensorboard_folder_deleted_and_tracking_json_damaged_between_stop_and_r
     assert sorted(m.step for m in history) == [0, 1, 2]
 
 
+@pytest.mark.slow  # trains and evaluates, read back with TensorBoard's own reader
 def test_hostile_class_names_stay_text_in_tensorboards_per_class_table(
         hostile_photos, tmp_path):
     import clearclass
@@ -119,6 +121,7 @@ def test_a_local_store_that_cannot_be_opened_is_one_warning(hostile_photos, tmp_
     assert len(run.history) == 2 and not (run.run_dir / "tracking.json").exists()
 
 
+@pytest.mark.slow  # trains with both trackers, read back with their own readers
 def test_a_data_folder_named_in_latin1_reaches_both_trackers_escaped(tmp_path, monkeypatch,
                                                                      caplog):
     """Protobuf (TensorBoard) and JSON (MLflow) take UTF-8 only: a name that is not is sent
@@ -148,6 +151,7 @@ def test_a_data_folder_named_in_latin1_reaches_both_trackers_escaped(tmp_path, m
     assert [e.step for e in events.Scalars("valid/accuracy")] == [0, 1]
 
 
+@pytest.mark.slow  # a run stopped and resumed in MLflow's store
 def test_a_run_stopped_in_its_first_epoch_goes_on_in_the_same_mlflow_run(
         hostile_photos, tmp_path, monkeypatch):
     """Stopped before any epoch ended (nothing in metrics.csv yet): the checkpoint's
