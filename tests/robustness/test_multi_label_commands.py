@@ -136,6 +136,12 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _write_actions(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """An actions.csv as a user edits it: `header`, then `rows`."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
 def test_relabel_to_a_set_of_hostile_labels_reads_back_and_undoes(run):
     clean(run, device="cpu")
     data = Path(RunFolder(run).model_info().training["data"])
@@ -143,20 +149,14 @@ def test_relabel_to_a_set_of_hostile_labels_reads_back_and_undoes(run):
     rows = _cells(run / "clean" / "actions.csv")
     header = list(rows[0])
     edited = run / "clean" / "edited.csv"
-    with open(edited, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        # A grey photo given the two hostile labels (by hand, as a user would type them).
-        writer.writerow(["00.png", "", "", "relabel", f"{HTML};{FORMULA}", "", ""])
-        writer.writerow(["01.png", "", "", "relabel", "CAT", "", ""])
+    # A grey photo given the two hostile labels (by hand, as a user would type them).
+    _write_actions(edited, header, [["00.png", "", "", "relabel", f"{HTML};{FORMULA}", "", ""],
+                                    ["01.png", "", "", "relabel", "CAT", "", ""]])
     with pytest.raises(DataError, match="'CAT' is not a label of the run"):
         apply_actions(run, edited)  # the case matters: nothing changed
     assert _tree(data.parent) == before
-    with open(edited, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerow(["00.png", "", "", "relabel", f"{HTML};{FORMULA}", "", ""])
-        writer.writerow(["01.png", "", "", "relabel", f"cat;{FORMULA}", "", ""])
+    _write_actions(edited, header, [["00.png", "", "", "relabel", f"{HTML};{FORMULA}", "", ""],
+                                    ["01.png", "", "", "relabel", f"cat;{FORMULA}", "", ""]])
     try:
         apply_actions(run, edited)
         raw = data.read_text(encoding="utf-8")
@@ -180,11 +180,8 @@ def test_relabel_to_an_unknown_hostile_label_is_one_line_and_changes_nothing(run
     before = _tree(data.parent)
     header = list(_cells(run / "clean" / "actions.csv")[0])
     edited = run / "clean" / "edited.csv"
-    with open(edited, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerow(["00.png", "", "", "relabel", f"cat;owl\n{HTML}", "", ""])
-        writer.writerow(["01.png", "", "", "relabel", "=HYPERLINK(\"x\")", "", ""])
+    _write_actions(edited, header, [["00.png", "", "", "relabel", f"cat;owl\n{HTML}", "", ""],
+                                    ["01.png", "", "", "relabel", "=HYPERLINK(\"x\")", "", ""]])
     result = run_cli("clean", run, "--apply", edited)
     failed(result, "2 row(s) cannot be applied, so nothing was changed",
            "new_label 'owl\\n<img src=x onerror=alert(1)>' is not a label of the run",
