@@ -99,3 +99,21 @@ def test_multi_label_from_class_folders_is_one_error(tmp_path, task, message):
 
     failed(_train(make_dataset(tmp_path / "d", per_class=4), tmp_path, "--task", task),
            message)
+
+
+def test_space_separated_hostile_labels_are_read_as_sets_and_split_csv_keeps_them(tmp_path):
+    """fastai-style cells whose words are markup and a formula: read as sets by --task auto
+    (every word is a label alone elsewhere), said in one line, kept whole in model.json,
+    and read back as the same sets from the run's split.csv."""
+    html, formula = "<!--<script>", "=cmd|x"
+    rows = [(f"{html} {formula}", ""), (html, ""), (formula, ""), ("red", "")] * 4
+    result = _train(_photos(tmp_path / "d", rows), tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stdout.splitlines() if "separated by spaces" in line]
+    assert len(said) == 1 and f"'{html} {formula}'" in said[0]
+    assert _labels(tmp_path) == sorted([html, formula, "red"])
+    from clearclass.run_folder import RunFolder
+
+    photos = RunFolder(tmp_path / "run").split().photos
+    assert {p.labels for p in photos} == {tuple(sorted((html, formula))), (html,), (formula,),
+                                          ("red",)}
